@@ -1,0 +1,95 @@
+"""Server settings, read from the environment in one place and validated up front."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what it wants."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    jwt_secret: str
+    admin_token: str | None = None
+    nats_url: str | None = None
+    node_id: str = ""
+    max_frame: int = 64 * 1024
+    rate_per_sec: float = 200.0
+    rate_burst: int = 400
+    max_sessions_per_user: int = 10
+    hello_timeout: float = 10.0
+    drain_grace: float = 20.0
+    reconnect_jitter_ms: int = 2000
+    batch_max: int = 256
+    batch_linger_ms: float = 1.0
+    db_pool_size: int = 8
+    send_workers: int = 4
+    max_outbound_frames: int = 10_000
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    db = env.get("IM_DATABASE_URL", "")
+    if not db.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            "IM_DATABASE_URL must be a PostgreSQL URL (postgresql://user:pw@host:port/db)"
+        )
+    secret = env.get("IM_JWT_SECRET", "")
+    if len(secret) < 16:
+        raise ConfigError("IM_JWT_SECRET must be set to at least 16 characters (HS256 key)")
+    nats_url = env.get("IM_NATS_URL") or None
+    if nats_url is not None and not nats_url.startswith(("nats://", "tls://")):
+        raise ConfigError(f"IM_NATS_URL must start with nats:// or tls://, got {nats_url!r}")
+    admin = env.get("IM_ADMIN_TOKEN") or None
+    if admin is not None and len(admin) < 16:
+        raise ConfigError("IM_ADMIN_TOKEN must be at least 16 characters when set")
+    return Settings(
+        database_url=db,
+        jwt_secret=secret,
+        admin_token=admin,
+        nats_url=nats_url,
+        node_id=env.get("IM_NODE_ID", ""),
+        max_frame=_int(env, "IM_MAX_FRAME", 64 * 1024, 1024, 16 * 1024 * 1024),
+        rate_per_sec=_float(env, "IM_RATE_PER_SEC", 200.0, 0.1, 1_000_000),
+        rate_burst=_int(env, "IM_RATE_BURST", 400, 1, 1_000_000),
+        max_sessions_per_user=_int(env, "IM_MAX_SESSIONS_PER_USER", 10, 1, 10_000),
+        hello_timeout=_float(env, "IM_HELLO_TIMEOUT", 10.0, 0.05, 3600),
+        drain_grace=_float(env, "IM_DRAIN_GRACE_SECONDS", 20.0, 0.1, 3600),
+        reconnect_jitter_ms=_int(env, "IM_RECONNECT_JITTER_MS", 2000, 0, 600_000),
+        batch_max=_int(env, "IM_BATCH_MAX", 256, 1, 10_000),
+        batch_linger_ms=_float(env, "IM_BATCH_LINGER_MS", 1.0, 0, 1000),
+        db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
+        send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
+        max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
+    )

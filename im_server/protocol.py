@@ -1,0 +1,430 @@
+"""Wire protocol v1, sans-I/O: text frames in, typed requests out; typed results in, text out.
+
+Nothing here touches a socket, a database or the clock, so every rule about what a valid frame
+is can be tested by calling functions. ``docs/protocol.md`` is the prose version of this file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from im_server.errors import ErrorCode, FrameError
+
+PROTOCOL_VERSION = 1
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# Conversation ids are ours (d:alice:bob, g:<hex>); the bound keeps a hostile id from being big.
+CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}$")
+MAX_CID = 64
+MAX_RID = 64
+MAX_SYNC_LIMIT = 500
+MAX_GROUP_MEMBERS = 1000
+MAX_TITLE = 200
+MAX_WATCH = 1000
+
+
+# --- client -> server ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    token: str
+    device: str | None
+    resume: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    cid: str
+    conv: str | None
+    to: str | None
+    body: str  # canonical JSON text of the body, stored and pushed byte for byte
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    rid: str | None
+    conv: str
+    after_seq: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    rid: str | None
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Convs:
+    rid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    conv: str
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    rid: str | None
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCreate:
+    rid: str | None
+    title: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAdd:
+    rid: str | None
+    conv: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRemove:
+    rid: str | None
+    conv: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMembers:
+    rid: str | None
+    conv: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    rid: str | None
+
+
+Request = (
+    Hello
+    | Send
+    | Sync
+    | Read
+    | Convs
+    | Typing
+    | Watch
+    | GroupCreate
+    | GroupAdd
+    | GroupRemove
+    | GroupMembers
+    | Ping
+)
+
+
+@dataclass(slots=True)
+class _Fields:
+    """Typed access to one frame's fields; every failure names the field."""
+
+    obj: dict[str, Any]
+    ftype: str
+    # rid/cid of the frame, so an error can be matched to the request that caused it.
+    ref: dict[str, str] = field(default_factory=dict)
+
+    def _fail(self, name: str, want: str) -> FrameError:
+        err = FrameError(ErrorCode.BAD_FRAME, f"{self.ftype}: field '{name}' must be {want}")
+        err.ref = self.ref  # type: ignore[attr-defined]
+        return err
+
+    def string(self, name: str, *, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
+        v = self.obj.get(name)
+        if not isinstance(v, str) or not v or len(v) > max_len:
+            raise self._fail(name, f"a non-empty string of at most {max_len} characters")
+        if pattern is not None and not pattern.match(v):
+            raise self._fail(name, f"a string matching {pattern.pattern}")
+        return v
+
+    def opt_string(
+        self, name: str, *, max_len: int, pattern: re.Pattern[str] | None = None
+    ) -> str | None:
+        if self.obj.get(name) is None:
+            return None
+        return self.string(name, max_len=max_len, pattern=pattern)
+
+    def integer(self, name: str, *, lo: int, hi: int, default: int | None = None) -> int:
+        v = self.obj.get(name, default)
+        # bool is an int in Python; on the wire it is not a number.
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise self._fail(name, f"an integer from {lo} to {hi}")
+        return v
+
+    def user_list(
+        self, name: str, *, max_len: int, default: list[str] | None = None
+    ) -> tuple[str, ...]:
+        v = self.obj.get(name, default)
+        if not isinstance(v, list) or len(v) > max_len:
+            raise self._fail(name, f"a list of at most {max_len} user ids")
+        for u in v:
+            if not isinstance(u, str) or not USER_ID_RE.match(u):
+                raise self._fail(name, "a list of user ids ([A-Za-z0-9_.@-], 1-64 characters)")
+        return tuple(dict.fromkeys(v))
+
+
+_MAX_SEQ = 2**62
+
+
+def parse_request(data: str | bytes) -> Request:
+    """Parse one client text frame. Raises FrameError with a code a client can act on."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise FrameError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise FrameError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    ftype = obj.get("type")
+    if not isinstance(ftype, str):
+        raise FrameError(ErrorCode.BAD_FRAME, "frame needs a string field 'type'")
+    f = _Fields(obj, ftype)
+    for key in ("rid", "cid"):
+        ref = obj.get(key)
+        if isinstance(ref, str) and len(ref) <= MAX_CID:
+            f.ref[key] = ref
+    parser = _PARSERS.get(ftype)
+    if parser is None:
+        err = FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{ftype[:40]}'")
+        err.ref = f.ref  # type: ignore[attr-defined]
+        raise err
+    req: Request = parser(f)
+    return req
+
+
+def _rid(f: _Fields) -> str | None:
+    return f.opt_string("rid", max_len=MAX_RID)
+
+
+def _hello(f: _Fields) -> Hello:
+    version = f.integer("v", lo=0, hi=1_000_000, default=PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise FrameError(
+            ErrorCode.BAD_VERSION, f"protocol version {version} is not supported; use 1"
+        )
+    token = f.string("token", max_len=8192)
+    device = f.opt_string("device", max_len=64)
+    raw_resume = f.obj.get("resume") or {}
+    if not isinstance(raw_resume, dict) or len(raw_resume) > 10_000:
+        raise f._fail("resume", "an object mapping conversation id to the last seq seen")
+    resume: dict[str, int] = {}
+    for conv, seq in raw_resume.items():
+        if (
+            not CONV_ID_RE.match(conv)
+            or not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or not 0 <= seq < _MAX_SEQ
+        ):
+            raise f._fail("resume", "an object mapping conversation id to the last seq seen")
+        resume[conv] = seq
+    return Hello(version, token, device, resume)
+
+
+def _send(f: _Fields) -> Send:
+    cid = f.string("cid", max_len=MAX_CID)
+    conv = f.opt_string("conv", max_len=140, pattern=CONV_ID_RE)
+    to = f.opt_string("to", max_len=64, pattern=USER_ID_RE)
+    if (conv is None) == (to is None):
+        raise f._fail("conv", "given, or 'to' given, but not both")
+    if "body" not in f.obj:
+        raise f._fail("body", "present (any JSON value)")
+    body = orjson.dumps(f.obj["body"]).decode()
+    return Send(cid, conv, to, body)
+
+
+def _sync(f: _Fields) -> Sync:
+    return Sync(
+        _rid(f),
+        f.string("conv", max_len=140, pattern=CONV_ID_RE),
+        f.integer("after_seq", lo=0, hi=_MAX_SEQ, default=0),
+        f.integer("limit", lo=1, hi=MAX_SYNC_LIMIT, default=100),
+    )
+
+
+def _read(f: _Fields) -> Read:
+    return Read(
+        _rid(f),
+        f.string("conv", max_len=140, pattern=CONV_ID_RE),
+        f.integer("seq", lo=0, hi=_MAX_SEQ),
+    )
+
+
+def _convs(f: _Fields) -> Convs:
+    return Convs(_rid(f))
+
+
+def _typing(f: _Fields) -> Typing:
+    return Typing(f.string("conv", max_len=140, pattern=CONV_ID_RE))
+
+
+def _watch(f: _Fields) -> Watch:
+    return Watch(_rid(f), f.user_list("users", max_len=MAX_WATCH))
+
+
+def _group_create(f: _Fields) -> GroupCreate:
+    title = f.opt_string("title", max_len=MAX_TITLE) or ""
+    return GroupCreate(
+        _rid(f), title, f.user_list("members", max_len=MAX_GROUP_MEMBERS, default=[])
+    )
+
+
+def _group_add(f: _Fields) -> GroupAdd:
+    return GroupAdd(
+        _rid(f),
+        f.string("conv", max_len=140, pattern=CONV_ID_RE),
+        f.string("user", max_len=64, pattern=USER_ID_RE),
+    )
+
+
+def _group_remove(f: _Fields) -> GroupRemove:
+    return GroupRemove(
+        _rid(f),
+        f.string("conv", max_len=140, pattern=CONV_ID_RE),
+        f.string("user", max_len=64, pattern=USER_ID_RE),
+    )
+
+
+def _group_members(f: _Fields) -> GroupMembers:
+    return GroupMembers(_rid(f), f.string("conv", max_len=140, pattern=CONV_ID_RE))
+
+
+def _ping(f: _Fields) -> Ping:
+    return Ping(_rid(f))
+
+
+_PARSERS: dict[str, Any] = {
+    "hello": _hello,
+    "send": _send,
+    "sync": _sync,
+    "read": _read,
+    "convs": _convs,
+    "typing": _typing,
+    "watch": _watch,
+    "group_create": _group_create,
+    "group_add": _group_add,
+    "group_remove": _group_remove,
+    "group_members": _group_members,
+    "ping": _ping,
+}
+
+CLIENT_FRAME_TYPES = frozenset(_PARSERS)
+
+
+def error_ref(exc: BaseException) -> dict[str, str]:
+    """The rid/cid of the request an error answers, when the frame had one."""
+    ref = getattr(exc, "ref", None)
+    return ref if isinstance(ref, dict) else {}
+
+
+def direct_conv_id(a: str, b: str) -> str:
+    """One stable id per pair of users, whoever sends first. ':' cannot occur in a user id."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    return f"d:{lo}:{hi}"
+
+
+def direct_members(conv: str) -> tuple[str, str] | None:
+    parts = conv.split(":")
+    if len(parts) != 3 or parts[0] != "d":
+        return None
+    return parts[1], parts[2]
+
+
+# --- server -> client ---------------------------------------------------------------------
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _q(s: str) -> str:
+    return orjson.dumps(s).decode()
+
+
+def welcome(user: str, session: str, server_time: int, node: str) -> str:
+    return _dumps(
+        {
+            "type": "welcome",
+            "v": PROTOCOL_VERSION,
+            "user": user,
+            "session": session,
+            "server_time": server_time,
+            "node": node,
+        }
+    )
+
+
+def ack(cid: str, conv: str, seq: int, ts: int, duplicate: bool = False) -> str:
+    frame: dict[str, Any] = {"type": "ack", "cid": cid, "conv": conv, "seq": seq, "ts": ts}
+    if duplicate:
+        frame["duplicate"] = True
+    return _dumps(frame)
+
+
+def msg(conv: str, seq: int, sender: str, ts: int, body: str) -> str:
+    # Built by hand so the stored body text is pushed without a parse and re-encode.
+    return (
+        f'{{"type":"msg","conv":{_q(conv)},"seq":{seq},"from":{_q(sender)},'
+        f'"ts":{ts},"body":{body}}}'
+    )
+
+
+def msg_item(seq: int, sender: str, ts: int, body: str) -> str:
+    return f'{{"seq":{seq},"from":{_q(sender)},"ts":{ts},"body":{body}}}'
+
+
+def batch(rid: str | None, conv: str, items: list[str], more: bool, last_seq: int) -> str:
+    head = f'{{"type":"batch","conv":{_q(conv)},'
+    if rid is not None:
+        head += f'"rid":{_q(rid)},'
+    more_s = "true" if more else "false"
+    return f'{head}"msgs":[{",".join(items)}],"more":{more_s},"last_seq":{last_seq}}}'
+
+
+def reply(ftype: str, rid: str | None, **fields: Any) -> str:
+    frame: dict[str, Any] = {"type": ftype}
+    if rid is not None:
+        frame["rid"] = rid
+    frame.update(fields)
+    return _dumps(frame)
+
+
+def error(
+    code: ErrorCode,
+    message: str,
+    *,
+    retryable: bool = False,
+    ref: dict[str, str] | None = None,
+    retry_after_ms: int | None = None,
+) -> str:
+    frame: dict[str, Any] = {
+        "type": "error",
+        "code": code.value,
+        "message": message,
+        "retryable": retryable,
+    }
+    if ref:
+        frame.update(ref)
+    if retry_after_ms is not None:
+        frame["retry_after_ms"] = retry_after_ms
+    return _dumps(frame)
+
+
+def reconnect(after_ms: int) -> str:
+    return _dumps({"type": "reconnect", "after_ms": after_ms})
+
+
+def typing(conv: str, user: str) -> str:
+    return _dumps({"type": "typing", "conv": conv, "user": user})
+
+
+def presence(user: str, status: str) -> str:
+    return _dumps({"type": "presence", "user": user, "status": status})

@@ -1,0 +1,628 @@
+"""The asyncio adapter: aiohttp moves bytes; protocol.py decides what they mean.
+
+One port serves WebSocket sessions at ``/ws`` and HTTP (``/healthz``, ``/readyz``, ``/metrics``,
+``/admin``). Several processes may bind the same port (SO_REUSEPORT); the kernel spreads new
+connections over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from im_server import auth, protocol
+from im_server.bus import NatsBus
+from im_server.config import Settings
+from im_server.errors import (
+    AccessError,
+    ErrorCode,
+    FrameError,
+    ImError,
+    LimitError,
+    UnavailableError,
+)
+from im_server.hub import Hub
+from im_server.limits import TokenBucket
+from im_server.metrics import Metrics
+from im_server.store import SendItem, Store
+
+log = logging.getLogger("im_server")
+
+CLOSE_GOING_AWAY_RESTART = 1012  # "service restart": the client should reconnect
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class Connection:
+    """One WebSocket session. Pushes are queued so a slow reader never blocks fan-out."""
+
+    __slots__ = (
+        "bucket",
+        "closed",
+        "device",
+        "id",
+        "max_out",
+        "metrics",
+        "out",
+        "user",
+        "writer",
+        "ws",
+    )
+
+    def __init__(self, ws: web.WebSocketResponse, metrics: Metrics, settings: Settings) -> None:
+        self.ws = ws
+        self.id = secrets.token_hex(8)
+        self.user = ""
+        self.device: str | None = None
+        self.metrics = metrics
+        self.out: deque[str] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.closed = False
+        self.max_out = settings.max_outbound_frames
+        self.bucket = TokenBucket(settings.rate_per_sec, settings.rate_burst, time.monotonic())
+
+    def push(self, frame: str, kind: str) -> None:
+        if self.closed:
+            return
+        self.out.append(frame)
+        counter = self.metrics.out_by_type.get(kind)
+        if counter is not None:
+            counter.inc()
+        if len(self.out) > self.max_out:
+            # A client that does not read would hold unbounded memory. Dropping it loses nothing:
+            # everything pushed is in PostgreSQL, and the client resyncs on reconnect.
+            self.metrics.dropped_slow.inc()
+            self.out.clear()
+            self.out.append(
+                protocol.error(ErrorCode.SLOW_CONSUMER, "too many unread frames", retryable=True)
+            )
+            self.closed = True
+            asyncio.get_running_loop().create_task(self._close_after_flush(CLOSE_TRY_AGAIN))
+            return
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.out:
+                await self.ws.send_str(self.out.popleft())
+        except (ConnectionError, RuntimeError):
+            self.closed = True
+            self.out.clear()
+        finally:
+            self.writer = None
+
+    async def flush(self) -> None:
+        while self.writer is not None:
+            await asyncio.shield(self.writer)
+
+    async def _close_after_flush(self, code: int, message: bytes = b"") -> None:
+        if self.writer is None and self.out:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
+        with contextlib.suppress(Exception):
+            await self.flush()
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+
+    async def close(self, code: int, message: bytes = b"") -> None:
+        self.closed = True
+        await self._close_after_flush(code, message)
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    item: SendItem
+    conn: Connection
+    t0: float
+
+
+class SendBatcher:
+    """Group commit: concurrent sends share one transaction (one fsync) per batch."""
+
+    def __init__(self, server: ImServer) -> None:
+        self.server = server
+        s = server.settings
+        self.max = s.batch_max
+        self.linger = s.batch_linger_ms / 1000
+        self.queue: asyncio.Queue[_PendingSend] = asyncio.Queue()
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.workers: list[asyncio.Task[None]] = []
+
+    def start(self, n: int) -> None:
+        self.workers = [asyncio.create_task(self._work()) for _ in range(n)]
+
+    def submit(self, item: SendItem, conn: Connection) -> None:
+        self.inflight += 1
+        self.idle.clear()
+        self.queue.put_nowait(_PendingSend(item, conn, time.perf_counter()))
+
+    async def _work(self) -> None:
+        q = self.queue
+        while True:
+            batch = [await q.get()]
+            if self.linger and q.qsize() < self.max:
+                await asyncio.sleep(self.linger)
+            while q.qsize() and len(batch) < self.max:
+                batch.append(q.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception:
+                log.exception("send batch failed")
+            finally:
+                self.inflight -= len(batch)
+                if self.inflight == 0:
+                    self.idle.set()
+
+    async def _commit(self, batch: list[_PendingSend]) -> None:
+        srv = self.server
+        m = srv.metrics
+        m.batch_size.observe(len(batch))
+        try:
+            results = await srv.store.send_batch([p.item for p in batch])
+        except ImError as exc:
+            m.db_errors.inc()
+            for p in batch:
+                srv.send_error(p.conn, exc, {"cid": p.item.cid})
+            return
+        now = time.perf_counter()
+        for p, r in zip(batch, results, strict=True):
+            item = p.item
+            if r.status == "ok":
+                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
+                m.ack_latency.observe(now - p.t0)
+                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
+                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
+            elif r.status == "dup":
+                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
+            else:
+                code = ErrorCode(r.status)
+                srv.send_error(
+                    p.conn,
+                    AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
+                    {"cid": item.cid},
+                )
+
+
+class ImServer:
+    def __init__(self, settings: Settings, *, node_id: str | None = None) -> None:
+        self.settings = settings
+        self.node_id = node_id or settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = Metrics()
+        self.store: Store = None  # type: ignore[assignment]  # set in start()
+        self.bus: NatsBus | None = None
+        self.hub = Hub(self.node_id)
+        self.batcher = SendBatcher(self)
+        self.conns: set[Connection] = set()
+        self.draining = False
+        self.drained = asyncio.Event()
+        self.db_ok = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        # Frames larger than this are cut off by aiohttp (close 1009); between max_frame and
+        # this the client gets a frame_too_large error and keeps its session.
+        self.hard_cap = max(4 * settings.max_frame, 1024 * 1024)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.store = await Store.connect(s.database_url, max_size=s.db_pool_size)
+        if s.nats_url:
+            self.bus = NatsBus(s.nats_url, self.hub.on_bus, self._bus_state)
+            self.hub.bus = self.bus
+            try:
+                await self.bus.start()
+                await self.bus.subscribe("im.pq")
+            except Exception as exc:
+                # Sends stay durable without the bus; cross-node pushes wait for it.
+                log.warning("bus unavailable at start (%r); retrying in background", exc)
+                self._spawn(self._bus_retry())
+        self.batcher.start(s.send_workers)
+        self._spawn(self._health_loop())
+
+    def _bus_state(self, up: bool) -> None:
+        self.metrics.bus_connected.set(1 if up else 0)
+
+    async def _bus_retry(self) -> None:
+        assert self.bus is not None
+        while not self.bus.connected and not self.draining:
+            await asyncio.sleep(1)
+            try:
+                await self.bus.start()
+                await self.bus.subscribe("im.pq")
+                for user in list(self.hub.by_user):
+                    await self.bus.subscribe(f"im.u.{user}")
+            except Exception:
+                continue
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.store.ping()
+                self.db_ok = True
+            except ImError:
+                self.db_ok = False
+                self.metrics.db_errors.inc()
+            await asyncio.sleep(1.0)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_frame)
+        app.router.add_get("/ws", self.ws_handler)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_handler)
+        from im_server.admin import add_routes
+
+        add_routes(app, self)
+        return app
+
+    async def listen(self, host: str, port: int) -> int:
+        """Bind (SO_REUSEPORT) and serve; return the bound port."""
+        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=4096)
+        await site.start()
+        bound: int = self._runner.addresses[0][1]
+        return bound
+
+    async def drain(self) -> None:
+        """Readiness off, clients told to reconnect, in-flight sends finish, close 1012."""
+        if self.draining:
+            await self.drained.wait()
+            return
+        self.draining = True
+        self.metrics.draining.set(1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_grace
+        if self._runner is not None:
+            # Stop accepting first: with SO_REUSEPORT the kernel then sends new connections to
+            # the other processes on the port.
+            for site in list(self._runner.sites):
+                await site.stop()
+        jitter = self.settings.reconnect_jitter_ms
+        for conn in list(self.conns):
+            conn.push(protocol.reconnect(random.randint(0, jitter) if jitter else 0), "reconnect")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.batcher.idle.wait(), max(0.0, deadline - loop.time()))
+        closing = [c.close(CLOSE_GOING_AWAY_RESTART, b"server draining") for c in self.conns]
+        if closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*closing, return_exceptions=True),
+                    max(0.1, deadline - loop.time()),
+                )
+        self.drained.set()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for w in self.batcher.workers:
+            w.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.store is not None:
+            await self.store.close()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "node": self.node_id})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        bus = "none" if self.bus is None else ("up" if self.bus.connected else "down")
+        ready = self.db_ok and not self.draining
+        body = {
+            "ready": ready,
+            "database": "up" if self.db_ok else "down",
+            "bus": bus,
+            "draining": self.draining,
+            "connections": len(self.conns),
+            "node": self.node_id,
+        }
+        # The bus is reported but does not gate readiness: without it sends are still durable,
+        # and taking every node out of the load balancer would turn a degraded state into an outage.
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    # --- WebSocket ------------------------------------------------------------------------
+
+    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            return web.json_response({"error": "draining"}, status=503)
+        ws = web.WebSocketResponse(max_msg_size=self.hard_cap, heartbeat=30.0)
+        await ws.prepare(request)
+        conn = Connection(ws, self.metrics, self.settings)
+        self.conns.add(conn)
+        self.metrics.connections.inc()
+        try:
+            if await self._hello(conn):
+                await self._serve(conn)
+        finally:
+            conn.closed = True
+            self.conns.discard(conn)
+            self.metrics.connections.dec()
+            if conn.user:
+                await self.hub.detach(conn)
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        return ws
+
+    def send_error(self, conn: Connection, exc: ImError, ref: dict[str, str] | None) -> None:
+        self.metrics.errors.labels(exc.code.value).inc()
+        retry_after = exc.retry_after_ms if isinstance(exc, LimitError) else None
+        conn.push(
+            protocol.error(
+                exc.code, exc.message, retryable=exc.retryable, ref=ref, retry_after_ms=retry_after
+            ),
+            "error",
+        )
+
+    async def _refuse(self, conn: Connection, exc: ImError) -> bool:
+        self.send_error(conn, exc, None)
+        await conn.close(CLOSE_POLICY, exc.code.value.encode())
+        return False
+
+    async def _hello(self, conn: Connection) -> bool:
+        s = self.settings
+        try:
+            msg = await conn.ws.receive(timeout=s.hello_timeout)
+        except TimeoutError:
+            return await self._refuse(
+                conn, FrameError(ErrorCode.HELLO_TIMEOUT, f"no hello within {s.hello_timeout}s")
+            )
+        if msg.type != WSMsgType.TEXT:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return False
+            return await self._refuse(
+                conn, FrameError(ErrorCode.BAD_FRAME, "expected a text hello frame")
+            )
+        if len(msg.data) > s.max_frame:
+            return await self._refuse(
+                conn, FrameError(ErrorCode.FRAME_TOO_LARGE, f"frame over {s.max_frame} bytes")
+            )
+        try:
+            req = protocol.parse_request(msg.data)
+            if not isinstance(req, protocol.Hello):
+                raise FrameError(ErrorCode.NOT_AUTHENTICATED, "the first frame must be hello")
+            user = auth.verify(s.jwt_secret, req.token)
+        except ImError as exc:
+            return await self._refuse(conn, exc)
+        self.metrics.in_by_type["hello"].inc()
+        if self.draining:
+            return await self._refuse(
+                conn, UnavailableError(ErrorCode.DRAINING, "node is draining; reconnect")
+            )
+        if self.hub.sessions_of(user) >= s.max_sessions_per_user:
+            return await self._refuse(
+                conn,
+                LimitError(
+                    ErrorCode.SESSION_LIMIT,
+                    f"at most {s.max_sessions_per_user} sessions per user on one node",
+                ),
+            )
+        conn.user = user
+        conn.device = req.device
+        await self.hub.attach(conn)
+        conn.push(protocol.welcome(user, conn.id, int(time.time() * 1000), self.node_id), "welcome")
+        for conv, after in req.resume.items():
+            await self._resume(conn, conv, after)
+        return True
+
+    async def _resume(self, conn: Connection, conv: str, after: int) -> None:
+        try:
+            msgs, more, last_seq = await self.store.sync(
+                conn.user, conv, after, protocol.MAX_SYNC_LIMIT
+            )
+        except ImError as exc:
+            self.send_error(conn, exc, {"conv": conv})
+            return
+        if msgs:
+            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+            conn.push(protocol.batch(None, conv, items, more, last_seq), "batch")
+
+    async def _serve(self, conn: Connection) -> None:
+        ws = conn.ws
+        s = self.settings
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.TEXT:
+                data: str = msg.data
+                if len(data) > s.max_frame:
+                    self.send_error(
+                        conn,
+                        FrameError(
+                            ErrorCode.FRAME_TOO_LARGE,
+                            f"frame of {len(data)} bytes is over the {s.max_frame} byte limit",
+                        ),
+                        None,
+                    )
+                    continue
+                self._on_frame(conn, data)
+            elif msg.type == WSMsgType.BINARY:
+                self.send_error(
+                    conn, FrameError(ErrorCode.BAD_FRAME, "binary frames are not supported"), None
+                )
+            else:
+                # CLOSE, CLOSING, CLOSED, or ERROR (e.g. over the hard size cap: aiohttp closes
+                # with 1009 itself).
+                return
+
+    def _on_frame(self, conn: Connection, data: str) -> None:
+        try:
+            req = protocol.parse_request(data)
+        except FrameError as exc:
+            self.metrics.in_unknown.inc()
+            self.send_error(conn, exc, protocol.error_ref(exc))
+            return
+        ftype = _TYPE_NAMES[type(req)]
+        self.metrics.in_by_type[ftype].inc()
+        wait_ms = conn.bucket.take(time.monotonic())
+        if wait_ms:
+            ref = {"cid": req.cid} if isinstance(req, protocol.Send) else _rid_ref(req)
+            self.send_error(
+                conn,
+                LimitError(ErrorCode.RATE_LIMITED, "slow down", retry_after_ms=wait_ms),
+                ref,
+            )
+            return
+        if isinstance(req, protocol.Send):
+            if self.draining:
+                self.send_error(
+                    conn,
+                    UnavailableError(
+                        ErrorCode.DRAINING, "node is draining; resend after reconnect"
+                    ),
+                    {"cid": req.cid},
+                )
+                return
+            conv = (
+                req.conv
+                if req.conv is not None
+                else protocol.direct_conv_id(conn.user, req.to or "")
+            )
+            self.batcher.submit(SendItem(conn.user, req.cid, conv, req.body), conn)
+        elif isinstance(req, protocol.Ping):
+            conn.push(protocol.reply("pong", req.rid), "reply")
+        elif isinstance(req, protocol.Hello):
+            self.send_error(
+                conn, FrameError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already sent"), None
+            )
+        else:
+            self._spawn(self._request(conn, req))
+
+    async def _request(self, conn: Connection, req: protocol.Request) -> None:
+        ref = _rid_ref(req)
+        try:
+            await self._handle(conn, req)
+        except ImError as exc:
+            if isinstance(exc, UnavailableError):
+                self.metrics.db_errors.inc()
+            self.send_error(conn, exc, ref)
+        except Exception:
+            log.exception("request %s failed", type(req).__name__)
+            self.send_error(conn, ImError(ErrorCode.INTERNAL, "internal error"), ref)
+
+    async def _handle(self, conn: Connection, req: protocol.Request) -> None:
+        store = self.store
+        user = conn.user
+        if isinstance(req, protocol.Sync):
+            msgs, more, last_seq = await store.sync(user, req.conv, req.after_seq, req.limit)
+            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+            conn.push(protocol.batch(req.rid, req.conv, items, more, last_seq), "batch")
+        elif isinstance(req, protocol.Read):
+            read_seq = await store.mark_read(user, req.conv, req.seq)
+            conn.push(protocol.reply("read_ok", req.rid, conv=req.conv, read_seq=read_seq), "reply")
+        elif isinstance(req, protocol.Convs):
+            convs = await store.conversations(user)
+            conn.push(protocol.reply("convs", req.rid, convs=convs), "reply")
+        elif isinstance(req, protocol.Typing):
+            members = await store.members_of(req.conv)
+            if user not in members:
+                raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{req.conv}'")
+            frame = protocol.typing(req.conv, user)
+            await self.hub.deliver([u for u in members if u != user], frame, "typing")
+        elif isinstance(req, protocol.Watch):
+            online = await self.hub.watch(conn, req.users)
+            conn.push(
+                protocol.reply("watching", req.rid, users=list(req.users), online=online), "reply"
+            )
+        elif isinstance(req, protocol.GroupCreate):
+            done = await store.create_group(user, req.title, req.members)
+            conn.push(
+                protocol.reply(
+                    "group", req.rid, conv=done.conv, title=req.title, members=list(done.recipients)
+                ),
+                "reply",
+            )
+            await self.fan_out(done, exclude=None)
+        elif isinstance(req, protocol.GroupAdd | protocol.GroupRemove):
+            if isinstance(req, protocol.GroupAdd):
+                change = await store.add_member(user, req.conv, req.user)
+            else:
+                change = await store.remove_member(user, req.conv, req.user)
+            now = [m["user"] for m in await store.list_members(None, req.conv)]
+            conn.push(
+                protocol.reply(
+                    "group", req.rid, conv=req.conv, changed=change is not None, members=now
+                ),
+                "reply",
+            )
+            if change is not None:
+                await self.fan_out(change, exclude=None)
+        elif isinstance(req, protocol.GroupMembers):
+            listed = await store.list_members(user, req.conv)
+            conn.push(protocol.reply("members", req.rid, conv=req.conv, members=listed), "reply")
+
+    async def fan_out(self, c: Any, exclude: str | None) -> None:
+        """Push a committed system message (membership change) to its recipients."""
+        frame = protocol.msg(c.conv, c.seq, c.sender, c.ts, c.body)
+        await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)
+
+
+_TYPE_NAMES: dict[type, str] = {
+    protocol.Hello: "hello",
+    protocol.Send: "send",
+    protocol.Sync: "sync",
+    protocol.Read: "read",
+    protocol.Convs: "convs",
+    protocol.Typing: "typing",
+    protocol.Watch: "watch",
+    protocol.GroupCreate: "group_create",
+    protocol.GroupAdd: "group_add",
+    protocol.GroupRemove: "group_remove",
+    protocol.GroupMembers: "group_members",
+    protocol.Ping: "ping",
+}
+
+
+def _rid_ref(req: protocol.Request) -> dict[str, str]:
+    rid = getattr(req, "rid", None)
+    return {"rid": rid} if isinstance(rid, str) else {}
+
+
+async def serve(settings: Settings, host: str, port: int, ready_file: str | None = None) -> int:
+    """Run one node until SIGTERM/SIGINT, then drain; return the exit code."""
+    server = ImServer(settings)
+    await server.start()
+    bound = await server.listen(host, port)
+    log.info("im-server %s listening on %s:%d", server.node_id, host, bound)
+    if ready_file:
+        Path(ready_file).write_text(str(bound))  # noqa: ASYNC240 - once, before serving
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining (grace %.1fs)", settings.drain_grace)
+    await server.drain()
+    await server.stop()
+    return 0

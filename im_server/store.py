@@ -1,0 +1,365 @@
+"""PostgreSQL access: every query the server runs, and nothing else.
+
+Connection loss and server errors surface as UnavailableError (retryable): the caller never
+acks what this module did not commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from im_server.errors import AccessError, ErrorCode, UnavailableError
+from im_server.protocol import direct_members
+
+# Errors that mean "try the whole transaction again": a concurrent duplicate (sender, cid)
+# committed first, or PostgreSQL broke a lock cycle.
+_RETRY_TX = (
+    asyncpg.UniqueViolationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+_TX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SendItem:
+    sender: str
+    cid: str
+    conv: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: str  # ok | dup | not_member | unknown_conversation
+    conv: str
+    seq: int
+    ts: int
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    sender: str
+    ts: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A system message written together with a membership change, for fan-out."""
+
+    conv: str
+    seq: int
+    ts: int
+    sender: str
+    body: str
+    recipients: tuple[str, ...]
+
+
+def _unavailable(exc: BaseException) -> UnavailableError:
+    return UnavailableError(ErrorCode.UNAVAILABLE, f"database unavailable: {type(exc).__name__}")
+
+
+# What "the database is unreachable or failing" looks like from asyncpg.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+    TimeoutError,
+)
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 8) -> Store:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, command_timeout=30
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> None:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def send_batch(self, items: Sequence[SendItem]) -> list[SendResult]:
+        """Commit a batch in one transaction; results are in the order of ``items``."""
+        args = (
+            [i.sender for i in items],
+            [i.cid for i in items],
+            [i.conv for i in items],
+            [i.body for i in items],
+        )
+        for attempt in range(_TX_ATTEMPTS):
+            try:
+                async with self.pool.acquire() as conn:
+                    rows = await conn.fetch("SELECT * FROM im_send_batch($1, $2, $3, $4)", *args)
+                break
+            except _RETRY_TX:
+                if attempt == _TX_ATTEMPTS - 1:
+                    raise UnavailableError(
+                        ErrorCode.UNAVAILABLE, "send conflicted repeatedly; retry"
+                    ) from None
+            except DB_ERRORS as exc:
+                raise _unavailable(exc) from exc
+        out: list[SendResult | None] = [None] * len(items)
+        for r in rows:
+            out[r["idx"] - 1] = SendResult(
+                r["status"],
+                r["conv_id"],
+                r["seq"] or 0,
+                r["ts_ms"] or 0,
+                tuple(r["recipients"] or ()),
+            )
+        if any(o is None for o in out):
+            raise UnavailableError(ErrorCode.INTERNAL, "batch returned fewer rows than sent")
+        return [o for o in out if o is not None]
+
+    async def _check_member(self, conn: asyncpg.Connection, conv: str, user: str) -> int:
+        """Return the conversation's last_seq if ``user`` is a member, else raise AccessError."""
+        row = await conn.fetchrow(
+            "SELECT c.last_seq, (m.user_id IS NOT NULL) AS member FROM conversations c"
+            " LEFT JOIN members m ON m.conv = c.id AND m.user_id = $2 WHERE c.id = $1",
+            conv,
+            user,
+        )
+        if row is None:
+            raise AccessError(ErrorCode.UNKNOWN_CONVERSATION, f"no conversation '{conv}'")
+        if not row["member"]:
+            raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
+        return int(row["last_seq"])
+
+    async def sync(
+        self, user: str, conv: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], bool, int]:
+        """Messages after ``after_seq`` in seq order, whether more follow, and the last seq."""
+        try:
+            async with self.pool.acquire() as conn:
+                if direct_members(conv) is not None and user not in (direct_members(conv) or ()):
+                    raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
+                try:
+                    last_seq = await self._check_member(conn, conv, user)
+                except AccessError as exc:
+                    # A direct conversation nobody has written to yet is simply empty.
+                    if exc.code is ErrorCode.UNKNOWN_CONVERSATION and direct_members(conv):
+                        return [], False, 0
+                    raise
+                rows = await conn.fetch(
+                    "SELECT seq, sender, im_ms(ts) AS ts, body FROM messages"
+                    " WHERE conv = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    conv,
+                    after_seq,
+                    limit + 1,
+                )
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        more = len(rows) > limit
+        msgs = [StoredMessage(r["seq"], r["sender"], r["ts"], r["body"]) for r in rows[:limit]]
+        return msgs, more, last_seq
+
+    async def mark_read(self, user: str, conv: str, seq: int) -> int:
+        """Move the user's read cursor forward (never back); return the stored cursor."""
+        try:
+            async with self.pool.acquire() as conn:
+                value = await conn.fetchval(
+                    "UPDATE members m SET read_seq = GREATEST(m.read_seq, LEAST($3, c.last_seq))"
+                    " FROM conversations c WHERE c.id = m.conv AND m.conv = $1 AND m.user_id = $2"
+                    " RETURNING m.read_seq",
+                    conv,
+                    user,
+                    seq,
+                )
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if value is None:
+            raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
+        return int(value)
+
+    async def conversations(self, user: str, limit: int = 1000) -> list[dict[str, Any]]:
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT c.id, c.kind, c.title, c.last_seq, m.read_seq,"
+                    " (SELECT count(*) FROM messages x WHERE x.conv = c.id"
+                    "   AND x.seq > m.read_seq AND x.sender <> $1) AS unread"
+                    " FROM members m JOIN conversations c ON c.id = m.conv"
+                    " WHERE m.user_id = $1 ORDER BY c.id LIMIT $2",
+                    user,
+                    limit,
+                )
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return [
+            {
+                "conv": r["id"],
+                "kind": r["kind"],
+                "title": r["title"],
+                "last_seq": r["last_seq"],
+                "read_seq": r["read_seq"],
+                "unread": r["unread"],
+            }
+            for r in rows
+        ]
+
+    async def members_of(self, conv: str) -> tuple[str, ...]:
+        pair = direct_members(conv)
+        if pair is not None:
+            return tuple(dict.fromkeys(pair))
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return tuple(r["user_id"] for r in rows)
+
+    # --- groups ---------------------------------------------------------------------------
+
+    async def _system_message(
+        self, conn: asyncpg.Connection, conv: str, actor: str, body: dict[str, Any]
+    ) -> tuple[int, int, str]:
+        text = orjson.dumps(body).decode()
+        seq = await conn.fetchval(
+            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+            conv,
+        )
+        ts = await conn.fetchval(
+            "INSERT INTO messages (conv, seq, sender, body) VALUES ($1, $2, $3, $4)"
+            " RETURNING im_ms(ts)",
+            conv,
+            seq,
+            actor,
+            text,
+        )
+        return int(seq), int(ts), text
+
+    async def create_group(self, owner: str, title: str, members: Sequence[str]) -> Committed:
+        conv = "g:" + secrets.token_hex(10)
+        everyone = tuple(dict.fromkeys([owner, *members]))
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO conversations (id, kind, title, created_by)"
+                    " VALUES ($1, 'group', $2, $3)",
+                    conv,
+                    title,
+                    owner,
+                )
+                await conn.executemany(
+                    "INSERT INTO members (conv, user_id, role) VALUES ($1, $2, $3)",
+                    [(conv, u, "owner" if u == owner else "member") for u in everyone],
+                )
+                body = {"event": "group_created", "title": title, "members": list(everyone)}
+                seq, ts, text = await self._system_message(conn, conv, owner, body)
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return Committed(conv, seq, ts, owner, text, everyone)
+
+    async def _lock_group(self, conn: asyncpg.Connection, conv: str) -> None:
+        kind = await conn.fetchval("SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conv)
+        if kind is None:
+            raise AccessError(ErrorCode.UNKNOWN_CONVERSATION, f"no conversation '{conv}'")
+        if kind != "group":
+            raise AccessError(ErrorCode.FORBIDDEN, "members can be changed only in groups")
+
+    async def _role(self, conn: asyncpg.Connection, conv: str, user: str) -> str | None:
+        role: str | None = await conn.fetchval(
+            "SELECT role FROM members WHERE conv = $1 AND user_id = $2", conv, user
+        )
+        return role
+
+    async def add_member(self, actor: str | None, conv: str, user: str) -> Committed | None:
+        """Add ``user``; ``actor`` None means the admin API. None when already a member."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._lock_group(conn, conv)
+                if actor is not None and await self._role(conn, conv, actor) is None:
+                    raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
+                added = await conn.fetchval(
+                    "INSERT INTO members (conv, user_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING user_id",
+                    conv,
+                    user,
+                )
+                if added is None:
+                    return None
+                by = actor or "admin"
+                body = {"event": "member_added", "user": user, "by": by}
+                seq, ts, text = await self._system_message(conn, conv, by, body)
+                rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return Committed(conv, seq, ts, by, text, tuple(r["user_id"] for r in rows))
+
+    async def remove_member(self, actor: str | None, conv: str, user: str) -> Committed | None:
+        """Owners remove anyone, members remove themselves. None when not a member."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._lock_group(conn, conv)
+                if actor is not None:
+                    role = await self._role(conn, conv, actor)
+                    if role is None:
+                        raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
+                    if actor != user and role != "owner":
+                        raise AccessError(
+                            ErrorCode.FORBIDDEN, "only the group owner can remove other members"
+                        )
+                removed = await conn.fetchval(
+                    "DELETE FROM members WHERE conv = $1 AND user_id = $2 RETURNING user_id",
+                    conv,
+                    user,
+                )
+                if removed is None:
+                    return None
+                by = actor or "admin"
+                body = {"event": "member_removed", "user": user, "by": by}
+                seq, ts, text = await self._system_message(conn, conv, by, body)
+                rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        # The removed user hears of it once, then no more.
+        return Committed(conv, seq, ts, by, text, (*(r["user_id"] for r in rows), user))
+
+    async def list_members(self, actor: str | None, conv: str) -> list[dict[str, str]]:
+        try:
+            async with self.pool.acquire() as conn:
+                if actor is not None:
+                    await self._check_member(conn, conv, actor)
+                rows = await conn.fetch(
+                    "SELECT user_id, role FROM members WHERE conv = $1 ORDER BY user_id", conv
+                )
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if not rows and actor is None:
+            raise AccessError(ErrorCode.UNKNOWN_CONVERSATION, f"no conversation '{conv}'")
+        return [{"user": r["user_id"], "role": r["role"]} for r in rows]
+
+    async def stats(self) -> dict[str, int]:
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT (SELECT count(*) FROM conversations) AS conversations,"
+                    " (SELECT count(*) FROM messages) AS messages,"
+                    " (SELECT count(DISTINCT user_id) FROM members) AS users"
+                )
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return dict(row)
