@@ -1,0 +1,213 @@
+"""Detached processes on this machine: ports, spawning, pid files, liveness and stopping.
+
+A pid file records the PID *and* its kernel start time (psutil ``create_time``). PIDs are
+recycled (pid_max is often 32768), so a bare PID can point at an unrelated process after a
+crash; every check and every signal here first compares the start time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from cli.errors import OperationTimeout, ResourceFailure
+
+# psutil derives create_time from clock ticks (10 ms); a JSON round trip keeps the float, but
+# allow one tick of slack in case the boot time it adds is recomputed differently.
+_CREATE_TIME_SLACK = 0.011
+_POLL = 0.05
+
+# Popen objects of children we started, kept so that they can be reaped (no zombies while we
+# live) and so that Popen.__del__ does not warn about a still-running child.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class PidInfo:
+    pid: int
+    create_time: float
+    argv: list[str]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports; all sockets stay bound until every port is picked, so the
+    kernel cannot hand out the same port twice (it can when asked one at a time)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def port_is_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR as the servers themselves set it, so a port in TIME_WAIT counts as free.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise OperationTimeout(
+                    f"nothing is listening on {host}:{port} after {timeout:.1f}s"
+                ) from None
+            time.sleep(_POLL)
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    env: Mapping[str, str] | None,
+    cwd: Path | None = None,
+) -> int:
+    """Start ``argv`` in its own session (it survives us and our terminal's signals), output
+    appended to ``log_file``; write ``pid_file``; return the PID."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _children[proc.pid] = proc
+    try:
+        create_time = psutil.Process(proc.pid).create_time()
+    except psutil.NoSuchProcess:
+        # Died at once (bad flags); the caller sees that through is_alive and the log.
+        create_time = 0.0
+    info = PidInfo(pid=proc.pid, create_time=create_time, argv=list(argv))
+    write_pid_file(pid_file, info)
+    return proc.pid
+
+
+def write_pid_file(pid_file: Path, info: PidInfo) -> None:
+    tmp = pid_file.with_name(pid_file.name + ".tmp")
+    payload = {"pid": info.pid, "create_time": info.create_time, "argv": info.argv}
+    tmp.write_text(json.dumps(payload) + "\n")
+    os.replace(tmp, pid_file)  # readers never see a half-written file
+
+
+def read_pid_file(pid_file: Path) -> PidInfo | None:
+    try:
+        data = json.loads(pid_file.read_text())
+        return PidInfo(
+            pid=int(data["pid"]),
+            create_time=float(data["create_time"]),
+            argv=[str(a) for a in data.get("argv", [])],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _reap(pid: int) -> None:
+    proc = _children.get(pid)
+    if proc is not None and proc.poll() is not None:
+        del _children[pid]
+
+
+def _process(info: PidInfo) -> psutil.Process | None:
+    """The live process ``info`` names, or None (gone, zombie, or the PID was reused)."""
+    _reap(info.pid)
+    try:
+        proc = psutil.Process(info.pid)
+        if abs(proc.create_time() - info.create_time) > _CREATE_TIME_SLACK:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return None
+    return proc
+
+
+def is_alive(info: PidInfo) -> bool:
+    return _process(info) is not None
+
+
+def wait_dead(info: PidInfo, timeout: float) -> bool:
+    """True once the process is gone (zombies count as gone), False on timeout."""
+    deadline = time.monotonic() + timeout
+    while is_alive(info):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL)
+    return True
+
+
+def _signal(info: PidInfo, sig: int) -> bool:
+    proc = _process(info)
+    if proc is None:
+        return False
+    try:
+        proc.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return True
+
+
+def terminate(info: PidInfo, timeout: float, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig``, wait up to ``timeout`` s, then SIGKILL.
+
+    Returns True if the process stopped on ``sig`` (or was not running), False if it had to be
+    killed. Raises ResourceFailure if it survives even SIGKILL (stuck in the kernel)."""
+    if not _signal(info, sig) or wait_dead(info, timeout):
+        return True
+    kill9(info)
+    return False
+
+
+def kill9(info: PidInfo, wait: float = 5.0) -> bool:
+    """SIGKILL the recorded process (only if its start time matches); wait until it is gone.
+    Returns whether a signal was sent."""
+    sent = _signal(info, signal.SIGKILL)
+    if sent and not wait_dead(info, wait):
+        raise ResourceFailure(f"process {info.pid} survived SIGKILL for {wait:.0f}s")
+    return sent
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return f"(no log at {path})"
+    text = data.decode("utf-8", errors="replace").splitlines()[-lines:]
+    return "\n".join(text) if text else f"(log {path} is empty)"
