@@ -295,11 +295,10 @@ class ImServer:
         self.metrics.draining.set(1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_grace
-        if self._runner is not None:
-            # Stop accepting first: with SO_REUSEPORT the kernel then sends new connections to
-            # the other processes on the port.
-            for site in list(self._runner.sites):
-                await site.stop()
+        # The listener stays open while draining: /readyz must answer 503 (not refuse), and
+        # closing a SO_REUSEPORT socket would reset connections waiting in its accept queue.
+        # New sessions are refused with 503 and retried by clients; the kernel spreads retries
+        # over the other processes on the port.
         jitter = self.settings.reconnect_jitter_ms
         for conn in list(self.conns):
             conn.push(protocol.reconnect(random.randint(0, jitter) if jitter else 0), "reconnect")
