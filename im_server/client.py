@@ -182,8 +182,12 @@ class Client:
                     self._fail_all(exc)
                     return
                 log.debug("session refused: %s", exc)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionLost) as exc:
                 log.debug("connection failed: %r", exc)
+            except Exception:
+                # Whatever went wrong with one session, the loop must survive it: a dead
+                # reconnect loop is a client that silently stops receiving.
+                log.exception("session failed")
             self._connected.clear()
             self._fail_requests(ConnectionLost("connection dropped"))
             if self._closing or not self.auto_reconnect:
@@ -212,6 +216,9 @@ class Client:
             if first.type != aiohttp.WSMsgType.TEXT:
                 raise ConnectionLost(f"no welcome (got {first.type.name})")
             frame = orjson.loads(first.data)
+            if frame.get("type") == "reconnect":  # landed on a draining node: try elsewhere
+                self._server_asked_after = frame.get("after_ms", 0) / 1000
+                raise ConnectionLost("node is draining")
             if frame.get("type") == "error":
                 raise ServerError(frame["code"], frame["message"], frame.get("retryable", False))
             if frame.get("type") != "welcome":
@@ -267,6 +274,8 @@ class Client:
             self._server_asked_after = f.get("after_ms", 0) / 1000
         elif t in ("typing", "presence"):
             self.events.put_nowait(f)
+        elif t == "resync":
+            self._spawn(self._resync())
         else:
             self._answer(f)
 
@@ -323,6 +332,18 @@ class Client:
             st.next += 1
         if st.held and fill and not st.filling:
             self._start_fill(conv)
+
+    async def _resync(self) -> None:
+        """Compare every conversation's last seq with ours and fetch what we lack."""
+        try:
+            convs = await self.convs()
+        except (ConnectionLost, ServerError, TimeoutError):
+            return
+        for c in convs:
+            st = self._state(c["conv"], int(c["last_seq"]))
+            st.known_last = max(st.known_last, int(c["last_seq"]))
+            if st.next <= st.known_last and not st.filling:
+                self._start_fill(c["conv"])
 
     def _start_fill(self, conv: str) -> None:
         self._convs[conv].filling = True

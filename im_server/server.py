@@ -212,6 +212,7 @@ class ImServer:
         self.draining = False
         self.drained = asyncio.Event()
         self.db_ok = False
+        self._bus_was_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         # Frames larger than this are cut off by aiohttp (close 1009); between max_frame and
@@ -238,6 +239,14 @@ class ImServer:
 
     def _bus_state(self, up: bool) -> None:
         self.metrics.bus_connected.set(1 if up else 0)
+        if up and self._bus_was_down:
+            # Pushes published elsewhere while we were cut off are gone; tell our sessions to
+            # compare their last seqs with the database (convs + sync) now, not on the next push.
+            frame = protocol.reply("resync", None)
+            for conn in list(self.conns):
+                if conn.user:
+                    conn.push(frame, "reply")
+        self._bus_was_down = not up
 
     async def _bus_retry(self) -> None:
         assert self.bus is not None

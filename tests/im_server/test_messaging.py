@@ -4,6 +4,7 @@ idempotent send, push to every device, offline catch-up."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -81,7 +82,8 @@ async def test_concurrent_duplicates_from_two_connections_commit_once(im: Runnin
             await ws.send_str(orjson.dumps({"type": "hello", "token": im.token("alice")}).decode())
             assert (await ws.receive_json())["type"] == "welcome"
         await asyncio.gather(*[ws.send_str(frame) for ws in sockets for _ in range(10)])
-        acks, pushes = [], []
+        acks: list[dict[str, Any]] = []
+        pushes: list[dict[str, Any]] = []
         for ws in sockets:
             while len([a for a in acks if a["_ws"] is ws]) < 10:
                 f = await ws.receive_json(timeout=5)
