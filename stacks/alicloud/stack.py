@@ -1,0 +1,144 @@
+"""The Alibaba Cloud program: one provider per region, then network, ACK and RDS per region
+(the standby's RDS fed by DTS), the OSS bucket in the primary, and Alidns/GTM across both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import pulumi
+import pulumi_alicloud as alicloud
+
+from stacks.alicloud.backup import BackupBucket, BackupBucketArgs
+from stacks.alicloud.cluster import AckCluster, AckClusterArgs
+from stacks.alicloud.database import DisasterRecovery, DisasterRecoveryArgs, RdsArgs, RdsInstance
+from stacks.alicloud.dns import GlobalDns as AlidnsGlobalDns
+from stacks.alicloud.dns import GlobalDnsArgs
+from stacks.alicloud.network import Network, NetworkArgs
+from stacks.config import StackConfig
+from stacks.contract import CloudInfra, GlobalDns, RegionInfra
+from stacks.naming import bucket_name, resource_prefix, tags
+from stacks.workload.secrets import AppSecrets
+from stacks.workload.server import Role
+
+VPC_CIDRS: Final = ("10.10.0.0/16", "10.20.0.0/16")
+MAX_ZONES: Final = 3
+SERVICE_ANNOTATIONS: Final = {
+    "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "internet",
+    "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec": "slb.s2.small",
+}
+# From the Alibaba Cloud CloudMonitor exporter: DTS synchronization delay in seconds.
+REPLICATION_LAG_EXPR: Final = "max(aliyun_acs_dts_synchronization_delay) > 30"
+
+
+def make_provider(region: str) -> alicloud.Provider:
+    """One explicit provider per region; no resource falls back to ambient config."""
+    return alicloud.Provider(f"alicloud-{region}", region=region)
+
+
+def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
+    providers = {r: make_provider(r) for r in config.regions}
+    prefix = resource_prefix()
+    regions: dict[str, RegionInfra] = {}
+    primary_db: RdsInstance | None = None
+    for index, region in enumerate(config.regions):
+        p = providers[region]
+        role: Role = "primary" if region == config.region else "standby"
+        zones = alicloud.get_zones(
+            available_resource_creation="VSwitch", opts=pulumi.InvokeOptions(provider=p)
+        ).ids[:MAX_ZONES]
+        if len(zones) < 2:
+            raise pulumi.RunError(f"{region} offers {len(zones)} zone(s) for vSwitches; need 2+")
+        region_tags = tags(region)
+        network = Network(
+            f"{region}-network",
+            NetworkArgs(provider=p, cidr=VPC_CIDRS[index], zones=zones, tags=region_tags),
+        )
+        cluster = AckCluster(
+            f"{region}-ack",
+            AckClusterArgs(
+                provider=p,
+                cluster_name=f"{prefix}-{region}",
+                node_vswitch_ids=network.node_vswitch_ids,
+                pod_vswitch_ids=network.pod_vswitch_ids,
+                instance_type=config.node_instance_type,
+                node_min=config.node_min,
+                node_max=config.node_max,
+                tags=region_tags,
+            ),
+        )
+        rds = RdsArgs(
+            provider=p,
+            region=region,
+            vpc_id=network.vpc_id,
+            vpc_cidr=network.cidr,
+            zones=network.zones,
+            vswitch_ids=network.node_vswitch_ids,
+            instance_type=config.db_class,
+            storage_gb=config.db_storage_gb,
+            backup_retention_days=config.db_backup_retention_days,
+            password=secrets.db_password,
+            cross_backup_region=config.standby_region if role == "primary" else None,
+            tags=region_tags,
+        )
+        if role == "primary":
+            primary_db = RdsInstance(
+                f"{region}-db", rds, logical_replication=config.standby_region is not None
+            )
+            db_id, db_host = primary_db.instance_id, primary_db.host
+        else:
+            assert primary_db is not None  # config.regions puts the primary first
+            dr = DisasterRecovery(
+                f"{region}-db-dr",
+                DisasterRecoveryArgs(
+                    standby=rds,
+                    source=primary_db,
+                    source_region=config.region,
+                    password=secrets.db_password,
+                ),
+            )
+            db_id, db_host = dr.instance_id, dr.host
+        regions[region] = RegionInfra(
+            region=region,
+            role=role,
+            cluster_name=cluster.cluster_name,
+            nodegroup_name=cluster.nodegroup_name,
+            db_instance_id=db_id,
+            db_host=db_host,
+            kubeconfig=cluster.kubeconfig,
+            cluster=cluster,
+            cluster_id=cluster.cluster_id,
+        )
+    # OSS has no account-id invoke to make the name unique; the stack prefix and region do,
+    # with a hash of both when the name would run long.
+    backups = BackupBucket(
+        "backups",
+        BackupBucketArgs(
+            provider=providers[config.region],
+            bucket_name=bucket_name(prefix, "oss", config.region),
+            tags=tags(config.region),
+        ),
+    )
+    return CloudInfra(
+        regions=regions,
+        backup_bucket=backups.bucket_name,
+        providers=providers,
+        replication_lag_expr=REPLICATION_LAG_EXPR,
+        service_annotations=SERVICE_ANNOTATIONS,
+    )
+
+
+def global_dns(
+    config: StackConfig, infra: CloudInfra, endpoints: Mapping[str, pulumi.Output[str]]
+) -> GlobalDns:
+    dns = AlidnsGlobalDns(
+        "global-dns",
+        GlobalDnsArgs(
+            provider=infra.providers[config.region],
+            zone_name=config.domain,
+            hostname=config.hostname,
+            primary_region=config.region,
+            endpoints=endpoints,
+        ),
+    )
+    return GlobalDns(hosted_zone_id=dns.zone_name, dns_name=config.dns_name)

@@ -1,0 +1,151 @@
+"""The AWS program: one provider per region, then network, EKS and database per region, the
+backup bucket in the primary, and Route 53 failover across both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.aws.backup import BackupBucket, BackupBucketArgs
+from stacks.aws.cluster import EksCluster, EksClusterArgs
+from stacks.aws.database import (
+    DatabaseNetworkArgs,
+    PrimaryDatabase,
+    PrimaryDatabaseArgs,
+    ReadReplica,
+    ReadReplicaArgs,
+)
+from stacks.aws.dns import FailoverDns, FailoverDnsArgs
+from stacks.aws.network import Network, NetworkArgs
+from stacks.config import StackConfig
+from stacks.contract import CloudInfra, GlobalDns, RegionInfra
+from stacks.naming import bucket_name, resource_prefix, tags
+from stacks.workload.secrets import AppSecrets
+from stacks.workload.server import Role
+
+VPC_CIDRS = ("10.10.0.0/16", "10.20.0.0/16")  # distinct, so the regions can be peered later
+ZONES_PER_REGION = 3
+
+# NLB: long-lived WebSocket connections pass through at layer 4 without idle-timeout surprises.
+SERVICE_ANNOTATIONS = {
+    "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+    "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled": "true",
+}
+# From the YACE CloudWatch exporter (aws_rds_replica_lag_maximum, in seconds).
+REPLICATION_LAG_EXPR = "max(aws_rds_replica_lag_maximum) > 30"
+
+
+def make_provider(region: str) -> aws.Provider:
+    """One explicit provider per region; no resource falls back to ambient AWS config."""
+    return aws.Provider(
+        f"aws-{region}",
+        region=region,
+        default_tags=aws.ProviderDefaultTagsArgs(tags=tags(region)),
+    )
+
+
+def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
+    providers = {region: make_provider(region) for region in config.regions}
+    prefix = resource_prefix()
+    account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=providers[config.region]))
+    regions: dict[str, RegionInfra] = {}
+    primary_db: PrimaryDatabase | None = None
+    for index, region in enumerate(config.regions):
+        p = providers[region]
+        role: Role = "primary" if region == config.region else "standby"
+        zones = aws.get_availability_zones(
+            state="available", opts=pulumi.InvokeOptions(provider=p)
+        ).names[:ZONES_PER_REGION]
+        if len(zones) < 2:
+            raise pulumi.RunError(f"{region} reports {len(zones)} availability zone(s); need 2+")
+        cluster_name = f"{prefix}-{region}"
+        network = Network(
+            f"{region}-network",
+            NetworkArgs(provider=p, cidr=VPC_CIDRS[index], zones=zones, cluster_name=cluster_name),
+        )
+        cluster = EksCluster(
+            f"{region}-eks",
+            EksClusterArgs(
+                provider=p,
+                region=region,
+                cluster_name=cluster_name,
+                private_subnet_ids=network.private_subnet_ids,
+                instance_type=config.node_instance_type,
+                node_min=config.node_min,
+                node_max=config.node_max,
+                node_desired=config.node_desired,
+            ),
+        )
+        db_net = DatabaseNetworkArgs(
+            provider=p,
+            vpc_id=network.vpc_id,
+            vpc_cidr=network.cidr,
+            subnet_ids=network.private_subnet_ids,
+        )
+        if role == "primary":
+            primary_db = PrimaryDatabase(
+                f"{region}-db",
+                PrimaryDatabaseArgs(
+                    network=db_net,
+                    instance_class=config.db_class,
+                    storage_gb=config.db_storage_gb,
+                    backup_retention_days=config.db_backup_retention_days,
+                    password=secrets.db_password,
+                ),
+            )
+            db_id, db_host = primary_db.instance_id, primary_db.address
+        else:
+            assert primary_db is not None  # config.regions puts the primary first
+            replica = ReadReplica(
+                f"{region}-db-replica",
+                ReadReplicaArgs(
+                    network=db_net,
+                    source_arn=primary_db.arn,
+                    instance_class=config.db_class,
+                    backup_retention_days=config.db_backup_retention_days,
+                ),
+            )
+            db_id, db_host = replica.instance_id, replica.address
+        regions[region] = RegionInfra(
+            region=region,
+            role=role,
+            cluster_name=cluster.cluster_name,
+            nodegroup_name=cluster.nodegroup_name,
+            db_instance_id=db_id,
+            db_host=db_host,
+            kubeconfig=cluster.kubeconfig,
+            cluster=cluster,
+        )
+    backups = BackupBucket(
+        "backups",
+        BackupBucketArgs(
+            provider=providers[config.region],
+            bucket_name=bucket_name(prefix, account.account_id, config.region),
+        ),
+    )
+    return CloudInfra(
+        regions=regions,
+        backup_bucket=backups.bucket_name,
+        providers=providers,
+        replication_lag_expr=REPLICATION_LAG_EXPR,
+        service_annotations=SERVICE_ANNOTATIONS,
+    )
+
+
+def global_dns(
+    config: StackConfig, infra: CloudInfra, endpoints: Mapping[str, pulumi.Output[str]]
+) -> GlobalDns:
+    dns = FailoverDns(
+        "global-dns",
+        FailoverDnsArgs(
+            provider=infra.providers[config.region],
+            zone_name=config.domain,
+            record_name=config.dns_name,
+            primary_region=config.region,
+            endpoints=endpoints,
+        ),
+    )
+    return GlobalDns(hosted_zone_id=dns.zone_id, dns_name=config.dns_name)

@@ -1,0 +1,322 @@
+"""The stack's typed configuration: every key, its default, its bounds, in one place.
+
+``Pulumi.yaml`` documents the same keys (a test keeps the two in step). Values arrive as strings
+(from ``pulumi config`` or from ``imctl plan --set key=value``) and leave as a frozen
+``StackConfig``; anything wrong raises ``ConfigError`` naming the key and how to fix it.
+
+This module imports no Pulumi package, so the CLI can validate a config without paying for one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Final, Literal
+
+from stacks.regions import REGIONS_BY_CLOUD
+
+Cloud = Literal["aws", "gcp", "alicloud"]
+CLOUDS: Final[tuple[Cloud, ...]] = ("aws", "gcp", "alicloud")
+
+# Pod shutdown budget: the preStop sleep lets load balancers stop sending new connections before
+# SIGTERM starts the server's drain; the margin covers process exit after the drain deadline.
+PRESTOP_SLEEP_SECONDS: Final = 5
+TERMINATION_MARGIN_SECONDS: Final = 10
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong. ``message`` says what, ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str = "", *, key: str | None = None) -> None:
+        super().__init__(message if not hint else f"{message} ({hint})")
+        self.message = message
+        self.hint = hint
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One config key as documented in Pulumi.yaml."""
+
+    name: str
+    kind: Literal["string", "integer", "boolean"]
+    description: str
+    default: str | None  # None: required. "" for nodeInstanceType/dbClass: CLOUD_DEFAULTS
+
+
+KEYS: Final[tuple[KeySpec, ...]] = (
+    KeySpec("cloud", "string", "Target cloud: aws, gcp or alicloud.", None),
+    KeySpec("region", "string", "Primary region (serves traffic, holds the writable DB).", None),
+    KeySpec(
+        "standbyRegion", "string", "Standby region (DB replica + idle cluster); empty: none.", ""
+    ),
+    KeySpec("nodeMin", "integer", "Minimum worker nodes per cluster.", "2"),
+    KeySpec("nodeMax", "integer", "Maximum worker nodes per cluster.", "6"),
+    KeySpec("nodeDesired", "integer", "Worker nodes per cluster at deploy time.", "3"),
+    KeySpec("nodeInstanceType", "string", "Worker machine type; empty: the cloud's default.", ""),
+    KeySpec("replicas", "integer", "im-server replicas in the primary region at deploy time.", "3"),
+    KeySpec("hpaMin", "integer", "HorizontalPodAutoscaler lower bound for im-server.", "3"),
+    KeySpec("hpaMax", "integer", "HorizontalPodAutoscaler upper bound for im-server.", "12"),
+    KeySpec("hpaCpuPercent", "integer", "Target average CPU utilisation for the HPA.", "70"),
+    KeySpec("pdbMaxUnavailable", "integer", "im-server pods a voluntary disruption may take.", "1"),
+    KeySpec("dbClass", "string", "PostgreSQL instance class; empty: the cloud's default.", ""),
+    KeySpec("dbStorageGb", "integer", "Managed PostgreSQL storage in GiB.", "100"),
+    KeySpec("dbBackupRetentionDays", "integer", "Automated backup retention (7-35 days).", "7"),
+    KeySpec("domain", "string", "DNS zone the global endpoint lives in.", "example.com"),
+    KeySpec("hostname", "string", "Label of the global endpoint inside the zone.", "im"),
+    KeySpec("image", "string", "im-server container image.", "ghcr.io/imctl/im-server:0.1.0"),
+    KeySpec(
+        "drainGraceSeconds", "integer", "Seconds a node drains before closing (SIGTERM).", "30"
+    ),
+    KeySpec("namespace", "string", "Kubernetes namespace for the workload.", "im"),
+    KeySpec(
+        "monitoring", "boolean", "Create PodMonitor/PrometheusRule (needs the operator).", "true"
+    ),
+    KeySpec("gcpProject", "string", "GCP project id; empty: the provider's ambient project.", ""),
+)
+KEY_NAMES: Final = frozenset(k.name for k in KEYS)
+
+CLOUD_DEFAULTS: Final[dict[Cloud, dict[str, str]]] = {
+    "aws": {"nodeInstanceType": "m6i.large", "dbClass": "db.r6g.large"},
+    "gcp": {"nodeInstanceType": "e2-standard-4", "dbClass": "db-custom-2-7680"},
+    "alicloud": {"nodeInstanceType": "ecs.g7.xlarge", "dbClass": "pg.n2.2c.2m"},
+}
+_DB_CLASS_PREFIX: Final[dict[Cloud, str]] = {"aws": "db.", "gcp": "db-", "alicloud": "pg."}
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    cloud: Cloud
+    region: str
+    standby_region: str | None
+    node_min: int
+    node_max: int
+    node_desired: int
+    node_instance_type: str
+    replicas: int
+    hpa_min: int
+    hpa_max: int
+    hpa_cpu_percent: int
+    pdb_max_unavailable: int
+    db_class: str
+    db_storage_gb: int
+    db_backup_retention_days: int
+    domain: str
+    hostname: str
+    image: str
+    drain_grace_seconds: int
+    namespace: str
+    monitoring: bool
+    gcp_project: str | None
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Primary first, then the standby if there is one."""
+        return (self.region,) if self.standby_region is None else (self.region, self.standby_region)
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.hostname}.{self.domain}"
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        """Pod grace: preStop sleep, then the server's drain, then room to exit cleanly."""
+        return PRESTOP_SLEEP_SECONDS + self.drain_grace_seconds + TERMINATION_MARGIN_SECONDS
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _suggest(value: str, choices: frozenset[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, sorted(choices), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(close)}?" if close else ""
+
+
+def _int(values: Mapping[str, str], key: str, lo: int, hi: int) -> int:
+    raw = values[key].strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must be an integer, got {raw!r}", f"set {key} to a whole number", key=key
+        ) from None
+    if not lo <= value <= hi:
+        raise ConfigError(
+            f"{key} must be between {lo} and {hi}, got {value}",
+            f"set {key} within [{lo}, {hi}]",
+            key=key,
+        )
+    return value
+
+
+def _bool(values: Mapping[str, str], key: str) -> bool:
+    raw = values[key].strip().lower()
+    if raw in {"true", "1", "yes", "on"}:
+        return True
+    if raw in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
+
+
+def _region(cloud: Cloud, key: str, value: str) -> str:
+    known = REGIONS_BY_CLOUD[cloud]
+    if value not in known:
+        hint = _suggest(value, known) or f"see the {cloud} region list in docs/stacks.md"
+        raise ConfigError(f"unknown {cloud} region {value!r} for {key}", hint, key=key)
+    return value
+
+
+def _check_dns(domain: str, hostname: str) -> None:
+    labels = domain.lower().rstrip(".").split(".")
+    if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ConfigError(
+            f"domain {domain!r} is not a DNS zone name", "e.g. example.com", key="domain"
+        )
+    if not _DNS_LABEL.match(hostname):
+        raise ConfigError(
+            f"hostname {hostname!r} is not a DNS label",
+            "lowercase letters, digits, '-'",
+            key="hostname",
+        )
+
+
+def parse(values: Mapping[str, str]) -> StackConfig:
+    """Validate string values keyed as in Pulumi.yaml; missing optional keys take defaults."""
+    unknown = sorted(set(values) - KEY_NAMES)
+    if unknown:
+        key = unknown[0]
+        hint = _suggest(key, tuple(KEY_NAMES)) or f"known keys: {', '.join(sorted(KEY_NAMES))}"
+        raise ConfigError(f"unknown config key {key!r}", hint, key=key)
+
+    raw_cloud = values.get("cloud", "").strip().lower()
+    if raw_cloud not in CLOUDS:
+        raise ConfigError(
+            f"unknown cloud {raw_cloud!r}" if raw_cloud else "cloud is required",
+            f"one of {', '.join(CLOUDS)}",
+            key="cloud",
+        )
+    cloud: Cloud = raw_cloud
+    merged: dict[str, str] = {k.name: k.default for k in KEYS if k.default is not None}
+    merged.update(CLOUD_DEFAULTS[cloud])
+    per_cloud = CLOUD_DEFAULTS[cloud]
+    merged.update({k: v for k, v in values.items() if not (k in per_cloud and not v.strip())})
+
+    region = merged.get("region", "").strip()
+    if not region:
+        raise ConfigError("region is required", f"e.g. imctl plan --cloud {cloud} --region ...")
+    _region(cloud, "region", region)
+    standby = merged["standbyRegion"].strip() or None
+    if standby is not None:
+        _region(cloud, "standbyRegion", standby)
+        if standby == region:
+            raise ConfigError(
+                f"standbyRegion must differ from region (both {region!r})",
+                "pick another region for the standby, or leave standbyRegion empty",
+                key="standbyRegion",
+            )
+
+    node_min = _int(merged, "nodeMin", 1, 100)
+    node_max = _int(merged, "nodeMax", 1, 100)
+    node_desired = _int(merged, "nodeDesired", 1, 100)
+    if node_min > node_max:
+        raise ConfigError(
+            f"nodeMin ({node_min}) is greater than nodeMax ({node_max})",
+            "raise nodeMax or lower nodeMin",
+            key="nodeMin",
+        )
+    if not node_min <= node_desired <= node_max:
+        raise ConfigError(
+            f"nodeDesired ({node_desired}) must lie within nodeMin..nodeMax "
+            f"({node_min}..{node_max})",
+            key="nodeDesired",
+        )
+
+    hpa_min = _int(merged, "hpaMin", 1, 1000)
+    hpa_max = _int(merged, "hpaMax", 1, 1000)
+    if hpa_min > hpa_max:
+        raise ConfigError(
+            f"hpaMin ({hpa_min}) is greater than hpaMax ({hpa_max})",
+            "raise hpaMax or lower hpaMin",
+            key="hpaMin",
+        )
+    replicas = _int(merged, "replicas", 1, 1000)
+    if not hpa_min <= replicas <= hpa_max:
+        raise ConfigError(
+            f"replicas ({replicas}) must lie within hpaMin..hpaMax ({hpa_min}..{hpa_max})",
+            "the autoscaler would move it there anyway",
+            key="replicas",
+        )
+    pdb = _int(merged, "pdbMaxUnavailable", 1, 1000)
+    if hpa_min >= 2 and pdb >= hpa_min:
+        raise ConfigError(
+            f"pdbMaxUnavailable ({pdb}) must be below hpaMin ({hpa_min})",
+            "otherwise a node drain may evict every im-server pod at once",
+            key="pdbMaxUnavailable",
+        )
+
+    db_class = merged["dbClass"].strip()
+    prefix = _DB_CLASS_PREFIX[cloud]
+    if not db_class.startswith(prefix):
+        raise ConfigError(
+            f"dbClass {db_class!r} is not a {cloud} PostgreSQL class",
+            f"{cloud} classes start with {prefix!r}, e.g. {CLOUD_DEFAULTS[cloud]['dbClass']}",
+            key="dbClass",
+        )
+
+    domain = merged["domain"].strip().lower().rstrip(".")
+    hostname = merged["hostname"].strip().lower()
+    _check_dns(domain, hostname)
+
+    image = merged["image"].strip()
+    if not image or not _IMAGE.match(image):
+        raise ConfigError(f"image {image!r} is not an image reference", key="image")
+    namespace = merged["namespace"].strip()
+    if not _DNS_LABEL.match(namespace):
+        raise ConfigError(f"namespace {namespace!r} is not a DNS label", key="namespace")
+    node_type = merged["nodeInstanceType"].strip()
+    if not node_type:
+        raise ConfigError("nodeInstanceType must not be empty", key="nodeInstanceType")
+
+    return StackConfig(
+        cloud=cloud,
+        region=region,
+        standby_region=standby,
+        node_min=node_min,
+        node_max=node_max,
+        node_desired=node_desired,
+        node_instance_type=node_type,
+        replicas=replicas,
+        hpa_min=hpa_min,
+        hpa_max=hpa_max,
+        hpa_cpu_percent=_int(merged, "hpaCpuPercent", 10, 95),
+        pdb_max_unavailable=pdb,
+        db_class=db_class,
+        db_storage_gb=_int(merged, "dbStorageGb", 20, 65536),
+        db_backup_retention_days=_int(merged, "dbBackupRetentionDays", 7, 35),
+        domain=domain,
+        hostname=hostname,
+        image=image,
+        drain_grace_seconds=_int(merged, "drainGraceSeconds", 1, 3600),
+        namespace=namespace,
+        monitoring=_bool(merged, "monitoring"),
+        gcp_project=merged["gcpProject"].strip() or None,
+    )
+
+
+def load(
+    cloud: str, region: str, standby_region: str | None, overrides: Mapping[str, str]
+) -> StackConfig:
+    """The CLI's view: cloud and regions as arguments, everything else as key=value overrides."""
+    for key in ("cloud", "region", "standbyRegion"):
+        if key in overrides:
+            raise ConfigError(
+                f"{key} is given as an argument, not as an override", f"drop {key} from --set"
+            )
+    values = dict(overrides)
+    values.update(cloud=cloud, region=region, standbyRegion=standby_region or "")
+    return parse(values)

@@ -1,0 +1,85 @@
+"""What a cloud package hands to the cloud-agnostic program, and what the program exports.
+
+Each cloud package (``stacks.aws``, ``stacks.gcp``, ``stacks.alicloud``) has a ``stack`` module
+with ``deploy(config, secrets) -> CloudInfra`` and ``global_dns(config, infra, endpoints) ->
+GlobalDns``; the program runs the shared workload on every cluster in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import pulumi
+
+from stacks.config import StackConfig
+
+if TYPE_CHECKING:
+    from stacks.workload.secrets import AppSecrets
+    from stacks.workload.server import Role
+
+DB_NAME = "im"
+DB_USER = "im"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionInfra:
+    region: str
+    role: Role
+    cluster_name: pulumi.Output[str]
+    nodegroup_name: pulumi.Output[str]
+    db_instance_id: pulumi.Output[str]
+    db_host: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    # The cluster component: the Kubernetes provider is parented to it, so the plan can tell
+    # which region every Kubernetes object lands in.
+    cluster: pulumi.Resource
+    # The id the cloud's cluster API takes, where that is not the name (GKE, ACK).
+    cluster_id: pulumi.Output[str] | None = None
+    db_port: int = 5432
+
+
+@dataclass(frozen=True, slots=True)
+class CloudInfra:
+    regions: Mapping[str, RegionInfra]  # primary first
+    backup_bucket: pulumi.Output[str]
+    providers: Mapping[str, pulumi.ProviderResource]
+    # PromQL for the standby's replication lag, from the exporter that cloud's metrics need.
+    replication_lag_expr: str
+    service_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalDns:
+    hosted_zone_id: pulumi.Output[str]
+    dns_name: str
+
+
+class CloudStack(Protocol):
+    def deploy(self, config: StackConfig, secrets: AppSecrets) -> CloudInfra: ...
+
+    def global_dns(
+        self, config: StackConfig, infra: CloudInfra, endpoints: Mapping[str, pulumi.Output[str]]
+    ) -> GlobalDns: ...
+
+
+def database_url(
+    host: pulumi.Input[str], port: int, password: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """The server's IM_DATABASE_URL; TLS required, since the managed databases all offer it."""
+    return pulumi.Output.secret(
+        pulumi.Output.concat(
+            "postgresql://",
+            DB_USER,
+            ":",
+            password,
+            "@",
+            host,
+            ":",
+            str(port),
+            "/",
+            DB_NAME,
+            "?sslmode=require",
+        )
+    )

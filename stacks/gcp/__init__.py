@@ -1,0 +1,1 @@
+"""GCP: VPC, regional GKE, Cloud SQL PostgreSQL (REGIONAL + replica), GCS, Cloud DNS."""

@@ -1,0 +1,152 @@
+"""The GCP program: one provider per region, the global VPC, then subnet, GKE and Cloud SQL per
+region, the backup bucket in the primary, and Cloud DNS failover across both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import pulumi
+import pulumi_gcp as gcp
+
+from stacks.config import StackConfig
+from stacks.contract import CloudInfra, GlobalDns, RegionInfra
+from stacks.gcp.backup import BackupBucket, BackupBucketArgs
+from stacks.gcp.cluster import GkeCluster, GkeClusterArgs
+from stacks.gcp.database import PrimaryDatabase, PrimaryDatabaseArgs, ReadReplica, ReadReplicaArgs
+from stacks.gcp.dns import FailoverDns, FailoverDnsArgs
+from stacks.gcp.network import Network, NetworkArgs, Subnet, SubnetArgs
+from stacks.naming import resource_prefix, tags
+from stacks.workload.secrets import AppSecrets
+from stacks.workload.server import Role
+
+# Per region index: nodes, pods, services, GKE control plane. Distinct, in one global VPC.
+_RANGES: Final = (
+    ("10.10.0.0/20", "10.11.0.0/16", "10.12.0.0/20", "172.16.0.0/28"),
+    ("10.20.0.0/20", "10.21.0.0/16", "10.22.0.0/20", "172.16.0.16/28"),
+)
+# Backend-service based external passthrough load balancer (GKE's recommended L4 LB).
+SERVICE_ANNOTATIONS: Final = {"cloud.google.com/l4-rbs": "enabled"}
+# From the Stackdriver exporter (Cloud Monitoring's replica_lag, in seconds).
+REPLICATION_LAG_EXPR: Final = (
+    "max(stackdriver_cloudsql_database_cloudsql_googleapis_com_database_replication_replica_lag)"
+    " > 30"
+)
+
+
+def labels(region: str) -> dict[str, str]:
+    return {k: v.lower() for k, v in tags(region).items()}
+
+
+def make_provider(region: str, project: str | None) -> gcp.Provider:
+    """One explicit provider per region; no resource falls back to ambient gcloud config for
+    its region (the project comes from config, or the provider's usual sources if unset)."""
+    return gcp.Provider(
+        f"gcp-{region}", project=project, region=region, default_labels=labels(region)
+    )
+
+
+def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
+    providers = {r: make_provider(r, config.gcp_project) for r in config.regions}
+    prefix = resource_prefix()
+    network = Network("vpc", NetworkArgs(provider=providers[config.region]))
+    regions: dict[str, RegionInfra] = {}
+    primary_db: PrimaryDatabase | None = None
+    for index, region in enumerate(config.regions):
+        p = providers[region]
+        role: Role = "primary" if region == config.region else "standby"
+        nodes, pods, services, master = _RANGES[index]
+        subnet = Subnet(
+            f"{region}-subnet",
+            SubnetArgs(
+                provider=p,
+                region=region,
+                network_id=network.network_id,
+                nodes_cidr=nodes,
+                pods_cidr=pods,
+                services_cidr=services,
+            ),
+        )
+        cluster = GkeCluster(
+            f"{region}-gke",
+            GkeClusterArgs(
+                provider=p,
+                region=region,
+                cluster_name=f"{prefix}-{region}",
+                network_id=network.network_id,
+                subnet_id=subnet.subnet_id,
+                master_cidr=master,
+                machine_type=config.node_instance_type,
+                node_min=config.node_min,
+                node_max=config.node_max,
+                node_desired=config.node_desired,
+                project=config.gcp_project,
+            ),
+        )
+        if role == "primary":
+            primary_db = PrimaryDatabase(
+                f"{region}-db",
+                PrimaryDatabaseArgs(
+                    provider=p,
+                    region=region,
+                    network_id=network.network_id,
+                    private_services=network.private_services,
+                    tier=config.db_class,
+                    disk_gb=config.db_storage_gb,
+                    backup_retention_days=config.db_backup_retention_days,
+                    password=secrets.db_password,
+                ),
+            )
+            db_id, db_host = primary_db.instance_name, primary_db.private_ip
+        else:
+            assert primary_db is not None  # config.regions puts the primary first
+            replica = ReadReplica(
+                f"{region}-db-replica",
+                ReadReplicaArgs(
+                    provider=p,
+                    region=region,
+                    network_id=network.network_id,
+                    private_services=network.private_services,
+                    master_instance_name=primary_db.instance_name,
+                    tier=config.db_class,
+                    disk_gb=config.db_storage_gb,
+                ),
+            )
+            db_id, db_host = replica.instance_name, replica.private_ip
+        regions[region] = RegionInfra(
+            region=region,
+            role=role,
+            cluster_name=cluster.cluster_name,
+            nodegroup_name=cluster.nodegroup_name,
+            db_instance_id=db_id,
+            db_host=db_host,
+            kubeconfig=cluster.kubeconfig,
+            cluster=cluster,
+            cluster_id=cluster.cluster_id,
+        )
+    backups = BackupBucket(
+        "backups", BackupBucketArgs(provider=providers[config.region], location=config.region)
+    )
+    return CloudInfra(
+        regions=regions,
+        backup_bucket=backups.bucket_name,
+        providers=providers,
+        replication_lag_expr=REPLICATION_LAG_EXPR,
+        service_annotations=SERVICE_ANNOTATIONS,
+    )
+
+
+def global_dns(
+    config: StackConfig, infra: CloudInfra, endpoints: Mapping[str, pulumi.Output[str]]
+) -> GlobalDns:
+    dns = FailoverDns(
+        "global-dns",
+        FailoverDnsArgs(
+            provider=infra.providers[config.region],
+            zone_name=config.domain,
+            record_name=config.dns_name,
+            primary_region=config.region,
+            endpoints=endpoints,
+        ),
+    )
+    return GlobalDns(hosted_zone_id=dns.zone_name, dns_name=config.dns_name)

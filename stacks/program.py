@@ -1,0 +1,98 @@
+"""The whole stack, cloud-agnostic: secrets, the cloud's infrastructure, the same workload on
+every cluster, then the global DNS name over the regions' load balancers.
+
+``build`` returns the stack outputs (the contract cloud operations read); ``stacks/__main__.py``
+exports them, and ``stacks.plan`` resolves them under the mock engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from stacks.config import KEYS, Cloud, StackConfig, parse
+from stacks.contract import CloudStack, database_url
+
+
+def cloud_stack(cloud: Cloud) -> CloudStack:
+    """Import only the chosen cloud's SDK: each one costs seconds to load."""
+    if cloud == "aws":
+        from stacks.aws import stack as aws_stack
+
+        return aws_stack
+    if cloud == "gcp":
+        from stacks.gcp import stack as gcp_stack
+
+        return gcp_stack
+    from stacks.alicloud import stack as alicloud_stack
+
+    return alicloud_stack
+
+
+def from_pulumi_config() -> StackConfig:
+    """The project's config (``pulumi config set ...``) as a validated StackConfig."""
+    cfg = pulumi.Config()
+    return parse({k.name: v for k in KEYS if (v := cfg.get(k.name)) is not None})
+
+
+def build(config: StackConfig) -> dict[str, Any]:
+    import pulumi_kubernetes as k8s
+    import pulumi_random as random
+
+    from stacks.workload.regional import Workload, WorkloadArgs
+    from stacks.workload.secrets import AppSecrets, AppSecretsArgs
+
+    cloud = cloud_stack(config.cloud)
+    secrets = AppSecrets("app-secrets", AppSecretsArgs(provider=random.Provider("random")))
+    infra = cloud.deploy(config, secrets)
+
+    workloads: dict[str, Workload] = {}
+    for region, r in infra.regions.items():
+        k8s_provider = k8s.Provider(
+            f"k8s-{region}",
+            kubeconfig=r.kubeconfig,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=r.cluster),
+        )
+        workloads[region] = Workload(
+            f"{region}-workload",
+            WorkloadArgs(
+                config=config,
+                region=region,
+                role=r.role,
+                provider=k8s_provider,
+                secrets=secrets,
+                database_url=database_url(r.db_host, r.db_port, secrets.db_password),
+                replication_lag_expr=infra.replication_lag_expr,
+                service_annotations=infra.service_annotations,
+            ),
+        )
+    dns = cloud.global_dns(config, infra, {region: w.endpoint for region, w in workloads.items()})
+
+    return {
+        "cloud": config.cloud,
+        "primary_region": config.region,
+        "standby_region": config.standby_region,
+        "regions": {
+            region: {
+                "role": r.role,
+                "cluster_name": r.cluster_name,
+                "cluster_id": r.cluster_id if r.cluster_id is not None else r.cluster_name,
+                "nodegroup_name": r.nodegroup_name,
+                "db_instance_id": r.db_instance_id,
+                "db_endpoint": r.db_host,
+                "endpoint": workloads[region].endpoint,
+                "namespace": workloads[region].namespace,
+                "deployment": workloads[region].deployment_name,
+            }
+            for region, r in infra.regions.items()
+        },
+        "hosted_zone_id": dns.hosted_zone_id,
+        "dns_name": dns.dns_name,
+        "backup_bucket": infra.backup_bucket,
+        "kubeconfig": pulumi.Output.secret(infra.regions[config.region].kubeconfig),
+        "kubeconfigs": pulumi.Output.secret(
+            {region: r.kubeconfig for region, r in infra.regions.items()}
+        ),
+    }

@@ -1,0 +1,101 @@
+"""Everything one region's cluster runs, assembled from the workload parts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.config import StackConfig
+from stacks.workload.monitoring import Monitoring, MonitoringArgs
+from stacks.workload.nats import Nats, NatsArgs
+from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
+from stacks.workload.secrets import AppSecrets
+from stacks.workload.server import ImServer, ImServerArgs, Role
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadArgs:
+    config: StackConfig
+    region: str
+    role: Role
+    provider: k8s.Provider
+    secrets: AppSecrets
+    database_url: pulumi.Input[str]
+    replication_lag_expr: str
+    service_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+class Workload(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]
+    namespace: str
+    deployment_name: str
+
+    def __init__(
+        self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("imctl:workload:Workload", name, None, opts)
+        cfg = args.config
+        ns = cfg.namespace
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        self.namespace_resource = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ns,
+                labels={
+                    "app.kubernetes.io/part-of": "imctl",
+                    "imctl.io/region": args.region,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            ),
+            opts=child,
+        )
+        in_ns = pulumi.ResourceOptions(
+            parent=self, provider=args.provider, depends_on=[self.namespace_resource]
+        )
+        self.network_policies = NetworkPolicies(
+            f"{name}-netpol", NetworkPoliciesArgs(namespace=ns, provider=args.provider), in_ns
+        )
+        self.nats = Nats(f"{name}-nats", NatsArgs(namespace=ns, provider=args.provider), in_ns)
+        self.server = ImServer(
+            f"{name}-im-server",
+            ImServerArgs(
+                namespace=ns,
+                provider=args.provider,
+                image=cfg.image,
+                role=args.role,
+                # The standby idles at zero pods (its database is read-only); failover scales
+                # it up. A Deployment at zero replicas is left alone by its HPA.
+                replicas=cfg.replicas if args.role == "primary" else 0,
+                hpa_min=cfg.hpa_min,
+                hpa_max=cfg.hpa_max,
+                hpa_cpu_percent=cfg.hpa_cpu_percent,
+                pdb_max_unavailable=cfg.pdb_max_unavailable,
+                drain_grace_seconds=cfg.drain_grace_seconds,
+                termination_grace_seconds=cfg.termination_grace_seconds,
+                database_url=args.database_url,
+                jwt_secret=args.secrets.jwt_secret,
+                admin_token=args.secrets.admin_token,
+                nats_url=self.nats.url,
+                service_annotations=args.service_annotations,
+            ),
+            pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[self.namespace_resource, self.nats]
+            ),
+        )
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(
+                namespace=ns,
+                provider=args.provider,
+                replication_lag_expr=args.replication_lag_expr,
+                operator=cfg.monitoring,
+            ),
+            in_ns,
+        )
+        self.endpoint = self.server.endpoint
+        self.namespace = ns
+        self.deployment_name = self.server.deployment_name
+        self.register_outputs({"endpoint": self.endpoint, "namespace": ns})
