@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("IM_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("IM_PORT", "8080")))
     serve.add_argument("--ready-file", help="write the bound port here once listening")
+    serve.add_argument(
+        "--health-port", type=int, help="also serve on this node-private port (status, probes)"
+    )
     sub.add_parser("migrate", help="apply pending schema migrations")
     tok = sub.add_parser("token", help="mint a user token")
     tok.add_argument("--user", required=True)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(settings, args.host, args.port, args.ready_file))
+    return asyncio.run(serve(settings, args.host, args.port, args.ready_file, args.health_port))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from im_server.errors import ErrorCode, FrameError
 
 PROTOCOL_VERSION = 1
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" would accept a final "\n"
 # Conversation ids are ours (d:alice:bob, g:<hex>); the bound keeps a hostile id from being big.
-CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}$")
+CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}\Z")
 MAX_CID = 64
 MAX_RID = 64
 MAX_SYNC_LIMIT = 500
@@ -237,7 +237,12 @@ def _send(f: _Fields) -> Send:
         raise f._fail("conv", "given, or 'to' given, but not both")
     if "body" not in f.obj:
         raise f._fail("body", "present (any JSON value)")
-    body = orjson.dumps(f.obj["body"]).decode()
+    if conv is not None and conv.startswith("d:") and direct_members(conv) is None:
+        raise f._fail("conv", "a group id, or a direct id as returned in an ack (d:<a>:<b>, a<=b)")
+    try:
+        body = orjson.dumps(f.obj["body"]).decode()
+    except orjson.JSONEncodeError:  # valid JSON, but nested deeper than the encoder writes
+        raise f._fail("body", "a JSON value nested at most 254 levels deep") from None
     return Send(cid, conv, to, body)
 
 
@@ -271,7 +276,9 @@ def _watch(f: _Fields) -> Watch:
 
 
 def _group_create(f: _Fields) -> GroupCreate:
-    title = f.opt_string("title", max_len=MAX_TITLE) or ""
+    title = f.obj.get("title", "")
+    if not isinstance(title, str) or len(title) > MAX_TITLE:
+        raise f._fail("title", f"a string of at most {MAX_TITLE} characters")
     return GroupCreate(
         _rid(f), title, f.user_list("members", max_len=MAX_GROUP_MEMBERS, default=[])
     )
@@ -332,10 +339,14 @@ def direct_conv_id(a: str, b: str) -> str:
 
 
 def direct_members(conv: str) -> tuple[str, str] | None:
+    """The pair of a canonical direct id; None for anything else (so d:b:a is not a 2nd chat)."""
     parts = conv.split(":")
     if len(parts) != 3 or parts[0] != "d":
         return None
-    return parts[1], parts[2]
+    a, b = parts[1], parts[2]
+    if not (USER_ID_RE.match(a) and USER_ID_RE.match(b)) or a > b:
+        return None
+    return a, b
 
 
 # --- server -> client ---------------------------------------------------------------------

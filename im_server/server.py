@@ -286,13 +286,19 @@ class ImServer:
         add_routes(app, self)
         return app
 
-    async def listen(self, host: str, port: int) -> int:
-        """Bind (SO_REUSEPORT) and serve; return the bound port."""
+    async def listen(self, host: str, port: int, health_port: int | None = None) -> int:
+        """Bind the shared port (SO_REUSEPORT) and serve; return the bound port.
+
+        ``health_port`` is this node's own port (same app): with several processes on the
+        shared port, it is how an operator reaches one particular node.
+        """
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=4096)
         await site.start()
         bound: int = self._runner.addresses[0][1]
+        if health_port is not None:
+            await web.TCPSite(self._runner, host, health_port).start()
         return bound
 
     async def drain(self) -> None:
@@ -373,6 +379,10 @@ class ImServer:
         try:
             if await self._hello(conn):
                 await self._serve(conn)
+        except Exception:
+            log.exception("session failed")
+            self.send_error(conn, ImError(ErrorCode.INTERNAL, "internal error"), None)
+            await conn.close(1011)
         finally:
             conn.closed = True
             self.conns.discard(conn)
@@ -413,7 +423,7 @@ class ImServer:
             return await self._refuse(
                 conn, FrameError(ErrorCode.BAD_FRAME, "expected a text hello frame")
             )
-        if len(msg.data) > s.max_frame:
+        if _frame_bytes(msg.data) > s.max_frame:
             return await self._refuse(
                 conn, FrameError(ErrorCode.FRAME_TOO_LARGE, f"frame over {s.max_frame} bytes")
             )
@@ -464,17 +474,25 @@ class ImServer:
             msg = await ws.receive()
             if msg.type == WSMsgType.TEXT:
                 data: str = msg.data
-                if len(data) > s.max_frame:
+                size = _frame_bytes(data)
+                if size > s.max_frame:
+                    if not self._charge(conn, None):
+                        continue
                     self.send_error(
                         conn,
                         FrameError(
                             ErrorCode.FRAME_TOO_LARGE,
-                            f"frame of {len(data)} bytes is over the {s.max_frame} byte limit",
+                            f"frame of {size} bytes is over the {s.max_frame} byte limit",
                         ),
                         None,
                     )
                     continue
-                self._on_frame(conn, data)
+                try:
+                    self._on_frame(conn, data)
+                except Exception:
+                    # No single frame may kill a session: answer it and carry on.
+                    log.exception("frame handling failed")
+                    self.send_error(conn, ImError(ErrorCode.INTERNAL, "internal error"), None)
             elif msg.type == WSMsgType.BINARY:
                 self.send_error(
                     conn, FrameError(ErrorCode.BAD_FRAME, "binary frames are not supported"), None
@@ -484,23 +502,28 @@ class ImServer:
                 # with 1009 itself).
                 return
 
+    def _charge(self, conn: Connection, ref: dict[str, str] | None) -> bool:
+        """Take a rate-limit token; every frame pays, well-formed or not."""
+        wait_ms = conn.bucket.take(time.monotonic())
+        if wait_ms:
+            self.send_error(
+                conn, LimitError(ErrorCode.RATE_LIMITED, "slow down", retry_after_ms=wait_ms), ref
+            )
+            return False
+        return True
+
     def _on_frame(self, conn: Connection, data: str) -> None:
         try:
             req = protocol.parse_request(data)
         except FrameError as exc:
             self.metrics.in_unknown.inc()
-            self.send_error(conn, exc, protocol.error_ref(exc))
+            if self._charge(conn, protocol.error_ref(exc)):
+                self.send_error(conn, exc, protocol.error_ref(exc))
             return
         ftype = _TYPE_NAMES[type(req)]
         self.metrics.in_by_type[ftype].inc()
-        wait_ms = conn.bucket.take(time.monotonic())
-        if wait_ms:
-            ref = {"cid": req.cid} if isinstance(req, protocol.Send) else _rid_ref(req)
-            self.send_error(
-                conn,
-                LimitError(ErrorCode.RATE_LIMITED, "slow down", retry_after_ms=wait_ms),
-                ref,
-            )
+        ref = {"cid": req.cid} if isinstance(req, protocol.Send) else _rid_ref(req)
+        if not self._charge(conn, ref):
             return
         if isinstance(req, protocol.Send):
             if self.draining:
@@ -577,7 +600,10 @@ class ImServer:
                 change = await store.add_member(user, req.conv, req.user)
             else:
                 change = await store.remove_member(user, req.conv, req.user)
-            now = [m["user"] for m in await store.list_members(None, req.conv)]
+            try:
+                now = [m["user"] for m in await store.list_members(None, req.conv)]
+            except AccessError:  # the last member left: the group is empty, not unknown
+                now = []
             conn.push(
                 protocol.reply(
                     "group", req.rid, conv=req.conv, changed=change is not None, members=now
@@ -594,6 +620,11 @@ class ImServer:
         """Push a committed system message (membership change) to its recipients."""
         frame = protocol.msg(c.conv, c.seq, c.sender, c.ts, c.body)
         await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)
+
+
+def _frame_bytes(data: str) -> int:
+    # The limit is in bytes on the wire; isascii() is O(1) and avoids encoding the common case.
+    return len(data) if data.isascii() else len(data.encode())
 
 
 _TYPE_NAMES: dict[type, str] = {
@@ -617,11 +648,17 @@ def _rid_ref(req: protocol.Request) -> dict[str, str]:
     return {"rid": rid} if isinstance(rid, str) else {}
 
 
-async def serve(settings: Settings, host: str, port: int, ready_file: str | None = None) -> int:
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    ready_file: str | None = None,
+    health_port: int | None = None,
+) -> int:
     """Run one node until SIGTERM/SIGINT, then drain; return the exit code."""
     server = ImServer(settings)
     await server.start()
-    bound = await server.listen(host, port)
+    bound = await server.listen(host, port, health_port)
     log.info("im-server %s listening on %s:%d", server.node_id, host, bound)
     if ready_file:
         Path(ready_file).write_text(str(bound))  # noqa: ASYNC240 - once, before serving

@@ -94,13 +94,15 @@ async def test_sigterm_drains_without_losing_acked_sends(fresh_dsn: str, tmp_pat
             proc.kill()
             await proc.wait()
 
-    # Every send got exactly one answer; acked ones are committed, refused ones are not.
-    assert acked | refused == set(cids) and not acked & refused
-    assert len(acked) >= 100
+    # No send was answered twice. Frames the node had not read when it closed got no answer at
+    # all: they were not committed, and a client resends them after reconnecting.
+    assert not acked & refused
+    assert acked, "the sends in flight when SIGTERM arrived must finish"
     conn = await asyncpg.connect(fresh_dsn)
     try:
         rows = await conn.fetch("SELECT cid, seq FROM messages ORDER BY seq")
     finally:
         await conn.close()
+    # Committed exactly when acked: the drain waited for every send it had taken.
     assert {r["cid"] for r in rows} == acked
     assert [r["seq"] for r in rows] == list(range(1, len(acked) + 1))
