@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run a node")
     serve.add_argument("--host", default=os.environ.get("IM_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("IM_PORT", "8080")))
+    serve.add_argument("--port", type=int, default=os.environ.get("IM_PORT", "8080"))
     serve.add_argument("--ready-file", help="write the bound port here once listening")
     serve.add_argument(
         "--health-port", type=int, help="also serve on this node-private port (status, probes)"

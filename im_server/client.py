@@ -234,6 +234,9 @@ class Client:
             for p in list(self._sends.values()):
                 p.on_wire = True
                 await ws.send_str(p.frame)
+            if self.connects > 1:
+                # Conversations we never saw may have had pushes while we were away.
+                self._spawn(self._resync())
             async for m in ws:
                 if m.type == aiohttp.WSMsgType.TEXT:
                     self._on_frame(orjson.loads(m.data))

@@ -26,7 +26,7 @@ class Settings:
     drain_grace: float = 20.0
     reconnect_jitter_ms: int = 2000
     batch_max: int = 256
-    batch_linger_ms: float = 1.0
+    batch_linger_ms: float = 0.0
     db_pool_size: int = 8
     send_workers: int = 4
     max_outbound_frames: int = 10_000
@@ -88,7 +88,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_grace=_float(env, "IM_DRAIN_GRACE_SECONDS", 20.0, 0.1, 3600),
         reconnect_jitter_ms=_int(env, "IM_RECONNECT_JITTER_MS", 2000, 0, 600_000),
         batch_max=_int(env, "IM_BATCH_MAX", 256, 1, 10_000),
-        batch_linger_ms=_float(env, "IM_BATCH_LINGER_MS", 1.0, 0, 1000),
+        batch_linger_ms=_float(env, "IM_BATCH_LINGER_MS", 0.0, 0, 1000),
         db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),

@@ -39,7 +39,13 @@ class ErrorCode(enum.StrEnum):
 
 # Codes a client may retry unchanged (same cid): nothing was committed.
 RETRYABLE = frozenset(
-    {ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE, ErrorCode.DRAINING, ErrorCode.INTERNAL}
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.DRAINING,
+        ErrorCode.INTERNAL,
+        ErrorCode.SLOW_CONSUMER,
+    }
 )
 
 

@@ -138,22 +138,25 @@ class SendBatcher:
         s = server.settings
         self.max = s.batch_max
         self.linger = s.batch_linger_ms / 1000
-        self.queue: asyncio.Queue[_PendingSend] = asyncio.Queue()
+        # One queue per worker, a connection always on the same one: its sends commit in the
+        # order it sent them, while different connections commit in parallel.
+        self.queues: list[asyncio.Queue[_PendingSend]] = []
         self.inflight = 0
         self.idle = asyncio.Event()
         self.idle.set()
         self.workers: list[asyncio.Task[None]] = []
 
     def start(self, n: int) -> None:
-        self.workers = [asyncio.create_task(self._work()) for _ in range(n)]
+        self.queues = [asyncio.Queue() for _ in range(n)]
+        self.workers = [asyncio.create_task(self._work(q)) for q in self.queues]
 
     def submit(self, item: SendItem, conn: Connection) -> None:
         self.inflight += 1
         self.idle.clear()
-        self.queue.put_nowait(_PendingSend(item, conn, time.perf_counter()))
+        q = self.queues[hash(conn.id) % len(self.queues)]
+        q.put_nowait(_PendingSend(item, conn, time.perf_counter()))
 
-    async def _work(self) -> None:
-        q = self.queue
+    async def _work(self, q: asyncio.Queue[_PendingSend]) -> None:
         while True:
             batch = [await q.get()]
             if self.linger and q.qsize() < self.max:
@@ -233,6 +236,7 @@ class ImServer:
             except Exception as exc:
                 # Sends stay durable without the bus; cross-node pushes wait for it.
                 log.warning("bus unavailable at start (%r); retrying in background", exc)
+                self._bus_was_down = True
                 self._spawn(self._bus_retry())
         self.batcher.start(s.send_workers)
         self._spawn(self._health_loop())
@@ -276,7 +280,8 @@ class ImServer:
         task.add_done_callback(self._tasks.discard)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_frame)
+        # Admin bodies (a group of 1,000 members) can exceed one chat frame.
+        app = web.Application(client_max_size=max(self.settings.max_frame, 1024 * 1024))
         app.router.add_get("/ws", self.ws_handler)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -449,8 +454,9 @@ class ImServer:
             )
         conn.user = user
         conn.device = req.device
-        await self.hub.attach(conn)
+        # Queued before the session can receive pushes, so welcome is always the first frame.
         conn.push(protocol.welcome(user, conn.id, int(time.time() * 1000), self.node_id), "welcome")
+        await self.hub.attach(conn)
         for conv, after in req.resume.items():
             await self._resume(conn, conv, after)
         return True

@@ -167,3 +167,20 @@ async def test_gap_in_pushes_is_filled_by_sync(im: Running) -> None:
     await alice.send("c", to="bob")
     got = [await _next(bob) for _ in range(2)]
     assert [(m.seq, m.body) for m in got] == [(2, "b"), (3, "c")]
+
+
+async def test_one_connections_pipelined_sends_commit_in_the_order_sent(im: Running) -> None:
+    # Several commit pipelines run in parallel; one connection's sends must still keep order.
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(im.url)
+        await ws.send_str(orjson.dumps({"type": "hello", "token": im.token("alice")}).decode())
+        assert (await ws.receive_json())["type"] == "welcome"
+        for i in range(200):
+            frame = {"type": "send", "cid": f"o{i}", "to": "bob", "body": i}
+            await ws.send_str(orjson.dumps(frame).decode())
+        acks = {}
+        while len(acks) < 200:
+            f = await ws.receive_json(timeout=5)
+            acks[f["cid"]] = f["seq"]
+        await ws.close()
+    assert [acks[f"o{i}"] for i in range(200)] == list(range(1, 201))
