@@ -82,3 +82,8 @@ class ResourceFailure(ImctlError):
 class PrerequisiteMissing(ImctlError):
     status = ExitStatus.PRECONDITION
     code = "prerequisite_missing"
+
+
+class Cancelled(ImctlError):
+    status = ExitStatus.CANCELLED
+    code = "cancelled"

@@ -178,7 +178,7 @@ async def test_one_connections_pipelined_sends_commit_in_the_order_sent(im: Runn
         for i in range(200):
             frame = {"type": "send", "cid": f"o{i}", "to": "bob", "body": i}
             await ws.send_str(orjson.dumps(frame).decode())
-        acks = {}
+        acks: dict[str, int] = {}
         while len(acks) < 200:
             f = await ws.receive_json(timeout=5)
             acks[f["cid"]] = f["seq"]
