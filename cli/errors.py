@@ -9,7 +9,8 @@ Exception tree::
     ├── Locked                  exit 11: another operation holds the stack lock
     ├── OperationTimeout        exit 9
     ├── ResourceFailure         exit 4: a process, database or cloud resource failed
-    └── PrerequisiteMissing     exit 10: a binary, package or credential is absent (hint: how to get it)
+    ├── PrerequisiteMissing     exit 10: a binary, package or credential is absent (hint: fix)
+    └── Cancelled               exit 8: the user answered no
 """
 
 from __future__ import annotations

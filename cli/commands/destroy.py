@@ -1,0 +1,63 @@
+"""imctl destroy: stop everything of a stack and (unless --keep-data) delete its data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+from cli.state import StackFiles
+
+
+@dataclass
+class DestroyResult:
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
+def _render_destroy(console: Any, doc: Mapping[str, Any]) -> None:
+    for line in doc["stopped"]:
+        console.print(f"  {line}")
+    if doc["data_deleted"]:
+        console.print(f"[green]✓[/green] stack [bold]{doc['stack']}[/bold] destroyed, data deleted")
+    else:
+        console.print(
+            f"[green]✓[/green] stack [bold]{doc['stack']}[/bold] stopped; data kept in"
+            f" {doc['data_dir']} (`imctl deploy -s {doc['stack']}` starts it again)"
+        )
+
+
+def destroy(
+    tctx: typer.Context,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data", help="Stop processes but keep the data directory.")
+    ] = False,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Stop every process of the stack and delete its data (asks first; --yes in scripts)."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+
+    def body() -> DestroyResult:
+        from cli.targets.local.target import LocalTarget
+
+        target = LocalTarget(StackFiles(ctx.stack_dir))
+        plan = target.destroy_plan()
+        if keep_data:
+            plan = [*plan[:-1], f"keep {ctx.stack_dir}"]
+        ctx.out.confirm(f"Destroy stack {ctx.stack!r}?", details=plan)
+        return DestroyResult(target.destroy(keep_data, ctx.out.info))
+
+    run(ctx, "destroy", {"keep_data": keep_data}, body, _render_destroy, mutating=True)

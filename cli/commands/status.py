@@ -1,0 +1,75 @@
+"""imctl status: what runs, whether it is healthy (``--check`` turns unhealthy into exit 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+from cli.state import StackFiles
+
+
+@dataclass
+class StatusResult:
+    doc: dict[str, Any]
+    check: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.check and not self.doc["healthy"]:
+            return ExitStatus.PRECONDITION
+        return ExitStatus.OK
+
+
+def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
+    from rich.table import Table
+
+    mark = "[green]healthy[/green]" if doc["healthy"] else "[red]UNHEALTHY[/red]"
+    console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
+    console.print(f"endpoint {doc['endpoint']}")
+    for r in doc["regions"]:
+        db, bus = r["database"], r["bus"]
+        console.print(
+            f"\nregion [bold]{r['name']}[/bold] ({r['role']}) port {r['port']}  "
+            f"PostgreSQL {'up' if db['running'] else '[red]down[/red]'} ({db.get('role')})  "
+            f"NATS {'up' if bus['running'] else '[red]down[/red]'}"
+        )
+        t = Table("node", "pid", "alive", "ready", "connections")
+        for n in r["nodes"]:
+            t.add_row(
+                n["id"],
+                str(n["pid"] or "-"),
+                "yes" if n["alive"] else "[red]no[/red]",
+                "yes" if n["ready"] else "[red]no[/red]",
+                str(n["connections"] if n["connections"] is not None else "-"),
+            )
+        console.print(t)
+
+
+def status(
+    tctx: typer.Context,
+    check: Annotated[bool, typer.Option("--check", help="Exit 10 when unhealthy.")] = False,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Show nodes, database and bus per region, with health."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+
+    def body() -> StatusResult:
+        from cli.targets.local.target import LocalTarget
+
+        return StatusResult(LocalTarget(StackFiles(ctx.stack_dir)).status(), check)
+
+    run(ctx, "status", {"check": check}, body, _render_status, mutating=False)

@@ -1,0 +1,58 @@
+"""imctl token: mint a user token signed with the stack's secret."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus, UsageError
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+from cli.state import StackFiles
+
+
+@dataclass
+class TokenResult:
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
+def _render_token(console: Any, doc: Mapping[str, Any]) -> None:
+    console.print(doc["token"], soft_wrap=True, highlight=False)
+
+
+def token(
+    tctx: typer.Context,
+    user: Annotated[str, typer.Option(help="User id (the token's sub).")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Print a JWT for USER, for the hello frame (text mode prints only the token)."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+
+    def body() -> TokenResult:
+        from im_server import auth
+
+        if not 1 <= ttl <= 365 * 86400:
+            raise UsageError(f"--ttl must be 1 to 31536000 seconds, got {ttl}")
+        files = StackFiles(ctx.stack_dir)
+        files.load_config()
+        try:
+            tok = auth.mint(files.load_secrets().jwt_secret, user, ttl)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        return TokenResult({"user": user, "token": tok, "expires_at": int(time.time()) + ttl})
+
+    run(ctx, "token", {"user": user, "ttl": ttl}, body, _render_token, mutating=False)

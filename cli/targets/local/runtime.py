@@ -1,0 +1,346 @@
+"""One region of a local stack: PostgreSQL, NATS and N im-server processes on one shared port.
+
+Every start is idempotent and gated on readiness: ``reconcile`` looks at what runs, starts only
+what is missing or dead, and waits until each part answers before the next one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.errors import OperationTimeout, PreconditionFailed, ResourceFailure
+from cli.state import RegionConfig, Secrets, write_atomic
+from cli.targets.local import procs
+from cli.targets.local.nats import NatsProcess
+from cli.targets.local.postgres import PgInstance
+
+Step = Callable[[str], None]
+DATABASE = "im"
+NODE_READY_TIMEOUT = 30.0
+
+
+@dataclass
+class Ports:
+    """Ports picked once at first deploy and kept, so restarts find everything where it was."""
+
+    pg: int
+    nats: int
+    nats_monitor: int
+
+
+@dataclass
+class NodeStatus:
+    id: str
+    pid: int | None
+    alive: bool
+    ready: bool
+    connections: int | None
+    health_port: int | None
+    draining: bool = False
+
+
+def http_json(url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]]:
+    """GET a JSON document; (status, body). Connection failures are (0, {})."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+class Region:
+    def __init__(
+        self, root: Path, cfg: RegionConfig, secrets: Secrets, *, drain_grace: float = 10.0
+    ) -> None:
+        self.root = root
+        self.cfg = cfg
+        self.secrets = secrets
+        self.drain_grace = drain_grace
+        self.nodes_dir = root / "nodes"
+        self.ports_path = root / "ports.json"
+
+    # --- parts ----------------------------------------------------------------------------
+
+    def ports(self) -> Ports:
+        if self.ports_path.exists():
+            return Ports(**json.loads(self.ports_path.read_text()))
+        self.root.mkdir(parents=True, exist_ok=True)
+        pg, nats, mon = procs.free_ports(3)
+        ports = Ports(pg, nats, mon)
+        write_atomic(self.ports_path, json.dumps(asdict(ports)) + "\n")
+        return ports
+
+    def pg(self) -> PgInstance:
+        return PgInstance(
+            data_dir=self.root / "pg" / "data",
+            port=self.ports().pg,
+            log_file=self.root / "pg" / "postgres.log",
+            password=self.secrets.pg_password,
+        )
+
+    def nats(self) -> NatsProcess:
+        p = self.ports()
+        return NatsProcess(
+            port=p.nats,
+            monitor_port=p.nats_monitor,
+            store_dir=self.root / "nats" / "store",
+            log_file=self.root / "nats" / "nats.log",
+            pid_file=self.root / "nats" / "nats.pid",
+            server_name=f"{self.cfg.name}-nats",
+        )
+
+    def dsn(self) -> str:
+        return self.pg().dsn(DATABASE)
+
+    def node_env(self, node_id: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IM_", "PG"))}
+        env.update(
+            IM_DATABASE_URL=self.dsn(),
+            IM_JWT_SECRET=self.secrets.jwt_secret,
+            IM_ADMIN_TOKEN=self.secrets.admin_token,
+            IM_NATS_URL=self.nats().url,
+            IM_NODE_ID=node_id,
+            IM_DRAIN_GRACE_SECONDS=str(self.drain_grace),
+            IM_LOG_LEVEL=os.environ.get("IMCTL_NODE_LOG_LEVEL", "INFO"),
+        )
+        return env
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    def node_ids(self) -> list[str]:
+        """Nodes that have a pid file (alive or not), in start order."""
+        if not self.nodes_dir.exists():
+            return []
+        ids = [p.stem for p in self.nodes_dir.glob("n*.pid")]
+        return sorted(ids, key=lambda i: int(i[1:]))
+
+    def _pid_file(self, node: str) -> Path:
+        return self.nodes_dir / f"{node}.pid"
+
+    def node_log(self, node: str) -> Path:
+        return self.nodes_dir / f"{node}.log"
+
+    def _node_info(self, node: str) -> procs.PidInfo | None:
+        return procs.read_pid_file(self._pid_file(node))
+
+    @staticmethod
+    def _health_port(info: procs.PidInfo) -> int | None:
+        argv = info.argv
+        if "--health-port" in argv:
+            return int(argv[argv.index("--health-port") + 1])
+        return None
+
+    def node_status(self, node: str) -> NodeStatus:
+        info = self._node_info(node)
+        if info is None or not procs.is_alive(info):
+            return NodeStatus(node, info.pid if info else None, False, False, None, None)
+        port = self._health_port(info)
+        code, body = http_json(f"http://127.0.0.1:{port}/readyz") if port else (0, {})
+        return NodeStatus(
+            node,
+            info.pid,
+            True,
+            code == 200,
+            body.get("connections"),
+            port,
+            bool(body.get("draining")),
+        )
+
+    def _start_node(self, node: str) -> None:
+        self.nodes_dir.mkdir(parents=True, exist_ok=True)
+        health = procs.free_port()
+        # -P: the caller's working directory must not shadow a module (a stray timeit.py in
+        # the directory imctl was run from once took every node down).
+        argv = [
+            sys.executable, "-P", "-m", "im_server", "serve",
+            "--host", "127.0.0.1", "--port", str(self.cfg.port), "--health-port", str(health),
+        ]  # fmt: skip
+        procs.spawn_detached(
+            argv,
+            log_file=self.node_log(node),
+            pid_file=self._pid_file(node),
+            env=self.node_env(f"{self.cfg.name}-{node}"),
+            cwd=self.nodes_dir,
+        )
+
+    def _wait_ready(self, nodes: list[str], timeout: float = NODE_READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(nodes)
+        while pending:
+            for node in list(pending):
+                st = self.node_status(node)
+                if st.ready:
+                    pending.discard(node)
+                elif not st.alive:
+                    tail = procs.log_tail(self.node_log(node), 15)
+                    raise ResourceFailure(
+                        f"im-server {node} in region {self.cfg.name} exited during start:\n{tail}",
+                        f"full log: {self.node_log(node)}",
+                    )
+            if pending and time.monotonic() > deadline:
+                raise OperationTimeout(
+                    f"nodes {', '.join(sorted(pending))} not ready after {timeout:.0f}s",
+                    f"see {self.nodes_dir}/*.log",
+                )
+            if pending:
+                time.sleep(0.05)
+
+    def ensure_nodes(self, replicas: int, step: Step) -> list[str]:
+        """Nodes n1..nN alive and ready; returns what was started."""
+        wanted = [f"n{i}" for i in range(1, replicas + 1)]
+        started = []
+        for node in wanted:
+            if not self.node_status(node).alive:
+                self._start_node(node)
+                started.append(node)
+        if started:
+            step(f"started im-server {', '.join(started)} on port {self.cfg.port}")
+        self._wait_ready(wanted)
+        return started
+
+    def stop_node(self, node: str, *, kill_after: float | None = None) -> bool:
+        """Drain (SIGTERM) and wait; True if it exited by itself within the grace."""
+        info = self._node_info(node)
+        clean = True
+        if info is not None and procs.is_alive(info):
+            clean = procs.terminate(info, kill_after or self.drain_grace + 5)
+        self._pid_file(node).unlink(missing_ok=True)
+        return clean
+
+    def remove_nodes(self, keep: int, step: Step) -> list[str]:
+        """Drain every node past ``keep`` (newest first, in parallel); return those removed."""
+        extra = [n for n in self.node_ids() if int(n[1:]) > keep]
+        if not extra:
+            return []
+        step(f"draining im-server {', '.join(extra)}")
+        with ThreadPoolExecutor(max_workers=len(extra)) as pool:
+            results = list(pool.map(self.stop_node, extra))
+        if not all(results):
+            dirty = [n for n, ok in zip(extra, results, strict=True) if not ok]
+            raise ResourceFailure(
+                f"{', '.join(dirty)} did not finish draining in {self.drain_grace + 5:.0f}s and "
+                "were killed; clients reconnect and resend, so acked messages are safe",
+                "raise the drain grace if this repeats",
+            )
+        return extra
+
+    # --- database and bus -----------------------------------------------------------------
+
+    def ensure_database(self, step: Step) -> list[str]:
+        actions = []
+        pg = self.pg()
+        if not (pg.data_dir / "PG_VERSION").exists():
+            pg.init(self.secrets.pg_password)
+            actions.append("initialized PostgreSQL")
+        if not pg.is_running():
+            pg.start()
+            actions.append(f"started PostgreSQL on 127.0.0.1:{pg.port}")
+        if self.cfg.role == "primary":
+            pg.create_database(DATABASE)
+            from im_server.migrate import migrate
+
+            applied = asyncio.run(migrate(self.dsn()))
+            if applied:
+                actions.append(f"applied {len(applied)} migration(s)")
+        for a in actions:
+            step(a)
+        return actions
+
+    def ensure_bus(self, step: Step) -> list[str]:
+        nats = self.nats()
+        if nats.is_alive():
+            return []
+        nats.start()
+        msg = f"started NATS on 127.0.0.1:{nats.port}"
+        step(msg)
+        return [msg]
+
+    def check_port(self) -> None:
+        """The endpoint port must be ours or free; a foreign listener would split traffic."""
+        if any(self.node_status(n).alive for n in self.node_ids()):
+            return
+        if not procs.port_is_free("127.0.0.1", self.cfg.port):
+            raise PreconditionFailed(
+                f"port {self.cfg.port} is in use by another program",
+                f"pick another --port, or stop what listens: ss -ltnp 'sport = :{self.cfg.port}'",
+            )
+
+    def reconcile(self, step: Step) -> list[str]:
+        self.check_port()
+        actions = self.ensure_database(step)
+        actions += self.ensure_bus(step)
+        started = self.ensure_nodes(self.cfg.replicas, step)
+        actions += [f"started node {n}" for n in started]
+        actions += [f"drained node {n}" for n in self.remove_nodes(self.cfg.replicas, step)]
+        return actions
+
+    def stop_all(self, step: Step) -> list[str]:
+        actions = [f"drained node {n}" for n in self.remove_nodes(0, step)]
+        nats = self.nats()
+        if nats.is_alive():
+            step("stopping NATS")
+            nats.stop()
+            actions.append("stopped NATS")
+        pg = self.pg()
+        if pg.is_running():
+            step("stopping PostgreSQL")
+            pg.stop()
+            actions.append("stopped PostgreSQL")
+        return actions
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        nodes = [self.node_status(n) for n in self.node_ids()]
+        pg = self.pg()
+        pg_pid = pg.pid()
+        nats = self.nats()
+        info = nats.pid_info()
+        db: dict[str, Any] = {
+            "pid": pg_pid,
+            "running": pg_pid is not None,
+            "port": pg.port,
+            "role": None,
+        }
+        if pg_pid is not None:
+            db["role"] = _pg_role(pg)
+        bus = {"pid": info.pid if info else None, "running": nats.is_alive(), "port": nats.port}
+        healthy = (
+            db["running"]
+            and bus["running"]
+            and len([n for n in nodes if n.ready]) >= self.cfg.replicas
+        )
+        return {
+            "name": self.cfg.name,
+            "role": self.cfg.role,
+            "port": self.cfg.port,
+            "replicas": self.cfg.replicas,
+            "healthy": bool(healthy),
+            "nodes": [asdict(n) for n in nodes],
+            "database": db,
+            "bus": bus,
+        }
+
+
+def _pg_role(pg: PgInstance) -> str | None:
+    try:
+        out = pg.sql("SELECT pg_is_in_recovery()").strip()
+    except Exception:
+        return None
+    return "standby" if out.startswith("t") else "primary"
