@@ -1,0 +1,103 @@
+"""imctl plan: what a cloud deploy would create, from the Pulumi program run under mocks.
+
+Offline and without credentials: no cloud is contacted, so this shows what imctl asks for, not
+what a cloud would accept. Provider SDKs load here only, never for `imctl --help`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus, UsageError
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+
+
+@dataclass
+class PlanResult:
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
+def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:
+    from rich.tree import Tree
+
+    s = doc["summary"]
+    root = Tree(
+        f"[bold]{doc['cloud']}[/bold] plan: {s['total']} resources "
+        f"(primary {doc['primary_region']}, standby {doc.get('standby_region') or 'none'})"
+    )
+    by_region: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for r in doc["resources"]:
+        if r.get("kind") == "component":
+            continue
+        region = r.get("region") or "global"
+        by_region.setdefault(region, {}).setdefault(r.get("component") or "-", []).append(r)
+    for region, comps in sorted(by_region.items()):
+        count = sum(len(v) for v in comps.values())
+        branch = root.add(f"[bold]{region}[/bold] ({count})")
+        for comp, items in sorted(comps.items()):
+            leaf = branch.add(f"{comp} ({len(items)})")
+            for r in items:
+                leaf.add(f"[dim]{r['type']}[/dim] {r['name']}")
+    console.print(root)
+    console.print(
+        "[yellow]No cloud was contacted:[/yellow] this is the Pulumi program run under mocks. "
+        "It shows what a deploy asks for, not what the cloud will accept."
+    )
+
+
+def plan(
+    tctx: typer.Context,
+    region: Annotated[str, typer.Option(help="Primary region, e.g. us-east-1.")],
+    standby_region: Annotated[
+        str | None, typer.Option(help="Standby region (cross-region replica, DNS failover).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: key=value.")
+    ] = None,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Show the resources a cloud deploy would create (offline, under Pulumi mocks)."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+    overrides: dict[str, str] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}", "e.g. --set hpaMax=20")
+        overrides[key] = value
+
+    def body() -> PlanResult:
+        if ctx.cloud == "local":
+            raise UsageError(
+                "plan needs --cloud aws, gcp or alicloud",
+                "for the local target, `imctl deploy` is itself idempotent",
+            )
+        from stacks.config import ConfigError
+        from stacks.plan import PlanError, run_plan
+
+        try:
+            with ctx.out.step(f"planning {ctx.cloud} under Pulumi mocks"):
+                doc = run_plan(ctx.cloud, region, standby_region, overrides)
+        except ConfigError as exc:
+            raise UsageError(str(exc.args[0]), exc.hint) from exc
+        except PlanError as exc:
+            from cli.errors import ImctlError
+
+            raise ImctlError(str(exc), getattr(exc, "hint", ""), code="plan_failed") from exc
+        return PlanResult(dict(doc))
+
+    args = {"region": region, "standby_region": standby_region, "set": overrides}
+    run(ctx, "plan", args, body, _render_plan, mutating=False, create_stack=True)
