@@ -33,7 +33,7 @@ class Node:
 
     async def start(self, timeout: float = 15.0) -> None:
         self.ready_file.unlink(missing_ok=True)
-        log = open(self.ready_file.with_suffix(".log"), "ab")  # noqa: SIM115, ASYNC230
+        log = open(self.ready_file.with_suffix(".log"), "ab")  # noqa: SIM115
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
