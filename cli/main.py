@@ -148,6 +148,8 @@ _VERBS = (
     "snapshot",
     "restore",
     "failover",
+    "standby",
+    "drill",
     "destroy",
 )
 

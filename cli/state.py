@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from cli.errors import StackNotFound, UsageError
 
-Role = Literal["primary", "standby"]
+# fenced: a former primary that lost a forced failover; nothing of it runs until
+# `imctl standby rebuild` makes it a standby again.
+Role = Literal["primary", "standby", "fenced"]
 REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 DEFAULT_PORT = 8700
 DEFAULT_REPLICAS = 2

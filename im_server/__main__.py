@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--health-port", type=int, help="also serve on this node-private port (status, probes)"
     )
+    serve.add_argument(
+        "--global-port", type=int, help="also serve on this shared port (the global endpoint)"
+    )
     sub.add_parser("migrate", help="apply pending schema migrations")
     tok = sub.add_parser("token", help="mint a user token")
     tok.add_argument("--user", required=True)
@@ -70,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(settings, args.host, args.port, args.ready_file, args.health_port))
+    return asyncio.run(
+        serve(settings, args.host, args.port, args.ready_file, args.health_port, args.global_port)
+    )
 
 
 if __name__ == "__main__":

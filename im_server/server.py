@@ -291,11 +291,18 @@ class ImServer:
         add_routes(app, self)
         return app
 
-    async def listen(self, host: str, port: int, health_port: int | None = None) -> int:
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        health_port: int | None = None,
+        global_port: int | None = None,
+    ) -> int:
         """Bind the shared port (SO_REUSEPORT) and serve; return the bound port.
 
         ``health_port`` is this node's own port (same app): with several processes on the
-        shared port, it is how an operator reaches one particular node.
+        shared port, it is how an operator reaches one particular node. ``global_port`` is a
+        second shared port, the clients' endpoint, bound only by nodes of the primary region.
         """
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -304,6 +311,10 @@ class ImServer:
         bound: int = self._runner.addresses[0][1]
         if health_port is not None:
             await web.TCPSite(self._runner, host, health_port).start()
+        if global_port is not None:
+            await web.TCPSite(
+                self._runner, host, global_port, reuse_port=True, backlog=4096
+            ).start()
         return bound
 
     async def drain(self) -> None:
@@ -660,11 +671,12 @@ async def serve(
     port: int,
     ready_file: str | None = None,
     health_port: int | None = None,
+    global_port: int | None = None,
 ) -> int:
     """Run one node until SIGTERM/SIGINT, then drain; return the exit code."""
     server = ImServer(settings)
     await server.start()
-    bound = await server.listen(host, port, health_port)
+    bound = await server.listen(host, port, health_port, global_port)
     log.info("im-server %s listening on %s:%d", server.node_id, host, bound)
     if ready_file:
         Path(ready_file).write_text(str(bound))  # noqa: ASYNC240 - once, before serving

@@ -31,8 +31,13 @@ def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"[green]✓[/green] stack [bold]{doc['stack']}[/bold]: no changes")
     for r in doc["regions"]:
         ready = sum(1 for n in r["nodes"] if n["ready"])
+        nodes = (
+            f"{ready}/{r['replicas']} im-server nodes ready"
+            if r["role"] == "primary"
+            else "no nodes until promoted"
+        )
         console.print(
-            f"  region {r['name']} ({r['role']}): {ready}/{r['replicas']} im-server nodes ready,"
+            f"  region {r['name']} ({r['role']}): {nodes},"
             f" PostgreSQL :{r['database']['port']}, NATS :{r['bus']['port']}"
         )
     console.print(f"\nendpoint  [bold]{doc['endpoint']}[/bold]")
@@ -46,6 +51,13 @@ def deploy(
         int | None, typer.Option(help="im-server processes (default 2; kept on re-deploy).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Endpoint port (default 8700).")] = None,
+    standby_region: Annotated[
+        str | None,
+        typer.Option(help="Also run a standby region (streaming replica), for failover."),
+    ] = None,
+    replication: Annotated[
+        str | None, typer.Option(help="sync (default: no acked loss) or async.")
+    ] = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -55,7 +67,13 @@ def deploy(
 ) -> None:
     """Deploy the IM server, or bring an existing stack back to what it should be."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
-    args = {"region": region, "replicas": replicas, "port": port}
+    args = {
+        "region": region,
+        "replicas": replicas,
+        "port": port,
+        "standby_region": standby_region,
+        "replication": replication,
+    }
 
     def body() -> DeployResult:
         if ctx.cloud != "local":
@@ -66,6 +84,8 @@ def deploy(
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
-        return DeployResult(target.deploy(region, replicas, port, ctx.out.info))
+        return DeployResult(
+            target.deploy(region, replicas, port, ctx.out.info, standby_region, replication)
+        )
 
     run(ctx, "deploy", args, body, _render_deploy, mutating=True, create_stack=True)

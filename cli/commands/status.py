@@ -42,6 +42,23 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
             f"PostgreSQL {'up' if db['running'] else '[red]down[/red]'} ({db.get('role')})  "
             f"NATS {'up' if bus['running'] else '[red]down[/red]'}"
         )
+        rep = r.get("replication") or {}
+        for sb in rep.get("standbys", []):
+            console.print(
+                f"  replicating to {sb['standby']}: {sb['state']} ({sb['sync_state']}),"
+                f" lag {sb['lag_bytes']} bytes"
+            )
+        if r["role"] == "standby":
+            if rep.get("streaming"):
+                console.print(
+                    f"  streaming from {rep.get('upstream')}, lag {rep.get('lag_bytes')} bytes"
+                    f" / {rep.get('lag_seconds') or 0:.1f}s"
+                )
+            else:
+                console.print("  [red]not streaming[/red]: the stack is not protected")
+        if r["role"] == "fenced":
+            console.print(f"  fenced: imctl standby rebuild --region {r['name']}")
+            continue
         t = Table("node", "pid", "alive", "ready", "connections")
         for n in r["nodes"]:
             t.add_row(

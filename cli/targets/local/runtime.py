@@ -7,6 +7,7 @@ what is missing or dead, and waits until each part answers before the next one s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -66,12 +67,23 @@ def http_json(url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]]:
 
 class Region:
     def __init__(
-        self, root: Path, cfg: RegionConfig, secrets: Secrets, *, drain_grace: float = 10.0
+        self,
+        root: Path,
+        cfg: RegionConfig,
+        secrets: Secrets,
+        *,
+        drain_grace: float = 10.0,
+        global_port: int | None = None,
+        upstream: Region | None = None,
     ) -> None:
         self.root = root
         self.cfg = cfg
         self.secrets = secrets
         self.drain_grace = drain_grace
+        # Nodes of the primary region also bind the global endpoint (when there is a standby).
+        self.global_port = global_port
+        # A standby streams from the primary region's PostgreSQL.
+        self.upstream = upstream
         self.nodes_dir = root / "nodes"
         self.ports_path = root / "ports.json"
 
@@ -87,11 +99,19 @@ class Region:
         return ports
 
     def pg(self) -> PgInstance:
+        from cli.targets.local.replication import standby_settings
+
+        settings = {}
+        if self.cfg.role == "standby" and self.upstream is not None:
+            settings = standby_settings(
+                self.upstream.ports().pg, self.secrets.pg_password, self.cfg.name
+            )
         return PgInstance(
             data_dir=self.root / "pg" / "data",
             port=self.ports().pg,
             log_file=self.root / "pg" / "postgres.log",
             password=self.secrets.pg_password,
+            settings=settings,
         )
 
     def nats(self) -> NatsProcess:
@@ -171,6 +191,8 @@ class Region:
             sys.executable, "-P", "-m", "im_server", "serve",
             "--host", "127.0.0.1", "--port", str(self.cfg.port), "--health-port", str(health),
         ]  # fmt: skip
+        if self.global_port is not None and self.cfg.role == "primary":
+            argv += ["--global-port", str(self.global_port)]
         procs.spawn_detached(
             argv,
             log_file=self.node_log(node),
@@ -245,6 +267,8 @@ class Region:
     def ensure_database(self, step: Step) -> list[str]:
         actions = []
         pg = self.pg()
+        if self.cfg.role == "standby":
+            return self.ensure_standby_database(step)
         if not (pg.data_dir / "PG_VERSION").exists():
             pg.init(self.secrets.pg_password)
             actions.append("initialized PostgreSQL")
@@ -262,6 +286,23 @@ class Region:
             step(a)
         return actions
 
+    def ensure_standby_database(self, step: Step) -> list[str]:
+        from cli.targets.local import replication
+
+        assert self.upstream is not None, "a standby needs its primary region"
+        actions = []
+        pg = self.pg()
+        if not (pg.data_dir / "PG_VERSION").exists():
+            step(f"copying the primary into region {self.cfg.name} (pg_basebackup)")
+            replication.base_backup(self.upstream.pg(), pg, self.cfg.name, self.secrets.pg_password)
+            actions.append(f"built standby of {self.upstream.cfg.name}")
+        if not pg.is_running():
+            pg.start()
+            actions.append(f"started PostgreSQL standby on 127.0.0.1:{pg.port}")
+        for a in actions:
+            step(a)
+        return actions
+
     def ensure_bus(self, step: Step) -> list[str]:
         nats = self.nats()
         if nats.is_alive():
@@ -271,23 +312,29 @@ class Region:
         step(msg)
         return [msg]
 
-    def check_port(self) -> None:
+    def check_port(self, port: int | None = None) -> None:
         """The endpoint port must be ours or free; a foreign listener would split traffic."""
+        port = port or self.cfg.port
         if any(self.node_status(n).alive for n in self.node_ids()):
             return
-        if not procs.port_is_free("127.0.0.1", self.cfg.port):
+        if not procs.port_is_free("127.0.0.1", port):
             raise PreconditionFailed(
-                f"port {self.cfg.port} is in use by another program",
-                f"pick another --port, or stop what listens: ss -ltnp 'sport = :{self.cfg.port}'",
+                f"port {port} is in use by another program",
+                f"pick another --port, or stop what listens: ss -ltnp 'sport = :{port}'",
             )
 
     def reconcile(self, step: Step) -> list[str]:
+        if self.cfg.role == "fenced":
+            return []  # stays down until `imctl standby rebuild`
         self.check_port()
         actions = self.ensure_database(step)
         actions += self.ensure_bus(step)
-        started = self.ensure_nodes(self.cfg.replicas, step)
-        actions += [f"started node {n}" for n in started]
-        actions += [f"drained node {n}" for n in self.remove_nodes(self.cfg.replicas, step)]
+        # A standby region runs no im-server nodes: they start when it is promoted.
+        want = self.cfg.replicas if self.cfg.role == "primary" else 0
+        if want:
+            started = self.ensure_nodes(want, step)
+            actions += [f"started node {n}" for n in started]
+        actions += [f"drained node {n}" for n in self.remove_nodes(want, step)]
         return actions
 
     def stop_all(self, step: Step) -> list[str]:
@@ -321,11 +368,13 @@ class Region:
         if pg_pid is not None:
             db["role"] = _pg_role(pg)
         bus = {"pid": info.pid if info else None, "running": nats.is_alive(), "port": nats.port}
-        healthy = (
-            db["running"]
-            and bus["running"]
-            and len([n for n in nodes if n.ready]) >= self.cfg.replicas
-        )
+        want = self.cfg.replicas if self.cfg.role == "primary" else 0
+        healthy = db["running"] and bus["running"] and len([n for n in nodes if n.ready]) >= want
+        replication: dict[str, Any] | None = None
+        if pg_pid is not None and (self.cfg.role == "standby" or db["role"] == "primary"):
+            replication = self._replication(pg)
+            if self.cfg.role == "standby":
+                healthy = healthy and bool(replication and replication.get("streaming"))
         return {
             "name": self.cfg.name,
             "role": self.cfg.role,
@@ -335,7 +384,28 @@ class Region:
             "nodes": [asdict(n) for n in nodes],
             "database": db,
             "bus": bus,
+            "replication": replication,
         }
+
+    def _replication(self, pg: PgInstance) -> dict[str, Any] | None:
+        from cli.targets.local import replication as rep
+
+        try:
+            if self.cfg.role == "primary":
+                return {"standbys": rep.primary_view(pg)}
+            st = rep.standby_state(pg)
+            lag_bytes = None
+            if self.upstream is not None and self.upstream.pg().is_running():
+                with contextlib.suppress(Exception):
+                    lag_bytes = max(0, rep.current_lsn(self.upstream.pg()) - st.replay_lsn)
+            return {
+                "streaming": st.streaming,
+                "upstream": self.upstream.cfg.name if self.upstream else None,
+                "lag_bytes": lag_bytes,
+                "lag_seconds": st.lag_seconds,
+            }
+        except Exception:
+            return None
 
 
 def _pg_role(pg: PgInstance) -> str | None:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
-from cli.errors import PreconditionFailed, UsageError
+from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
 from cli.state import (
     DEFAULT_PORT,
     DEFAULT_REPLICAS,
     MAX_REPLICAS,
     REGION_RE,
     RegionConfig,
+    Secrets,
     StackConfig,
     StackFiles,
 )
+from cli.targets.local import procs
 from cli.targets.local.runtime import Region
 
 Step = Callable[[str], None]
@@ -41,18 +45,34 @@ class LocalTarget:
     def __init__(self, files: StackFiles) -> None:
         self.files = files
 
-    def regions(self, cfg: StackConfig) -> list[Region]:
-        secrets = self.files.load_secrets()
-        return [
-            Region(self.files.region_dir(r.name), r, secrets, drain_grace=cfg.drain_grace)
+    def regions(self, cfg: StackConfig, secrets: Secrets | None = None) -> list[Region]:
+        secrets = secrets or self.files.load_secrets()
+        made = {
+            r.name: Region(
+                self.files.region_dir(r.name),
+                r,
+                secrets,
+                drain_grace=cfg.drain_grace,
+                global_port=cfg.global_port,
+            )
             for r in cfg.regions
-        ]
+        }
+        primary = made[cfg.primary.name]
+        for reg in made.values():
+            if reg is not primary:
+                reg.upstream = primary
+        return list(made.values())
 
     def endpoint(self, cfg: StackConfig) -> str:
         return f"ws://127.0.0.1:{cfg.endpoint_port}/ws"
 
     def plan_config(
-        self, region: str | None, replicas: int | None, port: int | None
+        self,
+        region: str | None,
+        replicas: int | None,
+        port: int | None,
+        standby_region: str | None = None,
+        replication: str | None = None,
     ) -> tuple[StackConfig, bool]:
         """The config deploy should reconcile to, and whether the stack is new."""
         if replicas is not None:
@@ -61,27 +81,53 @@ class LocalTarget:
             validate_port(port)
         if region is not None and not REGION_RE.match(region):
             raise UsageError(f"invalid region name {region!r}", "use lowercase letters, digits, -")
+        if replication is not None and replication not in ("sync", "async"):
+            raise UsageError(f"--replication must be sync or async, got {replication!r}")
+        if standby_region is not None and not REGION_RE.match(standby_region):
+            raise UsageError(f"invalid region name {standby_region!r}")
         if not self.files.exists():
+            name = region or DEFAULT_REGION
+            if standby_region is None:
+                regions = [RegionConfig(name, port or DEFAULT_PORT, replicas or DEFAULT_REPLICAS)]
+                return StackConfig(self.files.name, "local", regions), True
+            if standby_region == name:
+                raise UsageError("--standby-region must differ from --region")
+            # With a standby, --port is the global endpoint; each region gets a regional port
+            # of its own (health checks, direct access) that never moves.
+            a_port, b_port = procs.free_ports(2)
+            regions = [
+                RegionConfig(name, a_port, replicas or DEFAULT_REPLICAS, "primary"),
+                RegionConfig(standby_region, b_port, replicas or DEFAULT_REPLICAS, "standby"),
+            ]
             cfg = StackConfig(
-                stack=self.files.name,
-                cloud="local",
-                regions=[
-                    RegionConfig(
-                        region or DEFAULT_REGION, port or DEFAULT_PORT, replicas or DEFAULT_REPLICAS
-                    )
-                ],
+                self.files.name,
+                "local",
+                regions,
+                replication="async" if replication == "async" else "sync",
+                global_port=port or DEFAULT_PORT,
             )
             return cfg, True
         cfg = self.files.load_config()
+        if standby_region is not None and standby_region not in {r.name for r in cfg.regions}:
+            raise PreconditionFailed(
+                f"stack {cfg.stack!r} has no region {standby_region!r}; a standby region is"
+                " set when the stack is created",
+                f"imctl destroy -s {cfg.stack}, then deploy with --standby-region",
+            )
+        if replication is not None and replication != cfg.replication:
+            raise PreconditionFailed(
+                f"stack {cfg.stack!r} uses {cfg.replication} replication",
+                "the mode is set when the stack is created",
+            )
         primary = cfg.primary
         if region is not None and region not in {r.name for r in cfg.regions}:
             raise PreconditionFailed(
                 f"stack {cfg.stack!r} runs region {primary.name!r}, not {region!r}",
                 "regions cannot be renamed in place; destroy the stack or use another -s",
             )
-        if port is not None and port != primary.port:
+        if port is not None and port != cfg.endpoint_port:
             raise PreconditionFailed(
-                f"stack {cfg.stack!r} serves on port {primary.port}; it cannot move to {port}"
+                f"stack {cfg.stack!r} serves on port {cfg.endpoint_port}; it cannot move to {port}"
                 " while deployed",
                 "destroy it first, or deploy a new stack with -s NAME --port P",
             )
@@ -90,20 +136,30 @@ class LocalTarget:
         return cfg, False
 
     def deploy(
-        self, region: str | None, replicas: int | None, port: int | None, step: Step
+        self,
+        region: str | None,
+        replicas: int | None,
+        port: int | None,
+        step: Step,
+        standby_region: str | None = None,
+        replication: str | None = None,
     ) -> dict[str, Any]:
-        cfg, new = self.plan_config(region, replicas, port)
+        cfg, new = self.plan_config(region, replicas, port, standby_region, replication)
         secrets = self.files.load_or_create_secrets()
-        regions = [
-            Region(self.files.region_dir(r.name), r, secrets, drain_grace=cfg.drain_grace)
-            for r in cfg.regions
-        ]
+        regions = self.regions(cfg, secrets)
         for r in regions:
-            r.check_port()  # before anything starts: a bad port leaves nothing half-started
+            if r.cfg.role != "fenced":
+                r.check_port()  # before anything starts: a bad port leaves nothing half-started
+        if cfg.global_port is not None and not any(
+            r.node_status(n).alive for r in regions for n in r.node_ids()
+        ):
+            regions[0].check_port(cfg.global_port)
         self.files.save_config(cfg)
         actions: list[str] = []
-        for r in regions:
+        for r in sorted(regions, key=lambda x: x.cfg.role != "primary"):  # primary first
             actions += r.reconcile(step)
+            if r.cfg.role == "standby" and cfg.replication == "sync":
+                actions += self._ensure_sync(r, step)
         return {
             "stack": cfg.stack,
             "cloud": "local",
@@ -114,14 +170,50 @@ class LocalTarget:
             "regions": [r.status() for r in regions],
         }
 
+    def _ensure_sync(self, standby: Region, step: Step) -> list[str]:
+        """Synchronous replication, switched on only once the standby streams (before that,
+        every commit on the primary would wait for it)."""
+        from cli.targets.local import replication as rep
+
+        assert standby.upstream is not None
+        primary = standby.upstream.pg()
+        rows = {r["standby"]: r for r in rep.primary_view(primary)}
+        if rows.get(standby.cfg.name, {}).get("sync_state") == "sync":
+            return []
+        self._wait_streaming(standby, 30.0)
+        rep.set_synchronous(primary, standby.cfg.name)
+        msg = f"synchronous replication {standby.upstream.cfg.name} -> {standby.cfg.name}"
+        step(msg)
+        return [msg]
+
+    @staticmethod
+    def _wait_streaming(standby: Region, timeout: float) -> None:
+        from cli.targets.local import replication as rep
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(ImctlError):
+                if rep.standby_state(standby.pg()).streaming:
+                    return
+            if time.monotonic() > deadline:
+                raise OperationTimeout(
+                    f"standby {standby.cfg.name} is not streaming after {timeout:.0f}s",
+                    f"see {standby.root / 'pg' / 'postgres.log'}",
+                )
+            time.sleep(0.1)
+
     def status(self) -> dict[str, Any]:
         cfg = self.files.load_config()
         regions = [r.status() for r in self.regions(cfg)]
+        standbys = [r for r in regions if r["role"] != "primary"]
         return {
             "stack": cfg.stack,
             "cloud": "local",
             "endpoint": self.endpoint(cfg),
             "healthy": all(r["healthy"] for r in regions if r["role"] == "primary"),
+            # Protected: a standby streams, so losing the primary region loses no acked data.
+            "protected": bool(standbys) and all(r["healthy"] for r in standbys),
+            "replication": cfg.replication if standbys else None,
             "regions": regions,
         }
 
@@ -171,3 +263,220 @@ class LocalTarget:
             "data_deleted": not keep_data,
             "data_dir": None if not keep_data else str(self.files.dir),
         }
+
+    # --- failover -------------------------------------------------------------------------
+
+    def failover_plan(
+        self, to_region: str, force: bool, max_lag: int
+    ) -> tuple[StackConfig, Region, Region, dict[str, Any]]:
+        """Pre-flight checks; raise PreconditionFailed with the reason when unsafe."""
+        from cli.targets.local import replication as rep
+
+        cfg = self.files.load_config()
+        regions = {r.cfg.name: r for r in self.regions(cfg)}
+        if to_region not in regions:
+            raise UsageError(
+                f"stack {cfg.stack!r} has no region {to_region!r}",
+                f"regions: {', '.join(regions)}",
+            )
+        dst = regions[to_region]
+        src = regions[cfg.primary.name]
+        if dst.cfg.role != "standby":
+            raise PreconditionFailed(
+                f"region {to_region!r} is the {dst.cfg.role}, not a standby",
+                "`imctl status` shows each region's role",
+            )
+        dst_pg = dst.pg()
+        if not dst_pg.is_running() or not rep.in_recovery(dst_pg):
+            raise PreconditionFailed(
+                f"standby {to_region!r} is not a running standby database",
+                f"`imctl deploy` starts it; `imctl standby rebuild --region {to_region}`"
+                " rebuilds it",
+            )
+        state = rep.standby_state(dst_pg)
+        info: dict[str, Any] = {
+            "from_region": src.cfg.name,
+            "to_region": to_region,
+            "mode": "forced" if force else "planned",
+            "replication": cfg.replication,
+            "standby_streaming": state.streaming,
+        }
+        if not force:
+            src_pg = src.pg()
+            if not src_pg.is_running():
+                raise PreconditionFailed(
+                    f"primary {src.cfg.name!r} is down: a planned switchover needs it",
+                    f"if it is lost, fence it and promote: imctl failover --to-region {to_region}"
+                    " --force",
+                )
+            if not state.streaming:
+                raise PreconditionFailed(
+                    f"standby {to_region!r} is not streaming from {src.cfg.name!r}",
+                    "check `imctl status` and the standby's postgres log",
+                )
+            lag = max(0, rep.current_lsn(src_pg) - state.replay_lsn)
+            info["lag_bytes"] = lag
+            if lag > max_lag:
+                raise PreconditionFailed(
+                    f"standby {to_region!r} is {lag} bytes behind (limit {max_lag})",
+                    "wait for it to catch up, or raise --max-lag",
+                )
+            info["data_loss_bound"] = {"acked_messages": 0, "wal_bytes": 0}
+            info["steps"] = [
+                f"drain the im-server nodes of {src.cfg.name} (clients get reconnect)",
+                f"wait until {to_region} has replayed everything, then stop {src.cfg.name}'s"
+                " PostgreSQL",
+                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
+                f"rejoin {src.cfg.name} as the standby of {to_region}",
+            ]
+        else:
+            if cfg.replication == "sync":
+                info["data_loss_bound"] = {
+                    "acked_messages": 0,
+                    "wal_bytes": None,
+                    "why": "synchronous replication: every ack waited for the standby's flush",
+                }
+            else:
+                info["data_loss_bound"] = {
+                    "acked_messages": None,
+                    "wal_bytes": None,
+                    "why": "asynchronous replication: WAL the standby had not received is lost;"
+                    " measured after fencing",
+                }
+            info["steps"] = [
+                f"fence {src.cfg.name}: kill its nodes, NATS and PostgreSQL where they still run",
+                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
+                f"{src.cfg.name} stays out until `imctl standby rebuild --region {src.cfg.name}`",
+            ]
+        return cfg, src, dst, info
+
+    def failover(
+        self,
+        to_region: str,
+        *,
+        force: bool,
+        max_lag: int,
+        confirm: Callable[[dict[str, Any]], None],
+        step: Step,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        from cli.targets.local import replication as rep
+
+        cfg, src, dst, info = self.failover_plan(to_region, force, max_lag)
+        confirm(info)
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        src_pg, dst_pg = src.pg(), dst.pg()
+        if not force:
+            step(f"draining {src.cfg.name}'s im-server nodes")
+            src.remove_nodes(0, step)
+            target = rep.current_lsn(src_pg)
+            step(f"waiting for {dst.cfg.name} to replay up to the last write")
+            while rep.replayed_lsn(dst_pg) < target:
+                if time.monotonic() > deadline:
+                    raise OperationTimeout(
+                        f"{dst.cfg.name} did not catch up in {timeout:.0f}s; nothing was"
+                        f" promoted and {src.cfg.name} is still the primary",
+                        "`imctl deploy` restarts its nodes",
+                    )
+                time.sleep(0.02)
+            step(f"stopping {src.cfg.name}'s PostgreSQL")
+            src_pg.stop()
+        else:
+            step(f"fencing {src.cfg.name}")
+            self._fence(src)
+            end = rep.wal_end_of_stopped(src_pg)
+            received = rep.standby_state(dst_pg).receive_lsn
+            wal_lost = None if end is None else max(0, end - received)
+            info["data_loss_bound"]["wal_bytes"] = wal_lost
+            if cfg.replication == "async" and wal_lost == 0:
+                info["data_loss_bound"]["acked_messages"] = 0
+        step(f"promoting {dst.cfg.name}")
+        rep.promote(dst_pg)
+        promoted_at = time.monotonic()
+        # Roles are written before nodes start: a crash from here on leaves the config naming
+        # the new primary, and `imctl deploy` finishes the job.
+        src.cfg.role = "fenced" if force else "standby"
+        dst.cfg.role = "primary"
+        self.files.save_config(cfg)
+        self._wire(cfg, src, dst)
+        dst.ensure_bus(step)
+        dst.ensure_nodes(dst.cfg.replicas, step)
+        info["rto_seconds"] = round(time.monotonic() - t0, 3)
+        info["promote_seconds"] = round(promoted_at - t0, 3)
+        info["rejoined"] = False
+        if not force:
+            step(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}")
+            self._rejoin(cfg, src, dst, step)
+            info["rejoined"] = True
+        info["status"] = self.status()
+        return info
+
+    def _wire(self, cfg: StackConfig, src: Region, dst: Region) -> None:
+        dst.upstream = None
+        src.upstream = dst
+
+    def _fence(self, r: Region) -> None:
+        """Nothing of the old primary may accept a write again."""
+        for node in r.node_ids():
+            info = procs.read_pid_file(r.nodes_dir / f"{node}.pid")
+            if info is not None and procs.is_alive(info):
+                procs.kill9(info)
+            (r.nodes_dir / f"{node}.pid").unlink(missing_ok=True)
+        nats = r.nats()
+        if nats.is_alive():
+            nats.kill9()
+        pg = r.pg()
+        if pg.is_running():
+            pg.stop(mode="immediate")
+
+    def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Step) -> None:
+        """The old primary follows the new one: it was stopped cleanly after the standby had
+        everything, so it can stream the new timeline; pg_rewind or a fresh copy otherwise."""
+        from cli.targets.local import replication as rep
+
+        pg = src.pg()
+        rep.ensure_slot(dst.pg(), src.cfg.name)
+        rep.mark_standby(pg)
+        pg.start()
+        try:
+            self._wait_streaming(src, 15.0)
+        except OperationTimeout:
+            step(f"{src.cfg.name} cannot follow directly; taking a fresh copy")
+            pg.stop(mode="fast")
+            rep.base_backup(dst.pg(), pg, src.cfg.name, self.files.load_secrets().pg_password)
+            pg.start()
+            self._wait_streaming(src, 30.0)
+        src.ensure_bus(step)
+        if cfg.replication == "sync":
+            rep.set_synchronous(dst.pg(), src.cfg.name)
+
+    def rebuild_standby(self, region: str, step: Step) -> dict[str, Any]:
+        from cli.targets.local import replication as rep
+
+        cfg = self.files.load_config()
+        regions = {r.cfg.name: r for r in self.regions(cfg)}
+        if region not in regions:
+            raise UsageError(f"stack {cfg.stack!r} has no region {region!r}")
+        r = regions[region]
+        if r.cfg.role == "primary":
+            raise PreconditionFailed(
+                f"region {region!r} is the primary; only a standby or fenced region is rebuilt"
+            )
+        primary = regions[cfg.primary.name]
+        if not primary.pg().is_running():
+            raise PreconditionFailed(f"primary {primary.cfg.name!r} is not running")
+        self._fence(r)
+        r.cfg.role = "standby"
+        r.upstream = primary
+        pg = r.pg()
+        step(f"copying {primary.cfg.name} into {region} (pg_basebackup)")
+        rep.drop_slot(primary.pg(), region)
+        rep.base_backup(primary.pg(), pg, region, self.files.load_secrets().pg_password)
+        pg.start()
+        self._wait_streaming(r, 30.0)
+        r.ensure_bus(step)
+        if cfg.replication == "sync":
+            rep.set_synchronous(primary.pg(), region)
+        self.files.save_config(cfg)
+        return {"stack": cfg.stack, "region": region, "role": "standby", "status": self.status()}

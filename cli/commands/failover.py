@@ -1,0 +1,113 @@
+"""imctl failover: move the primary role to the standby region.
+
+Planned (default): the primary is healthy; its nodes drain, the standby replays everything,
+then it is promoted and the old primary rejoins as the standby. No acked message is lost.
+Forced (--force): the primary is lost; it is fenced first, then the standby is promoted, and
+the data-loss bound is reported. Both show the plan and the bound and ask before acting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+from cli.state import StackFiles
+
+
+@dataclass
+class FailoverResult:
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
+def describe_bound(bound: Mapping[str, Any]) -> str:
+    acked = bound.get("acked_messages")
+    wal = bound.get("wal_bytes")
+    parts = [f"acked messages lost: {'unknown' if acked is None else acked}"]
+    if wal is not None:
+        parts.append(f"WAL not received by the standby: {wal} bytes")
+    if bound.get("why"):
+        parts.append(str(bound["why"]))
+    return "; ".join(parts)
+
+
+def _render_failover(console: Any, doc: Mapping[str, Any]) -> None:
+    if doc.get("dry_run"):
+        console.print(
+            f"[bold]plan[/bold] ({doc['mode']}): {doc['from_region']} -> {doc['to_region']}"
+        )
+        for s in doc["steps"]:
+            console.print(f"  • {s}")
+        console.print(f"data-loss bound: {describe_bound(doc['data_loss_bound'])}")
+        return
+    console.print(
+        f"[green]✓[/green] {doc['mode']} failover {doc['from_region']} -> {doc['to_region']}"
+        f" in {doc['rto_seconds']:.2f}s (promoted after {doc['promote_seconds']:.2f}s)"
+    )
+    console.print(f"  data-loss bound: {describe_bound(doc['data_loss_bound'])}")
+    if doc["mode"] == "planned":
+        state = "rejoined as standby" if doc["rejoined"] else "NOT rejoined"
+        console.print(f"  {doc['from_region']}: {state}")
+    else:
+        console.print(
+            f"  {doc['from_region']} is fenced: imctl standby rebuild --region {doc['from_region']}"
+        )
+    console.print(f"  endpoint {doc['status']['endpoint']} now served by {doc['to_region']}")
+
+
+def failover(
+    tctx: typer.Context,
+    to_region: Annotated[str, typer.Option(help="The standby region to promote.")],
+    force: Annotated[
+        bool, typer.Option(help="The primary is lost: fence it and promote without it.")
+    ] = False,
+    max_lag: Annotated[
+        int, typer.Option(help="Planned: refuse when the standby is more bytes behind.")
+    ] = 16 * 1024 * 1024,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and its bound only.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up (exit 9) after this many seconds.")] = 120,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Promote the standby region (planned switchover, or --force after losing the primary)."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+    args = {"to_region": to_region, "force": force, "max_lag": max_lag, "dry_run": dry_run}
+
+    def body() -> FailoverResult:
+        from cli.targets.local.target import LocalTarget
+
+        target = LocalTarget(StackFiles(ctx.stack_dir))
+        if dry_run:
+            _, _, _, info = target.failover_plan(to_region, force, max_lag)
+            return FailoverResult({**info, "dry_run": True})
+
+        def confirm(info: dict[str, Any]) -> None:
+            ctx.out.confirm(
+                f"{info['mode'].capitalize()} failover {info['from_region']} ->"
+                f" {info['to_region']}?",
+                details=[
+                    *info["steps"],
+                    f"data-loss bound: {describe_bound(info['data_loss_bound'])}",
+                ],
+            )
+
+        doc = target.failover(
+            to_region, force=force, max_lag=max_lag, confirm=confirm, step=ctx.out.info,
+            timeout=timeout,
+        )  # fmt: skip
+        return FailoverResult(doc)
+
+    run(ctx, "failover", args, body, _render_failover, mutating=True)

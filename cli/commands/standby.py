@@ -1,0 +1,59 @@
+"""imctl standby rebuild: make a fenced (or broken) region the standby again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from cli.errors import ExitStatus
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.runner import run
+from cli.state import StackFiles
+
+app = typer.Typer(help="Standby region operations.", no_args_is_help=True)
+
+
+@dataclass
+class RebuildResult:
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
+def _render_rebuild(console: Any, doc: Mapping[str, Any]) -> None:
+    console.print(
+        f"[green]✓[/green] region {doc['region']} is the standby again; protected:"
+        f" {doc['status']['protected']}"
+    )
+
+
+@app.command("rebuild")
+def rebuild(
+    tctx: typer.Context,
+    region: Annotated[str, typer.Option(help="The region to rebuild as a standby.")],
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Wipe REGION's database and copy the primary into it (pg_basebackup), then stream."""
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+
+    def body() -> RebuildResult:
+        from cli.targets.local.target import LocalTarget
+
+        target = LocalTarget(StackFiles(ctx.stack_dir))
+        ctx.out.confirm(
+            f"Rebuild region {region!r} as the standby?",
+            details=[f"delete {region}'s database and copy the primary into it"],
+        )
+        return RebuildResult(target.rebuild_standby(region, ctx.out.info))
+
+    run(ctx, "standby-rebuild", {"region": region}, body, _render_rebuild, mutating=True)
