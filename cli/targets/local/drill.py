@@ -1,0 +1,164 @@
+"""A failover drill: real clients stream through the global endpoint while the primary role
+moves, then every acked message is looked up in the new primary.
+
+RTO here is what a user sees: from the start of the failover to the first ack served by a node
+of the new primary region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from cli.state import StackConfig
+from cli.targets.local import procs
+from cli.targets.local.target import LocalTarget
+from im_server import auth
+from im_server.client import Ack, Client, Message
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class _Load:
+    acks: list[tuple[float, str | None, Ack]] = field(default_factory=list)
+    seen: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    errors: int = 0
+
+
+async def _sender(c: Client, peer: str, load: _Load, stop: asyncio.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        try:
+            ack = await c.send({"drill": i}, to=peer, timeout=60)
+        except Exception:
+            load.errors += 1
+            continue
+        load.acks.append((time.monotonic(), c.node, ack))
+        i += 1
+        await asyncio.sleep(0.005)
+
+
+async def _receiver(name: str, c: Client, load: _Load, stop: asyncio.Event) -> None:
+    got = load.seen.setdefault(name, [])
+    while not stop.is_set() or not c.messages.empty():
+        try:
+            m: Message = await asyncio.wait_for(c.messages.get(), 0.2)
+        except TimeoutError:
+            continue
+        got.append((m.conv, m.seq))
+
+
+def kill_region(target: LocalTarget, cfg: StackConfig, region: str) -> list[int]:
+    """kill -9 every process of a region: what losing it looks like."""
+    r = next(x for x in target.regions(cfg) if x.cfg.name == region)
+    killed = []
+    for node in r.node_ids():
+        info = procs.read_pid_file(r.nodes_dir / f"{node}.pid")
+        if info is not None and procs.is_alive(info):
+            procs.kill9(info)
+            killed.append(info.pid)
+    nats = r.nats()
+    info = nats.pid_info()
+    if info is not None and nats.is_alive():
+        nats.kill9()
+        killed.append(info.pid)
+    pg = r.pg()
+    pid = pg.pid()
+    if pid is not None:
+        pg.kill9()
+        killed.append(pid)
+    return killed
+
+
+async def drill(
+    target: LocalTarget,
+    to_region: str,
+    *,
+    force: bool,
+    pairs: int = 4,
+    warmup: float = 1.0,
+    after: float = 1.0,
+    step: Step,
+) -> dict[str, Any]:
+    cfg = target.files.load_config()
+    secrets = target.files.load_secrets()
+    url = target.endpoint(cfg)
+    from_region = cfg.primary.name
+    load = _Load()
+    stop = asyncio.Event()
+    clients: list[Client] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for p in range(pairs):
+            s_user, r_user = f"drill-s{p}", f"drill-r{p}"
+            s = Client(url, auth.mint(secrets.jwt_secret, s_user, 3600), backoff_max=0.5)
+            r = Client(url, auth.mint(secrets.jwt_secret, r_user, 3600), backoff_max=0.5)
+            clients += [s, r]
+            await s.connect()
+            await r.connect()
+            tasks.append(asyncio.create_task(_sender(s, r_user, load, stop)))
+            tasks.append(asyncio.create_task(_receiver(r_user, r, load, stop)))
+        step(f"{pairs} clients streaming through {url}")
+        await asyncio.sleep(warmup)
+        t0 = time.monotonic()
+        if force:
+            step(f"losing region {from_region}: kill -9 of all its processes")
+            kill_region(target, cfg, from_region)
+        info = await asyncio.to_thread(
+            target.failover,
+            to_region,
+            force=force,
+            max_lag=16 * 1024 * 1024,
+            confirm=lambda _: None,
+            step=step,
+        )
+        failover_s = time.monotonic() - t0
+        await asyncio.sleep(after)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 90)
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+
+    prefix = f"{to_region}-"
+    served = [t for t, node, _ in load.acks if t >= t0 and node and node.startswith(prefix)]
+    rto = round(min(served) - t0, 3) if served else None
+    primary = next(r for r in target.regions(target.files.load_config()) if r.cfg.name == to_region)
+    conn = await asyncpg.connect(primary.dsn())
+    try:
+        rows = await conn.fetch(
+            "SELECT conv, seq FROM messages WHERE conv LIKE 'd:drill-%' ORDER BY conv, seq"
+        )
+    finally:
+        await conn.close()
+    stored = {(r["conv"], r["seq"]) for r in rows}
+    by_conv: dict[str, list[int]] = {}
+    for r in rows:
+        by_conv.setdefault(r["conv"], []).append(r["seq"])
+    acked = [(a.conv, a.seq) for _, _, a in load.acks]
+    observed_dups = sum(len(v) - len(set(v)) for v in load.seen.values())
+    return {
+        "stack": cfg.stack,
+        "from_region": from_region,
+        "to_region": to_region,
+        "mode": "forced" if force else "planned",
+        "rto_seconds": rto,
+        "failover_seconds": round(failover_s, 3),
+        "acked": len(acked),
+        "acked_missing": sum(a not in stored for a in acked),
+        "duplicates": (len(acked) - len(set(acked))) + observed_dups,
+        "seq_gaps": sum(s != list(range(1, len(s) + 1)) for s in by_conv.values()),
+        "send_errors": load.errors,
+        "data_loss_bound": info["data_loss_bound"],
+    }
