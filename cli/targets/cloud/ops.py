@@ -1,0 +1,69 @@
+"""What every cloud implements for day-2 operations. Results are JSON-able dicts, so the
+commands render them like the local target's.
+
+Every operation: waits for the cloud to finish (polling, with ``progress`` messages), honours
+``timeout`` (raise cli.errors.OperationTimeout -> exit 9), and never reports success for an
+unknown outcome. Credentials problems raise ``CredentialsError`` (exit 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+from cli.errors import ExitStatus, ImctlError
+
+Progress = Callable[[str], None]
+
+
+class CredentialsError(ImctlError):
+    status = ExitStatus.AUTH
+    code = "credentials"
+
+
+class CloudOps(Protocol):
+    def status(self) -> dict[str, Any]:
+        """Outputs plus live checks: endpoint /readyz, DB instance state, replica lag."""
+        ...
+
+    def scale(
+        self,
+        *,
+        region: str | None,
+        nodes: int | None,
+        replicas: int | None,
+        min_replicas: int | None,
+        max_replicas: int | None,
+        progress: Progress,
+        timeout: float,
+    ) -> dict[str, Any]: ...
+
+    def snapshot_create(
+        self, note: str | None, progress: Progress, timeout: float
+    ) -> dict[str, Any]:
+        """-> {"id","created_at","size_bytes"?,"status","location"}"""
+        ...
+
+    def snapshot_list(self) -> dict[str, Any]: ...  # {"snapshots": [...]}
+
+    def snapshot_show(self, snapshot_id: str) -> dict[str, Any]: ...
+
+    def snapshot_delete(
+        self, snapshot_id: str, progress: Progress, timeout: float
+    ) -> dict[str, Any]: ...
+
+    def restore(
+        self,
+        snapshot_id: str,
+        target: Literal["new", "in-place"],
+        progress: Progress,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
+        the Deployment. in-place only after the caller's typed confirmation."""
+        ...
+
+    def failover(
+        self, to_region: str, force: bool, progress: Progress, timeout: float
+    ) -> dict[str, Any]:
+        """-> {"from_region","to_region","mode","rto_seconds","data_loss_bound",...}"""
+        ...

@@ -1,0 +1,106 @@
+"""The outputs contract: what every cloud operation reads to find its resources.
+
+From the Pulumi stack's outputs (``imctl deploy --cloud X``), or from a JSON file
+(``--outputs FILE`` / ``IMCTL_OUTPUTS_FILE``) for infrastructure deployed by other means:
+
+    {"cloud": "aws", "primary_region": "us-east-1", "standby_region": "us-west-2",
+     "regions": {"us-east-1": {"cluster_name", "nodegroup_name", "db_instance_id", "endpoint",
+                               "role"?, "namespace"?, "deployment"?, "kubeconfig"?}, ...},
+     "hosted_zone_id": "...", "dns_name": "...", "backup_bucket": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cli.errors import UsageError
+
+CLOUDS = ("aws", "gcp", "alicloud")
+_REGION_KEYS = ("cluster_name", "nodegroup_name", "db_instance_id", "endpoint")
+_TOP_KEYS = ("cloud", "primary_region", "regions", "hosted_zone_id", "dns_name", "backup_bucket")
+
+
+@dataclass(frozen=True)
+class RegionOutputs:
+    name: str
+    cluster_name: str
+    nodegroup_name: str
+    db_instance_id: str
+    endpoint: str
+    role: str = "primary"
+    namespace: str = "imctl"
+    deployment: str = "im-server"
+    kubeconfig: str | None = None  # secret; absent: KUBECONFIG with a context named <region>
+
+
+@dataclass(frozen=True)
+class CloudOutputs:
+    cloud: str
+    primary_region: str
+    standby_region: str | None
+    regions: Mapping[str, RegionOutputs]
+    hosted_zone_id: str
+    dns_name: str
+    backup_bucket: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> RegionOutputs:
+        return self.regions[self.primary_region]
+
+    def region(self, name: str) -> RegionOutputs:
+        if name not in self.regions:
+            raise UsageError(
+                f"region {name!r} is not in this stack's outputs",
+                f"regions: {', '.join(self.regions)}",
+            )
+        return self.regions[name]
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], source: str = "outputs") -> CloudOutputs:
+        missing = [k for k in _TOP_KEYS if k not in doc]
+        if missing:
+            raise UsageError(
+                f"{source} lacks {', '.join(missing)}",
+                "see the outputs contract in docs/runbook.md",
+            )
+        if doc["cloud"] not in CLOUDS:
+            raise UsageError(f"{source}: unknown cloud {doc['cloud']!r}", f"one of {CLOUDS}")
+        regions: dict[str, RegionOutputs] = {}
+        for name, r in dict(doc["regions"]).items():
+            lacking = [k for k in _REGION_KEYS if not r.get(k)]
+            if lacking:
+                raise UsageError(f"{source}: region {name} lacks {', '.join(lacking)}")
+            known = {k: r[k] for k in RegionOutputs.__dataclass_fields__ if k in r and k != "name"}
+            regions[name] = RegionOutputs(name=name, **known)
+        if doc["primary_region"] not in regions:
+            raise UsageError(f"{source}: primary_region {doc['primary_region']!r} has no entry")
+        standby = doc.get("standby_region") or None
+        if standby is not None and standby not in regions:
+            raise UsageError(f"{source}: standby_region {standby!r} has no entry")
+        rest = {k: v for k, v in doc.items() if k not in (*_TOP_KEYS, "standby_region")}
+        return cls(
+            cloud=doc["cloud"],
+            primary_region=doc["primary_region"],
+            standby_region=standby,
+            regions=regions,
+            hosted_zone_id=doc["hosted_zone_id"],
+            dns_name=doc["dns_name"],
+            backup_bucket=doc["backup_bucket"],
+            extra=rest,
+        )
+
+
+def load_file(path: str | Path) -> CloudOutputs:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"outputs file {p} does not exist") from None
+    except ValueError as exc:
+        raise UsageError(f"outputs file {p} is not JSON: {exc}") from None
+    return CloudOutputs.from_json(doc, source=str(p))
