@@ -4,64 +4,20 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
-from cli.targets.local.postgres import PgInstance
 from im_server.client import Client
-from im_server.config import Settings
-from im_server.migrate import migrate
-from im_server.server import ImServer
 from tests.im_server.conftest import Running
 
 
-# One server per module, its database emptied before each test: a database per test costs half
-# a second (CREATE/DROP DATABASE). Tests that need other settings use server_factory.
-@pytest.fixture(scope="module")
-async def _shared(pg_instance: PgInstance) -> AsyncIterator[Running]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    pg_instance.create_database(name)
-    dsn = pg_instance.dsn(name)
-    await migrate(dsn)
-    settings = Settings(
-        database_url=dsn,
-        jwt_secret=secrets.token_urlsafe(24),
-        admin_token=secrets.token_urlsafe(24),
-        drain_grace=5.0,
-    )
-    server = ImServer(settings, node_id="shared")
-    await server.start()
-    port = await server.listen("127.0.0.1", 0)
-    yield Running(server, port, settings, [])
-    await server.stop()
-    if pg_instance.is_running():
-        pg_instance.sql('DROP DATABASE IF EXISTS :"db" WITH (FORCE)', variables={"db": name})
-
-
 @pytest.fixture
-async def im(_shared: Running) -> AsyncIterator[Running]:
-    """The module's server with an empty database, no sessions and nothing in flight."""
-    conn = await asyncpg.connect(_shared.settings.database_url)
-    try:
-        await conn.execute("TRUNCATE conversations, members, messages")
-    finally:
-        await conn.close()
-    running = Running(_shared.server, _shared.port, _shared.settings, [])
-    yield running
-    for c in running.clients:
-        await c.close()
-    server = running.server
-    deadline = time.monotonic() + 5
-    # Only the health loop may remain among the server's tasks (no bus here).
-    while server.conns or not server.batcher.idle.is_set() or len(server._tasks) > 1:
-        assert time.monotonic() < deadline, "sessions or requests outlived the test"
-        await asyncio.sleep(0.01)
+def im(shared_im: Running) -> Running:
+    return shared_im
 
 
 async def _event(c: Client, timeout: float = 5.0) -> dict[str, Any]:
