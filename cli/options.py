@@ -191,3 +191,10 @@ def current_context(tctx: typer.Context) -> Context:
         verbose=bool(inv.fallbacks.get("verbose")),
         no_color=bool(inv.fallbacks.get("no_color")),
     )
+
+
+# For command groups (snapshot, standby, drill): their own --help lists only subcommands.
+GROUP_EPILOG = (
+    "Every subcommand takes the common options after it (-s/--stack NAME, -o/--output json, "
+    "--cloud, -y/--yes, -v, --no-color)."
+)

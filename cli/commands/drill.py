@@ -10,11 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import ExitStatus, UsageError
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
 from cli.runner import run
 from cli.state import StackFiles
 
-app = typer.Typer(help="Rehearse operations under load and measure them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Rehearse operations under load and measure them.",
+    no_args_is_help=True,
+    epilog=GROUP_EPILOG,
+    rich_markup_mode=None,
+)
 
 
 @dataclass
