@@ -198,3 +198,14 @@ GROUP_EPILOG = (
     "Every subcommand takes the common options after it (-s/--stack NAME, -o/--output json, "
     "--cloud, -y/--yes, -v, --no-color)."
 )
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set key=value`` options (plan, cloud deploy) as a dict."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}", "e.g. --set hpaMax=20")
+        overrides[key] = value
+    return overrides

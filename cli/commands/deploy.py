@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import ExitStatus, UsageError
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
 from cli.runner import run
 from cli.state import StackFiles
 
@@ -58,6 +58,10 @@ def deploy(
     replication: Annotated[
         str | None, typer.Option(help="sync (default: no acked loss) or async.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Clouds: override a stack config key, key=value."),
+    ] = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -77,10 +81,9 @@ def deploy(
 
     def body() -> DeployResult:
         if ctx.cloud != "local":
-            raise UsageError(
-                f"deploy --cloud {ctx.cloud} is not available in this build",
-                "use --cloud local; `imctl plan --cloud ...` shows what a cloud deploy creates",
-            )
+            return DeployResult(_cloud_deploy(ctx, region, standby_region, set_ or []))
+        if set_:
+            raise UsageError("--set is for cloud stacks", "the local target takes flags")
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -88,4 +91,40 @@ def deploy(
             target.deploy(region, replicas, port, ctx.out.info, standby_region, replication)
         )
 
-    run(ctx, "deploy", args, body, _render_deploy, mutating=True, create_stack=True)
+    run(ctx, "deploy", args, body, _render, mutating=True, create_stack=True)
+
+
+def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    if doc.get("cloud", "local") == "local":
+        _render_deploy(console, doc)
+        return
+    res = doc.get("resources", {})
+    console.print(
+        f"[green]✓[/green] {doc['cloud']} stack [bold]{doc['stack']}[/bold]: {doc['result']},"
+        f" {res.get('done', 0)}/{res.get('total', 0)} resources in"
+        f" {doc.get('duration_seconds', 0):.0f}s; changes {doc.get('changes', {})}"
+    )
+    outputs = doc.get("outputs", {})
+    if outputs.get("dns_name"):
+        console.print(f"endpoint  ws://{outputs['dns_name']}/ws")
+
+
+def _cloud_deploy(
+    ctx: Any, region: str | None, standby_region: str | None, sets: list[str]
+) -> dict[str, Any]:
+    from cli import engine
+
+    cfg = engine.stack_config(region, standby_region, parse_sets(sets))
+    ctx.out.confirm(
+        f"Deploy stack {ctx.stack!r} to {ctx.cloud}?",
+        details=[
+            f"pulumi up: creates or updates billable resources on {ctx.cloud}"
+            f" ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'stored config'})",
+            f"preview what it creates offline: imctl plan --cloud {ctx.cloud} --region ...",
+        ],
+    )
+    doc: dict[str, Any] = engine.deploy(
+        ctx.stack, ctx.cloud, cfg, home=ctx.env.home, env=ctx.env.environ,
+        progress=engine.progress_for(ctx),
+    )  # fmt: skip
+    return doc

@@ -51,6 +51,19 @@ def destroy(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> DestroyResult:
+        if ctx.cloud != "local":
+            from cli import engine
+
+            ctx.out.confirm_typed(
+                ctx.stack,
+                details=[f"pulumi destroy: delete every {ctx.cloud} resource of {ctx.stack!r},"
+                         " databases and backups included"],
+            )  # fmt: skip
+            doc = engine.destroy(
+                ctx.stack, home=ctx.env.home, env=ctx.env.environ,
+                progress=engine.progress_for(ctx),
+            )  # fmt: skip
+            return DestroyResult({**doc, "stopped": [], "data_deleted": True})
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -60,4 +73,7 @@ def destroy(
         ctx.out.confirm(f"Destroy stack {ctx.stack!r}?", details=plan)
         return DestroyResult(target.destroy(keep_data, ctx.out.info))
 
-    run(ctx, "destroy", {"keep_data": keep_data}, body, _render_destroy, mutating=True)
+    run(
+        ctx, "destroy", {"keep_data": keep_data}, body, _render_destroy, mutating=True,
+        create_stack=ctx.cloud != "local",
+    )  # fmt: skip

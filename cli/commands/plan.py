@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import ExitStatus, UsageError
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
 from cli.runner import run
 
 
@@ -72,12 +72,7 @@ def plan(
 ) -> None:
     """Show the resources a cloud deploy would create (offline, under Pulumi mocks)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
-    overrides: dict[str, str] = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {item!r}", "e.g. --set hpaMax=20")
-        overrides[key] = value
+    overrides = parse_sets(set_ or [])
 
     def body() -> PlanResult:
         if ctx.cloud == "local":
