@@ -20,6 +20,10 @@ class KubeApi(Protocol):
         self, namespace: str, hpa: str, min_replicas: int | None, max_replicas: int | None
     ) -> None: ...
 
+    def get_secret(self, namespace: str, secret: str) -> dict[str, str]:
+        """The Secret's keys, decoded (restore reads the current database URL)."""
+        ...
+
     def patch_secret(self, namespace: str, secret: str, data: dict[str, str]) -> None:
         """Set keys (plain text here; base64 on the wire)."""
         ...
@@ -49,6 +53,9 @@ class FakeKube:
         self, namespace: str, hpa: str, min_replicas: int | None, max_replicas: int | None
     ) -> None:
         self.calls.append(("hpa", (namespace, hpa, min_replicas, max_replicas)))
+
+    def get_secret(self, namespace: str, secret: str) -> dict[str, str]:
+        return dict(self.secrets.get((namespace, secret), {}))
 
     def patch_secret(self, namespace: str, secret: str, data: dict[str, str]) -> None:
         self.calls.append(("secret", (namespace, secret, sorted(data))))

@@ -1,0 +1,1050 @@
+"""AWS day-2 operations (``CloudOps``): EKS node groups, RDS snapshots, restore and replica
+promotion, Route 53 failover records; the workload itself through ``KubeApi``.
+
+boto3 is imported inside functions only, so importing this module costs nothing. Credentials,
+profiles and ``AWS_ENDPOINT_URL`` come from boto3's own chain; every client is made for an
+explicit region. Each operation polls until AWS reports the outcome, within its ``timeout``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from cli.errors import (
+    ExitStatus,
+    ImctlError,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+    UsageError,
+)
+from cli.snapshots import SnapshotNotFound
+from cli.targets.cloud.aws_support import (
+    Deadline,
+    aws_call,
+    aws_pages,
+    failover_changes,
+    failover_pair,
+    http_readyz,
+    iso,
+    rds_id,
+    slug,
+    tag_value,
+    tags_of,
+    utc_stamp,
+    wait_for,
+    with_host,
+)
+from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+
+STACK_TAG = "imctl:stack"
+NOTE_TAG = "imctl:note"
+RESTORED_FROM_TAG = "imctl:restored-from"
+# The workload's Secret and key (stacks/workload/server.py; not imported: that pulls in Pulumi).
+SECRET_NAME = "im-server"
+DB_URL_KEY = "database-url"
+# A planned switchover starts only if the standby was at most this far behind (seconds): the
+# alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
+PLANNED_MAX_LAG_SECONDS = 30.0
+# How recent a ReplicaLag datapoint must be to count as known.
+LAG_WINDOW = timedelta(minutes=5)
+# Route 53 is global; its API is served from us-east-1.
+ROUTE53_REGION = "us-east-1"
+
+_DB_FAILED = frozenset(
+    {
+        "failed",
+        "storage-full",
+        "restore-error",
+        "insufficient-capacity",
+        "inaccessible-encryption-credentials",
+        "inaccessible-encryption-credentials-recoverable",
+        "incompatible-credentials",
+        "incompatible-network",
+        "incompatible-option-group",
+        "incompatible-parameters",
+        "incompatible-restore",
+        "deleting",
+        "stopped",
+        "stopping",
+    }
+)
+_NODEGROUP_FAILED = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DELETING", "DEGRADED"})
+
+
+class FailoverIncomplete(ImctlError):
+    """The new primary serves, a later step (DNS) failed: exit 12, with the result so far."""
+
+    status = ExitStatus.PARTIAL
+    code = "partial"
+
+    def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+def default_session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
+class AwsOps:
+    def __init__(
+        self,
+        outputs: CloudOutputs,
+        kube: Callable[[str], KubeApi],
+        *,
+        session_factory: Callable[[], Any] = default_session,
+        poll_interval: float = 5.0,
+        readyz: Callable[[str], bool] = http_readyz,
+        planned_max_lag_seconds: float = PLANNED_MAX_LAG_SECONDS,
+        catchup_timeout: float = 300.0,
+    ) -> None:
+        if outputs.cloud != "aws":
+            raise UsageError(f"these outputs describe a {outputs.cloud} stack, not aws")
+        self.outputs = outputs
+        self._kube_factory = kube
+        self._session_factory = session_factory
+        self._session: Any = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._kubes: dict[str, KubeApi] = {}
+        self._poll = poll_interval
+        self._readyz = readyz
+        self._max_lag = planned_max_lag_seconds
+        self._catchup_timeout = catchup_timeout
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _client(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._clients:
+
+            def make() -> Any:
+                from botocore.config import Config
+
+                if self._session is None:
+                    self._session = self._session_factory()
+                config = Config(
+                    retries={"mode": "standard", "max_attempts": 5},
+                    connect_timeout=5,
+                    read_timeout=30,
+                )
+                return self._session.client(service, region_name=region, config=config)
+
+            self._clients[key] = aws_call(f"setting up the {service} client for {region}", make)
+        return self._clients[key]
+
+    def _kube(self, region: str) -> KubeApi:
+        if region not in self._kubes:
+            self._kubes[region] = self._kube_factory(region)
+        return self._kubes[region]
+
+    def _wait(
+        self,
+        what: str,
+        probe: Callable[[], tuple[bool, str]],
+        deadline: Deadline,
+        progress: Progress,
+        limit: float | None = None,
+    ) -> str:
+        return wait_for(what, probe, deadline, progress, interval=self._poll, limit=limit)
+
+    def _describe_db(self, region: str, instance_id: str) -> dict[str, Any] | None:
+        rds = self._client("rds", region)
+        found = aws_call(
+            f"describing DB instance {instance_id} in {region}",
+            rds.describe_db_instances,
+            absent=("DBInstanceNotFound", "DBInstanceNotFoundFault"),
+            DBInstanceIdentifier=instance_id,
+        )
+        return dict(found["DBInstances"][0]) if found and found["DBInstances"] else None
+
+    def _wait_db(
+        self,
+        region: str,
+        instance_id: str,
+        deadline: Deadline,
+        progress: Progress,
+        *,
+        promoted: bool = False,
+    ) -> dict[str, Any]:
+        """Wait until the instance is ``available`` (and, with ``promoted``, no longer a replica:
+        right after PromoteReadReplica it still reads available-and-replica for a moment)."""
+        latest: dict[str, Any] = {}
+
+        def probe() -> tuple[bool, str]:
+            inst = self._describe_db(region, instance_id)
+            if inst is None:
+                # Just created or renamed: the name can take a moment to become visible.
+                return False, "not visible yet"
+            latest.clear()
+            latest.update(inst)
+            status = str(inst.get("DBInstanceStatus"))
+            if status in _DB_FAILED:
+                raise ResourceFailure(
+                    f"DB instance {instance_id} in {region} is {status}",
+                    "see its events: aws rds describe-events --source-type db-instance "
+                    f"--source-identifier {instance_id} --region {region}",
+                )
+            replica_of = inst.get("ReadReplicaSourceDBInstanceIdentifier")
+            if promoted and replica_of:
+                return False, f"{status}, still replicating from {replica_of}"
+            return status == "available", status
+
+        self._wait(f"DB instance {instance_id} ({region})", probe, deadline, progress)
+        return latest
+
+    def _rename_db(
+        self, region: str, old: str, new: str, deadline: Deadline, progress: Progress
+    ) -> dict[str, Any]:
+        rds = self._client("rds", region)
+        progress(f"renaming DB instance {old} to {new}")
+        aws_call(
+            f"renaming DB instance {old} to {new}",
+            rds.modify_db_instance,
+            DBInstanceIdentifier=old,
+            NewDBInstanceIdentifier=new,
+            ApplyImmediately=True,
+        )
+        return self._wait_db(region, new, deadline, progress)
+
+    def _replica_lag(
+        self, region: str, instance_id: str, since: datetime | None = None
+    ) -> tuple[float, datetime] | None:
+        """The latest ReplicaLag datapoint (Maximum over a minute), at or after ``since``
+        (default: within LAG_WINDOW); None when CloudWatch has none: lag unknown."""
+        cw = self._client("cloudwatch", region)
+        now = datetime.now(UTC)
+        start = since or now - LAG_WINDOW
+        got = aws_call(
+            f"reading ReplicaLag of {instance_id} in {region}",
+            cw.get_metric_statistics,
+            Namespace="AWS/RDS",
+            MetricName="ReplicaLag",
+            Dimensions=[{"Name": "DBInstanceIdentifier", "Value": instance_id}],
+            StartTime=start,
+            # Past "now": a datapoint stamped at the current minute still counts.
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )
+        points = [
+            (float(p["Maximum"]), p["Timestamp"].astimezone(UTC))
+            for p in got.get("Datapoints", [])
+            if "Maximum" in p and p["Timestamp"].astimezone(UTC) >= start
+        ]
+        return max(points, key=lambda p: p[1]) if points else None
+
+    # --- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        o = self.outputs
+        regions: dict[str, Any] = {}
+        for name, r in o.regions.items():
+            regions[name] = {
+                "role": r.role,
+                "cluster_name": r.cluster_name,
+                "nodegroup_name": r.nodegroup_name,
+                "db_instance_id": r.db_instance_id,
+                "endpoint": r.endpoint,
+                "namespace": r.namespace,
+                "deployment": r.deployment,
+                "database": self._db_status(r),
+                "readyz": self._readyz(r.endpoint),
+            }
+        primary = regions[o.primary_region]
+        return {
+            "cloud": "aws",
+            "primary_region": o.primary_region,
+            "standby_region": o.standby_region,
+            "dns_name": o.dns_name,
+            "hosted_zone_id": o.hosted_zone_id,
+            "backup_bucket": o.backup_bucket,
+            "regions": regions,
+            "dns": self._dns_status(),
+            "healthy": primary["readyz"] and primary["database"].get("status") == "available",
+        }
+
+    def _db_status(self, r: RegionOutputs) -> dict[str, Any]:
+        try:
+            inst = self._describe_db(r.name, r.db_instance_id)
+            if inst is None:
+                return {"status": "not found"}
+            out: dict[str, Any] = {
+                "status": inst.get("DBInstanceStatus"),
+                "host": inst.get("Endpoint", {}).get("Address"),
+                "replica_of": inst.get("ReadReplicaSourceDBInstanceIdentifier"),
+            }
+            if out["replica_of"]:
+                out["replication"] = [
+                    {"status": s.get("Status"), "normal": s.get("Normal")}
+                    for s in inst.get("StatusInfos", [])
+                    if s.get("StatusType") == "read replication"
+                ]
+                lag = self._replica_lag(r.name, r.db_instance_id)
+                out["replica_lag_seconds"] = lag[0] if lag else None
+                out["replica_lag_at"] = iso(lag[1]) if lag else None
+            return out
+        except CredentialsError:
+            raise
+        except ImctlError as exc:
+            # One unreachable region must not hide the other's state.
+            return {"status": "unknown", "error": exc.message}
+
+    def _dns_status(self) -> dict[str, Any]:
+        try:
+            primary, secondary = self._failover_records()
+        except CredentialsError:
+            raise
+        except ImctlError as exc:
+            return {"error": exc.message}
+        return {
+            "record": self.outputs.dns_name,
+            "primary_target": primary["ResourceRecords"][0]["Value"],
+            "secondary_target": secondary["ResourceRecords"][0]["Value"],
+        }
+
+    # --- scale ------------------------------------------------------------------------------
+
+    def scale(
+        self,
+        *,
+        region: str | None,
+        nodes: int | None,
+        replicas: int | None,
+        min_replicas: int | None,
+        max_replicas: int | None,
+        progress: Progress,
+        timeout: float,
+    ) -> dict[str, Any]:
+        if nodes is None and replicas is None and min_replicas is None and max_replicas is None:
+            raise UsageError("nothing to scale", "give --nodes, --replicas, --min or --max")
+        for flag, value, low in (
+            ("--nodes", nodes, 0),
+            ("--replicas", replicas, 0),
+            ("--min", min_replicas, 1),
+            ("--max", max_replicas, 1),
+        ):
+            if value is not None and value < low:
+                raise UsageError(f"{flag} must be at least {low}, got {value}")
+        if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
+            raise UsageError(f"--min {min_replicas} is more than --max {max_replicas}")
+        r = self.outputs.region(region or self.outputs.primary_region)
+        deadline = Deadline(timeout, "scale")
+        result: dict[str, Any] = {"region": r.name}
+
+        grow_nodes_first = False
+        ng: dict[str, Any] = {}
+        if nodes is not None:
+            ng = self._describe_nodegroup(r)
+            grow_nodes_first = nodes >= int(ng["scalingConfig"]["desiredSize"])
+        if nodes is not None and grow_nodes_first:
+            # More pods may need the new nodes: add capacity before asking for them.
+            result["nodegroup"] = self._scale_nodegroup(r, ng, nodes, deadline, progress)
+        if min_replicas is not None or max_replicas is not None:
+            self._kube(r.name).patch_hpa(r.namespace, r.deployment, min_replicas, max_replicas)
+            progress(f"HPA {r.namespace}/{r.deployment}: min {min_replicas}, max {max_replicas}")
+            result["hpa"] = {"name": r.deployment, "min": min_replicas, "max": max_replicas}
+        if replicas is not None:
+            result["deployment"] = self._scale_deployment(r, replicas, deadline, progress)
+        if nodes is not None and not grow_nodes_first:
+            result["nodegroup"] = self._scale_nodegroup(r, ng, nodes, deadline, progress)
+        return result
+
+    def _scale_deployment(
+        self, r: RegionOutputs, replicas: int, deadline: Deadline, progress: Progress
+    ) -> dict[str, Any]:
+        kube = self._kube(r.name)
+        kube.scale_deployment(r.namespace, r.deployment, replicas)
+        progress(f"Deployment {r.namespace}/{r.deployment}: {replicas} replicas")
+        if replicas > 0:
+            kube.wait_ready(r.namespace, r.deployment, deadline.remaining())
+        else:
+            self._wait_drained(r, kube, deadline, progress)
+        desired, ready = kube.get_replicas(r.namespace, r.deployment)
+        return {"name": r.deployment, "replicas": desired, "ready": ready}
+
+    def _wait_drained(
+        self, r: RegionOutputs, kube: KubeApi, deadline: Deadline, progress: Progress
+    ) -> None:
+        def probe() -> tuple[bool, str]:
+            _, ready = kube.get_replicas(r.namespace, r.deployment)
+            return ready == 0, f"{ready} pods ready"
+
+        self._wait(f"{r.deployment} in {r.name} to stop", probe, deadline, progress)
+
+    def _describe_nodegroup(self, r: RegionOutputs) -> dict[str, Any]:
+        eks = self._client("eks", r.name)
+        found = aws_call(
+            f"describing node group {r.nodegroup_name} of {r.cluster_name}",
+            eks.describe_nodegroup,
+            clusterName=r.cluster_name,
+            nodegroupName=r.nodegroup_name,
+        )
+        return dict(found["nodegroup"])
+
+    def _scale_nodegroup(
+        self,
+        r: RegionOutputs,
+        ng: dict[str, Any],
+        nodes: int,
+        deadline: Deadline,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        eks = self._client("eks", r.name)
+        before = {k: int(ng["scalingConfig"][k]) for k in ("minSize", "maxSize", "desiredSize")}
+        after = {
+            "minSize": min(before["minSize"], nodes),
+            # EKS rejects a desired size above the maximum; asking for more nodes means it.
+            "maxSize": max(before["maxSize"], nodes, 1),
+            "desiredSize": nodes,
+        }
+        out: dict[str, Any] = {"name": r.nodegroup_name, "before": before, "after": after}
+        if after == before and ng.get("status") == "ACTIVE":
+            return {**out, "changed": False}
+        update = aws_call(
+            f"updating node group {r.nodegroup_name}",
+            eks.update_nodegroup_config,
+            clusterName=r.cluster_name,
+            nodegroupName=r.nodegroup_name,
+            scalingConfig=after,
+        )["update"]
+        update_id = update["id"]
+        progress(f"node group {r.nodegroup_name}: desired {before['desiredSize']} -> {nodes}")
+
+        def update_done() -> tuple[bool, str]:
+            got = aws_call(
+                f"reading update {update_id} of node group {r.nodegroup_name}",
+                eks.describe_update,
+                name=r.cluster_name,
+                nodegroupName=r.nodegroup_name,
+                updateId=update_id,
+            )["update"]
+            status = str(got["status"])
+            if status in ("Failed", "Cancelled"):
+                errors = "; ".join(
+                    f"{e.get('errorCode')}: {e.get('errorMessage')}" for e in got.get("errors", [])
+                )
+                raise ResourceFailure(
+                    f"node group {r.nodegroup_name} update {update_id} {status.lower()}"
+                    + (f": {errors}" if errors else ""),
+                    "see the node group's health in the EKS console; the scaling config was "
+                    "not applied",
+                )
+            return status == "Successful", status
+
+        self._wait(f"node group update {update_id}", update_done, deadline, progress)
+
+        def settled() -> tuple[bool, str]:
+            now = self._describe_nodegroup(r)
+            status = str(now.get("status"))
+            desired = int(now["scalingConfig"]["desiredSize"])
+            if status in _NODEGROUP_FAILED:
+                issues = "; ".join(
+                    f"{i.get('code')}: {i.get('message')}"
+                    for i in now.get("health", {}).get("issues", [])
+                )
+                raise ResourceFailure(
+                    f"node group {r.nodegroup_name} is {status}" + (f": {issues}" if issues else "")
+                )
+            return status == "ACTIVE" and desired == nodes, f"{status}, desired {desired}"
+
+        self._wait(f"node group {r.nodegroup_name}", settled, deadline, progress)
+        return {
+            **out,
+            "changed": True,
+            "update_id": update_id,
+            "max_raised": nodes > before["maxSize"],
+        }
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def _snapshot_info(self, region: str, snap: dict[str, Any]) -> dict[str, Any]:
+        tags = tags_of(snap)
+        return {
+            "id": snap["DBSnapshotIdentifier"],
+            "created_at": iso(snap.get("SnapshotCreateTime")),
+            # RDS snapshots are incremental and report no size; allocated_gb is the volume.
+            "size_bytes": None,
+            "messages": None,
+            "note": tags.get(NOTE_TAG),
+            "stack": tags.get(STACK_TAG),
+            "region": region,
+            "location": snap.get("DBSnapshotArn"),
+            "status": snap.get("Status"),
+            "progress_percent": snap.get("PercentProgress"),
+            "db_instance_id": snap.get("DBInstanceIdentifier"),
+            "allocated_gb": snap.get("AllocatedStorage"),
+            "engine": snap.get("Engine"),
+            "engine_version": snap.get("EngineVersion"),
+            "encrypted": snap.get("Encrypted"),
+        }
+
+    def _ours(self, snap: dict[str, Any]) -> bool:
+        return tags_of(snap).get(STACK_TAG) == self.outputs.dns_name
+
+    def _describe_snapshot(self, region: str, snapshot_id: str) -> dict[str, Any] | None:
+        rds = self._client("rds", region)
+        found = aws_call(
+            f"describing snapshot {snapshot_id} in {region}",
+            rds.describe_db_snapshots,
+            # A malformed id cannot name one of our snapshots: not found, not a failure.
+            absent=("DBSnapshotNotFound", "DBSnapshotNotFoundFault", "InvalidParameterValue"),
+            DBSnapshotIdentifier=snapshot_id,
+        )
+        return dict(found["DBSnapshots"][0]) if found and found["DBSnapshots"] else None
+
+    def _find_snapshot(self, snapshot_id: str) -> tuple[str, dict[str, Any]]:
+        """(region, snapshot) of one of this stack's snapshots, in any of its regions (after a
+        failover, the older ones stay where they were taken)."""
+        sid = snapshot_id.lower()
+        for region in self.outputs.regions:
+            snap = self._describe_snapshot(region, sid)
+            if snap is not None and self._ours(snap):
+                return region, snap
+        raise SnapshotNotFound(
+            f"no snapshot {snapshot_id!r} of this stack",
+            f"`imctl snapshot list` shows this stack's snapshots (tag {STACK_TAG}="
+            f"{self.outputs.dns_name})",
+        )
+
+    def snapshot_create(
+        self, note: str | None, progress: Progress, timeout: float
+    ) -> dict[str, Any]:
+        deadline = Deadline(timeout, "snapshot create")
+        started = time.monotonic()
+        r = self.outputs.primary
+        rds = self._client("rds", r.name)
+        sid = f"imctl-{slug(self.outputs.dns_name)}-{utc_stamp()}"
+        tags = [{"Key": STACK_TAG, "Value": self.outputs.dns_name}]
+        if note:
+            tags.append({"Key": NOTE_TAG, "Value": tag_value(note)})
+        progress(f"creating RDS snapshot {sid} of {r.db_instance_id} ({r.name})")
+        aws_call(
+            f"creating snapshot {sid}",
+            rds.create_db_snapshot,
+            DBSnapshotIdentifier=sid,
+            DBInstanceIdentifier=r.db_instance_id,
+            Tags=tags,
+        )
+        latest: dict[str, Any] = {}
+
+        def probe() -> tuple[bool, str]:
+            snap = self._describe_snapshot(r.name, sid)
+            if snap is None:
+                return False, "not visible yet"
+            latest.clear()
+            latest.update(snap)
+            status = str(snap.get("Status"))
+            if status in ("failed", "error", "deleting"):
+                raise ResourceFailure(f"snapshot {sid} is {status}")
+            pct = snap.get("PercentProgress")
+            return status == "available", status + (f" {pct}%" if pct is not None else "")
+
+        self._wait(f"snapshot {sid}", probe, deadline, progress)
+        info = self._snapshot_info(r.name, latest)
+        return {**info, "duration_s": round(time.monotonic() - started, 1)}
+
+    def snapshot_list(self) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+        for region in self.outputs.regions:
+            rds = self._client("rds", region)
+            snaps = aws_pages(
+                f"listing snapshots in {region}",
+                rds,
+                "describe_db_snapshots",
+                "DBSnapshots",
+                SnapshotType="manual",
+            )
+            found += [self._snapshot_info(region, s) for s in snaps if self._ours(s)]
+        found.sort(key=lambda s: s["created_at"] or "", reverse=True)
+        return {"snapshots": found}
+
+    def snapshot_show(self, snapshot_id: str) -> dict[str, Any]:
+        region, snap = self._find_snapshot(snapshot_id)
+        return self._snapshot_info(region, snap)
+
+    def snapshot_delete(
+        self, snapshot_id: str, progress: Progress, timeout: float
+    ) -> dict[str, Any]:
+        deadline = Deadline(timeout, "snapshot delete")
+        region, snap = self._find_snapshot(snapshot_id)
+        sid = snap["DBSnapshotIdentifier"]
+        rds = self._client("rds", region)
+        progress(f"deleting snapshot {sid} ({region})")
+        aws_call(f"deleting snapshot {sid}", rds.delete_db_snapshot, DBSnapshotIdentifier=sid)
+
+        def gone() -> tuple[bool, str]:
+            now = self._describe_snapshot(region, sid)
+            return now is None, "deleted" if now is None else str(now.get("Status"))
+
+        self._wait(f"snapshot {sid}", gone, deadline, progress)
+        return {"deleted": [sid], "region": region}
+
+    # --- restore ----------------------------------------------------------------------------
+
+    def _current_db_url(self, r: RegionOutputs) -> str:
+        url = self._kube(r.name).get_secret(r.namespace, SECRET_NAME).get(DB_URL_KEY)
+        if not url:
+            raise PreconditionFailed(
+                f"Secret {r.namespace}/{SECRET_NAME} has no {DB_URL_KEY}",
+                "`imctl deploy` recreates it; nothing was changed",
+            )
+        return url
+
+    def restore(
+        self,
+        snapshot_id: str,
+        target: Literal["new", "in-place"],
+        progress: Progress,
+        timeout: float,
+    ) -> dict[str, Any]:
+        if target not in ("new", "in-place"):
+            raise UsageError(f"restore target must be new or in-place, got {target!r}")
+        deadline = Deadline(timeout, "restore")
+        started = time.monotonic()
+        r = self.outputs.primary
+        # Everything that can refuse does so before anything is created.
+        region, snap = self._find_snapshot(snapshot_id)
+        sid = snap["DBSnapshotIdentifier"]
+        if snap.get("Status") != "available":
+            raise PreconditionFailed(f"snapshot {sid} is {snap.get('Status')}, not available")
+        if region != r.name:
+            raise PreconditionFailed(
+                f"snapshot {sid} is in {region}, the primary is in {r.name}",
+                f"copy it first: aws rds copy-db-snapshot --source-region {region} "
+                f"--region {r.name} ...",
+            )
+        current_url = self._current_db_url(r)
+        source = self._describe_db(r.name, r.db_instance_id)
+        if source is None:
+            raise PreconditionFailed(
+                f"DB instance {r.db_instance_id} is gone: its subnet group, security groups and "
+                "parameter group are what the restore copies",
+                "restore by hand (aws rds restore-db-instance-from-db-snapshot), then point "
+                "the outputs at it",
+            )
+        stamp = utc_stamp()
+        new_id = rds_id(r.db_instance_id, f"-r{stamp}")
+        self._restore_instance(r.name, sid, new_id, source, progress)
+        inst = self._wait_db(r.name, new_id, deadline, progress)
+        final_id = new_id
+        old_renamed: str | None = None
+        if target == "in-place":
+            old_renamed = rds_id(r.db_instance_id, f"-old-{stamp}")
+            inst = self._swap_names(r, new_id, old_renamed, deadline, progress)
+            final_id = r.db_instance_id
+
+        host = inst["Endpoint"]["Address"]
+        port = inst["Endpoint"].get("Port")
+        kube = self._kube(r.name)
+        kube.patch_secret(
+            r.namespace, SECRET_NAME, {DB_URL_KEY: with_host(current_url, host, port)}
+        )
+        progress(f"Secret {r.namespace}/{SECRET_NAME}: database host {host}")
+        kube.restart_deployment(r.namespace, r.deployment)
+        progress(f"rolling {r.namespace}/{r.deployment}")
+        kube.wait_ready(r.namespace, r.deployment, deadline.remaining())
+        after = self._describe_db(r.name, final_id)
+        available = after is not None and after.get("DBInstanceStatus") == "available"
+        if not available:
+            raise ResourceFailure(
+                f"restored instance {final_id} is "
+                f"{after.get('DBInstanceStatus') if after else 'gone'} after the roll"
+            )
+        warnings = []
+        if self.outputs.standby_region:
+            warnings.append(
+                f"the standby replica still follows {old_renamed or r.db_instance_id}, not the "
+                "restored data: rebuild it before relying on failover"
+            )
+        if target == "new":
+            warnings.append(
+                f"the stack's outputs and Pulumi state still name {r.db_instance_id}; a deploy "
+                "would point the workload back at it"
+            )
+        return {
+            "snapshot": sid,
+            "new_instance": final_id,
+            "endpoint": host,
+            "target": target,
+            "previous_instance": old_renamed or r.db_instance_id,
+            "verified": {
+                "instance_available": True,
+                "deployment_ready": True,
+                # Content checks need a connection to the database; from here there is none
+                # (private VPC), so this says so rather than claiming them.
+                "content_checked": False,
+            },
+            "warnings": warnings,
+            "duration_s": round(time.monotonic() - started, 1),
+        }
+
+    def _restore_instance(
+        self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Progress
+    ) -> None:
+        rds = self._client("rds", region)
+        # A dict: the source may carry the tag from an earlier restore, and RDS refuses a
+        # request that names one key twice.
+        tag_map = {k: v for k, v in tags_of(source).items() if not k.startswith("aws:")}
+        tag_map[RESTORED_FROM_TAG] = sid
+        tags = [{"Key": k, "Value": v} for k, v in tag_map.items()]
+        params: dict[str, Any] = {
+            "DBInstanceIdentifier": new_id,
+            "DBSnapshotIdentifier": sid,
+            "DBInstanceClass": source["DBInstanceClass"],
+            "MultiAZ": bool(source.get("MultiAZ", False)),
+            "PubliclyAccessible": bool(source.get("PubliclyAccessible", False)),
+            "CopyTagsToSnapshot": bool(source.get("CopyTagsToSnapshot", False)),
+            "DeletionProtection": bool(source.get("DeletionProtection", False)),
+            "Tags": tags,
+        }
+        if group := source.get("DBSubnetGroup", {}).get("DBSubnetGroupName"):
+            params["DBSubnetGroupName"] = group
+        security_groups = [
+            g["VpcSecurityGroupId"]
+            for g in source.get("VpcSecurityGroups", [])
+            if g.get("Status", "active") == "active"
+        ]
+        if security_groups:
+            params["VpcSecurityGroupIds"] = security_groups
+        parameter_groups = [p["DBParameterGroupName"] for p in source.get("DBParameterGroups", [])]
+        if parameter_groups:
+            params["DBParameterGroupName"] = parameter_groups[0]
+        if storage := source.get("StorageType"):
+            params["StorageType"] = storage
+        if exports := source.get("EnabledCloudwatchLogsExports"):
+            params["EnableCloudwatchLogsExports"] = list(exports)
+        if "AutoMinorVersionUpgrade" in source:
+            params["AutoMinorVersionUpgrade"] = bool(source["AutoMinorVersionUpgrade"])
+        progress(f"restoring {sid} into new DB instance {new_id} ({region})")
+        aws_call(
+            f"restoring {sid} into {new_id}",
+            rds.restore_db_instance_from_db_snapshot,
+            **params,
+        )
+
+    def _swap_names(
+        self,
+        r: RegionOutputs,
+        new_id: str,
+        old_renamed: str,
+        deadline: Deadline,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """Give the restored instance the original name (and so the original endpoint)."""
+        self._rename_db(r.name, r.db_instance_id, old_renamed, deadline, progress)
+        try:
+            return self._rename_db(r.name, new_id, r.db_instance_id, deadline, progress)
+        except ImctlError as exc:
+            # No instance answers to the original name now: try to put the old one back.
+            rds = self._client("rds", r.name)
+            back = aws_call(
+                f"renaming {old_renamed} back to {r.db_instance_id}",
+                rds.modify_db_instance,
+                absent=("DBInstanceNotFound",),
+                DBInstanceIdentifier=old_renamed,
+                NewDBInstanceIdentifier=r.db_instance_id,
+                ApplyImmediately=True,
+            )
+            undo = (
+                f"asked AWS to rename {old_renamed} back to {r.db_instance_id}"
+                if back
+                else f"could not rename {old_renamed} back"
+            )
+            raise type(exc)(
+                f"{exc.message}; the original instance had been renamed to {old_renamed}: {undo}",
+                f"the restored data is in {new_id}; nothing was repointed",
+            ) from exc
+
+    # --- failover ---------------------------------------------------------------------------
+
+    def _failover_records(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        r53 = self._client("route53", ROUTE53_REGION)
+        sets = aws_pages(
+            f"listing records of hosted zone {self.outputs.hosted_zone_id}",
+            r53,
+            "list_resource_record_sets",
+            "ResourceRecordSets",
+            HostedZoneId=self.outputs.hosted_zone_id,
+        )
+        return failover_pair(sets, self.outputs.dns_name)
+
+    def _fence(
+        self, r: RegionOutputs, deadline: Deadline, progress: Progress, *, strict: bool
+    ) -> tuple[int | None, str | None]:
+        """Scale the old primary's Deployment to 0 (its HPA leaves a zero Deployment alone).
+
+        -> (replicas it had, None) or, when not ``strict`` (region presumed lost), (None, why
+        it could not be fenced)."""
+        if strict:
+            kube = self._kube(r.name)
+            had, _ = kube.get_replicas(r.namespace, r.deployment)
+            progress(f"fencing {r.name}: {r.deployment} {had} -> 0 replicas")
+            kube.scale_deployment(r.namespace, r.deployment, 0)
+            try:
+                self._wait_drained(r, kube, deadline, progress)
+            except ImctlError:
+                if had:
+                    self._unfence(r, had, progress)
+                raise
+            return had, None
+        try:
+            kube = self._kube(r.name)
+            had, _ = kube.get_replicas(r.namespace, r.deployment)
+            progress(f"fencing {r.name}: {r.deployment} {had} -> 0 replicas")
+            kube.scale_deployment(r.namespace, r.deployment, 0)
+            return had, None
+        except Exception as exc:
+            # The region is presumed down, so failing to reach it is expected; anything from a
+            # dead API server (timeouts, TLS, DNS) counts alike.
+            progress(f"could not fence {r.name} ({exc}); continuing: --force")
+            return None, str(exc)
+
+    def failover(
+        self, to_region: str, force: bool, progress: Progress, timeout: float
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        deadline = Deadline(timeout, "failover")
+        o = self.outputs
+        new = o.region(to_region)
+        if to_region == o.primary_region:
+            raise UsageError(f"{to_region} is already the primary region")
+        old = o.primary
+
+        # Pre-flight: read only. Nothing changes until all of it passes.
+        standby = self._describe_db(new.name, new.db_instance_id)
+        if standby is None:
+            raise PreconditionFailed(
+                f"standby DB instance {new.db_instance_id} ({new.name}) not found"
+            )
+        already_promoted = not standby.get("ReadReplicaSourceDBInstanceIdentifier")
+        changes: list[dict[str, Any]] | None = None
+        try:
+            primary_rec, secondary_rec = self._failover_records()
+            changes = failover_changes(primary_rec, secondary_rec, new.endpoint, old.endpoint)
+        except ImctlError as exc:
+            # Route 53's control plane lives in us-east-1, which may be the region that is
+            # lost: a forced failover promotes anyway and tries DNS again at the end.
+            if not force or isinstance(exc, CredentialsError):
+                raise
+            progress(f"Route 53 not readable now ({exc.message}); continuing: --force")
+        lag = None if already_promoted else self._read_lag(new, strict=not force)
+        if not force:
+            self._planned_preflight(new, standby, already_promoted, lag)
+
+        fenced_replicas, fence_error = self._fence(old, deadline, progress, strict=not force)
+        lag_seconds = lag[0] if lag else None
+        if not force:
+            lag_seconds = self._await_catchup(new, old, fenced_replicas, deadline, progress)
+
+        if already_promoted:
+            progress(f"{new.db_instance_id} is already promoted")
+        else:
+            self._promote(new, old, None if force else fenced_replicas, progress)
+        self._wait_db(new.name, new.db_instance_id, deadline, progress, promoted=True)
+
+        kube_new = self._kube(new.name)
+        current, _ = kube_new.get_replicas(new.namespace, new.deployment)
+        replicas = max(fenced_replicas or 0, current, int(o.extra.get("replicas", 0) or 0), 1)
+        kube_new.scale_deployment(new.namespace, new.deployment, replicas)
+        progress(f"{new.name}: {new.deployment} -> {replicas} replicas")
+        kube_new.wait_ready(new.namespace, new.deployment, deadline.remaining())
+
+        result: dict[str, Any] = {
+            "from_region": old.name,
+            "to_region": new.name,
+            "mode": "forced" if force else "planned",
+            "rto_seconds": None,
+            "data_loss_bound": {
+                # RDS cross-region replicas are asynchronous: acked messages since the last
+                # replayed transaction may be lost, and nothing here can count them.
+                "acked_messages": None,
+                "replica_lag_seconds": lag_seconds,
+                "basis": (
+                    "CloudWatch ReplicaLag after writes stopped"
+                    if not force
+                    else "last CloudWatch ReplicaLag before the failover (async replica)"
+                ),
+            },
+            "new_primary_target": new.endpoint,
+            "promoted_instance": new.db_instance_id,
+            "fenced": fence_error is None,
+            "fence_error": fence_error,
+            "replicas": replicas,
+            "dns": {"record": o.dns_name, "primary": new.endpoint, "secondary": old.endpoint},
+            # For the caller to record, so the next deploy keeps the new roles.
+            "outputs_update": {"primary_region": new.name, "standby_region": old.name},
+            "warnings": [
+                f"{old.db_instance_id} ({old.name}) is no longer replicated to and still "
+                "accepts writes at the database level: keep its workload at 0 and rebuild it "
+                f"as a replica of {new.db_instance_id} before failing back"
+            ],
+        }
+        try:
+            if changes is None:
+                primary_rec, secondary_rec = self._failover_records()
+                changes = failover_changes(primary_rec, secondary_rec, new.endpoint, old.endpoint)
+            result["dns"]["change_id"] = self._repoint_dns(changes, deadline, progress)
+        except ImctlError as exc:
+            result["rto_seconds"] = round(time.monotonic() - started, 1)
+            result["dns"]["error"] = exc.message
+            raise FailoverIncomplete(
+                f"{new.name} is promoted and serving, but the Route 53 records were not "
+                f"rewritten: {exc.message}",
+                "while the old primary fails its health check, Route 53 already answers with "
+                f"the SECONDARY ({new.endpoint}); to make it permanent run the same failover "
+                "again with --force (it resumes), or swap the records by hand",
+                result,
+            ) from exc
+        result["rto_seconds"] = round(time.monotonic() - started, 1)
+        return result
+
+    def _read_lag(self, new: RegionOutputs, *, strict: bool) -> tuple[float, datetime] | None:
+        try:
+            return self._replica_lag(new.name, new.db_instance_id)
+        except ImctlError:
+            # Forced: the lag only feeds the reported bound; unknown is an honest answer.
+            if strict:
+                raise
+            return None
+
+    def _promote(
+        self,
+        new: RegionOutputs,
+        old: RegionOutputs,
+        unfence_to: int | None,
+        progress: Progress,
+    ) -> None:
+        progress(f"promoting {new.db_instance_id} ({new.name})")
+        rds = self._client("rds", new.name)
+        try:
+            aws_call(
+                f"promoting {new.db_instance_id}",
+                rds.promote_read_replica,
+                DBInstanceIdentifier=new.db_instance_id,
+            )
+        except ImctlError:
+            # AWS refused the promotion, so the replica is still one: safe to un-fence.
+            if unfence_to:
+                self._unfence(old, unfence_to, progress)
+            raise
+
+    def _unfence(self, r: RegionOutputs, replicas: int, progress: Progress) -> str:
+        try:
+            self._kube(r.name).scale_deployment(r.namespace, r.deployment, replicas)
+        except Exception as exc:
+            # Reported, not raised: the error that made us abandon is the one to show.
+            progress(f"could not scale {r.deployment} in {r.name} back to {replicas}: {exc}")
+            return f"could NOT be scaled back to {replicas} replicas ({exc}): `imctl scale`"
+        progress(f"abandoned: {r.deployment} in {r.name} back to {replicas} replicas")
+        return f"was scaled back to {replicas} replicas"
+
+    def _planned_preflight(
+        self,
+        new: RegionOutputs,
+        standby: dict[str, Any],
+        already_promoted: bool,
+        lag: tuple[float, datetime] | None,
+    ) -> None:
+        if already_promoted:
+            raise PreconditionFailed(
+                f"{new.db_instance_id} ({new.name}) is not a read replica",
+                "an interrupted failover? --force finishes it",
+            )
+        if standby.get("DBInstanceStatus") != "available":
+            raise PreconditionFailed(
+                f"standby {new.db_instance_id} is {standby.get('DBInstanceStatus')}, not available"
+            )
+        broken = [
+            s
+            for s in standby.get("StatusInfos", [])
+            if s.get("StatusType") == "read replication" and not s.get("Normal", True)
+        ]
+        if broken:
+            raise PreconditionFailed(
+                f"standby {new.db_instance_id} replication is {broken[0].get('Status')}: "
+                f"{broken[0].get('Message', '')}",
+                "fix replication, or --force (reports the data-loss bound)",
+            )
+        if lag is None:
+            raise PreconditionFailed(
+                f"the replica lag of {new.db_instance_id} is unknown: CloudWatch has no "
+                f"ReplicaLag datapoint from the last {int(LAG_WINDOW.total_seconds() // 60)} "
+                "minutes",
+                "a planned switchover must see the standby catch up; wait for the metric, or "
+                "--force to fail over with an unknown data-loss bound",
+            )
+        if lag[0] > self._max_lag:
+            raise PreconditionFailed(
+                f"standby {new.db_instance_id} is {lag[0]:g}s behind (limit {self._max_lag:g}s)",
+                "wait and retry, or --force to fail over losing up to that much",
+            )
+
+    def _await_catchup(
+        self,
+        new: RegionOutputs,
+        old: RegionOutputs,
+        fenced_replicas: int | None,
+        deadline: Deadline,
+        progress: Progress,
+    ) -> float:
+        """After the fence: wait for a ReplicaLag of 0 measured after it. If none comes, put
+        the old primary's replicas back and refuse: nothing was promoted."""
+        # Whole seconds: CloudWatch stamps are coarser, a later point must not look earlier.
+        fenced_at = datetime.now(UTC).replace(microsecond=0)
+
+        def probe() -> tuple[bool, str]:
+            lag = self._replica_lag(new.name, new.db_instance_id, since=fenced_at)
+            if lag is None:
+                return False, "no ReplicaLag datapoint since writes stopped"
+            return lag[0] == 0, f"ReplicaLag {lag[0]:g}s"
+
+        try:
+            self._wait(
+                f"{new.db_instance_id} to replay everything",
+                probe,
+                deadline,
+                progress,
+                limit=self._catchup_timeout,
+            )
+        except ImctlError as exc:
+            undone = self._unfence(old, fenced_replicas, progress) if fenced_replicas else ""
+            if not isinstance(exc, OperationTimeout):
+                raise
+            raise OperationTimeout(
+                f"{new.db_instance_id} did not catch up: no ReplicaLag of 0 since writes "
+                f"stopped ({exc.message}); nothing was promoted, and {old.deployment} in "
+                f"{old.name} {undone or 'had no replicas'}",
+                "retry later, or --force to fail over with the last measured lag as the bound",
+            ) from exc
+        return 0.0
+
+    def _repoint_dns(
+        self, changes: list[dict[str, Any]], deadline: Deadline, progress: Progress
+    ) -> str | None:
+        if not changes:
+            progress("Route 53 already points at the new primary")
+            return None
+        r53 = self._client("route53", ROUTE53_REGION)
+        info = aws_call(
+            f"rewriting the failover records of {self.outputs.dns_name}",
+            r53.change_resource_record_sets,
+            HostedZoneId=self.outputs.hosted_zone_id,
+            ChangeBatch={"Comment": "imctl failover", "Changes": changes},
+        )["ChangeInfo"]
+        change_id = str(info["Id"])
+
+        def insync() -> tuple[bool, str]:
+            got = aws_call(f"reading Route 53 change {change_id}", r53.get_change, Id=change_id)
+            status = str(got["ChangeInfo"]["Status"])
+            return status == "INSYNC", status
+
+        self._wait(f"Route 53 change {change_id}", insync, deadline, progress)
+        return change_id

@@ -1,0 +1,671 @@
+"""AWS day-2 operations against a real moto server on loopback: emulated AWS, not AWS.
+
+What this proves: the calls imctl makes, their order and parameters, the waits and what each op
+reports, as far as moto models them. What it cannot: real state transitions and timings (moto
+flips everything to its end state at once), IAM, KMS, real ReplicaLag values. Where moto lacks
+a call or a transition, a stub named for it stands in (tests/cloud/aws_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from cli.errors import ExitStatus, OperationTimeout, PreconditionFailed, ResourceFailure, UsageError
+from cli.snapshots import SnapshotNotFound
+from cli.targets.cloud.aws import AwsOps, FailoverIncomplete, default_session
+from cli.targets.cloud.aws_support import (
+    failover_changes,
+    failover_pair,
+    http_readyz,
+    map_aws_error,
+    with_host,
+)
+from cli.targets.cloud.kube import FakeKube
+from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.targets.cloud.outputs import CloudOutputs
+from cli.targets.local.procs import free_port
+from tests.cloud.aws_fixtures import (
+    ACCOUNT,
+    DEPLOYMENT,
+    EAST,
+    NAMESPACE,
+    PASSWORD,
+    PRIMARY_REPLICAS,
+    WEST,
+    EksDescribeUpdateStub,
+    RdsPromotionStub,
+    Route53RefusesChangesStub,
+    SecretFakeKube,
+    SlowSnapshotStub,
+    World,
+    build_network,
+    build_world,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Moto:
+    endpoint: str
+    session: Any
+    network: dict[str, list[str]]
+    worlds: itertools.count[int]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    """One moto server per module, fake credentials, none of this machine's AWS config."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+            for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
+                mp.delenv(name, raising=False)
+            mp.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            mp.setenv("AWS_SESSION_TOKEN", "testing")
+            mp.setenv("AWS_CONFIG_FILE", f"{tmp}/no-aws-config")
+            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", f"{tmp}/no-aws-credentials")
+            mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            session = default_session()
+            yield Moto(
+                f"http://127.0.0.1:{port}", session, build_network(session), itertools.count()
+            )
+    finally:
+        server.stop()
+
+
+@dataclass
+class Aws:
+    world: World
+    ops: AwsOps
+    updates: EksDescribeUpdateStub
+    promotion: RdsPromotionStub
+    progress: list[str]
+
+    def say(self, message: str) -> None:
+        self.progress.append(message)
+
+    def make_ops(self, **kwargs: Any) -> AwsOps:
+        args: dict[str, Any] = {
+            "session_factory": lambda: self.world.session,
+            "poll_interval": 0.02,
+        }
+        args.update(kwargs)
+        kube = args.pop("kube", self.world.kube)
+        return AwsOps(self.world.outputs, kube, **args)
+
+    def rds(self, region: str = EAST) -> Any:
+        return self.world.client("rds", region)
+
+    def instance(self, instance_id: str, region: str = EAST) -> dict[str, Any]:
+        found = self.rds(region).describe_db_instances(DBInstanceIdentifier=instance_id)
+        return dict(found["DBInstances"][0])
+
+    def instance_ids(self, region: str = EAST) -> set[str]:
+        found = self.rds(region).describe_db_instances()["DBInstances"]
+        return {d["DBInstanceIdentifier"] for d in found}
+
+    def moto_is_replica(self, instance_id: str) -> bool:
+        """moto's own state: proves the server got the call, whatever the stubs answer."""
+        from moto.rds.models import rds_backends
+
+        return bool(rds_backends[ACCOUNT][WEST].databases[instance_id].is_replica)
+
+
+def _world(moto: Moto, request: pytest.FixtureRequest, kube_type: type[FakeKube]) -> Aws:
+    updates, promotion = EksDescribeUpdateStub(), RdsPromotionStub()
+    for stub in (updates, promotion):
+        stub.install(moto.session)
+        request.addfinalizer(partial(stub.uninstall, moto.session))
+    world = build_world(moto.session, moto.network, f"t{next(moto.worlds)}", kube_type)
+    ops = AwsOps(
+        world.outputs, world.kube, session_factory=lambda: world.session, poll_interval=0.02
+    )
+    return Aws(world, ops, updates, promotion, [])
+
+
+@pytest.fixture
+def aws(moto: Moto, request: pytest.FixtureRequest) -> Aws:
+    return _world(moto, request, SecretFakeKube)
+
+
+@pytest.fixture
+def aws_plain_kube(moto: Moto, request: pytest.FixtureRequest) -> Aws:
+    """A world whose Kubernetes client is the plain FakeKube (no call recording of reads)."""
+    return _world(moto, request, FakeKube)
+
+
+def test_importing_the_module_loads_no_aws_sdk() -> None:
+    code = (
+        "import sys, cli.targets.cloud.aws; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_aws_ops_satisfies_the_cloud_ops_protocol(aws: Aws) -> None:
+    ops: CloudOps = aws.ops  # mypy checks the signatures; this checks construction
+    assert ops.status()["cloud"] == "aws"
+
+
+# --- snapshots ----------------------------------------------------------------------------
+
+
+def test_snapshot_create_list_show_delete(aws: Aws) -> None:
+    created = aws.ops.snapshot_create("before the upgrade, 50% done!", aws.say, timeout=30)
+    sid = created["id"]
+    assert sid.startswith(f"imctl-chat-{aws.world.suffix}-imctl-test-example-")
+    assert created["status"] == "available"
+    assert created["location"] == f"arn:aws:rds:{EAST}:{ACCOUNT}:snapshot:{sid}"
+    assert created["db_instance_id"] == aws.world.primary_db
+    # RDS refuses some characters in tag values; they are replaced, not a failed snapshot.
+    assert created["note"] == "before the upgrade_ 50_ done_"
+    assert any(sid in m for m in aws.progress)
+
+    # Not ours: an untagged manual snapshot, and one of another stack.
+    aws.rds().create_db_snapshot(
+        DBSnapshotIdentifier="by-hand", DBInstanceIdentifier=aws.world.primary_db
+    )
+    aws.rds().create_db_snapshot(
+        DBSnapshotIdentifier="other-stack",
+        DBInstanceIdentifier=aws.world.primary_db,
+        Tags=[{"Key": "imctl:stack", "Value": "chat.elsewhere.example"}],
+    )
+    listed = aws.ops.snapshot_list()["snapshots"]
+    assert [s["id"] for s in listed] == [sid]
+    assert listed[0]["stack"] == aws.world.dns_name
+
+    shown = aws.ops.snapshot_show(sid.upper())  # RDS identifiers are case-insensitive
+    assert shown["location"] == created["location"]
+    assert shown["status"] == "available"
+    assert shown["region"] == EAST
+    for foreign in ("by-hand", "other-stack", "no-such-snapshot"):
+        with pytest.raises(SnapshotNotFound):
+            aws.ops.snapshot_show(foreign)
+    with pytest.raises(SnapshotNotFound):
+        aws.ops.snapshot_delete("other-stack", aws.say, timeout=10)
+
+    assert aws.ops.snapshot_delete(sid, aws.say, timeout=30) == {"deleted": [sid], "region": EAST}
+    assert aws.ops.snapshot_list()["snapshots"] == []
+    left = {s["DBSnapshotIdentifier"] for s in aws.rds().describe_db_snapshots()["DBSnapshots"]}
+    assert sid not in left
+    assert {"by-hand", "other-stack"} <= left
+    with pytest.raises(SnapshotNotFound):
+        aws.ops.snapshot_show(sid)
+
+
+def test_snapshot_wait_times_out_with_exit_9(aws: Aws) -> None:
+    stub = SlowSnapshotStub()
+    stub.install(aws.world.session)
+    try:
+        with pytest.raises(OperationTimeout) as err:
+            aws.make_ops().snapshot_create(None, aws.say, timeout=0.3)
+    finally:
+        stub.uninstall(aws.world.session)
+    assert err.value.status == ExitStatus.TIMEOUT
+    assert "creating 40%" in err.value.message
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+def _secret_url(kube: FakeKube) -> str:
+    return kube.secrets[(NAMESPACE, "im-server")]["database-url"]
+
+
+def test_restore_into_a_new_instance_repoints_and_rolls(aws: Aws) -> None:
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    result = aws.ops.restore(sid, "new", aws.say, timeout=60)
+
+    new_id = result["new_instance"]
+    assert new_id.startswith(f"{aws.world.primary_db}-r") and len(new_id) <= 63
+    inst = aws.instance(new_id)
+    assert inst["DBInstanceStatus"] == "available"
+    assert inst["DBSubnetGroup"]["DBSubnetGroupName"] == f"im-{EAST}"
+    assert inst["DBInstanceClass"] == "db.t3.micro"
+    assert {t["Key"]: t["Value"] for t in inst["TagList"]}["imctl:restored-from"] == sid
+    assert result["endpoint"] == inst["Endpoint"]["Address"] != aws.world.db_hosts[EAST]
+    assert aws.instance(aws.world.primary_db)["DBInstanceStatus"] == "available"  # left alone
+
+    kube = aws.world.kubes[EAST]
+    url = urlsplit(_secret_url(kube))
+    assert (url.hostname, url.port, url.username, url.password) == (
+        inst["Endpoint"]["Address"],
+        5432,
+        "im",
+        PASSWORD,
+    )
+    assert (url.path, url.query) == ("/im", "sslmode=require")
+    assert kube.secrets[(NAMESPACE, "im-server")]["jwt-secret"] == "jwt"
+    acts = [c for c in kube.calls if c[0] in ("secret", "restart", "wait")]
+    assert acts == [
+        ("secret", (NAMESPACE, "im-server", ["database-url"])),
+        ("restart", (NAMESPACE, DEPLOYMENT)),
+        ("wait", (NAMESPACE, DEPLOYMENT)),
+    ]
+    assert aws.world.kubes[WEST].calls == []
+    assert result["verified"] == {
+        "instance_available": True,
+        "deployment_ready": True,
+        "content_checked": False,
+    }
+    assert result["snapshot"] == sid and result["target"] == "new"
+    assert any("standby replica still follows" in w for w in result["warnings"])
+
+
+def test_restore_in_place_swaps_names(aws: Aws) -> None:
+    before = aws.instance(aws.world.primary_db)["InstanceCreateTime"]
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    result = aws.ops.restore(sid, "in-place", aws.say, timeout=60)
+
+    assert result["new_instance"] == aws.world.primary_db
+    now = aws.instance(aws.world.primary_db)
+    # The original name now belongs to the restored instance.
+    assert now["InstanceCreateTime"] > before
+    assert {t["Key"]: t["Value"] for t in now["TagList"]}["imctl:restored-from"] == sid
+    old_name = result["previous_instance"]
+    assert old_name.startswith(f"{aws.world.primary_db}-old-")
+    old = aws.instance(old_name)
+    assert old["InstanceCreateTime"] == before
+    assert "imctl:restored-from" not in {t["Key"] for t in old["TagList"]}
+    assert not any(i.startswith(f"{aws.world.primary_db}-r") for i in aws.instance_ids())
+    assert urlsplit(_secret_url(aws.world.kubes[EAST])).hostname == now["Endpoint"]["Address"]
+    assert [c[0] for c in aws.world.kubes[EAST].calls][-2:] == ["restart", "wait"]
+
+
+def test_restore_refuses_before_creating_anything_when_the_secret_has_no_database_url(
+    aws_plain_kube: Aws,
+) -> None:
+    aws = aws_plain_kube
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    aws.world.kubes[EAST].secrets.clear()  # the workload's Secret lost its database URL
+    before = aws.instance_ids()
+    with pytest.raises(PreconditionFailed, match="has no database-url"):
+        aws.ops.restore(sid, "new", aws.say, timeout=30)
+    assert aws.instance_ids() == before
+    assert aws.world.kubes[EAST].calls == []
+
+
+def test_restore_of_an_unknown_snapshot(aws: Aws) -> None:
+    with pytest.raises(SnapshotNotFound):
+        aws.ops.restore("imctl-nope", "new", aws.say, timeout=10)
+
+
+# --- scale --------------------------------------------------------------------------------
+
+
+def _scaling(aws: Aws) -> dict[str, int]:
+    cluster, ng = aws.world.nodegroups[EAST]
+    got = aws.world.client("eks").describe_nodegroup(clusterName=cluster, nodegroupName=ng)
+    return dict(got["nodegroup"]["scalingConfig"])
+
+
+def _scale(aws: Aws, **kwargs: Any) -> dict[str, Any]:
+    args: dict[str, Any] = dict(region=None, nodes=None, replicas=None, min_replicas=None)
+    args.update(max_replicas=None, progress=aws.say, timeout=30)
+    args.update(kwargs)
+    return aws.ops.scale(**args)
+
+
+def test_scale_node_group_raises_max_and_lowers_min(aws: Aws) -> None:
+    up = _scale(aws, nodes=6)
+    assert _scaling(aws) == {"minSize": 2, "maxSize": 6, "desiredSize": 6}
+    assert up["nodegroup"]["before"] == {"minSize": 2, "maxSize": 4, "desiredSize": 3}
+    assert up["nodegroup"]["max_raised"] is True
+    assert aws.updates.calls >= 1  # the update's outcome was read, not assumed
+
+    _scale(aws, nodes=1)
+    assert _scaling(aws) == {"minSize": 1, "maxSize": 6, "desiredSize": 1}
+    again = _scale(aws, nodes=1)
+    assert again["nodegroup"]["changed"] is False
+
+
+def test_scale_node_group_failed_update_is_a_resource_failure(aws: Aws) -> None:
+    aws.updates.status = "Failed"
+    aws.updates.errors = [{"errorCode": "AsgInstanceLaunchFailures", "errorMessage": "no capacity"}]
+    with pytest.raises(ResourceFailure, match="no capacity") as err:
+        _scale(aws, nodes=5)
+    assert err.value.status == ExitStatus.RESOURCE_FAILURE
+
+
+def test_scale_replicas_and_hpa_go_through_kubernetes(aws: Aws) -> None:
+    result = _scale(aws, region=WEST, replicas=4, min_replicas=2, max_replicas=8)
+    kube = aws.world.kubes[WEST]
+    assert kube.calls == [
+        ("hpa", (NAMESPACE, DEPLOYMENT, 2, 8)),
+        ("scale", (NAMESPACE, DEPLOYMENT, 4)),
+        ("wait", (NAMESPACE, DEPLOYMENT)),
+    ]
+    assert result["deployment"] == {"name": DEPLOYMENT, "replicas": 4, "ready": 4}
+    assert "nodegroup" not in result
+    assert aws.world.kubes[EAST].calls == []
+
+    _scale(aws, replicas=0)  # drains: no wait_ready on zero pods
+    assert aws.world.kubes[EAST].calls == [("scale", (NAMESPACE, DEPLOYMENT, 0))]
+
+
+def _no_aws() -> Any:
+    raise AssertionError("this request should be refused before any AWS call")
+
+
+@pytest.fixture
+def offline() -> AwsOps:
+    """Ops over outputs alone: for requests refused before anything is asked of AWS."""
+    region = {"cluster_name": "c", "nodegroup_name": "n", "db_instance_id": "d", "endpoint": "e"}
+    outputs = CloudOutputs.from_json(
+        {
+            "cloud": "aws",
+            "primary_region": EAST,
+            "standby_region": WEST,
+            "regions": {EAST: region, WEST: {**region, "role": "standby"}},
+            "hosted_zone_id": "Z1",
+            "dns_name": "chat.example.com",
+            "backup_bucket": "b",
+        }
+    )
+    return AwsOps(outputs, lambda region: FakeKube(), session_factory=_no_aws)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "nothing to scale"),
+        ({"nodes": -1}, "--nodes"),
+        ({"min_replicas": 5, "max_replicas": 2}, "more than"),
+        ({"region": "eu-west-1", "replicas": 1}, "not in this stack"),
+    ],
+)
+def test_scale_rejects_bad_requests(offline: AwsOps, kwargs: dict[str, Any], match: str) -> None:
+    args: dict[str, Any] = dict(region=None, nodes=None, replicas=None, min_replicas=None)
+    args.update(max_replicas=None, progress=print, timeout=30)
+    with pytest.raises(UsageError, match=match):
+        offline.scale(**{**args, **kwargs})
+
+
+# --- failover -----------------------------------------------------------------------------
+
+
+def test_forced_failover_promotes_scales_and_flips_route53(aws: Aws) -> None:
+    assert aws.instance(aws.world.standby_db, WEST)["ReadReplicaSourceDBInstanceIdentifier"]
+    result = aws.ops.failover(WEST, True, aws.say, timeout=60)
+
+    assert not aws.moto_is_replica(aws.world.standby_db)  # the server really got PromoteReadReplica
+    assert "ReadReplicaSourceDBInstanceIdentifier" not in aws.instance(aws.world.standby_db, WEST)
+    records = aws.world.failover_records()
+    assert records["PRIMARY"]["ResourceRecords"] == [{"Value": aws.world.endpoints[WEST]}]
+    assert records["PRIMARY"]["HealthCheckId"] == aws.world.health_checks[WEST]
+    assert records["SECONDARY"]["ResourceRecords"] == [{"Value": aws.world.endpoints[EAST]}]
+    assert records["SECONDARY"]["HealthCheckId"] == aws.world.health_checks[EAST]
+
+    assert aws.world.kubes[EAST].calls == [("scale", (NAMESPACE, DEPLOYMENT, 0))]
+    assert aws.world.kubes[WEST].calls == [
+        ("scale", (NAMESPACE, DEPLOYMENT, PRIMARY_REPLICAS)),
+        ("wait", (NAMESPACE, DEPLOYMENT)),
+    ]
+    assert result["mode"] == "forced"
+    assert (result["from_region"], result["to_region"]) == (EAST, WEST)
+    assert result["new_primary_target"] == aws.world.endpoints[WEST]
+    assert result["data_loss_bound"]["acked_messages"] is None
+    assert result["data_loss_bound"]["replica_lag_seconds"] is None  # moto reports no lag
+    assert result["fenced"] is True
+    assert 0 <= result["rto_seconds"] < 30
+
+    # Running it again finds everything done and changes nothing in DNS.
+    again = aws.ops.failover(WEST, True, aws.say, timeout=60)
+    assert again["dns"]["change_id"] is None
+
+
+def test_forced_failover_goes_on_when_the_old_region_is_unreachable(aws: Aws) -> None:
+    def kube(region: str) -> FakeKube:
+        if region == EAST:
+            raise ConnectionError("eks api in us-east-1: connection timed out")
+        return aws.world.kubes[region]
+
+    ops = aws.make_ops(kube=kube)
+    aws.world.put_replica_lag(4.0)
+    result = ops.failover(WEST, True, aws.say, timeout=60)
+    assert result["fenced"] is False and "connection timed out" in result["fence_error"]
+    assert result["data_loss_bound"]["replica_lag_seconds"] == 4.0
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[WEST]}
+    ]
+    # The old primary's replica count is unknown: at least one pod serves.
+    assert aws.world.kubes[WEST].replicas[(NAMESPACE, DEPLOYMENT)] == 1
+
+
+def test_forced_failover_without_dns_is_a_partial_success(aws: Aws) -> None:
+    stub = Route53RefusesChangesStub()
+    stub.install(aws.world.session)
+    try:
+        with pytest.raises(FailoverIncomplete, match="promoted and serving") as err:
+            aws.make_ops().failover(WEST, True, aws.say, timeout=60)
+    finally:
+        stub.uninstall(aws.world.session)
+    assert err.value.status == ExitStatus.PARTIAL
+    assert "PriorRequestNotComplete" in err.value.result["dns"]["error"]
+    assert err.value.result["rto_seconds"] is not None
+    assert not aws.moto_is_replica(aws.world.standby_db)
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[EAST]}
+    ]
+    # Running it again (Route 53 back) finishes the job.
+    done = aws.make_ops().failover(WEST, True, aws.say, timeout=60)
+    assert done["dns"]["change_id"]
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[WEST]}
+    ]
+
+
+def test_planned_failover_refused_while_lag_is_unknown(aws: Aws) -> None:
+    with pytest.raises(PreconditionFailed, match=r"lag of im-standby-t\d+ is unknown") as err:
+        aws.ops.failover(WEST, False, aws.say, timeout=30)
+    assert err.value.status == ExitStatus.PRECONDITION
+    assert aws.moto_is_replica(aws.world.standby_db)
+    assert aws.world.kubes[EAST].calls == [] and aws.world.kubes[WEST].calls == []
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[EAST]}
+    ]
+
+
+def test_planned_failover_refused_when_lag_is_over_the_limit(aws: Aws) -> None:
+    aws.world.put_replica_lag(95.0)
+    with pytest.raises(PreconditionFailed, match="95s behind"):
+        aws.ops.failover(WEST, False, aws.say, timeout=30)
+    assert aws.moto_is_replica(aws.world.standby_db)
+
+
+def test_planned_failover_waits_for_zero_lag_after_the_fence(aws: Aws) -> None:
+    aws.world.put_replica_lag(2.0, datetime.now(UTC) - timedelta(seconds=60))
+    injected: list[str] = []
+
+    def progress(message: str) -> None:
+        aws.say(message)
+        # RDS publishing the next minute's ReplicaLag, once writes have stopped.
+        if "replay everything" in message and not injected:
+            injected.append(message)
+            aws.world.put_replica_lag(0.0)
+
+    result = aws.ops.failover(WEST, False, progress, timeout=60)
+    assert injected and "no ReplicaLag datapoint since writes stopped" in injected[0]
+    assert result["mode"] == "planned"
+    assert result["data_loss_bound"]["replica_lag_seconds"] == 0.0
+    assert not aws.moto_is_replica(aws.world.standby_db)
+    fence = aws.progress.index(next(m for m in aws.progress if m.startswith("fencing")))
+    promote = aws.progress.index(next(m for m in aws.progress if m.startswith("promoting")))
+    assert fence < aws.progress.index(injected[0]) < promote
+
+
+def test_planned_failover_abandoned_when_the_standby_never_catches_up(aws: Aws) -> None:
+    aws.world.put_replica_lag(2.0, datetime.now(UTC) - timedelta(seconds=60))
+    ops = aws.make_ops(catchup_timeout=0.3)
+    with pytest.raises(OperationTimeout, match="nothing was promoted") as err:
+        ops.failover(WEST, False, aws.say, timeout=30)
+    assert err.value.status == ExitStatus.TIMEOUT
+    assert "scaled back to 3 replicas" in err.value.message
+    assert aws.moto_is_replica(aws.world.standby_db)
+    # Fenced, then given its pods back.
+    assert aws.world.kubes[EAST].calls == [
+        ("scale", (NAMESPACE, DEPLOYMENT, 0)),
+        ("scale", (NAMESPACE, DEPLOYMENT, PRIMARY_REPLICAS)),
+    ]
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[EAST]}
+    ]
+
+
+def test_failover_to_the_primary_or_an_unknown_region_is_a_usage_error(offline: AwsOps) -> None:
+    with pytest.raises(UsageError, match="already the primary"):
+        offline.failover(EAST, True, print, timeout=10)
+    with pytest.raises(UsageError, match="not in this stack"):
+        offline.failover("eu-west-1", True, print, timeout=10)
+
+
+def test_outputs_of_another_cloud_are_refused() -> None:
+    region = {"cluster_name": "c", "nodegroup_name": "n", "db_instance_id": "d", "endpoint": "e"}
+    doc = {"cloud": "gcp", "primary_region": "r", "regions": {"r": region}}
+    outputs = CloudOutputs.from_json(
+        {**doc, "hosted_zone_id": "z", "dns_name": "d", "backup_bucket": "b"}
+    )
+    with pytest.raises(UsageError, match="gcp"):
+        AwsOps(outputs, lambda region: FakeKube(), session_factory=_no_aws)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_reports_databases_lag_dns_and_readyz(aws: Aws) -> None:
+    aws.world.put_replica_lag(1.5)
+    ops = aws.make_ops(readyz=lambda endpoint: endpoint == aws.world.endpoints[EAST])
+    doc = ops.status()
+    east, west = doc["regions"][EAST], doc["regions"][WEST]
+    assert east["database"]["status"] == "available"
+    assert east["database"]["replica_of"] is None
+    assert west["database"]["replica_of"].endswith(f":db:{aws.world.primary_db}")
+    assert west["database"]["replica_lag_seconds"] == 1.5
+    assert (east["readyz"], west["readyz"]) == (True, False)
+    assert doc["dns"]["primary_target"] == aws.world.endpoints[EAST]
+    assert doc["healthy"] is True
+    assert doc["primary_region"] == EAST and doc["dns_name"] == aws.world.dns_name
+
+
+# --- errors, probes, pure helpers ---------------------------------------------------------
+
+
+def test_botocore_errors_map_to_exit_codes() -> None:
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ProfileNotFound,
+    )
+
+    def client_error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}}, "DescribeDBInstances")
+
+    for code in ("UnrecognizedClientException", "InvalidClientTokenId", "AccessDenied"):
+        mapped = map_aws_error(client_error(code), "x")
+        assert isinstance(mapped, CredentialsError) and mapped.status == ExitStatus.AUTH
+    assert isinstance(map_aws_error(client_error("AccessDeniedException"), "x"), CredentialsError)
+    assert isinstance(map_aws_error(NoCredentialsError(), "x"), CredentialsError)
+    assert isinstance(map_aws_error(ProfileNotFound(profile="p"), "x"), CredentialsError)
+    failed = map_aws_error(client_error("InvalidDBInstanceState"), "promoting")
+    assert isinstance(failed, ResourceFailure) and "InvalidDBInstanceState" in failed.message
+    down = map_aws_error(EndpointConnectionError(endpoint_url="https://rds"), "x")
+    assert isinstance(down, ResourceFailure) and down.status == ExitStatus.RESOURCE_FAILURE
+    assert map_aws_error(ValueError("a bug"), "x") is None
+
+
+def test_missing_credentials_exit_3_through_an_operation(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    ops = aws.make_ops(session_factory=default_session)
+    with pytest.raises(CredentialsError) as err:
+        ops.snapshot_list()
+    assert err.value.status == ExitStatus.AUTH
+
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(CredentialsError, match="no-such-profile"):
+        aws.make_ops(session_factory=default_session).snapshot_list()
+
+
+class _Readyz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/readyz" else 503)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_http_readyz() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert http_readyz(f"127.0.0.1:{port}") is True
+        assert http_readyz(f"http://127.0.0.1:{port}/") is True
+        assert http_readyz(f"http://127.0.0.1:{port}/down") is False  # 503
+        assert http_readyz(f"127.0.0.1:{free_port()}", timeout=1) is False  # refused
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_with_host_keeps_everything_but_the_host() -> None:
+    url = "postgresql://im:p%40ss@old.rds.amazonaws.com:5432/im?sslmode=require"
+    assert with_host(url, "new.rds.amazonaws.com", 5433) == (
+        "postgresql://im:p%40ss@new.rds.amazonaws.com:5433/im?sslmode=require"
+    )
+    with pytest.raises(PreconditionFailed):
+        with_host("not a url", "h", 1)
+
+
+def _record(role: str, value: str, check: str) -> dict[str, Any]:
+    return {
+        "Name": "chat.example.com.",
+        "Type": "CNAME",
+        "TTL": 60,
+        "SetIdentifier": role.lower(),
+        "Failover": role,
+        "HealthCheckId": check,
+        "ResourceRecords": [{"Value": value}],
+    }
+
+
+def test_failover_changes_swap_values_and_health_checks_only() -> None:
+    p, s = _record("PRIMARY", "a.elb.", "hc-a"), _record("SECONDARY", "b.elb", "hc-b")
+    changes = failover_changes(p, s, "b.elb", "a.elb")
+    new_p, new_s = (c["ResourceRecordSet"] for c in changes)
+    assert {c["Action"] for c in changes} == {"UPSERT"}
+    assert (new_p["Failover"], new_p["SetIdentifier"]) == ("PRIMARY", "primary")
+    assert (new_p["ResourceRecords"], new_p["HealthCheckId"]) == ([{"Value": "b.elb"}], "hc-b")
+    assert (new_s["ResourceRecords"], new_s["HealthCheckId"]) == ([{"Value": "a.elb."}], "hc-a")
+    assert failover_changes(new_p, new_s, "b.elb", "a.elb") == []  # already done
+    with pytest.raises(PreconditionFailed, match="not at the endpoints"):
+        failover_changes(p, s, "c.elb", "a.elb")
+    with pytest.raises(PreconditionFailed, match="0 SECONDARY"):
+        failover_pair([p], "chat.example.com")

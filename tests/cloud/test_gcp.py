@@ -1,0 +1,589 @@
+"""GCP day-2 operations end to end against an emulated GCP (tests/cloud/fake_gcp.py), not the real
+cloud: google-api-python-client talks HTTP to a local server that checks every request against
+the shipped discovery documents. What this proves: the calls, their order, their parameters and
+bodies, the polling and the error mapping. What it cannot: IAM, quotas, timings, and whether
+Cloud SQL accepts these settings for a real instance."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.errors import (
+    ExitStatus,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+    UsageError,
+)
+from cli.snapshots import SnapshotNotFound
+from cli.targets.cloud import day2_util
+from cli.targets.cloud.day2_util import Partial
+from cli.targets.cloud.gcp import GcpOps
+from cli.targets.cloud.kube import FakeKube, KubeApi
+from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.targets.cloud.outputs import CloudOutputs
+from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
+
+PROJECT = "imctl-test"
+PRIMARY, STANDBY = "us-central1", "us-east1"
+NS, DEP = "imctl", "im-server"
+ROOT = Path(__file__).resolve().parents[2]
+
+OUTPUTS = {
+    "cloud": "gcp",
+    "primary_region": PRIMARY,
+    "standby_region": STANDBY,
+    "regions": {
+        PRIMARY: {
+            "cluster_name": "im-us-central1",
+            "nodegroup_name": "im-nodes",
+            "db_instance_id": "im-db",
+            "endpoint": "127.0.0.1",
+        },
+        STANDBY: {
+            "role": "standby",
+            "cluster_name": "im-us-east1",
+            "nodegroup_name": "im-nodes",
+            "db_instance_id": "im-db-replica",
+            "endpoint": "127.0.0.2",
+        },
+    },
+    "hosted_zone_id": "im-zone",
+    "dns_name": "im.example.com",
+    "backup_bucket": "im-backups",
+}
+
+
+class Kubes:
+    """One FakeKube per region; a region in ``down`` raises like an unreachable API server."""
+
+    def __init__(self) -> None:
+        self.by_region = {PRIMARY: FakeKube(), STANDBY: FakeKube()}
+        self.by_region[PRIMARY].replicas[(NS, DEP)] = 3
+        self.down: set[str] = set()
+
+    def __call__(self, region: str) -> KubeApi:
+        if region in self.down:
+            raise ConnectionError(f"the API server of {region} does not answer")
+        return self.by_region[region]
+
+
+@pytest.fixture
+def fake() -> Iterator[GcpFake]:
+    f = GcpFake(project=PROJECT, op_polls=2)
+    f.start()
+    f.add_instance("im-db", PRIMARY, private_ip="10.10.0.5", data="v1")
+    f.add_instance("im-db-replica", STANDBY, master="im-db", private_ip="10.20.0.5", data="v1")
+    f.add_node_pool(PRIMARY, "im-us-central1", "im-nodes", zones=3, total_min=3, total_max=6)
+    f.add_zone("im-zone", "example.com.")
+    f.add_rrset(
+        "im-zone",
+        {
+            "name": "im.example.com.",
+            "type": "A",
+            "ttl": 60,
+            "routingPolicy": {
+                "healthCheck": f"projects/{PROJECT}/global/healthChecks/im",
+                "primaryBackup": {
+                    "primaryTargets": {"externalEndpoints": ["127.0.0.1"]},
+                    "backupGeoTargets": {
+                        "items": [
+                            {
+                                "location": STANDBY,
+                                "healthCheckedTargets": {"externalEndpoints": ["127.0.0.2"]},
+                            }
+                        ]
+                    },
+                    "trickleTraffic": 0,
+                },
+            },
+        },
+    )
+    yield f
+    f.stop()
+    # Every request any test made matched the discovery documents.
+    assert f.violations == []
+
+
+@pytest.fixture
+def kubes() -> Kubes:
+    return Kubes()
+
+
+def make_ops(fake: GcpFake, kubes: Kubes, token: str = "fake-token") -> GcpOps:
+    from google.oauth2.credentials import Credentials
+
+    return GcpOps(
+        CloudOutputs.from_json(OUTPUTS),
+        kubes,
+        project=PROJECT,
+        credentials=Credentials(token=token),  # type: ignore[no-untyped-call]
+        api_endpoint=fake.url,
+        poll_interval=0.01,
+        readyz_timeout=0.5,
+    )
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def calls(fake: GcpFake) -> list[str]:
+    return [method for method, _, _ in fake.requests]
+
+
+def no_violations(fake: GcpFake) -> None:
+    assert fake.violations == []
+
+
+# --- import hygiene and contract --------------------------------------------------------------
+
+
+def test_importing_the_ops_imports_no_sdk() -> None:
+    code = (
+        "import sys, cli.targets.cloud.gcp, cli.targets.cloud.alicloud;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in"
+        " ('googleapiclient','google','httplib2','alibabacloud_rds20140815',"
+        "'alibabacloud_cs20151215','alibabacloud_alidns20150109','alibabacloud_tea_openapi',"
+        "'Tea','darabonba')];print(bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_workload_contract_matches_the_stacks() -> None:
+    server = (ROOT / "stacks/workload/server.py").read_text()
+    contract = (ROOT / "stacks/contract.py").read_text()
+    assert re.search(rf'SECRET_NAME: Final = "{day2_util.SECRET_NAME}"', server)
+    assert f'"{day2_util.SECRET_DB_URL_KEY}": args.database_url' in server
+    assert f'DB_NAME = "{day2_util.DB_NAME}"' in contract
+    assert f'DB_USER = "{day2_util.DB_USER}"' in contract
+    assert "db_port: int = 5432" in contract
+    assert '"?sslmode=require"' in contract
+
+
+def test_gcp_ops_satisfies_the_protocol(fake: GcpFake, kubes: Kubes) -> None:
+    ops: CloudOps = make_ops(fake, kubes)
+    assert ops is not None
+
+
+# --- request shapes ---------------------------------------------------------------------------
+
+
+def test_the_shape_checker_catches_bad_requests() -> None:
+    methods, _docs = load_discovery()
+    by_id = {m.id: m for m in methods}
+    problems: list[str] = []
+    check_request(
+        by_id["sql.instances.restoreBackup"],
+        {"project": "p", "instance": "i"},
+        {"restoreBackupContext": {"backupRunID": "1"}},
+        problems,
+    )
+    check_request(by_id["sql.backupRuns.get"], {"project": "p", "instance": "i"}, None, problems)
+    check_request(
+        by_id["container.projects.locations.clusters.nodePools.setSize"],
+        {"name": "x"},
+        {"nodeCount": "3"},
+        problems,
+    )
+    check_request(by_id["dns.changes.create"], {"project": "p", "managedZone": "z"}, None, problems)
+    check_request(
+        by_id["sql.instances.get"], {"project": "p", "instance": "i", "x": "1"}, None, problems
+    )
+    m = by_id["sql.operations.get"]
+    check_value(m.doc, {"$ref": "Operation"}, {"status": "FINISHED"}, "op", problems)
+    joined = "\n".join(problems)
+    assert "unknown field 'backupRunID'" in joined
+    assert "missing required parameter 'id'" in joined
+    assert "expected an integer" in joined
+    assert "needs a Change body" in joined
+    assert "unknown parameter 'x'" in joined
+    assert "'FINISHED' is not one of" in joined
+
+
+def test_unknown_paths_are_violations(fake: GcpFake) -> None:
+    status, _ = fake.handle("GET", "/v1/projects/p/instancez/x", {}, b"")
+    assert status == 404
+    assert fake.violations and "no discovery method" in fake.violations[0]
+    fake.violations.clear()
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def test_snapshot_create_list_show_delete(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    log = Log()
+    snap = ops.snapshot_create("before the migration", log, timeout=30)
+    assert snap["status"] == "available"
+    assert snap["note"] == "before the migration"
+    assert snap["size_bytes"] == 123456
+    assert snap["location"] == f"projects/{PROJECT}/instances/im-db/backupRuns/{snap['id']}"
+    # The operation was polled through its states, and each was reported once.
+    states = [line.split(": ", 1)[1] for line in log.lines if line.startswith("backup of im-db")]
+    assert states == ["PENDING", "RUNNING", "DONE"]
+    assert calls(fake)[:2] == ["sql.backupRuns.insert", "sql.operations.get"]
+
+    more = [ops.snapshot_create(None, log, timeout=30)["id"] for _ in range(2)]
+    listed = ops.snapshot_list()["snapshots"]
+    # Three runs over pages of two: the list follows nextPageToken.
+    assert {s["id"] for s in listed} == {snap["id"], *more}
+    assert sum(1 for c in calls(fake) if c == "sql.backupRuns.list") == 2
+
+    shown = ops.snapshot_show(snap["id"])
+    assert shown["id"] == snap["id"] and shown["type"] == "ON_DEMAND"
+
+    deleted = ops.snapshot_delete(snap["id"], log, timeout=30)
+    assert deleted["deleted"] is True
+    with pytest.raises(SnapshotNotFound):
+        ops.snapshot_show(snap["id"])
+    no_violations(fake)
+
+
+def test_unknown_snapshot_ids(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    with pytest.raises(SnapshotNotFound):
+        ops.snapshot_show("12345")
+    with pytest.raises(SnapshotNotFound):
+        ops.snapshot_show("20240101T000000Z-abcdef")  # a local id: never sent to the API
+    with pytest.raises(SnapshotNotFound):
+        ops.snapshot_delete("999", Log(), timeout=5)
+    assert "sql.backupRuns.delete" not in calls(fake)
+    no_violations(fake)
+
+
+def test_an_operation_past_the_deadline_is_an_unknown_outcome(fake: GcpFake, kubes: Kubes) -> None:
+    fake.op_polls = 10_000
+    with pytest.raises(OperationTimeout) as err:
+        make_ops(fake, kubes).snapshot_create(None, Log(), timeout=0.3)
+    assert "outcome is unknown" in err.value.message
+    assert "gcloud sql operations describe" in err.value.hint
+
+
+def test_a_failed_operation_is_a_resource_failure(fake: GcpFake, kubes: Kubes) -> None:
+    fake.fail_ops["sql.backupRuns.insert"] = "backup disk unavailable"
+    with pytest.raises(ResourceFailure, match="backup disk unavailable"):
+        make_ops(fake, kubes).snapshot_create(None, Log(), timeout=30)
+
+
+# --- restore ----------------------------------------------------------------------------------
+
+
+def test_restore_into_a_new_instance_repoints_and_rolls(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    fake.data["im-db"] = "v2 (after the snapshot)"
+    log = Log()
+    doc = ops.restore(snap["id"], "new", log, timeout=60)
+
+    new = doc["instance_id"]
+    assert re.fullmatch(r"im-db-restore-\d{14}", new)
+    assert fake.data[new] == "v1"  # the backup's content, not the live instance's
+    assert fake.data["im-db"] == "v2 (after the snapshot)"  # the source is untouched
+    created = fake.instances[new]
+    src = fake.instances["im-db"]
+    assert created["region"] == PRIMARY and created["databaseVersion"] == "POSTGRES_16"
+    for key in ("tier", "edition", "availabilityType", "dataDiskSizeGb", "ipConfiguration"):
+        assert created["settings"][key] == src["settings"][key]
+    assert created["settings"]["userLabels"]["imctl-restored-from"] == "im-db"
+
+    order = [c for c in calls(fake) if c != "sql.operations.get"]
+    assert order.index("sql.instances.insert") < order.index("sql.instances.restoreBackup")
+    assert order.index("sql.instances.restoreBackup") < order.index("sql.users.update")
+    restore_body = next(b for m, _, b in fake.requests if m == "sql.instances.restoreBackup")
+    assert restore_body["restoreBackupContext"]["backupRunId"] == snap["id"]
+    assert restore_body["restoreBackupContext"]["instanceId"] == "im-db"
+
+    kube = kubes.by_region[PRIMARY]
+    assert kube.calls == [
+        ("secret", (NS, "im-server", ["database-url"])),
+        ("restart", (NS, DEP)),
+        ("wait", (NS, DEP)),
+    ]
+    url = kube.secrets[(NS, "im-server")]["database-url"]
+    m = re.fullmatch(r"postgresql://im:([A-Za-z0-9]+)@([\d.]+):5432/im\?sslmode=require", url)
+    assert m is not None
+    assert m.group(2) == created["ipAddresses"][0]["ipAddress"] == doc["db_host"]
+    assert fake.users[new]["im"] == m.group(1)  # the password written is the one set
+    assert doc["status"] == "restored" and doc["previous_instance_id"] == "im-db"
+    no_violations(fake)
+
+
+class StuckRollout(FakeKube):
+    def wait_ready(self, namespace: str, deployment: str, timeout: float) -> None:
+        raise OperationTimeout(f"{deployment} not ready in {timeout:.0f}s")
+
+
+def test_a_rollout_failing_after_the_repoint_is_a_partial_success(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    kubes.by_region[PRIMARY] = StuckRollout()
+    ops = make_ops(fake, kubes)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    with pytest.raises(Partial) as err:
+        ops.restore(snap["id"], "new", Log(), timeout=30)
+    assert "points at the restored database" in err.value.message
+    assert "rollout restart deployment/im-server" in err.value.hint
+    assert "-restore-" in err.value.hint  # and the new instance is named
+
+
+def test_in_place_restore_is_refused_while_the_primary_has_replicas(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    ops = make_ops(fake, kubes)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    with pytest.raises(PreconditionFailed, match="has replicas"):
+        ops.restore(snap["id"], "in-place", Log(), timeout=30)
+    assert "sql.instances.restoreBackup" not in calls(fake)
+
+
+def test_in_place_restore_without_replicas(fake: GcpFake, kubes: Kubes) -> None:
+    fake.instances["im-db"].pop("replicaNames")
+    ops = make_ops(fake, kubes)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    fake.data["im-db"] = "v2"
+    doc = ops.restore(snap["id"], "in-place", Log(), timeout=30)
+    assert doc["instance_id"] == "im-db" and fake.data["im-db"] == "v1"
+    assert kubes.by_region[PRIMARY].calls == [("restart", (NS, DEP)), ("wait", (NS, DEP))]
+    no_violations(fake)
+
+
+def test_a_failed_restore_names_the_instance_it_left(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    fake.fail_ops["sql.instances.restoreBackup"] = "restore failed on the volume"
+    with pytest.raises(ResourceFailure) as err:
+        ops.restore(snap["id"], "new", Log(), timeout=30)
+    new = next(n for n in fake.instances if "-restore-" in n)
+    assert new in err.value.hint and "gcloud sql instances delete" in err.value.hint
+    assert kubes.by_region[PRIMARY].calls == []  # the workload never moved
+
+
+# --- failover ---------------------------------------------------------------------------------
+
+
+def test_planned_failover_waits_for_zero_lag_promotes_and_flips_dns(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    fake.lag["im-db-replica"] = [2.5, 0.4, 0.0]
+    log = Log()
+    doc = make_ops(fake, kubes).failover(STANDBY, False, log, timeout=30)
+
+    assert doc["mode"] == "planned" and doc["from_region"] == PRIMARY
+    assert doc["data_loss_bound"]["acked_messages"] == 0
+    assert doc["data_loss_bound"]["lag_seconds"] == 0.0
+    assert "masterInstanceName" not in fake.instances["im-db-replica"]
+    assert fake.instances["im-db"].get("replicaNames") == []
+    # Fence before promotion, promotion before the new region takes traffic.
+    assert kubes.by_region[PRIMARY].calls == [("scale", (NS, DEP, 0))]
+    assert kubes.by_region[STANDBY].calls == [("scale", (NS, DEP, 3)), ("wait", (NS, DEP))]
+    assert calls(fake).count("monitoring.projects.timeSeries.list") == 3
+    (record,) = fake.rrsets["im-zone"]
+    assert record["rrdatas"] == ["127.0.0.2"] and "routingPolicy" not in record
+    assert doc["dns"]["after"] == [{"type": "A", "rrdatas": ["127.0.0.2"]}]
+    assert doc["rto_seconds"] >= doc["promote_seconds"] > 0
+    assert any("replica_lag 2.5s" in line for line in log.lines)
+    no_violations(fake)
+
+
+def test_forced_failover_with_the_old_region_gone(fake: GcpFake, kubes: Kubes) -> None:
+    kubes.down.add(PRIMARY)
+    fake.lag["im-db-replica"] = [4.0]
+    doc = make_ops(fake, kubes).failover(STANDBY, True, Log(), timeout=30)
+    assert doc["mode"] == "forced"
+    assert doc["fence"]["fenced"] is False and "does not answer" in doc["fence"]["error"]
+    bound = doc["data_loss_bound"]
+    assert bound["acked_messages"] is None and bound["lag_seconds"] == 4.0
+    assert "could not be fenced" in bound["why"]
+    assert "masterInstanceName" not in fake.instances["im-db-replica"]
+    # The old region's size is unknown, so the new one starts with the default.
+    assert kubes.by_region[STANDBY].calls[0] == ("scale", (NS, DEP, 2))
+    no_violations(fake)
+
+
+def test_planned_failover_that_never_catches_up_is_undone(fake: GcpFake, kubes: Kubes) -> None:
+    fake.lag["im-db-replica"] = [3.0] * 10_000
+    with pytest.raises(OperationTimeout) as err:
+        make_ops(fake, kubes).failover(STANDBY, False, Log(), timeout=0.5)
+    assert "nothing was promoted" in err.value.hint
+    assert "sql.instances.promoteReplica" not in calls(fake)
+    assert kubes.by_region[PRIMARY].calls == [("scale", (NS, DEP, 0)), ("scale", (NS, DEP, 3))]
+    assert fake.instances["im-db-replica"]["masterInstanceName"].endswith(":im-db")
+
+
+def test_planned_failover_with_the_old_region_unreachable_is_refused(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    kubes.down.add(PRIMARY)
+    with pytest.raises(PreconditionFailed, match="could not fence") as err:
+        make_ops(fake, kubes).failover(STANDBY, False, Log(), timeout=5)
+    assert "--force" in err.value.hint
+    assert "sql.instances.promoteReplica" not in calls(fake)
+
+
+def test_a_failure_after_promotion_is_a_partial_success(fake: GcpFake, kubes: Kubes) -> None:
+    kubes.down.add(STANDBY)
+    fake.lag["im-db-replica"] = [0.0]
+    with pytest.raises(Partial) as err:
+        make_ops(fake, kubes).failover(STANDBY, True, Log(), timeout=30)
+    assert err.value.status == ExitStatus.PARTIAL
+    assert "im-db-replica in us-east1 is the primary now" in err.value.message
+    assert "imctl scale --region us-east1 --replicas 3" in err.value.hint
+    assert "masterInstanceName" not in fake.instances["im-db-replica"]
+
+
+def test_a_refused_promotion_gives_the_old_primary_its_workload_back(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    fake.lag["im-db-replica"] = [0.0]
+    fake.fail_ops["sql.instances.promoteReplica"] = "replica is being recreated"
+    with pytest.raises(ResourceFailure, match="being recreated") as err:
+        make_ops(fake, kubes).failover(STANDBY, False, Log(), timeout=30)
+    assert "nothing was promoted" in err.value.hint
+    assert kubes.by_region[PRIMARY].calls == [("scale", (NS, DEP, 0)), ("scale", (NS, DEP, 3))]
+    assert kubes.by_region[STANDBY].calls == []
+
+
+def test_failover_preconditions(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    with pytest.raises(UsageError):
+        ops.failover(PRIMARY, False, Log(), timeout=5)
+    with pytest.raises(UsageError):
+        ops.failover("eu-west1", False, Log(), timeout=5)
+    fake.instances["im-db-replica"].pop("masterInstanceName")
+    with pytest.raises(PreconditionFailed, match="not a read replica"):
+        ops.failover(STANDBY, True, Log(), timeout=5)
+    assert kubes.by_region[PRIMARY].calls == []
+
+
+# --- scale ------------------------------------------------------------------------------------
+
+
+def test_scale_nodes_widens_autoscaling_then_resizes(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    doc = ops.scale(
+        region=None,
+        nodes=8,
+        replicas=4,
+        min_replicas=2,
+        max_replicas=10,
+        progress=Log(),
+        timeout=30,
+    )
+    pool = fake.pools[
+        f"projects/{PROJECT}/locations/{PRIMARY}/clusters/im-us-central1/nodePools/im-nodes"
+    ]
+    assert doc["nodes"]["per_zone"] == 3 and doc["nodes"]["total"] == 9
+    assert pool["initialNodeCount"] == 3
+    assert pool["autoscaling"]["totalMaxNodeCount"] == 9
+    assert pool["autoscaling"]["totalMinNodeCount"] == 3
+    order = [c.rsplit(".", 1)[-1] for c in calls(fake)]
+    assert order.index("setAutoscaling") < order.index("setSize")
+    assert kubes.by_region[PRIMARY].calls == [
+        ("hpa", (NS, DEP, 2, 10)),
+        ("scale", (NS, DEP, 4)),
+        ("wait", (NS, DEP)),
+    ]
+    assert doc["replicas"] == {"desired": 4, "ready": 4}
+    no_violations(fake)
+
+
+def test_scale_within_bounds_touches_no_autoscaling(fake: GcpFake, kubes: Kubes) -> None:
+    make_ops(fake, kubes).scale(
+        region=PRIMARY,
+        nodes=6,
+        replicas=None,
+        min_replicas=None,
+        max_replicas=None,
+        progress=Log(),
+        timeout=30,
+    )
+    assert not any(c.endswith("setAutoscaling") for c in calls(fake))
+    no_violations(fake)
+
+
+def test_scale_argument_checks(fake: GcpFake, kubes: Kubes) -> None:
+    ops = make_ops(fake, kubes)
+    scale: Callable[..., Any] = ops.scale
+    common = {"region": None, "progress": Log(), "timeout": 5}
+    with pytest.raises(UsageError):
+        scale(nodes=None, replicas=None, min_replicas=None, max_replicas=None, **common)
+    with pytest.raises(UsageError):
+        scale(nodes=None, replicas=None, min_replicas=5, max_replicas=2, **common)
+    with pytest.raises(UsageError):
+        scale(nodes=-1, replicas=None, min_replicas=None, max_replicas=None, **common)
+    assert fake.requests == []
+
+
+# --- credentials and status -------------------------------------------------------------------
+
+
+def test_an_unreachable_api_is_a_resource_failure_not_a_success(kubes: Kubes) -> None:
+    from google.oauth2.credentials import Credentials
+
+    from cli.targets.local.procs import free_port
+
+    ops = GcpOps(
+        CloudOutputs.from_json(OUTPUTS),
+        kubes,
+        project=PROJECT,
+        credentials=Credentials(token="t"),  # type: ignore[no-untyped-call]
+        api_endpoint=f"http://127.0.0.1:{free_port()}/",
+    )
+    with pytest.raises(ResourceFailure, match="whether it took effect is unknown"):
+        ops.snapshot_create(None, Log(), timeout=5)
+
+
+def test_a_rejected_token_is_a_credentials_error(fake: GcpFake, kubes: Kubes) -> None:
+    with pytest.raises(CredentialsError):
+        make_ops(fake, kubes, token="expired").snapshot_list()
+
+
+def test_a_denied_permission_is_a_credentials_error(fake: GcpFake, kubes: Kubes) -> None:
+    fake.deny.add("sql.backupRuns.insert")
+    with pytest.raises(CredentialsError, match="Permission denied"):
+        make_ops(fake, kubes).snapshot_create(None, Log(), timeout=5)
+
+
+def test_no_default_credentials_is_a_credentials_error(
+    fake: GcpFake, kubes: Kubes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    ops = GcpOps(
+        CloudOutputs.from_json(OUTPUTS),
+        kubes,
+        project=PROJECT,
+        api_endpoint=fake.url,
+    )
+    with pytest.raises(CredentialsError, match="no Google credentials"):
+        ops.snapshot_list()
+    assert fake.requests == []
+
+
+def test_status_reports_databases_workloads_lag_and_dns(fake: GcpFake, kubes: Kubes) -> None:
+    fake.lag["im-db-replica"] = [1.5]
+    doc = make_ops(fake, kubes).status()
+    p, s = doc["regions"][PRIMARY], doc["regions"][STANDBY]
+    assert (p["db_state"], p["db_role"]) == ("RUNNABLE", "primary")
+    assert (s["db_state"], s["db_role"]) == ("RUNNABLE", "replica")
+    assert p["workload"] == {"desired": 3, "ready": 3}
+    assert p["readyz"] != "ok"  # no im-server behind these addresses
+    assert doc["replica_lag_seconds"] == 1.5
+    assert doc["dns_points_to"] == [
+        {"type": "A", "primary": ["127.0.0.1"], "backup": ["127.0.0.2"]}
+    ]
+    no_violations(fake)
