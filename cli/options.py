@@ -209,3 +209,13 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--set expects key=value, got {item!r}", "e.g. --set hpaMax=20")
         overrides[key] = value
     return overrides
+
+
+OutputsFile = Annotated[
+    str | None,
+    typer.Option(
+        "--outputs",
+        envvar="IMCTL_OUTPUTS_FILE",
+        help="Clouds: read resource ids from this outputs JSON instead of the stack's outputs.",
+    ),
+]

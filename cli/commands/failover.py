@@ -15,7 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    Cloud,
+    NoColor,
+    Output,
+    OutputsFile,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.runner import run
 from cli.state import StackFiles
 
@@ -74,7 +83,11 @@ def failover(
         int, typer.Option(help="Planned: refuse when the standby is more bytes behind.")
     ] = 16 * 1024 * 1024,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and its bound only.")] = False,
-    timeout: Annotated[float, typer.Option(help="Give up (exit 9) after this many seconds.")] = 120,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Give up (exit 9) after this many seconds (local 120, clouds 1800)."),
+    ] = None,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -87,6 +100,25 @@ def failover(
     args = {"to_region": to_region, "force": force, "max_lag": max_lag, "dry_run": dry_run}
 
     def body() -> FailoverResult:
+        if ctx.cloud != "local":
+            from cli.targets.cloud.factory import cloud_ops
+
+            ops = cloud_ops(ctx, outputs)
+            mode = "forced" if force else "planned"
+            ctx.out.confirm(
+                f"{mode.capitalize()} failover of the {ctx.cloud} stack to {to_region}?",
+                details=[
+                    "fence the old region's im-server (scale to 0), "
+                    + (
+                        "promote without waiting" if force else "wait for zero replica lag, promote"
+                    ),
+                    "scale the new region up and point DNS at it",
+                    "data-loss bound: cloud replicas are asynchronous; the last measured lag is"
+                    " reported",
+                ],
+            )
+            doc = ops.failover(to_region, force, ctx.out.info, timeout or 1800)
+            return FailoverResult({"cloud": ctx.cloud, **doc})
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -106,8 +138,17 @@ def failover(
 
         doc = target.failover(
             to_region, force=force, max_lag=max_lag, confirm=confirm, step=ctx.out.info,
-            timeout=timeout,
+            timeout=timeout or 120,
         )  # fmt: skip
         return FailoverResult(doc)
 
-    run(ctx, "failover", args, body, _render_failover, mutating=True)
+    run(ctx, "failover", args, body, _render, mutating=True, create_stack=ctx.cloud != "local")
+
+
+def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    if doc.get("cloud", "local") != "local":
+        from cli.targets.cloud.factory import render_cloud
+
+        render_cloud(console, doc)
+    else:
+        _render_failover(console, doc)

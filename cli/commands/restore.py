@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.commands.snapshot import SnapshotId, Timeout, deadline, store
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.commands.snapshot import SnapshotId, Timeout, cloud_ops_for, deadline, render_either, store
+from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
 from cli.runner import run
 from cli.snapshots import RestoreResult, RestoreTarget
+from cli.targets.cloud.factory import CloudDoc
 
 
 class Target(enum.StrEnum):
@@ -63,6 +64,7 @@ def restore(
         ),
     ] = Target.NEW,
     timeout: Timeout = None,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -74,8 +76,22 @@ def restore(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     where: RestoreTarget = "in-place" if target is Target.IN_PLACE else "new"
 
-    def body() -> RestoreResult:
+    def body() -> RestoreResult | CloudDoc:
         deadline(timeout)  # a bad --timeout fails before anyone is asked anything
+        if ctx.cloud != "local":
+            ops = cloud_ops_for(ctx, outputs)
+            plan = [
+                f"restore {snapshot_id} into a NEW {ctx.cloud} database instance"
+                + (", then swap it in place of the current one" if where == "in-place" else ""),
+                "repoint the im-server Secret at it and roll the Deployment",
+                "the current instance is kept, untouched",
+            ]
+            if where == "in-place":
+                ctx.out.confirm_typed(ctx.stack, details=plan)
+            else:
+                ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
+            doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600)
+            return CloudDoc({"cloud": ctx.cloud, **doc})
         snapshots = store(ctx)
         plan = snapshots.restore_plan(snapshot_id, where)
         if where == "in-place":
@@ -87,4 +103,5 @@ def restore(
         return snapshots.restore(snapshot_id, where, deadline(timeout), ctx.out.step)
 
     args = {"id": snapshot_id, "target": where, "timeout": timeout}
-    run(ctx, "restore", args, body, _render_restore, mutating=True)
+    run(ctx, "restore", args, body, render_either(_render_restore), mutating=True,
+        create_stack=ctx.cloud != "local")  # fmt: skip

@@ -8,8 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.errors import ExitStatus, UsageError
+from cli.options import (
+    Cloud,
+    NoColor,
+    Output,
+    OutputsFile,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.runner import run
 from cli.state import StackFiles
 
@@ -36,7 +45,14 @@ def _render_scale(console: Any, doc: Mapping[str, Any]) -> None:
 
 def scale(
     tctx: typer.Context,
-    replicas: Annotated[int, typer.Option(help="Desired im-server processes (1-32).")],
+    replicas: Annotated[
+        int | None, typer.Option(help="Desired im-server processes / pods (local: 1-32).")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="Clouds: node group / pool size.")] = None,
+    min_: Annotated[int | None, typer.Option("--min", help="Clouds: HPA minimum pods.")] = None,
+    max_: Annotated[int | None, typer.Option("--max", help="Clouds: HPA maximum pods.")] = None,
+    timeout: Annotated[float, typer.Option(help="Clouds: give up after (exit 9).")] = 1800,
+    outputs: OutputsFile = None,
     region: Annotated[str | None, typer.Option(help="Region (default: the primary).")] = None,
     stack: Stack = None,
     cloud: Cloud = None,
@@ -49,9 +65,33 @@ def scale(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> ScaleResult:
+        if ctx.cloud != "local":
+            from cli.targets.cloud.factory import cloud_ops
+
+            if all(v is None for v in (replicas, nodes, min_, max_)):
+                raise UsageError("give --replicas, --nodes, --min or --max")
+            doc = cloud_ops(ctx, outputs).scale(
+                region=region, nodes=nodes, replicas=replicas, min_replicas=min_,
+                max_replicas=max_, progress=ctx.out.info, timeout=timeout,
+            )  # fmt: skip
+            return ScaleResult({"cloud": ctx.cloud, **doc})
+        if replicas is None:
+            raise UsageError("--replicas is required", "e.g. imctl scale --replicas 3")
+        if nodes is not None or min_ is not None or max_ is not None:
+            raise UsageError("--nodes/--min/--max are for cloud stacks")
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
         return ScaleResult(target.scale(replicas, region, ctx.out.info))
 
-    run(ctx, "scale", {"replicas": replicas, "region": region}, body, _render_scale, mutating=True)
+    args = {"replicas": replicas, "region": region, "nodes": nodes, "min": min_, "max": max_}
+    run(ctx, "scale", args, body, _render, mutating=True, create_stack=ctx.cloud != "local")
+
+
+def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    if doc.get("cloud", "local") != "local":
+        from cli.targets.cloud.factory import render_cloud
+
+        render_cloud(console, doc)
+    else:
+        _render_scale(console, doc)

@@ -13,7 +13,17 @@ import typer
 
 from cli.context import Context
 from cli.errors import UsageError
-from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    GROUP_EPILOG,
+    Cloud,
+    NoColor,
+    Output,
+    OutputsFile,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.runner import run
 from cli.snapshots import (
     CreateResult,
@@ -25,6 +35,7 @@ from cli.snapshots import (
     VerifyResult,
 )
 from cli.state import StackFiles
+from cli.targets.cloud.factory import CloudDoc
 
 app = typer.Typer(
     name="snapshot",
@@ -47,15 +58,35 @@ MAX_NOTE = 500
 
 
 def store(ctx: Context) -> SnapshotStore:
-    """The target's SnapshotStore; the local target is the only one built so far."""
+    """The local target's SnapshotStore (clouds go through their ops: see _cloud)."""
     if ctx.cloud != "local":
         raise UsageError(
-            f"snapshots on --cloud {ctx.cloud} are not available in this build",
-            "use --cloud local",
+            f"this snapshot command is local-only; on --cloud {ctx.cloud} use create, list,"
+            " show and delete (the cloud's own retention prunes, its backups are checksummed)",
         )
     from cli.targets.local.snapshots import LocalSnapshots
 
     return LocalSnapshots(StackFiles(ctx.stack_dir))
+
+
+def cloud_ops_for(ctx: Context, outputs: str | None) -> Any:
+    from cli.targets.cloud.factory import cloud_ops
+
+    return cloud_ops(ctx, outputs)
+
+
+def render_either(render: Any) -> Any:
+    """A renderer that hands cloud documents to the generic cloud renderer."""
+
+    def pick(console: Any, doc: Mapping[str, Any]) -> None:
+        if doc.get("cloud", "local") != "local":
+            from cli.targets.cloud.factory import render_cloud
+
+            render_cloud(console, doc)
+        else:
+            render(console, doc)
+
+    return pick
 
 
 def deadline(timeout: float | None) -> Deadline:
@@ -85,6 +116,7 @@ def create(
     tctx: typer.Context,
     note: Annotated[str | None, typer.Option(help="A note kept with the snapshot.")] = None,
     timeout: Timeout = None,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -95,14 +127,18 @@ def create(
     """Take a consistent snapshot of the primary's data while traffic flows."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> CreateResult:
+    def body() -> CreateResult | CloudDoc:
         if note is not None and len(note) > MAX_NOTE:
             raise UsageError(f"--note is limited to {MAX_NOTE} characters")
         limit = deadline(timeout)
+        if ctx.cloud != "local":
+            doc = cloud_ops_for(ctx, outputs).snapshot_create(note, ctx.out.info, timeout or 3600)
+            return CloudDoc({"cloud": ctx.cloud, **doc})
         return store(ctx).create(note, limit, ctx.out.step)
 
     args = {"note": note, "timeout": timeout}
-    run(ctx, "snapshot create", args, body, _render_create, mutating=True)
+    run(ctx, "snapshot create", args, body, render_either(_render_create), mutating=True,
+        create_stack=ctx.cloud != "local")  # fmt: skip
 
 
 # --- list / show ----------------------------------------------------------------------------
@@ -131,6 +167,7 @@ def _render_list(console: Any, doc: Mapping[str, Any]) -> None:
 @app.command("list")
 def list_(
     tctx: typer.Context,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -141,10 +178,13 @@ def list_(
     """List the stack's snapshots, oldest first."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ListResult:
+    def body() -> ListResult | CloudDoc:
+        if ctx.cloud != "local":
+            return CloudDoc({"cloud": ctx.cloud, **cloud_ops_for(ctx, outputs).snapshot_list()})
         return store(ctx).list()
 
-    run(ctx, "snapshot list", {}, body, _render_list, mutating=False)
+    run(ctx, "snapshot list", {}, body, render_either(_render_list), mutating=False,
+        create_stack=ctx.cloud != "local")  # fmt: skip
 
 
 def _render_show(console: Any, doc: Mapping[str, Any]) -> None:
@@ -168,6 +208,7 @@ def _render_show(console: Any, doc: Mapping[str, Any]) -> None:
 def show(
     tctx: typer.Context,
     snapshot_id: SnapshotId,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -179,10 +220,15 @@ def show(
     digest)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ShowResult:
+    def body() -> ShowResult | CloudDoc:
+        if ctx.cloud != "local":
+            doc = cloud_ops_for(ctx, outputs).snapshot_show(snapshot_id)
+            return CloudDoc({"cloud": ctx.cloud, **doc})
         return store(ctx).show(snapshot_id)
 
-    run(ctx, "snapshot show", {"id": snapshot_id}, body, _render_show, mutating=False)
+    args = {"id": snapshot_id}
+    run(ctx, "snapshot show", args, body, render_either(_render_show), mutating=False,
+        create_stack=ctx.cloud != "local")  # fmt: skip
 
 
 # --- delete / prune -------------------------------------------------------------------------
@@ -205,6 +251,7 @@ def _render_delete(console: Any, doc: Mapping[str, Any]) -> None:
 def delete(
     tctx: typer.Context,
     snapshot_id: SnapshotId,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -215,10 +262,14 @@ def delete(
     """Delete one snapshot."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DeleteResult:
+    def body() -> DeleteResult | CloudDoc:
+        if ctx.cloud != "local":
+            doc = cloud_ops_for(ctx, outputs).snapshot_delete(snapshot_id, ctx.out.info, 1800)
+            return CloudDoc({"cloud": ctx.cloud, **doc})
         return store(ctx).delete(snapshot_id)
 
-    run(ctx, "snapshot delete", {"id": snapshot_id}, body, _render_delete, mutating=True)
+    run(ctx, "snapshot delete", {"id": snapshot_id}, body, render_either(_render_delete),
+        mutating=True, create_stack=ctx.cloud != "local")  # fmt: skip
 
 
 @app.command("prune")

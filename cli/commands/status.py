@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    Cloud,
+    NoColor,
+    Output,
+    OutputsFile,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.runner import run
 from cli.state import StackFiles
 
@@ -24,7 +33,7 @@ class StatusResult:
 
     @property
     def exit_status(self) -> ExitStatus:
-        if self.check and not self.doc["healthy"]:
+        if self.check and not self.doc.get("healthy"):
             return ExitStatus.PRECONDITION
         return ExitStatus.OK
 
@@ -74,6 +83,7 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
 def status(
     tctx: typer.Context,
     check: Annotated[bool, typer.Option("--check", help="Exit 10 when unhealthy.")] = False,
+    outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -85,8 +95,23 @@ def status(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> StatusResult:
+        if ctx.cloud != "local":
+            from cli.targets.cloud.factory import cloud_ops
+
+            doc = cloud_ops(ctx, outputs).status()
+            return StatusResult({"cloud": ctx.cloud, "stack": ctx.stack, **doc}, check)
         from cli.targets.local.target import LocalTarget
 
         return StatusResult(LocalTarget(StackFiles(ctx.stack_dir)).status(), check)
 
-    run(ctx, "status", {"check": check}, body, _render_status, mutating=False)
+    run(ctx, "status", {"check": check}, body, _render, mutating=False,
+        create_stack=ctx.cloud != "local")  # fmt: skip
+
+
+def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    if doc.get("cloud", "local") != "local":
+        from cli.targets.cloud.factory import render_cloud
+
+        render_cloud(console, doc)
+    else:
+        _render_status(console, doc)

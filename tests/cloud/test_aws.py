@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.server
 import itertools
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -669,3 +671,59 @@ def test_failover_changes_swap_values_and_health_checks_only() -> None:
         failover_changes(p, s, "c.elb", "a.elb")
     with pytest.raises(PreconditionFailed, match="0 SECONDARY"):
         failover_pair([p], "chat.example.com")
+
+
+# --- through the real imctl command ---------------------------------------------------------
+
+
+def _outputs_file(aws: Aws, tmp_path: Path) -> Path:
+    o = aws.world.outputs
+    doc = {
+        "cloud": o.cloud,
+        "primary_region": o.primary_region,
+        "standby_region": o.standby_region,
+        "regions": {
+            name: {
+                k: getattr(r, k)
+                for k in ("cluster_name", "nodegroup_name", "db_instance_id", "endpoint", "role")
+            }
+            for name, r in o.regions.items()
+        },
+        "hosted_zone_id": o.hosted_zone_id,
+        "dns_name": o.dns_name,
+        "backup_bucket": o.backup_bucket,
+    }
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _imctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IMCTL_HOME": str(tmp_path / "home"), "CI": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
+        timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_imctl_snapshot_and_status_commands_reach_aws_through_an_outputs_file(
+    aws: Aws, tmp_path: Path
+) -> None:
+    outputs = str(_outputs_file(aws, tmp_path))
+    common = ("--cloud", "aws", "--outputs", outputs, "-o", "json")
+    made = _imctl(tmp_path, "snapshot", "create", "--note", "cli", *common)
+    assert made.returncode == 0, made.stdout + made.stderr
+    sid = json.loads(made.stdout)["id"]
+    listed = _imctl(tmp_path, "snapshot", "list", *common)
+    assert listed.returncode == 0 and sid in listed.stdout
+    missing = _imctl(tmp_path, "snapshot", "show", "imctl-nope", *common)
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout)["error"]["code"] == "snapshot_not_found"
+    st = _imctl(tmp_path, "status", *common)
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert json.loads(st.stdout)["cloud"] == "aws"
+    # Without --yes and a TTY, the dangerous verbs refuse (exit 2) and change nothing.
+    before = aws.instance_ids()
+    assert _imctl(tmp_path, "restore", sid, *common).returncode == 2
+    assert _imctl(tmp_path, "failover", "--to-region", WEST, *common).returncode == 2
+    assert aws.instance_ids() == before
