@@ -74,7 +74,12 @@ def scale(
                 region=region, nodes=nodes, replicas=replicas, min_replicas=min_,
                 max_replicas=max_, progress=ctx.out.info, timeout=timeout,
             )  # fmt: skip
-            return ScaleResult({"cloud": ctx.cloud, **doc})
+            doc = {"cloud": ctx.cloud, **doc}
+            if outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE"):
+                status = write_back(ctx, doc, nodes, min_, max_)
+                return ScaleResult(doc, status)
+            doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
+            return ScaleResult(doc)
         if replicas is None:
             raise UsageError("--replicas is required", "e.g. imctl scale --replicas 3")
         if nodes is not None or min_ is not None or max_ is not None:
@@ -95,3 +100,41 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         render_cloud(console, doc)
     else:
         _render_scale(console, doc)
+
+
+def write_back(
+    ctx: Any, doc: dict[str, Any], nodes: int | None, min_: int | None, max_: int | None
+) -> ExitStatus:
+    """Record the new sizes in the stack's config, so the next deploy keeps them."""
+    from cli import engine
+    from cli.errors import ImctlError
+
+    values: dict[str, str] = {}
+    if nodes is not None:
+        values["nodeDesired"] = str(nodes)
+        bounds = (doc.get("nodegroup") or {}).get("after") or {}
+        if "minSize" in bounds:
+            values["nodeMin"] = str(bounds["minSize"])
+        if "maxSize" in bounds:
+            values["nodeMax"] = str(bounds["maxSize"])
+    if min_ is not None:
+        values["hpaMin"] = str(min_)
+    if max_ is not None:
+        values["hpaMax"] = str(max_)
+    if not values:  # replicas alone: the HPA owns the count between its bounds
+        doc["config_written"] = False
+        return ExitStatus.OK
+    try:
+        changed = engine.set_config(
+            ctx.stack, ctx.cloud, values, home=ctx.env.home, env=ctx.env.environ
+        )
+    except ImctlError as exc:
+        # The cloud was scaled; only the record failed. Say so, and how to finish.
+        doc["config_written"] = False
+        doc["config_error"] = exc.message
+        doc["hint"] = "record it: imctl deploy --set " + " --set ".join(
+            f"{k}={v}" for k, v in values.items()
+        )
+        return ExitStatus.PARTIAL
+    doc["config_written"] = changed
+    return ExitStatus.OK
