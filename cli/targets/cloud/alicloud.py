@@ -34,28 +34,23 @@ from cli.targets.cloud.day2_util import (
     SECRET_DB_URL_KEY,
     SECRET_NAME,
     Deadline,
-    bring_up,
-    check_scale_args,
+    RegionalOps,
+    Switch,
     database_url,
-    failover_regions,
-    fence_workload,
+    left_for_inspection,
     new_password,
-    partial,
     poll,
-    readyz,
     record_type,
     relative_name,
     repoint_and_roll,
-    scale_workload,
-    unfence_workload,
-    workload_status,
+    since,
+    unreachable,
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 DTS_VERSION = "2020-01-01"
-DEFAULT_FAILOVER_REPLICAS = 2
 LIST_WINDOW_DAYS = 90  # DescribeBackups wants a short time range; backups older than this hide
 _DNS_TYPES = ("A", "AAAA", "CNAME")
 # DTS states in which the job may still write into the standby (a failed or paused one won't).
@@ -82,8 +77,11 @@ _AUTH_CODES = (
 )
 
 
-class AlicloudOps:
+class AlicloudOps(RegionalOps):
     """``CloudOps`` for Alibaba Cloud, authenticated with an AccessKey pair."""
+
+    # The standby was writable all along: the switch is stopping DTS from writing into it.
+    _switch_verb = "switched"
 
     def __init__(
         self,
@@ -96,19 +94,20 @@ class AlicloudOps:
         poll_interval: float = 10.0,
         readyz_timeout: float = 2.0,
     ) -> None:
-        if outputs.cloud != "alicloud":
-            raise PreconditionFailed(f"these outputs are for {outputs.cloud!r}, not alicloud")
+        super().__init__(
+            outputs,
+            kube,
+            cloud="alicloud",
+            poll_interval=poll_interval,
+            readyz_timeout=readyz_timeout,
+        )
         if not access_key_id or not access_key_secret:
             raise CredentialsError(
                 "no Alibaba Cloud AccessKey",
                 "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET",
             )
-        self.outputs = outputs
-        self.kube = kube
         self._ak = (access_key_id, access_key_secret)
         self._override = urlsplit(endpoint_override) if endpoint_override else None
-        self._interval = poll_interval
-        self._readyz_timeout = readyz_timeout
         self._clients: dict[tuple[str, str], Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -174,12 +173,7 @@ class AlicloudOps:
             except AlibabaCloudException as exc:
                 raise _api_error(exc, what) from None
             except UnretryableException as exc:
-                unknown = "; whether it took effect is unknown" if mutation else ""
-                raise ResourceFailure(
-                    f"{what}: could not reach the API ({exc}){unknown}",
-                    "check the network; for a mutation, look at the resource before retrying",
-                    code="outcome_unknown" if mutation else None,
-                ) from None
+                raise unreachable(what, exc, mutation=mutation) from None
             except TeaException as exc:
                 raise _api_error(exc, what) from None
             if isinstance(resp, dict):  # call_api
@@ -292,79 +286,21 @@ class AlicloudOps:
 
     # --- CloudOps -----------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        regions: dict[str, Any] = {}
-        for name, r in self.outputs.regions.items():
-            info: dict[str, Any] = {
-                "role": r.role,
-                "cluster_name": r.cluster_name,
-                "nodegroup_name": r.nodegroup_name,
-                "db_instance_id": r.db_instance_id,
-                "endpoint": r.endpoint,
-            }
-            try:
-                info["db_state"] = self._attribute(name, r.db_instance_id).get("DBInstanceStatus")
-            except CredentialsError:
-                raise
-            except ImctlError as exc:
-                info["db_state"] = f"unknown: {exc.message}"
-            info["workload"] = workload_status(self.kube, r)
-            info["readyz"] = readyz(r.endpoint, self._readyz_timeout)
-            regions[name] = info
-        doc: dict[str, Any] = {
-            "cloud": "alicloud",
-            "primary_region": self.outputs.primary_region,
-            "standby_region": self.outputs.standby_region,
-            "dns_name": self.outputs.dns_name,
-            "endpoint": self.outputs.dns_name,
-            "regions": regions,
-        }
-        if self.outputs.standby_region:
-            standby = self.outputs.regions[self.outputs.standby_region]
-            try:
-                job = self._dts_job(standby)
-            except ImctlError as exc:
-                doc["dts"] = {"error": exc.message}
-            else:
-                doc["dts"] = None if job is None else _job_summary(job)
-        try:
-            doc["dns_points_to"] = [
-                {"type": rec.get("Type"), "value": rec.get("Value"), "line": rec.get("Line")}
-                for rec in self._records()
-            ]
-        except ImctlError as exc:
-            doc["dns_points_to"] = f"unknown: {exc.message}"
-        return doc
+    def _db_status(self, r: RegionOutputs) -> dict[str, Any]:
+        return {"db_state": self._attribute(r.name, r.db_instance_id).get("DBInstanceStatus")}
 
-    def scale(
-        self,
-        *,
-        region: str | None,
-        nodes: int | None,
-        replicas: int | None,
-        min_replicas: int | None,
-        max_replicas: int | None,
-        progress: Progress,
-        timeout: float,
-    ) -> dict[str, Any]:
-        check_scale_args(nodes, replicas, min_replicas, max_replicas)
-        deadline = Deadline(timeout)
-        r = self.outputs.region(region or self.outputs.primary_region)
-        out: dict[str, Any] = {"region": r.name}
-        if nodes is not None:
-            out["nodes"] = self._scale_pool(r, nodes, deadline, progress)
-        out.update(
-            scale_workload(
-                self.kube,
-                r,
-                replicas=replicas,
-                min_replicas=min_replicas,
-                max_replicas=max_replicas,
-                deadline=deadline,
-                progress=progress,
-            )
-        )
-        return out
+    def _standby_status(self, standby: RegionOutputs) -> dict[str, Any]:
+        try:
+            job = self._dts_job(standby)
+        except ImctlError as exc:
+            return {"dts": {"error": exc.message}}
+        return {"dts": None if job is None else _job_summary(job)}
+
+    def _dns_points_to(self) -> list[dict[str, Any]]:
+        return [
+            {"type": rec.get("Type"), "value": rec.get("Value"), "line": rec.get("Line")}
+            for rec in self._records()
+        ]
 
     def _cluster_id(self, r: RegionOutputs) -> str:
         """The CS API addresses clusters by id; the outputs carry the name (and the id only
@@ -721,7 +657,9 @@ class AlicloudOps:
         new = str(doc.get("DBInstanceId") or "")
         if not new:
             raise ResourceFailure(f"CloneDBInstance of {source} returned no instance id")
-        try:
+        with left_for_inspection(
+            new, source, "release it in the RDS console (deletion protection is on)"
+        ):
             inst = self._wait_running(r.name, new, deadline, progress)
             wanted = _ips(src.get("SecurityIPList"))
             if not wanted <= _ips(inst.get("SecurityIPList")):
@@ -756,14 +694,6 @@ class AlicloudOps:
                 deadline=deadline,
                 progress=progress,
             )
-        except ImctlError as exc:
-            exc.hint = _join(
-                exc.hint,
-                f"instance {new} was left for inspection; the workload still uses {source}"
-                " unless the secret was already patched; release it in the RDS console"
-                " (deletion protection is on)",
-            )
-            raise
         return {
             "snapshot_id": snapshot_id,
             "target": target,
@@ -777,7 +707,7 @@ class AlicloudOps:
             "deployment": f"{r.namespace}/{r.deployment}",
             "status": "restored",
             "content_verified": False,
-            "seconds": round(time.monotonic() - t0, 3),
+            "seconds": since(t0),
             "next_steps": [
                 f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
                 f"the DTS synchronization still reads {source}; re-point it at {new} if the"
@@ -824,114 +754,70 @@ class AlicloudOps:
         ]
         return dict(jobs[0]) if jobs else None
 
-    def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout)
-        old, new = failover_regions(
-            dict(self.outputs.regions), self.outputs.primary_region, to_region
-        )
+    def _failover_preflight(self, run: Switch) -> dict[str, Any]:
+        old, new = run.old, run.new
         target = self._attribute(new.name, new.db_instance_id)
         if target.get("DBInstanceStatus") != "Running":
             raise PreconditionFailed(
-                f"{new.db_instance_id} in {to_region} is {target.get('DBInstanceStatus')}"
+                f"{new.db_instance_id} in {new.name} is {target.get('DBInstanceStatus')}"
             )
-        job = self._dts_job(new)
-        if not force:
+        job = run.feed = self._dts_job(new)
+        if not run.force:
             if job is None or job.get("Status") != "Synchronizing":
                 state = "no DTS job" if job is None else f"DTS job {job.get('Status')}"
                 raise PreconditionFailed(
                     f"{new.db_instance_id} is not being synchronized ({state}): a planned"
                     " switchover needs a running synchronization",
-                    f"if the primary is lost: imctl failover --to-region {to_region} --force",
+                    f"if the primary is lost: imctl failover --to-region {new.name} --force",
                 )
             primary = self._attribute(old.name, old.db_instance_id)
             if primary.get("DBInstanceStatus") != "Running":
                 raise PreconditionFailed(
                     f"primary {old.db_instance_id} is {primary.get('DBInstanceStatus')}",
-                    f"if it is lost: imctl failover --to-region {to_region} --force",
+                    f"if it is lost: imctl failover --to-region {new.name} --force",
                 )
-        doc: dict[str, Any] = {
-            "from_region": old.name,
-            "to_region": new.name,
-            "mode": "forced" if force else "planned",
-            "promoted_instance": new.db_instance_id,
-            "old_instance": old.db_instance_id,
-            "dts_job": None if job is None else _job_summary(job),
-            "rejoined": False,
+        return {"dts_job": None if job is None else _job_summary(job)}
+
+    def _caught_up_bound(self, run: Switch, fenced_at: float) -> dict[str, Any]:
+        assert run.feed is not None
+        job = run.feed = self._wait_synced(run.new, fenced_at, run.deadline, run.progress)
+        return {
+            "acked_messages": 0,
+            "lag_seconds": 0,
+            "why": f"{run.old.name}'s im-server was fenced, then DTS reported no delay and a"
+            f" checkpoint ({job.get('Checkpoint')}) after the fence",
         }
-        t0 = time.monotonic()
-        fence = fence_workload(
-            self.kube,
-            old,
-            best_effort=force,
-            deadline=deadline,
-            progress=progress,
-            interval=self._interval,
+
+    def _forced_bound(self, run: Switch) -> dict[str, Any]:
+        job = run.feed
+        delay = None if job is None else job.get("Delay")
+        why = (
+            "no DTS job found: the standby's staleness is unknown"
+            if job is None
+            else f"one-way DTS synchronization, last reported delay {delay}s"
+            f" (status {job.get('Status')}); writes inside it may be lost"
         )
-        fenced_at = time.time()
-        doc["fence"] = fence.to_json()
-        if not force:
-            assert job is not None
-            try:
-                job = self._wait_synced(new, fenced_at, deadline, progress)
-            except ImctlError as exc:
-                if fence.previous_replicas:
-                    unfence_workload(self.kube, old, fence.previous_replicas, progress)
-                exc.hint = _join(exc.hint, f"nothing was switched; {old.name} is still primary")
-                raise
-            doc["data_loss_bound"] = {
-                "acked_messages": 0,
-                "lag_seconds": 0,
-                "why": f"{old.name}'s im-server was fenced, then DTS reported no delay and a"
-                f" checkpoint ({job.get('Checkpoint')}) after the fence",
-            }
-        else:
-            delay = None if job is None else job.get("Delay")
-            why = (
-                "no DTS job found: the standby's staleness is unknown"
-                if job is None
-                else f"one-way DTS synchronization, last reported delay {delay}s"
-                f" (status {job.get('Status')}); writes inside it may be lost"
-            )
-            if not fence.fenced:
-                why += "; the old region could not be fenced, so its pods may still write there"
-            doc["data_loss_bound"] = {
-                "acked_messages": None,
-                "lag_seconds": None if delay is None else float(delay),
-                "why": why,
-            }
+        return {
+            "acked_messages": None,
+            "lag_seconds": None if delay is None else float(delay),
+            "why": why,
+        }
+
+    def _promote(self, run: Switch) -> None:
+        # A job that refuses to stop is still syncing: that is a refusal, nothing switched.
+        job = run.feed
         if job is not None and job.get("Status") in _DTS_RUNNING:
-            try:
-                self._stop_dts(new, job, deadline, progress)
-            except ResourceFailure as exc:
-                # DTS refused: it still syncs, so a planned switchover gives the old primary
-                # its workload back. An unknown outcome leaves the fence in place.
-                if not force and exc.code != "outcome_unknown" and fence.previous_replicas:
-                    unfence_workload(self.kube, old, fence.previous_replicas, progress)
-                    exc.hint = _join(exc.hint, f"nothing was switched; {old.name} is still primary")
-                raise
-        doc["promote_seconds"] = round(time.monotonic() - t0, 3)
-        replicas = fence.previous_replicas or DEFAULT_FAILOVER_REPLICAS
-        try:
-            bring_up(self.kube, new, replicas, deadline=deadline, progress=progress)
-            doc["replicas"] = replicas
-            doc["dns"] = self._point_dns(new, progress)
-        except Exception as exc:
-            raise partial(
-                f"{new.db_instance_id} in {new.name} is the primary now",
-                exc,
-                f"finish by hand: imctl scale --region {new.name} --replicas {replicas}, then"
-                f" point {self.outputs.dns_name} at {new.endpoint}",
-            ) from None
-        doc["rto_seconds"] = round(time.monotonic() - t0, 3)
-        doc["status"] = {"endpoint": self.outputs.dns_name, "primary_region": new.name}
-        doc["next_steps"] = [
-            f"make {new.name} the primary in the stack config (the outputs still say {old.name})",
+            self._stop_dts(run.new, job, run.deadline, run.progress)
+
+    def _check_promoted(self, run: Switch) -> None:
+        """A suspended job writes nothing more, and the instance took writes all along."""
+
+    def _rejoin_step(self, run: Switch) -> str:
+        old, new = run.old, run.new
+        return (
             f"{old.db_instance_id} no longer feeds {new.db_instance_id}; to protect the new"
-            f" primary, set up DTS from {new.db_instance_id} to a fresh instance in {old.name}",
-        ]
-        return doc
+            f" primary, set up DTS from {new.db_instance_id} to a fresh instance in {old.name}"
+        )
 
     def _wait_synced(
         self, standby: RegionOutputs, fenced_at: float, deadline: Deadline, progress: Progress
@@ -1005,7 +891,8 @@ class AlicloudOps:
         # RRKeyWord matches fuzzily; only this exact name counts.
         return [dict(x) for x in records if x.get("RR") == rr and x.get("Type") in _DNS_TYPES]
 
-    def _point_dns(self, new: RegionOutputs, progress: Progress) -> dict[str, Any]:
+    def _point_dns(self, run: Switch) -> dict[str, Any]:
+        new, progress = run.new, run.progress
         from alibabacloud_alidns20150109 import models as alidns
 
         client = self._client("alidns", self.outputs.primary_region)
@@ -1124,7 +1011,3 @@ def _int(value: Any) -> int:
 def _minute(t: float) -> str:
     """DescribeBackups' time format: minutes, UTC."""
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t))
-
-
-def _join(hint: str, more: str) -> str:
-    return f"{hint}; {more}" if hint else more

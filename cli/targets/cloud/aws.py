@@ -38,6 +38,7 @@ from cli.targets.cloud.aws_support import (
     wait_for,
     with_host,
 )
+from cli.targets.cloud.day2_util import region_facts
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -248,11 +249,7 @@ class AwsOps:
         regions: dict[str, Any] = {}
         for name, r in o.regions.items():
             regions[name] = {
-                "role": r.role,
-                "cluster_name": r.cluster_name,
-                "nodegroup_name": r.nodegroup_name,
-                "db_instance_id": r.db_instance_id,
-                "endpoint": r.endpoint,
+                **region_facts(r),
                 "namespace": r.namespace,
                 "deployment": r.deployment,
                 "database": self._db_status(r),

@@ -29,21 +29,17 @@ from cli.targets.cloud.day2_util import (
     SECRET_DB_URL_KEY,
     SECRET_NAME,
     Deadline,
-    bring_up,
-    check_scale_args,
+    RegionalOps,
+    Switch,
     database_url,
-    failover_regions,
-    fence_workload,
+    left_for_inspection,
     new_password,
-    partial,
     poll,
-    readyz,
     record_type,
     repoint_and_roll,
-    scale_workload,
-    unfence_workload,
+    since,
+    unreachable,
     utc_stamp,
-    workload_status,
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
@@ -51,7 +47,6 @@ from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
-DEFAULT_FAILOVER_REPLICAS = 2
 _DNS_TYPES = ("A", "AAAA", "CNAME")
 
 # Instance settings a restore target copies from its source: the inputs of DatabaseInstance
@@ -89,7 +84,7 @@ _BACKUP_COPY = (
 )
 
 
-class GcpOps:
+class GcpOps(RegionalOps):
     """``CloudOps`` for GCP. ``credentials``: a google.auth credentials object (default:
     Application Default Credentials with the cloud-platform scope)."""
 
@@ -104,20 +99,17 @@ class GcpOps:
         poll_interval: float = 5.0,
         readyz_timeout: float = 2.0,
     ) -> None:
-        if outputs.cloud != "gcp":
-            raise PreconditionFailed(f"these outputs are for {outputs.cloud!r}, not gcp")
+        super().__init__(
+            outputs, kube, cloud="gcp", poll_interval=poll_interval, readyz_timeout=readyz_timeout
+        )
         if not project:
             raise CredentialsError(
                 "no GCP project given",
                 "set gcp_project in the stack config or GOOGLE_CLOUD_PROJECT",
             )
-        self.outputs = outputs
-        self.kube = kube
         self.project = project
         self._credentials = credentials
         self._endpoint = api_endpoint.rstrip("/") + "/" if api_endpoint else None
-        self._interval = poll_interval
-        self._readyz_timeout = readyz_timeout
         self._services: dict[str, Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -177,12 +169,7 @@ class GcpOps:
         except google.auth.exceptions.GoogleAuthError as exc:
             raise CredentialsError(f"{what}: Google credentials failed: {exc}") from None
         except (OSError, httplib2.HttpLib2Error) as exc:
-            unknown = "; whether it took effect is unknown" if mutation else ""
-            raise ResourceFailure(
-                f"{what}: could not reach the API ({exc}){unknown}",
-                "check the network; for a mutation, look at the resource before retrying",
-                code="outcome_unknown" if mutation else None,
-            ) from None
+            raise unreachable(what, exc, mutation=mutation) from None
         return dict(result or {})
 
     def _wait_sql(
@@ -319,80 +306,25 @@ class GcpOps:
 
     # --- CloudOps -----------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        regions: dict[str, Any] = {}
-        for name, r in self.outputs.regions.items():
-            info: dict[str, Any] = {
-                "role": r.role,
-                "cluster_name": r.cluster_name,
-                "nodegroup_name": r.nodegroup_name,
-                "db_instance_id": r.db_instance_id,
-                "endpoint": r.endpoint,
-            }
-            try:
-                inst = self._instance(r.db_instance_id)
-                info["db_state"] = inst.get("state")
-                info["db_role"] = "replica" if inst.get("masterInstanceName") else "primary"
-            except CredentialsError:
-                raise
-            except ImctlError as exc:
-                info["db_state"] = f"unknown: {exc.message}"
-            info["workload"] = workload_status(self.kube, r)
-            info["readyz"] = readyz(r.endpoint, self._readyz_timeout)
-            regions[name] = info
-        doc: dict[str, Any] = {
-            "cloud": "gcp",
-            "project": self.project,
-            "primary_region": self.outputs.primary_region,
-            "standby_region": self.outputs.standby_region,
-            "dns_name": self.outputs.dns_name,
-            "endpoint": self.outputs.dns_name,
-            "regions": regions,
-        }
-        if self.outputs.standby_region:
-            standby = self.outputs.regions[self.outputs.standby_region]
-            try:
-                lag, at = self._replica_lag(standby.db_instance_id)
-                doc["replica_lag_seconds"] = lag
-                doc["replica_lag_sampled_at"] = at
-            except ImctlError as exc:
-                doc["replica_lag_seconds"] = None
-                doc["replica_lag_error"] = exc.message
-        try:
-            doc["dns_points_to"] = [_rrset_summary(s) for s in self._rrsets()]
-        except ImctlError as exc:
-            doc["dns_points_to"] = f"unknown: {exc.message}"
-        return doc
+    def _status_scope(self) -> dict[str, Any]:
+        return {"project": self.project}
 
-    def scale(
-        self,
-        *,
-        region: str | None,
-        nodes: int | None,
-        replicas: int | None,
-        min_replicas: int | None,
-        max_replicas: int | None,
-        progress: Progress,
-        timeout: float,
-    ) -> dict[str, Any]:
-        check_scale_args(nodes, replicas, min_replicas, max_replicas)
-        deadline = Deadline(timeout)
-        r = self.outputs.region(region or self.outputs.primary_region)
-        out: dict[str, Any] = {"region": r.name}
-        if nodes is not None:
-            out["nodes"] = self._scale_pool(r, nodes, deadline, progress)
-        out.update(
-            scale_workload(
-                self.kube,
-                r,
-                replicas=replicas,
-                min_replicas=min_replicas,
-                max_replicas=max_replicas,
-                deadline=deadline,
-                progress=progress,
-            )
-        )
-        return out
+    def _db_status(self, r: RegionOutputs) -> dict[str, Any]:
+        inst = self._instance(r.db_instance_id)
+        return {
+            "db_state": inst.get("state"),
+            "db_role": "replica" if inst.get("masterInstanceName") else "primary",
+        }
+
+    def _standby_status(self, standby: RegionOutputs) -> dict[str, Any]:
+        try:
+            lag, at = self._replica_lag(standby.db_instance_id)
+        except ImctlError as exc:
+            return {"replica_lag_seconds": None, "replica_lag_error": exc.message}
+        return {"replica_lag_seconds": lag, "replica_lag_sampled_at": at}
+
+    def _dns_points_to(self) -> list[dict[str, Any]]:
+        return [_rrset_summary(s) for s in self._rrsets()]
 
     def _scale_pool(
         self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Progress
@@ -593,7 +525,7 @@ class GcpOps:
             )
             self._wait_sql(op, f"restore onto {source}", deadline, progress)
             repoint_and_roll(self.kube, r, None, deadline=deadline, progress=progress)
-            doc.update(instance_id=source, status="restored", seconds=_since(t0))
+            doc.update(instance_id=source, status="restored", seconds=since(t0))
             return doc
 
         src = self._instance(source)
@@ -604,7 +536,11 @@ class GcpOps:
             f"creating instance {new}",
             mutation=True,
         )
-        try:
+        with left_for_inspection(
+            new,
+            source,
+            f"delete it with: gcloud sql instances delete {new} --project {self.project}",
+        ):
             self._wait_sql(op, f"creation of {new}", deadline, progress)
             progress(f"restoring backup run {snapshot_id} of {source} into {new}")
             op = self._call(
@@ -646,21 +582,13 @@ class GcpOps:
                 deadline=deadline,
                 progress=progress,
             )
-        except ImctlError as exc:
-            exc.hint = _join(
-                exc.hint,
-                f"instance {new} was left for inspection; the workload still uses {source}"
-                f" unless the secret was already patched; delete it with: gcloud sql instances"
-                f" delete {new} --project {self.project}",
-            )
-            raise
         doc.update(
             instance_id=new,
             db_host=host,
             secret_key=SECRET_DB_URL_KEY,
             previous_instance_id=source,
             status="restored",
-            seconds=_since(t0),
+            seconds=since(t0),
             next_steps=[
                 f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
                 f"delete {source} once the restore is verified",
@@ -668,109 +596,64 @@ class GcpOps:
         )
         return doc
 
-    def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout)
-        old, new = failover_regions(
-            dict(self.outputs.regions), self.outputs.primary_region, to_region
-        )
+    # --- failover -----------------------------------------------------------------------------
+
+    def _failover_preflight(self, run: Switch) -> dict[str, Any]:
+        old, new = run.old, run.new
         replica = self._instance(new.db_instance_id)
         if not replica.get("masterInstanceName"):
             raise PreconditionFailed(
-                f"{new.db_instance_id} in {to_region} is not a read replica (already promoted?)",
+                f"{new.db_instance_id} in {new.name} is not a read replica (already promoted?)",
                 "imctl status",
             )
         if replica.get("state") != "RUNNABLE":
             raise PreconditionFailed(f"replica {new.db_instance_id} is {replica.get('state')}")
-        if not force:
+        if not run.force:
             primary = self._instance(old.db_instance_id)
             if primary.get("state") != "RUNNABLE":
                 raise PreconditionFailed(
                     f"primary {old.db_instance_id} is {primary.get('state')}: a planned"
                     " switchover needs it",
-                    f"if it is lost: imctl failover --to-region {to_region} --force",
+                    f"if it is lost: imctl failover --to-region {new.name} --force",
                 )
-        mode = "forced" if force else "planned"
-        doc: dict[str, Any] = {
-            "from_region": old.name,
-            "to_region": new.name,
-            "mode": mode,
-            "promoted_instance": new.db_instance_id,
-            "old_instance": old.db_instance_id,
-            "rejoined": False,
-        }
-        t0 = time.monotonic()
-        fence = fence_workload(
-            self.kube,
-            old,
-            best_effort=force,
-            deadline=deadline,
-            progress=progress,
-            interval=self._interval,
+        return {}
+
+    def _caught_up_bound(self, run: Switch, fenced_at: float) -> dict[str, Any]:
+        lag, at = self._wait_caught_up(
+            run.new.db_instance_id, fenced_at, run.deadline, run.progress
         )
-        fenced_at = time.time()
-        doc["fence"] = fence.to_json()
-        if not force:
-            try:
-                lag, at = self._wait_caught_up(new.db_instance_id, fenced_at, deadline, progress)
-            except ImctlError as exc:
-                if fence.previous_replicas:
-                    unfence_workload(self.kube, old, fence.previous_replicas, progress)
-                exc.hint = _join(exc.hint, f"nothing was promoted; {old.name} is still primary")
-                raise
-            doc["data_loss_bound"] = {
-                "acked_messages": 0,
-                "lag_seconds": lag,
-                "why": f"{old.name}'s im-server was fenced, then replica_lag was {lag:g}s in a"
-                f" sample at {at}, taken after the fence",
-            }
-        else:
-            doc["data_loss_bound"] = self._forced_bound(new.db_instance_id, fence.fenced)
-        progress(f"promoting {new.db_instance_id} in {new.name}")
-        try:
-            op = self._call(
-                self._sql()
-                .instances()
-                .promoteReplica(project=self.project, instance=new.db_instance_id),
-                f"promoting {new.db_instance_id}",
-                mutation=True,
-            )
-            self._wait_sql(op, f"promotion of {new.db_instance_id}", deadline, progress)
-        except ResourceFailure as exc:
-            # A refused or failed promotion changed nothing: a planned switchover hands the
-            # old primary its workload back. An unknown outcome leaves the fence in place.
-            if not force and exc.code != "outcome_unknown" and fence.previous_replicas:
-                unfence_workload(self.kube, old, fence.previous_replicas, progress)
-                exc.hint = _join(exc.hint, f"nothing was promoted; {old.name} is still primary")
-            raise
-        promoted = self._instance(new.db_instance_id)
+        return {
+            "acked_messages": 0,
+            "lag_seconds": lag,
+            "why": f"{run.old.name}'s im-server was fenced, then replica_lag was {lag:g}s in a"
+            f" sample at {at}, taken after the fence",
+        }
+
+    def _promote(self, run: Switch) -> None:
+        new = run.new
+        run.progress(f"promoting {new.db_instance_id} in {new.name}")
+        op = self._call(
+            self._sql()
+            .instances()
+            .promoteReplica(project=self.project, instance=new.db_instance_id),
+            f"promoting {new.db_instance_id}",
+            mutation=True,
+        )
+        self._wait_sql(op, f"promotion of {new.db_instance_id}", run.deadline, run.progress)
+
+    def _check_promoted(self, run: Switch) -> None:
+        promoted = self._instance(run.new.db_instance_id)
         if promoted.get("masterInstanceName"):
             raise ResourceFailure(
-                f"{new.db_instance_id} still names {promoted['masterInstanceName']} as its"
+                f"{run.new.db_instance_id} still names {promoted['masterInstanceName']} as its"
                 " primary after the promotion finished"
             )
-        doc["promote_seconds"] = _since(t0)
-        replicas = fence.previous_replicas or DEFAULT_FAILOVER_REPLICAS
-        try:
-            bring_up(self.kube, new, replicas, deadline=deadline, progress=progress)
-            doc["replicas"] = replicas
-            doc["dns"] = self._point_dns(old, new, deadline, progress)
-        except Exception as exc:
-            raise partial(
-                f"{new.db_instance_id} in {new.name} is the primary now",
-                exc,
-                f"finish by hand: imctl scale --region {new.name} --replicas {replicas}, then"
-                f" point {self.outputs.dns_name} at {new.endpoint}",
-            ) from None
-        doc["rto_seconds"] = _since(t0)
-        doc["status"] = {"endpoint": self.outputs.dns_name, "primary_region": new.name}
-        doc["next_steps"] = [
-            f"make {new.name} the primary in the stack config (the outputs still say {old.name})",
-            f"{old.db_instance_id} is now an independent instance: keep it for forensics, then"
-            f" delete it and create a replica of {new.db_instance_id} in {old.name}",
-        ]
-        return doc
+
+    def _rejoin_step(self, run: Switch) -> str:
+        return (
+            f"{run.old.db_instance_id} is now an independent instance: keep it for forensics,"
+            f" then delete it and create a replica of {run.new.db_instance_id} in {run.old.name}"
+        )
 
     def _wait_caught_up(
         self, instance: str, fenced_at: float, deadline: Deadline, progress: Progress
@@ -802,7 +685,8 @@ class GcpOps:
         assert lag is not None and at is not None
         return lag, at
 
-    def _forced_bound(self, instance: str, fenced: bool) -> dict[str, Any]:
+    def _forced_bound(self, run: Switch) -> dict[str, Any]:
+        instance = run.new.db_instance_id
         try:
             lag, at = self._replica_lag(instance)
         except ImctlError as exc:
@@ -815,8 +699,6 @@ class GcpOps:
                 if lag is not None
                 else "asynchronous replica and no replica_lag sample: the loss is unknown"
             )
-        if not fenced:
-            why += "; the old region could not be fenced, so its pods may still write there"
         return {"acked_messages": None, "lag_seconds": lag, "sampled_at": at, "why": why}
 
     # --- Cloud DNS ----------------------------------------------------------------------------
@@ -833,9 +715,8 @@ class GcpOps:
         doc = self._call(req, f"reading the records of {self.outputs.dns_name}")
         return [s for s in doc.get("rrsets") or [] if s.get("type") in _DNS_TYPES]
 
-    def _point_dns(
-        self, old: RegionOutputs, new: RegionOutputs, deadline: Deadline, progress: Progress
-    ) -> dict[str, Any]:
+    def _point_dns(self, run: Switch) -> dict[str, Any]:
+        old, new, deadline, progress = run.old, run.new, run.deadline, run.progress
         current = self._rrsets()
         backups = [r for r in self.outputs.regions.values() if r.name not in (old.name, new.name)]
         wanted = _new_rrset(self._fqdn(), current, new, backups)
@@ -1025,11 +906,3 @@ def _epoch(rfc3339: str) -> float:
         digits = "".join(ch for ch in rest if ch.isdigit())
         text = f"{head}.{digits[:6]:0<6}{rest[len(digits) :]}"
     return datetime.fromisoformat(text).timestamp()
-
-
-def _since(t0: float) -> float:
-    return round(time.monotonic() - t0, 3)
-
-
-def _join(hint: str, more: str) -> str:
-    return f"{hint}; {more}" if hint else more
