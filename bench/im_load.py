@@ -46,17 +46,23 @@ class DurableProtocol(ImProtocol):
 
     def __init__(self, groups: dict[str, str] | None = None) -> None:
         self.groups = groups or {}
+        # The generator numbers cids from 1 in every run, and the server is idempotent on
+        # (sender, cid): a second run by the same users would only get duplicate acks.
+        self.tag = secrets.token_hex(4) + "."
 
     def send(self, cid: str, to: str) -> bytes:
         group = self.groups.get(to)
         target = {"conv": group} if group else {"to": to}
-        return orjson.dumps({"type": "send", "cid": cid, **target, "body": {"text": "hi"}})
+        frame = {"type": "send", "cid": self.tag + cid, **target, "body": {"text": "hi"}}
+        return orjson.dumps(frame)
 
     def decode(self, payload: bytes | memoryview) -> Event:
         obj = orjson.loads(payload)
         kind = obj.get("type")
         if kind == "ack":
-            return ("ack", obj["cid"], (obj["conv"], obj["seq"]))
+            if obj.get("duplicate"):
+                return ("error", None, None)  # a repeated cid: the run would measure nothing
+            return ("ack", obj["cid"].removeprefix(self.tag), (obj["conv"], obj["seq"]))
         if kind == "msg":
             return ("msg", None, (obj["conv"], obj["seq"]))
         if kind in ("welcome", "error"):
@@ -109,9 +115,13 @@ def worker(spec_json: str) -> int:
     return 0
 
 
-async def run_worker(spec: dict[str, Any], budget: float) -> dict[str, Any]:
+async def run_worker(
+    spec: dict[str, Any], budget: float, module: str = "bench.im_load"
+) -> dict[str, Any]:
+    """Run one load in ``python -m <module> --worker <spec>``; another benchmark passes its own
+    module when its worker adds something (e.g. routing receivers to a second node)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.im_load", "--worker", orjson.dumps(spec).decode(),
+        sys.executable, "-m", module, "--worker", orjson.dumps(spec).decode(),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -131,17 +141,30 @@ async def run_worker(spec: dict[str, Any], budget: float) -> dict[str, Any]:
 
 
 class Node:
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    """``im_server serve`` pinned to ``cpus``; ``args`` adds serve options (e.g. --health-port)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        *,
+        cpus: str = str(SERVER_CPU),
+        args: Sequence[str] = (),
+    ) -> None:
         self.env, self.port, self.log = env, port, log
+        self.cpus, self.args = cpus, list(args)
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         ready = self.log.with_suffix(".port")
+        # A restarted node must not be taken for ready by the previous run's file.
+        ready.unlink(missing_ok=True)
         with self.log.open("ab") as fh:
             self.proc = await asyncio.create_subprocess_exec(
-                "taskset", "-c", str(SERVER_CPU),
+                "taskset", "-c", self.cpus,
                 sys.executable, "-m", "im_server", "serve", "--port", str(self.port),
-                "--ready-file", str(ready),
+                "--ready-file", str(ready), *self.args,
                 env=self.env, stdout=fh, stderr=fh, preexec_fn=raise_fds,
             )  # fmt: skip
         for _ in range(300):
@@ -149,6 +172,12 @@ class Node:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"im-server did not start; see {self.log}")
+
+    async def kill9(self) -> None:
+        """SIGKILL, as a crash would: no drain, no goodbye to the sessions."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -364,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--group-size", type=int, default=10)
-    p.add_argument("--idle", type=int, default=20000, help="idle connections for the RSS figure")
+    p.add_argument("--idle", type=int, default=20500, help="idle connections for the RSS figure")
     p.add_argument("--linger", type=float, default=0.0, help="group-commit linger (ms)")
     p.add_argument("--workers", type=int, default=4, help="concurrent commit pipelines")
     p.add_argument(
