@@ -9,6 +9,7 @@ Never put secrets into ``args``: the journal is plain text meant to be read by p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -60,6 +61,9 @@ def append(home: Path, stack: str, record: Record) -> None:
     line = json.dumps(record.to_json(), separators=(",", ":"), default=str) + "\n"
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        # The torn-line check and the write must be one step: between another appender's
+        # write and our look at the last byte, the guard would add a blank line.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = "\n" + line  # a crash tore the previous line: do not glue ours onto it
