@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import sys
 
 from im_server.config import ConfigError, from_env
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     from im_server.server import serve
+
+    # One socket per session: the usual soft limit (1,024) caps a node long before memory does.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     try:
         import uvloop
