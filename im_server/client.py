@@ -74,7 +74,6 @@ class _ConvState:
 class _PendingSend:
     frame: str
     future: asyncio.Future[Ack]
-    on_wire: bool = False
 
 
 class Client:
@@ -232,7 +231,6 @@ class Client:
                 self._first.set_result(None)
             # Resend what the previous connection did not get acked; the cid makes it safe.
             for p in list(self._sends.values()):
-                p.on_wire = True
                 await ws.send_str(p.frame)
             if self.connects > 1:
                 # Conversations we never saw may have had pushes while we were away.
@@ -244,8 +242,6 @@ class Client:
                     break
             self._ws = None
             self._connected.clear()
-            for p in self._sends.values():
-                p.on_wire = False
 
     # --- inbound --------------------------------------------------------------------------
 
@@ -403,7 +399,6 @@ class Client:
         self._sends[cid] = p
         ws = self._ws
         if ws is not None and self._server_asked_after is None:
-            p.on_wire = True
             with contextlib.suppress(Exception):
                 await ws.send_str(p.frame)
         return await asyncio.wait_for(asyncio.shield(fut), timeout)

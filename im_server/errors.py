@@ -61,7 +61,10 @@ class ImError(Exception):
 
 
 class FrameError(ImError):
-    pass
+    def __init__(self, code: ErrorCode, message: str, ref: dict[str, str] | None = None) -> None:
+        super().__init__(code, message)
+        # The rid/cid of the frame, so the error can be matched to the request it answers.
+        self.ref: dict[str, str] = ref or {}
 
 
 class AuthError(ImError):

@@ -22,19 +22,15 @@ class Session(Protocol):
 
 
 class Hub:
-    def __init__(self, node_id: str, bus: Bus | None = None) -> None:
+    def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-        self.bus = bus
+        self.bus: Bus | None = None  # set by the server once NATS is configured
         self._node_prefix = node_id.encode() + b"\n"
         self.by_user: dict[str, dict[str, Session]] = {}
         # Presence: who watches whom here, and which other nodes hold a watched user.
         self.watchers: dict[str, set[Session]] = {}
         self.watching: dict[str, set[str]] = {}
         self.remote_online: dict[str, set[str]] = {}
-
-    @property
-    def session_count(self) -> int:
-        return sum(len(d) for d in self.by_user.values())
 
     def sessions_of(self, user: str) -> int:
         return len(self.by_user.get(user, ()))

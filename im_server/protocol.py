@@ -135,9 +135,9 @@ class _Fields:
     ref: dict[str, str] = field(default_factory=dict)
 
     def _fail(self, name: str, want: str) -> FrameError:
-        err = FrameError(ErrorCode.BAD_FRAME, f"{self.ftype}: field '{name}' must be {want}")
-        err.ref = self.ref  # type: ignore[attr-defined]
-        return err
+        return FrameError(
+            ErrorCode.BAD_FRAME, f"{self.ftype}: field '{name}' must be {want}", self.ref
+        )
 
     def string(self, name: str, *, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
         v = self.obj.get(name)
@@ -194,9 +194,7 @@ def parse_request(data: str | bytes) -> Request:
             f.ref[key] = ref
     parser = _PARSERS.get(ftype)
     if parser is None:
-        err = FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{ftype[:40]}'")
-        err.ref = f.ref  # type: ignore[attr-defined]
-        raise err
+        raise FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{ftype[:40]}'", f.ref)
     req: Request = parser(f)
     return req
 
@@ -328,8 +326,7 @@ CLIENT_FRAME_TYPES = frozenset(_PARSERS)
 
 def error_ref(exc: BaseException) -> dict[str, str]:
     """The rid/cid of the request an error answers, when the frame had one."""
-    ref = getattr(exc, "ref", None)
-    return ref if isinstance(ref, dict) else {}
+    return exc.ref if isinstance(exc, FrameError) else {}
 
 
 def direct_conv_id(a: str, b: str) -> str:

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from im_server import auth, protocol
-from im_server.bus import NatsBus
+from im_server.bus import PRESENCE_QUERY, NatsBus, user_subject
 from im_server.config import Settings
 from im_server.errors import (
     AccessError,
@@ -38,7 +38,7 @@ from im_server.errors import (
 from im_server.hub import Hub
 from im_server.limits import TokenBucket
 from im_server.metrics import Metrics
-from im_server.store import SendItem, Store
+from im_server.store import Committed, SendItem, Store
 
 log = logging.getLogger("im_server")
 
@@ -53,7 +53,6 @@ class Connection:
     __slots__ = (
         "bucket",
         "closed",
-        "device",
         "id",
         "max_out",
         "metrics",
@@ -67,7 +66,6 @@ class Connection:
         self.ws = ws
         self.id = secrets.token_hex(8)
         self.user = ""
-        self.device: str | None = None
         self.metrics = metrics
         self.out: deque[str] = deque()
         self.writer: asyncio.Task[None] | None = None
@@ -232,7 +230,7 @@ class ImServer:
             self.hub.bus = self.bus
             try:
                 await self.bus.start()
-                await self.bus.subscribe("im.pq")
+                await self.bus.subscribe(PRESENCE_QUERY)
             except Exception as exc:
                 # Sends stay durable without the bus; cross-node pushes wait for it.
                 log.warning("bus unavailable at start (%r); retrying in background", exc)
@@ -258,9 +256,9 @@ class ImServer:
             await asyncio.sleep(1)
             try:
                 await self.bus.start()
-                await self.bus.subscribe("im.pq")
+                await self.bus.subscribe(PRESENCE_QUERY)
                 for user in list(self.hub.by_user):
-                    await self.bus.subscribe(f"im.u.{user}")
+                    await self.bus.subscribe(user_subject(user))
             except Exception:
                 continue
 
@@ -464,7 +462,6 @@ class ImServer:
                 ),
             )
         conn.user = user
-        conn.device = req.device
         # Queued before the session can receive pushes, so welcome is always the first frame.
         conn.push(protocol.welcome(user, conn.id, int(time.time() * 1000), self.node_id), "welcome")
         await self.hub.attach(conn)
@@ -534,8 +531,8 @@ class ImServer:
             req = protocol.parse_request(data)
         except FrameError as exc:
             self.metrics.in_unknown.inc()
-            if self._charge(conn, protocol.error_ref(exc)):
-                self.send_error(conn, exc, protocol.error_ref(exc))
+            if self._charge(conn, exc.ref):
+                self.send_error(conn, exc, exc.ref)
             return
         ftype = _TYPE_NAMES[type(req)]
         self.metrics.in_by_type[ftype].inc()
@@ -633,7 +630,7 @@ class ImServer:
             listed = await store.list_members(user, req.conv)
             conn.push(protocol.reply("members", req.rid, conv=req.conv, members=listed), "reply")
 
-    async def fan_out(self, c: Any, exclude: str | None) -> None:
+    async def fan_out(self, c: Committed, exclude: str | None) -> None:
         """Push a committed system message (membership change) to its recipients."""
         frame = protocol.msg(c.conv, c.seq, c.sender, c.ts, c.body)
         await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)

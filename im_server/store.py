@@ -153,14 +153,15 @@ class Store:
     ) -> tuple[list[StoredMessage], bool, int]:
         """Messages after ``after_seq`` in seq order, whether more follow, and the last seq."""
         try:
+            pair = direct_members(conv)
+            if pair is not None and user not in pair:
+                raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
             async with self.pool.acquire() as conn:
-                if direct_members(conv) is not None and user not in (direct_members(conv) or ()):
-                    raise AccessError(ErrorCode.NOT_MEMBER, f"you are not a member of '{conv}'")
                 try:
                     last_seq = await self._check_member(conn, conv, user)
                 except AccessError as exc:
                     # A direct conversation nobody has written to yet is simply empty.
-                    if exc.code is ErrorCode.UNKNOWN_CONVERSATION and direct_members(conv):
+                    if exc.code is ErrorCode.UNKNOWN_CONVERSATION and pair is not None:
                         return [], False, 0
                     raise
                 rows = await conn.fetch(

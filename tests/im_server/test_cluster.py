@@ -190,11 +190,17 @@ async def test_nats_outage_keeps_acking_and_pushes_resume(
         await asyncio.sleep(0.5)
         nats_server.kill9()
         async with aiohttp.ClientSession() as http:
-            await asyncio.sleep(0.5)
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                body = await r.json()
-                # The bus is down, but the node stays ready: sends are still durable.
-                assert r.status == 200 and body["bus"] == "down"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:  # until the node has noticed; its pings detect it within seconds
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    body = await r.json()
+                    status = r.status
+                if body["bus"] == "down" or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            # The bus is down, but the node stays ready: sends are still durable.
+            assert status == 200 and body["bus"] == "down"
             async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
                 assert "im_bus_connected 0.0" in await r.text()
         before = len(traffic.acks)

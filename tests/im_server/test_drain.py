@@ -7,7 +7,6 @@ import asyncio
 import os
 import secrets
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,10 @@ import orjson
 
 from im_server import auth
 from im_server.migrate import migrate
+from tests.im_server.cluster import Node
 
 
 async def _start_node(dsn: str, tmp: Path, secret: str, grace: float) -> tuple[Any, int]:
-    ready = tmp / "port"
     env = {
         **os.environ,
         "IM_DATABASE_URL": dsn,
@@ -28,24 +27,9 @@ async def _start_node(dsn: str, tmp: Path, secret: str, grace: float) -> tuple[A
         "IM_DRAIN_GRACE_SECONDS": str(grace),
         "IM_RECONNECT_JITTER_MS": "100",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "im_server",
-        "serve",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    for _ in range(200):
-        if ready.exists() and ready.read_text():
-            return proc, int(ready.read_text())
-        await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("im-server did not start")
+    node = Node("drain", 0, env, tmp / "node.port")  # port 0: the bound port is in the file
+    await node.start()
+    return node.proc, int(node.ready_file.read_text())
 
 
 async def test_sigterm_drains_without_losing_acked_sends(fresh_dsn: str, tmp_path: Path) -> None:

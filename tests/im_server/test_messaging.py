@@ -44,7 +44,7 @@ async def test_ack_means_committed_then_push_to_every_device(im: Running) -> Non
     # The sender's other device sees it too; the sending connection does not get an echo.
     mine = await _next(alice_phone)
     assert mine.seq == 1
-    await asyncio.sleep(0.1)
+    await alice.ping()  # a barrier: an echo would have been queued before the pong
     assert alice.messages.empty()
 
 
@@ -68,7 +68,7 @@ async def test_resend_with_same_cid_returns_original_ack_and_delivers_once(im: R
     assert (second.conv, second.seq, second.ts) == (first.conv, first.seq, first.ts)
     assert second.duplicate and not first.duplicate
     assert (await _next(bob)).seq == 1
-    await asyncio.sleep(0.2)
+    await bob.ping()  # a barrier: a second push would have been queued before the pong
     assert bob.messages.empty()
     assert len(await _rows(im.settings.database_url, first.conv)) == 1
 
@@ -88,7 +88,11 @@ async def test_concurrent_duplicates_from_two_connections_commit_once(im: Runnin
             while len([a for a in acks if a["_ws"] is ws]) < 10:
                 f = await ws.receive_json(timeout=5)
                 (acks if f["type"] == "ack" else pushes).append({**f, "_ws": ws})
-        await asyncio.sleep(0.2)
+        # A barrier per socket: any further push was queued before its pong.
+        for ws in sockets:
+            await ws.send_str('{"type": "ping", "rid": "barrier"}')
+            while (f := await ws.receive_json(timeout=5))["type"] != "pong":
+                pushes.append(f)
         for ws in sockets:
             await ws.close()
     assert {(a["conv"], a["seq"]) for a in acks} == {("d:alice:bob", 1)}
