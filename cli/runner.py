@@ -25,6 +25,17 @@ from cli.locks import StackLock, utc_now_iso
 Render = Callable[[Any, Mapping[str, Any]], None]
 
 
+@dataclass
+class DocResult:
+    """A command's result that is a JSON document, with a fixed exit status by default."""
+
+    doc: dict[str, Any]
+    exit_status: ExitStatus = ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
 class Result(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus, UsageError
+from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class DeployResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
@@ -79,15 +69,15 @@ def deploy(
         "replication": replication,
     }
 
-    def body() -> DeployResult:
+    def body() -> DocResult:
         if ctx.cloud != "local":
-            return DeployResult(_cloud_deploy(ctx, region, standby_region, set_ or []))
+            return DocResult(_cloud_deploy(ctx, region, standby_region, set_ or []))
         if set_:
             raise UsageError("--set is for cloud stacks", "the local target takes flags")
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
-        return DeployResult(
+        return DocResult(
             target.deploy(region, replicas, port, ctx.out.info, standby_region, replication)
         )
 

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class DestroyResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_destroy(console: Any, doc: Mapping[str, Any]) -> None:
@@ -50,7 +39,7 @@ def destroy(
     """Stop every process of the stack and delete its data (asks first; --yes in scripts)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DestroyResult:
+    def body() -> DocResult:
         if ctx.cloud != "local":
             from cli import engine
 
@@ -63,7 +52,7 @@ def destroy(
                 ctx.stack, home=ctx.env.home, env=ctx.env.environ,
                 progress=engine.progress_for(ctx),
             )  # fmt: skip
-            return DestroyResult({**doc, "stopped": [], "data_deleted": True})
+            return DocResult({**doc, "stopped": [], "data_deleted": True})
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -71,7 +60,7 @@ def destroy(
         if keep_data:
             plan = [*plan[:-1], f"keep {ctx.stack_dir}"]
         ctx.out.confirm(f"Destroy stack {ctx.stack!r}?", details=plan)
-        return DestroyResult(target.destroy(keep_data, ctx.out.info))
+        return DocResult(target.destroy(keep_data, ctx.out.info))
 
     run(
         ctx, "destroy", {"keep_data": keep_data}, body, _render_destroy, mutating=True,

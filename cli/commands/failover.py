@@ -9,12 +9,10 @@ the data-loss bound is reported. Both show the plan and the bound and ask before
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus
 from cli.options import (
     Cloud,
     NoColor,
@@ -25,17 +23,8 @@ from cli.options import (
     Yes,
     make_context,
 )
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class FailoverResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def describe_bound(bound: Mapping[str, Any]) -> str:
@@ -99,7 +88,7 @@ def failover(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     args = {"to_region": to_region, "force": force, "max_lag": max_lag, "dry_run": dry_run}
 
-    def body() -> FailoverResult:
+    def body() -> DocResult:
         if ctx.cloud != "local":
             from cli.targets.cloud.factory import cloud_ops
 
@@ -118,13 +107,13 @@ def failover(
                 ],
             )
             doc = ops.failover(to_region, force, ctx.out.info, timeout or 1800)
-            return FailoverResult({"cloud": ctx.cloud, **doc})
+            return DocResult({"cloud": ctx.cloud, **doc})
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
         if dry_run:
             _, _, _, info = target.failover_plan(to_region, force, max_lag)
-            return FailoverResult({**info, "dry_run": True})
+            return DocResult({**info, "dry_run": True})
 
         def confirm(info: dict[str, Any]) -> None:
             ctx.out.confirm(
@@ -140,7 +129,7 @@ def failover(
             to_region, force=force, max_lag=max_lag, confirm=confirm, step=ctx.out.info,
             timeout=timeout or 120,
         )  # fmt: skip
-        return FailoverResult(doc)
+        return DocResult(doc)
 
     run(ctx, "failover", args, body, _render, mutating=True, create_stack=ctx.cloud != "local")
 

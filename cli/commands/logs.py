@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus, UsageError
+from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class LogsResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_logs(console: Any, doc: Mapping[str, Any]) -> None:
@@ -32,14 +22,11 @@ def _render_logs(console: Any, doc: Mapping[str, Any]) -> None:
 
 
 def _tail(path: Path, lines: int) -> list[str]:
-    if not path.exists():
+    from cli.targets.local import procs  # psutil: not for `imctl --help`
+
+    if not lines or not path.exists():
         return []
-    with path.open("rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - 256 * 1024))
-        data = fh.read().decode(errors="replace").splitlines()
-    return data[-lines:] if lines else []
+    return procs.log_tail(path, lines).splitlines()
 
 
 def logs(
@@ -72,8 +59,8 @@ def logs(
             if region and r.cfg.name != region:
                 continue
             named = {n: r.node_log(n) for n in r.node_ids()}
-            named["nats"] = r.root / "nats" / "nats.log"
-            named["postgres"] = r.root / "pg" / "postgres.log"
+            named["nats"] = r.nats().log_file
+            named["postgres"] = r.pg().log_file
             for name, path in named.items():
                 if node is None and name in ("nats", "postgres"):
                     continue  # the im-server nodes unless asked
@@ -83,7 +70,7 @@ def logs(
             raise UsageError(f"no log for {node!r}", "see `imctl status` for node ids")
         return found
 
-    def body() -> LogsResult:
+    def body() -> DocResult:
         if lines < 0:
             raise UsageError("--lines must be 0 or more")
         srcs = sources()
@@ -101,7 +88,7 @@ def logs(
                 for line in entry["lines"]:
                     ctx.env.stdout.write(f"{entry['region']}/{entry['node']} {line}\n")
             _follow(ctx, srcs)
-        return LogsResult(doc)
+        return DocResult(doc)
 
     run(ctx, "logs", {"node": node, "follow": follow}, body, _render_logs, mutating=False)
 

@@ -7,23 +7,13 @@ what a cloud would accept. Provider SDKs load here only, never for `imctl --help
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus, UsageError
+from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
-from cli.runner import run
-
-
-@dataclass
-class PlanResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
+from cli.runner import DocResult, run
 
 
 def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:
@@ -74,7 +64,7 @@ def plan(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     overrides = parse_sets(set_ or [])
 
-    def body() -> PlanResult:
+    def body() -> DocResult:
         if ctx.cloud == "local":
             raise UsageError(
                 "plan needs --cloud aws, gcp or alicloud",
@@ -92,7 +82,7 @@ def plan(
             from cli.errors import ImctlError
 
             raise ImctlError(str(exc), getattr(exc, "hint", ""), code="plan_failed") from exc
-        return PlanResult(dict(doc))
+        return DocResult(dict(doc))
 
     args = {"region": region, "standby_region": standby_region, "set": overrides}
     run(ctx, "plan", args, body, _render_plan, mutating=False, create_stack=True)

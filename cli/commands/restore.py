@@ -16,9 +16,8 @@ import typer
 
 from cli.commands.snapshot import SnapshotId, Timeout, cloud_ops_for, deadline, render_either, store
 from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.snapshots import RestoreResult, RestoreTarget
-from cli.targets.cloud.factory import CloudDoc
 
 
 class Target(enum.StrEnum):
@@ -76,7 +75,7 @@ def restore(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     where: RestoreTarget = "in-place" if target is Target.IN_PLACE else "new"
 
-    def body() -> RestoreResult | CloudDoc:
+    def body() -> RestoreResult | DocResult:
         deadline(timeout)  # a bad --timeout fails before anyone is asked anything
         if ctx.cloud != "local":
             ops = cloud_ops_for(ctx, outputs)
@@ -91,7 +90,7 @@ def restore(
             else:
                 ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
             doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600)
-            return CloudDoc({"cloud": ctx.cloud, **doc})
+            return DocResult({"cloud": ctx.cloud, **doc})
         snapshots = store(ctx)
         plan = snapshots.restore_plan(snapshot_id, where)
         if where == "in-place":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -19,17 +18,8 @@ from cli.options import (
     Yes,
     make_context,
 )
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class ScaleResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_scale(console: Any, doc: Mapping[str, Any]) -> None:
@@ -64,7 +54,7 @@ def scale(
     """Change the number of im-server nodes; the new count is kept by later deploys."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ScaleResult:
+    def body() -> DocResult:
         if ctx.cloud != "local":
             from cli.targets.cloud.factory import cloud_ops
 
@@ -77,9 +67,9 @@ def scale(
             doc = {"cloud": ctx.cloud, **doc}
             if outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE"):
                 status = write_back(ctx, doc, nodes, min_, max_)
-                return ScaleResult(doc, status)
+                return DocResult(doc, status)
             doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
-            return ScaleResult(doc)
+            return DocResult(doc)
         if replicas is None:
             raise UsageError("--replicas is required", "e.g. imctl scale --replicas 3")
         if nodes is not None or min_ is not None or max_ is not None:
@@ -87,7 +77,7 @@ def scale(
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
-        return ScaleResult(target.scale(replicas, region, ctx.out.info))
+        return DocResult(target.scale(replicas, region, ctx.out.info))
 
     args = {"replicas": replicas, "region": region, "nodes": nodes, "min": min_, "max": max_}
     run(ctx, "scale", args, body, _render, mutating=True, create_stack=ctx.cloud != "local")

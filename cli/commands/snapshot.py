@@ -24,7 +24,7 @@ from cli.options import (
     Yes,
     make_context,
 )
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.snapshots import (
     CreateResult,
     Deadline,
@@ -35,7 +35,6 @@ from cli.snapshots import (
     VerifyResult,
 )
 from cli.state import StackFiles
-from cli.targets.cloud.factory import CloudDoc
 
 app = typer.Typer(
     name="snapshot",
@@ -127,13 +126,13 @@ def create(
     """Take a consistent snapshot of the primary's data while traffic flows."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> CreateResult | CloudDoc:
+    def body() -> CreateResult | DocResult:
         if note is not None and len(note) > MAX_NOTE:
             raise UsageError(f"--note is limited to {MAX_NOTE} characters")
         limit = deadline(timeout)
         if ctx.cloud != "local":
             doc = cloud_ops_for(ctx, outputs).snapshot_create(note, ctx.out.info, timeout or 3600)
-            return CloudDoc({"cloud": ctx.cloud, **doc})
+            return DocResult({"cloud": ctx.cloud, **doc})
         return store(ctx).create(note, limit, ctx.out.step)
 
     args = {"note": note, "timeout": timeout}
@@ -178,9 +177,9 @@ def list_(
     """List the stack's snapshots, oldest first."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ListResult | CloudDoc:
+    def body() -> ListResult | DocResult:
         if ctx.cloud != "local":
-            return CloudDoc({"cloud": ctx.cloud, **cloud_ops_for(ctx, outputs).snapshot_list()})
+            return DocResult({"cloud": ctx.cloud, **cloud_ops_for(ctx, outputs).snapshot_list()})
         return store(ctx).list()
 
     run(ctx, "snapshot list", {}, body, render_either(_render_list), mutating=False,
@@ -220,10 +219,10 @@ def show(
     digest)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ShowResult | CloudDoc:
+    def body() -> ShowResult | DocResult:
         if ctx.cloud != "local":
             doc = cloud_ops_for(ctx, outputs).snapshot_show(snapshot_id)
-            return CloudDoc({"cloud": ctx.cloud, **doc})
+            return DocResult({"cloud": ctx.cloud, **doc})
         return store(ctx).show(snapshot_id)
 
     args = {"id": snapshot_id}
@@ -262,10 +261,10 @@ def delete(
     """Delete one snapshot."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DeleteResult | CloudDoc:
+    def body() -> DeleteResult | DocResult:
         if ctx.cloud != "local":
             doc = cloud_ops_for(ctx, outputs).snapshot_delete(snapshot_id, ctx.out.info, 1800)
-            return CloudDoc({"cloud": ctx.cloud, **doc})
+            return DocResult({"cloud": ctx.cloud, **doc})
         return store(ctx).delete(snapshot_id)
 
     run(ctx, "snapshot delete", {"id": snapshot_id}, body, render_either(_render_delete),

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus
 from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
 
 app = typer.Typer(
@@ -19,15 +17,6 @@ app = typer.Typer(
     epilog=GROUP_EPILOG,
     rich_markup_mode=None,
 )
-
-
-@dataclass
-class RebuildResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_rebuild(console: Any, doc: Mapping[str, Any]) -> None:
@@ -51,7 +40,7 @@ def rebuild(
     """Wipe REGION's database and copy the primary into it (pg_basebackup), then stream."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> RebuildResult:
+    def body() -> DocResult:
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -59,6 +48,6 @@ def rebuild(
             f"Rebuild region {region!r} as the standby?",
             details=[f"delete {region}'s database and copy the primary into it"],
         )
-        return RebuildResult(target.rebuild_standby(region, ctx.out.info))
+        return DocResult(target.rebuild_standby(region, ctx.out.info))
 
     run(ctx, "standby-rebuild", {"region": region}, body, _render_rebuild, mutating=True)

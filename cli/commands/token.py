@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus, UsageError
+from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
-
-
-@dataclass
-class TokenResult:
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def _render_token(console: Any, doc: Mapping[str, Any]) -> None:
@@ -42,7 +32,7 @@ def token(
     """Print a JWT for USER, for the hello frame (text mode prints only the token)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> TokenResult:
+    def body() -> DocResult:
         from im_server import auth
 
         if not 1 <= ttl <= 365 * 86400:
@@ -53,6 +43,6 @@ def token(
             tok = auth.mint(files.load_secrets().jwt_secret, user, ttl)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        return TokenResult({"user": user, "token": tok, "expires_at": int(time.time()) + ttl})
+        return DocResult({"user": user, "token": tok, "expires_at": int(time.time()) + ttl})
 
     run(ctx, "token", {"user": user, "ttl": ttl}, body, _render_token, mutating=False)

@@ -147,6 +147,8 @@ def _spawn(tmp_path: Path, code: str, name: str) -> procs.PidInfo:
         if "ready" in procs.log_tail(log):
             break
         time.sleep(0.02)
+    else:
+        pytest.fail(f"the child never became ready: {procs.log_tail(log)}")
     return info
 
 

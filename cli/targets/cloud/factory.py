@@ -5,24 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cli.errors import ExitStatus, UsageError
+from cli.errors import UsageError
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs, load_file
 
 if TYPE_CHECKING:
     from cli.context import Context
     from cli.targets.cloud.kube import KubeApi
-
-
-@dataclass
-class CloudDoc:
-    """A cloud operation's result, rendered the same way for every verb."""
-
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
 
 
 def render_cloud(console: Any, doc: Any) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 
 from cli.state import StackConfig
-from cli.targets.local import procs
 from cli.targets.local.target import LocalTarget
 from im_server import auth
 from im_server.client import Ack, Client, Message
@@ -58,23 +57,7 @@ async def _receiver(name: str, c: Client, load: _Load, stop: asyncio.Event) -> N
 def kill_region(target: LocalTarget, cfg: StackConfig, region: str) -> list[int]:
     """kill -9 every process of a region: what losing it looks like."""
     r = next(x for x in target.regions(cfg) if x.cfg.name == region)
-    killed = []
-    for node in r.node_ids():
-        info = procs.read_pid_file(r.nodes_dir / f"{node}.pid")
-        if info is not None and procs.is_alive(info):
-            procs.kill9(info)
-            killed.append(info.pid)
-    nats = r.nats()
-    info = nats.pid_info()
-    if info is not None and nats.is_alive():
-        nats.kill9()
-        killed.append(info.pid)
-    pg = r.pg()
-    pid = pg.pid()
-    if pid is not None:
-        pg.kill9()
-        killed.append(pid)
-    return killed
+    return r.fence(kill_db=True)
 
 
 async def drill(

@@ -44,10 +44,6 @@ class NatsProcess:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    @property
-    def cluster_url(self) -> str | None:
-        return None if self.cluster_port is None else f"nats://{self.host}:{self.cluster_port}"
-
     def argv(self) -> list[str]:
         args = [str(find_nats_server()), "-a", self.host, "-p", str(self.port)]
         args += ["-m", str(self.monitor_port)]

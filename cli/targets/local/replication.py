@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cli.errors import ResourceFailure
-from cli.targets.local.postgres import PgInstance, run_as
+from cli.targets.local.postgres import PgInstance
 
 LSN_RE = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 
@@ -63,11 +61,7 @@ def base_backup(primary: PgInstance, standby: PgInstance, region: str, password:
     if standby.data_dir.exists():
         shutil.rmtree(standby.data_dir)
     standby.data_dir.mkdir(parents=True)
-    who = run_as()
-    if who.privileged:
-        import os
-
-        os.chown(standby.data_dir, who.uid, who.gid)
+    standby._chown(standby.data_dir)
     standby.data_dir.chmod(0o700)
     ensure_slot(primary, region)
     primary.run(
@@ -86,11 +80,7 @@ def base_backup(primary: PgInstance, standby: PgInstance, region: str, password:
 def mark_standby(pg: PgInstance) -> None:
     signal = pg.data_dir / "standby.signal"
     signal.touch()
-    who = run_as()
-    if who.privileged:
-        import os
-
-        os.chown(signal, who.uid, who.gid)
+    pg._chown(signal)
 
 
 def set_synchronous(primary: PgInstance, standby_region: str | None) -> None:
@@ -196,12 +186,3 @@ def wal_end_of_stopped(pg: PgInstance) -> int | None:
         if last:
             return lsn_to_int(last[-1])
     return None
-
-
-def require(pg: PgInstance, what: str) -> None:
-    if not pg.is_running():
-        raise ResourceFailure(f"PostgreSQL of {what} is not running", "imctl deploy starts it")
-
-
-def data_dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

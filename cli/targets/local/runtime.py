@@ -236,12 +236,12 @@ class Region:
         self._wait_ready(wanted)
         return started
 
-    def stop_node(self, node: str, *, kill_after: float | None = None) -> bool:
+    def stop_node(self, node: str) -> bool:
         """Drain (SIGTERM) and wait; True if it exited by itself within the grace."""
         info = self._node_info(node)
         clean = True
         if info is not None and procs.is_alive(info):
-            clean = procs.terminate(info, kill_after or self.drain_grace + 5)
+            clean = procs.terminate(info, self.drain_grace + 5)
         self._pid_file(node).unlink(missing_ok=True)
         return clean
 
@@ -265,23 +265,22 @@ class Region:
     # --- database and bus -----------------------------------------------------------------
 
     def ensure_database(self, step: Step) -> list[str]:
-        actions = []
-        pg = self.pg()
         if self.cfg.role == "standby":
             return self.ensure_standby_database(step)
+        actions = []
+        pg = self.pg()
         if not (pg.data_dir / "PG_VERSION").exists():
             pg.init(self.secrets.pg_password)
             actions.append("initialized PostgreSQL")
         if not pg.is_running():
             pg.start()
             actions.append(f"started PostgreSQL on 127.0.0.1:{pg.port}")
-        if self.cfg.role == "primary":
-            pg.create_database(DATABASE)
-            from im_server.migrate import migrate
+        pg.create_database(DATABASE)
+        from im_server.migrate import migrate
 
-            applied = asyncio.run(migrate(self.dsn()))
-            if applied:
-                actions.append(f"applied {len(applied)} migration(s)")
+        applied = asyncio.run(migrate(self.dsn()))
+        if applied:
+            actions.append(f"applied {len(applied)} migration(s)")
         for a in actions:
             step(a)
         return actions
@@ -336,6 +335,32 @@ class Region:
             actions += [f"started node {n}" for n in started]
         actions += [f"drained node {n}" for n in self.remove_nodes(want, step)]
         return actions
+
+    def fence(self, *, kill_db: bool) -> list[int]:
+        """Make sure nothing of this region can take a write: kill -9 its nodes and NATS, and
+        stop its PostgreSQL at once (``kill_db``: kill -9 it too, as losing the machine would).
+        Returns the pids signalled."""
+        killed = []
+        for node in self.node_ids():
+            info = self._node_info(node)
+            if info is not None and procs.is_alive(info):
+                procs.kill9(info)
+                killed.append(info.pid)
+            self._pid_file(node).unlink(missing_ok=True)
+        nats = self.nats()
+        info = nats.pid_info()
+        if info is not None and nats.is_alive():
+            nats.kill9()
+            killed.append(info.pid)
+        pg = self.pg()
+        pid = pg.pid()
+        if pid is not None:
+            if kill_db:
+                pg.kill9()
+            else:
+                pg.stop(mode="immediate")
+            killed.append(pid)
+        return killed
 
     def stop_all(self, step: Step) -> list[str]:
         actions = [f"drained node {n}" for n in self.remove_nodes(0, step)]
@@ -409,8 +434,9 @@ class Region:
 
 
 def _pg_role(pg: PgInstance) -> str | None:
+    from cli.targets.local.replication import in_recovery
+
     try:
-        out = pg.sql("SELECT pg_is_in_recovery()").strip()
+        return "standby" if in_recovery(pg) else "primary"
     except Exception:
         return None
-    return "standby" if out.startswith("t") else "primary"

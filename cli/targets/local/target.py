@@ -384,7 +384,7 @@ class LocalTarget:
             src_pg.stop()
         else:
             step(f"fencing {src.cfg.name}")
-            self._fence(src)
+            src.fence(kill_db=False)
             end = rep.wal_end_of_stopped(src_pg)
             received = rep.standby_state(dst_pg).receive_lsn
             wal_lost = None if end is None else max(0, end - received)
@@ -399,7 +399,7 @@ class LocalTarget:
         src.cfg.role = "fenced" if force else "standby"
         dst.cfg.role = "primary"
         self.files.save_config(cfg)
-        self._wire(cfg, src, dst)
+        dst.upstream, src.upstream = None, dst
         dst.ensure_bus(step)
         dst.ensure_nodes(dst.cfg.replicas, step)
         info["rto_seconds"] = round(time.monotonic() - t0, 3)
@@ -411,24 +411,6 @@ class LocalTarget:
             info["rejoined"] = True
         info["status"] = self.status()
         return info
-
-    def _wire(self, cfg: StackConfig, src: Region, dst: Region) -> None:
-        dst.upstream = None
-        src.upstream = dst
-
-    def _fence(self, r: Region) -> None:
-        """Nothing of the old primary may accept a write again."""
-        for node in r.node_ids():
-            info = procs.read_pid_file(r.nodes_dir / f"{node}.pid")
-            if info is not None and procs.is_alive(info):
-                procs.kill9(info)
-            (r.nodes_dir / f"{node}.pid").unlink(missing_ok=True)
-        nats = r.nats()
-        if nats.is_alive():
-            nats.kill9()
-        pg = r.pg()
-        if pg.is_running():
-            pg.stop(mode="immediate")
 
     def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Step) -> None:
         """The old primary follows the new one: it was stopped cleanly after the standby had
@@ -466,7 +448,7 @@ class LocalTarget:
         primary = regions[cfg.primary.name]
         if not primary.pg().is_running():
             raise PreconditionFailed(f"primary {primary.cfg.name!r} is not running")
-        self._fence(r)
+        r.fence(kill_db=False)
         r.cfg.role = "standby"
         r.upstream = primary
         pg = r.pg()
