@@ -226,9 +226,6 @@ class Failure:
     name: str
     message: str
 
-    def to_json(self) -> dict[str, str]:
-        return {"urn": self.urn, "type": self.type, "name": self.name, "message": self.message}
-
 
 def _name_of(urn: str) -> str:
     return urn.rsplit("::", 1)[-1] if urn else ""
@@ -300,6 +297,14 @@ class EventRenderer:
             except Exception:  # a broken display must not fail a deploy
                 self.dropped += 1
 
+    def _resource(self, kind: str, seq: int, md: Any) -> ProgressEvent:
+        """A resource step started, finished or failed: counted once per (urn, operation)."""
+        op = str(getattr(md.op, "value", md.op))
+        self._started.add((md.urn, op))
+        if kind != "resource_started":
+            self._finished.add((md.urn, op))
+        return self._make(kind, seq, op=op, urn=md.urn, type=md.type, name=_name_of(md.urn))
+
     def _make(self, kind: str, seq: int, **kw: Any) -> ProgressEvent:
         return ProgressEvent(
             kind=kind,
@@ -316,30 +321,15 @@ class EventRenderer:
         if ev.prelude_event is not None:
             return self._make("start", seq)
         if ev.resource_pre_event is not None:
-            md = ev.resource_pre_event.metadata
-            op = str(getattr(md.op, "value", md.op))
-            self._started.add((md.urn, op))
-            return self._make(
-                "resource_started", seq, op=op, urn=md.urn, type=md.type, name=_name_of(md.urn)
-            )
+            return self._resource("resource_started", seq, ev.resource_pre_event.metadata)
         if ev.res_outputs_event is not None:
-            md = ev.res_outputs_event.metadata
-            op = str(getattr(md.op, "value", md.op))
-            self._started.add((md.urn, op))
-            self._finished.add((md.urn, op))
-            return self._make(
-                "resource_done", seq, op=op, urn=md.urn, type=md.type, name=_name_of(md.urn)
-            )
+            return self._resource("resource_done", seq, ev.res_outputs_event.metadata)
         if ev.res_op_failed_event is not None:
             md = ev.res_op_failed_event.metadata
-            op = str(getattr(md.op, "value", md.op))
-            self._started.add((md.urn, op))
-            self._finished.add((md.urn, op))
             if not any(f.urn == md.urn for f in self.failures):
+                op = str(getattr(md.op, "value", md.op))
                 self.failures.append(Failure(md.urn, md.type, _name_of(md.urn), f"{op} failed"))
-            return self._make(
-                "resource_failed", seq, op=op, urn=md.urn, type=md.type, name=_name_of(md.urn)
-            )
+            return self._resource("resource_failed", seq, md)
         if ev.diagnostic_event is not None:
             d = ev.diagnostic_event
             severity = d.severity or "info"
@@ -802,22 +792,6 @@ def _prepare(
     changed = _validated(stack, cloud, existing, config)
     _write_config(settings, st, changed, secret_config or {})
     return st, created, changed
-
-
-def create_or_select_stack(
-    ctx_stack: str,
-    cloud: str,
-    config: Mapping[str, str],
-    *,
-    home: Path,
-    env: Mapping[str, str],
-    secret_config: Mapping[str, str] | None = None,
-) -> auto.Stack:
-    """Open the stack (creating it if needed) with ``config`` (see ``stack_config``) written."""
-    settings = resolve_settings(home, env)
-    with _translated(ctx_stack, "config", settings):
-        st, _, _ = _prepare(settings, ctx_stack, cloud, config, secret_config)
-        return st
 
 
 # --- outputs -------------------------------------------------------------------------------

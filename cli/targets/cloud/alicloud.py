@@ -31,6 +31,7 @@ from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.day2_util import (
     DB_PORT,
     DB_USER,
+    DNS_TYPES,
     SECRET_DB_URL_KEY,
     SECRET_NAME,
     Deadline,
@@ -52,7 +53,6 @@ from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 DTS_VERSION = "2020-01-01"
 LIST_WINDOW_DAYS = 90  # DescribeBackups wants a short time range; backups older than this hide
-_DNS_TYPES = ("A", "AAAA", "CNAME")
 # DTS states in which the job may still write into the standby (a failed or paused one won't).
 _DTS_RUNNING = ("Synchronizing", "Initializing", "Retrying", "Modifying", "Upgrade", "Downgrade")
 # The generated client's method per RDS action (its snake_case folds acronym runs).
@@ -889,7 +889,7 @@ class AlicloudOps(RegionalOps):
         )
         records = (doc.get("DomainRecords") or {}).get("Record") or []
         # RRKeyWord matches fuzzily; only this exact name counts.
-        return [dict(x) for x in records if x.get("RR") == rr and x.get("Type") in _DNS_TYPES]
+        return [dict(x) for x in records if x.get("RR") == rr and x.get("Type") in DNS_TYPES]
 
     def _point_dns(self, run: Switch) -> dict[str, Any]:
         new, progress = run.new, run.progress

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cli.errors import (
-    ExitStatus,
     ImctlError,
     OperationTimeout,
     PreconditionFailed,
@@ -38,7 +37,7 @@ from cli.targets.cloud.aws_support import (
     wait_for,
     with_host,
 )
-from cli.targets.cloud.day2_util import region_facts
+from cli.targets.cloud.day2_util import SECRET_DB_URL_KEY, SECRET_NAME, Partial, region_facts
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -47,8 +46,6 @@ STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
 RESTORED_FROM_TAG = "imctl:restored-from"
 # The workload's Secret and key (stacks/workload/server.py; not imported: that pulls in Pulumi).
-SECRET_NAME = "im-server"
-DB_URL_KEY = "database-url"
 # A planned switchover starts only if the standby was at most this far behind (seconds): the
 # alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
 PLANNED_MAX_LAG_SECONDS = 30.0
@@ -78,11 +75,8 @@ _DB_FAILED = frozenset(
 _NODEGROUP_FAILED = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DELETING", "DEGRADED"})
 
 
-class FailoverIncomplete(ImctlError):
+class FailoverIncomplete(Partial):
     """The new primary serves, a later step (DNS) failed: exit 12, with the result so far."""
-
-    status = ExitStatus.PARTIAL
-    code = "partial"
 
     def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
         super().__init__(message, hint)
@@ -587,10 +581,10 @@ class AwsOps:
     # --- restore ----------------------------------------------------------------------------
 
     def _current_db_url(self, r: RegionOutputs) -> str:
-        url = self._kube(r.name).get_secret(r.namespace, SECRET_NAME).get(DB_URL_KEY)
+        url = self._kube(r.name).get_secret(r.namespace, SECRET_NAME).get(SECRET_DB_URL_KEY)
         if not url:
             raise PreconditionFailed(
-                f"Secret {r.namespace}/{SECRET_NAME} has no {DB_URL_KEY}",
+                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
                 "`imctl deploy` recreates it; nothing was changed",
             )
         return url
@@ -642,7 +636,7 @@ class AwsOps:
         port = inst["Endpoint"].get("Port")
         kube = self._kube(r.name)
         kube.patch_secret(
-            r.namespace, SECRET_NAME, {DB_URL_KEY: with_host(current_url, host, port)}
+            r.namespace, SECRET_NAME, {SECRET_DB_URL_KEY: with_host(current_url, host, port)}
         )
         progress(f"Secret {r.namespace}/{SECRET_NAME}: database host {host}")
         kube.restart_deployment(r.namespace, r.deployment)

@@ -41,6 +41,8 @@ DB_NAME = "im"
 DB_PORT = 5432
 SECRET_NAME = "im-server"
 SECRET_DB_URL_KEY = "database-url"
+# The record types a failover rewrites for the stack's DNS name.
+DNS_TYPES = ("A", "AAAA", "CNAME")
 
 # Pods the new primary gets when the old one had none to give (fenced at zero, or unreachable).
 DEFAULT_FAILOVER_REPLICAS = 2

@@ -26,6 +26,7 @@ from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.day2_util import (
     DB_PORT,
     DB_USER,
+    DNS_TYPES,
     SECRET_DB_URL_KEY,
     SECRET_NAME,
     Deadline,
@@ -47,7 +48,6 @@ from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
-_DNS_TYPES = ("A", "AAAA", "CNAME")
 
 # Instance settings a restore target copies from its source: the inputs of DatabaseInstance
 # (output-only fields such as settingsVersion would be rejected by instances.insert).
@@ -713,7 +713,7 @@ class GcpOps(RegionalOps):
             .list(project=self.project, managedZone=self.outputs.hosted_zone_id, name=self._fqdn())
         )
         doc = self._call(req, f"reading the records of {self.outputs.dns_name}")
-        return [s for s in doc.get("rrsets") or [] if s.get("type") in _DNS_TYPES]
+        return [s for s in doc.get("rrsets") or [] if s.get("type") in DNS_TYPES]
 
     def _point_dns(self, run: Switch) -> dict[str, Any]:
         old, new, deadline, progress = run.old, run.new, run.deadline, run.progress
