@@ -78,6 +78,12 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "monitoring", "boolean", "Create PodMonitor/PrometheusRule (needs the operator).", "true"
     ),
     KeySpec("gcpProject", "string", "GCP project id; empty: the provider's ambient project.", ""),
+    KeySpec(
+        "failovers",
+        "integer",
+        "Region failovers so far (imctl failover counts them); odd: standbyRegion is the writer.",
+        "0",
+    ),
 )
 KEY_NAMES: Final = frozenset(k.name for k in KEYS)
 
@@ -113,11 +119,59 @@ class StackConfig:
     namespace: str
     monitoring: bool
     gcp_project: str | None
+    failovers: int = 0
 
     @property
     def regions(self) -> tuple[str, ...]:
-        """Primary first, then the standby if there is one."""
+        """The sites in the order they were configured: ``region`` first, then the standby.
+
+        The order never changes with a failover, so nothing keyed by it (VPC ranges, resource
+        names) is replaced when the roles swap; ``writer_region`` says which site leads now.
+        """
         return (self.region,) if self.standby_region is None else (self.region, self.standby_region)
+
+    @property
+    def writer_region(self) -> str:
+        """The region holding the writable database and serving traffic now: each failover
+        (written back by ``imctl failover``) moves the role to the other site."""
+        if self.failovers % 2 == 1 and self.standby_region is not None:
+            return self.standby_region
+        return self.region
+
+    @property
+    def writer_first(self) -> tuple[str, ...]:
+        """The sites, writer first: a replica is declared after the instance it follows."""
+        return tuple(sorted(self.regions, key=lambda r: r != self.writer_region))
+
+    @property
+    def reader_region(self) -> str | None:
+        """The region holding the replica, if there is one."""
+        if self.standby_region is None:
+            return None
+        return self.region if self.writer_region != self.region else self.standby_region
+
+    def db_generation(self, region: str) -> int:
+        """Which database instance a site holds, counted in failovers.
+
+        A failover promotes the reader's replica where it stands (same resource, no
+        replacement) and leaves the old writer behind: it may hold writes the new writer
+        never received, so it is never turned back into a replica. The demoted site gets a
+        new replica, created at the current failover count; the writer keeps the instance it
+        got as a replica one failover earlier.
+        """
+        if region == self.writer_region:
+            return max(self.failovers - 1, 0)
+        return self.failovers
+
+    def db_promoted(self, region: str) -> bool:
+        """The writer's instance started as a replica and was promoted by a failover."""
+        return region == self.writer_region and self.failovers > 0
+
+    def db_name(self, region: str) -> str:
+        """The database component's resource name for a site: stable across the promotion
+        of its instance, new for each replica a failover makes."""
+        generation = self.db_generation(region)
+        return f"{region}-db" if generation == 0 else f"{region}-db-f{generation}"
 
     @property
     def dns_name(self) -> str:
@@ -220,6 +274,15 @@ def parse(values: Mapping[str, str]) -> StackConfig:
                 key="standbyRegion",
             )
 
+    failovers = _int(merged, "failovers", 0, 1_000_000)
+    if failovers % 2 == 1 and standby is None:
+        raise ConfigError(
+            f"failovers is {failovers} (odd: the standby region is the writer), but there is no"
+            " standbyRegion",
+            "set standbyRegion back to the region the stack failed over to",
+            key="failovers",
+        )
+
     node_min = _int(merged, "nodeMin", 1, 100)
     node_max = _int(merged, "nodeMax", 1, 100)
     node_desired = _int(merged, "nodeDesired", 1, 100)
@@ -305,6 +368,7 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         namespace=namespace,
         monitoring=_bool(merged, "monitoring"),
         gcp_project=merged["gcpProject"].strip() or None,
+        failovers=failovers,
     )
 
 

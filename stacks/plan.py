@@ -64,6 +64,8 @@ class Registration:
     dependencies: tuple[str, ...]  # URNs this resource waits for (depends_on and inputs)
     inputs: dict[str, Any]  # raw: secrets still wrapped, see is_secret/unwrap
     state: dict[str, Any]  # inputs plus what the mock "cloud" computed
+    retain_on_delete: bool = False  # dropped from the program: left in the cloud, not deleted
+    ignore_changes: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -293,6 +295,8 @@ def _run(config: StackConfig, program: Callable[[StackConfig], dict[str, Any]] |
                             dependencies=tuple(request.dependencies),
                             inputs=rpc.deserialize_properties(request.object),
                             state=dict(registered.state) if registered else {},
+                            retain_on_delete=bool(request.retainOnDelete),
+                            ignore_changes=tuple(request.ignoreChanges),
                         )
                     )
             return response
@@ -368,8 +372,8 @@ def to_result(run: PlanRun) -> PlanResult:
     }
     return {
         "cloud": run.config.cloud,
-        "primary_region": run.config.region,
-        "standby_region": run.config.standby_region,
+        "primary_region": run.config.writer_region,
+        "standby_region": run.config.reader_region,
         "config": run.config.as_dict(),
         "resources": resources,
         "outputs": outputs,

@@ -72,8 +72,9 @@ def build(config: StackConfig) -> dict[str, Any]:
 
     return {
         "cloud": config.cloud,
-        "primary_region": config.region,
-        "standby_region": config.standby_region,
+        "primary_region": config.writer_region,
+        "standby_region": config.reader_region,
+        "failovers": config.failovers,
         "regions": {
             region: {
                 "role": r.role,
@@ -91,7 +92,7 @@ def build(config: StackConfig) -> dict[str, Any]:
         "hosted_zone_id": dns.hosted_zone_id,
         "dns_name": dns.dns_name,
         "backup_bucket": infra.backup_bucket,
-        "kubeconfig": pulumi.Output.secret(infra.regions[config.region].kubeconfig),
+        "kubeconfig": pulumi.Output.secret(infra.regions[config.writer_region].kubeconfig),
         "kubeconfigs": pulumi.Output.secret(
             {region: r.kubeconfig for region, r in infra.regions.items()}
         ),

@@ -6,6 +6,10 @@ disaster-recovery instance of the same class kept in sync by a one-way DTS synch
 ApsaraDB has no cross-region read replica for PostgreSQL; DTS is Alibaba Cloud's mechanism for
 a warm standby in another region. DTS reads the primary's WAL through logical decoding, hence
 ``wal_level = logical`` on the primary.
+
+Every instance is a full HA instance, so a failover needs no promotion in the program: the
+writer's role moves, a new DTS synchronization feeds a new instance in the demoted region, and
+the old writer is dropped from the program but retained (it may hold writes DTS never copied).
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ class RdsInstance(pulumi.ComponentResource):
         logical_replication: bool = False,
     ) -> None:
         super().__init__("imctl:alicloud:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        # Retained: the old writer a failover leaves behind is dropped from the program, and
+        # its data, key and account must outlive that deploy.
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
         self.key = alicloud.kms.Key(
             f"{name}-key",
             description=f"{name}: RDS cloud disk encryption",
@@ -136,33 +142,30 @@ class RdsInstance(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True, slots=True)
-class DisasterRecoveryArgs:
-    standby: RdsArgs
+class DtsSyncArgs:
     source: RdsInstance
     source_region: str
+    destination: RdsInstance
+    destination_region: str
+    provider: pulumi.ProviderResource  # the destination region's: DTS runs there
     password: pulumi.Input[str]
 
 
-class DisasterRecovery(pulumi.ComponentResource):
-    """The standby region's instance and the DTS synchronization that feeds it."""
-
-    instance_id: pulumi.Output[str]
-    host: pulumi.Output[str]
+class DtsSync(pulumi.ComponentResource):
+    """The one-way DTS synchronization that keeps the standby's instance in step."""
 
     def __init__(
-        self, name: str, args: DisasterRecoveryArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: DtsSyncArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("imctl:alicloud:DisasterRecovery", name, None, opts)
-        standby = RdsInstance(f"{name}-instance", args.standby, pulumi.ResourceOptions(parent=self))
-        # DTS runs in the destination region, so the standby's provider creates it.
-        child = pulumi.ResourceOptions(parent=self, provider=args.standby.provider)
+        super().__init__("imctl:alicloud:DtsSync", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
         self.dts = alicloud.dts.SynchronizationInstance(
             f"{name}-dts",
             payment_type="PayAsYouGo",
             source_endpoint_engine_name="PostgreSQL",
             source_endpoint_region=args.source_region,
             destination_endpoint_engine_name="PostgreSQL",
-            destination_endpoint_region=args.standby.region,
+            destination_endpoint_region=args.destination_region,
             instance_class="small",
             sync_architecture="oneway",
             opts=child,
@@ -179,9 +182,9 @@ class DisasterRecovery(pulumi.ComponentResource):
             source_endpoint_user_name=DB_USER,
             source_endpoint_password=args.password,
             destination_endpoint_instance_type="RDS",
-            destination_endpoint_instance_id=standby.instance_id,
+            destination_endpoint_instance_id=args.destination.instance_id,
             destination_endpoint_engine_name="PostgreSQL",
-            destination_endpoint_region=args.standby.region,
+            destination_endpoint_region=args.destination_region,
             destination_endpoint_database_name=DB_NAME,
             destination_endpoint_user_name=DB_USER,
             destination_endpoint_password=args.password,
@@ -195,11 +198,12 @@ class DisasterRecovery(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
-                    depends_on=[args.source.account, args.source.database, standby.database]
+                    depends_on=[
+                        args.source.account,
+                        args.source.database,
+                        args.destination.database,
+                    ]
                 ),
             ),
         )
-        self.instance = standby
-        self.instance_id = standby.instance_id
-        self.host = standby.host
-        self.register_outputs({"instance_id": self.instance_id, "host": self.host})
+        self.register_outputs({"job_id": self.job.id})

@@ -11,7 +11,7 @@ import pulumi_alicloud as alicloud
 
 from stacks.alicloud.backup import BackupBucket, BackupBucketArgs
 from stacks.alicloud.cluster import AckCluster, AckClusterArgs
-from stacks.alicloud.database import DisasterRecovery, DisasterRecoveryArgs, RdsArgs, RdsInstance
+from stacks.alicloud.database import DtsSync, DtsSyncArgs, RdsArgs, RdsInstance
 from stacks.alicloud.dns import GlobalDns as AlidnsGlobalDns
 from stacks.alicloud.dns import GlobalDnsArgs
 from stacks.alicloud.network import Network, NetworkArgs
@@ -39,11 +39,10 @@ def make_provider(region: str) -> alicloud.Provider:
 def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     providers = {r: make_provider(r) for r in config.regions}
     prefix = resource_prefix()
-    regions: dict[str, RegionInfra] = {}
-    primary_db: RdsInstance | None = None
+    sites: dict[str, tuple[AckCluster, RdsArgs]] = {}
+    # Sites in configured order: ranges and names stay put when a failover swaps the roles.
     for index, region in enumerate(config.regions):
         p = providers[region]
-        role: Role = "primary" if region == config.region else "standby"
         zones = alicloud.get_zones(
             available_resource_creation="VSwitch", opts=pulumi.InvokeOptions(provider=p)
         ).ids[:MAX_ZONES]
@@ -67,6 +66,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 tags=region_tags,
             ),
         )
+        is_writer = region == config.writer_region
         rds = RdsArgs(
             provider=p,
             region=region,
@@ -78,33 +78,44 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             storage_gb=config.db_storage_gb,
             backup_retention_days=config.db_backup_retention_days,
             password=secrets.db_password,
-            cross_backup_region=config.standby_region if role == "primary" else None,
+            cross_backup_region=config.reader_region if is_writer else None,
             tags=region_tags,
         )
-        if role == "primary":
-            primary_db = RdsInstance(
-                f"{region}-db", rds, logical_replication=config.standby_region is not None
-            )
-            db_id, db_host = primary_db.instance_id, primary_db.host
+        sites[region] = (cluster, rds)
+
+    regions: dict[str, RegionInfra] = {}
+    writer: RdsInstance | None = None
+    for region in config.writer_first:
+        cluster, rds = sites[region]
+        role: Role = "primary" if region == config.writer_region else "standby"
+        db = RdsInstance(
+            config.db_name(region),
+            rds,
+            # DTS decodes the writer's WAL. Set on both sites from the start: either may become
+            # the writer, and changing wal_level restarts the instance, right after a failover.
+            logical_replication=config.standby_region is not None,
+        )
+        if writer is None:
+            writer = db
         else:
-            assert primary_db is not None  # config.regions puts the primary first
-            dr = DisasterRecovery(
-                f"{region}-db-dr",
-                DisasterRecoveryArgs(
-                    standby=rds,
-                    source=primary_db,
-                    source_region=config.region,
+            DtsSync(
+                f"{config.db_name(region)}-sync",
+                DtsSyncArgs(
+                    source=writer,
+                    source_region=config.writer_region,
+                    destination=db,
+                    destination_region=region,
+                    provider=rds.provider,
                     password=secrets.db_password,
                 ),
             )
-            db_id, db_host = dr.instance_id, dr.host
         regions[region] = RegionInfra(
             region=region,
             role=role,
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
-            db_instance_id=db_id,
-            db_host=db_host,
+            db_instance_id=db.instance_id,
+            db_host=db.host,
             kubeconfig=cluster.kubeconfig,
             cluster=cluster,
             cluster_id=cluster.cluster_id,
@@ -137,7 +148,7 @@ def global_dns(
             provider=infra.providers[config.region],
             zone_name=config.domain,
             hostname=config.hostname,
-            primary_region=config.region,
+            primary_region=config.writer_region,
             endpoints=endpoints,
         ),
     )

@@ -1,8 +1,13 @@
-"""RDS PostgreSQL: a Multi-AZ primary and a cross-region read replica.
+"""RDS PostgreSQL: a Multi-AZ writer and a cross-region read replica.
 
 Both are encrypted with a customer-managed KMS key of their own region (a KMS key never leaves
-its region, so the replica cannot reuse the primary's), private to their VPC, protected from
+its region, so the replica cannot reuse the writer's), private to their VPC, protected from
 deletion, and force TLS through their parameter group.
+
+The per-region plumbing (key, subnet group, security group, parameter group) is one component
+per site, apart from the instance: after a failover the old writer is left standing (retained,
+never deleted by a deploy: it may hold the only copy of writes the replica had not received),
+and it keeps using its key and groups while a new replica beside it uses them too.
 """
 
 from __future__ import annotations
@@ -21,6 +26,20 @@ PARAMETER_FAMILY = "postgres16"
 REPLICA_LAG_ALARM_SECONDS = 30
 
 
+# A promoted replica carries these from its source; they can only be set when an instance is
+# created, so the writer that was a replica ignores them instead of being replaced.
+CREATE_ONLY_FIELDS = (
+    "engine",
+    "engineVersion",
+    "allocatedStorage",
+    "dbName",
+    "username",
+    "password",
+    "replicateSourceDb",
+    "finalSnapshotIdentifier",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseNetworkArgs:
     provider: pulumi.ProviderResource
@@ -31,27 +50,31 @@ class DatabaseNetworkArgs:
 
 
 @dataclass(frozen=True, slots=True)
-class PrimaryDatabaseArgs:
+class DatabaseArgs:
+    """One site's instance. ``source_arn`` set: a read replica of that instance. ``promoted``:
+    the writer that a failover made out of a replica (declared as a writer, creation-only
+    fields ignored, so the next deploy matches it instead of replacing it)."""
+
+    plumbing: DatabasePlumbing
     network: DatabaseNetworkArgs
     instance_class: str
     storage_gb: int
     backup_retention_days: int
     password: pulumi.Input[str]
+    source_arn: pulumi.Input[str] | None = None
+    promoted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ReadReplicaArgs:
-    network: DatabaseNetworkArgs
-    source_arn: pulumi.Input[str]
-    instance_class: str
-    backup_retention_days: int
+class DatabasePlumbing(pulumi.ComponentResource):
+    """KMS key, subnet group, security group and parameter group: one set per site, shared by
+    every instance that site has held."""
 
-
-class _DatabasePlumbing:
-    """KMS key, subnet group, security group and parameter group: one set per region."""
-
-    def __init__(self, name: str, net: DatabaseNetworkArgs, parent: pulumi.Resource) -> None:
-        child = pulumi.ResourceOptions(parent=parent, provider=net.provider)
+    def __init__(
+        self, name: str, net: DatabaseNetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("imctl:aws:DatabasePlumbing", name, None, opts)
+        # Retained: an instance left behind by a failover still depends on all four.
+        child = pulumi.ResourceOptions(parent=self, provider=net.provider, retain_on_delete=True)
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"{name}: RDS storage encryption",
@@ -87,43 +110,50 @@ class _DatabasePlumbing:
             tags=dict(net.tags),
             opts=child,
         )
+        self.register_outputs({"key_arn": self.key.arn})
 
 
-class PrimaryDatabase(pulumi.ComponentResource):
+class Database(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     arn: pulumi.Output[str]
     address: pulumi.Output[str]
 
     def __init__(
-        self, name: str, args: PrimaryDatabaseArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("imctl:aws:Database", name, None, opts)
-        net = args.network
-        plumbing = _DatabasePlumbing(name, net, self)
-        self.key = plumbing.key
+        net, plumbing = args.network, args.plumbing
+        # Retained: a deploy after a failover drops the old writer from the program, and its
+        # data (maybe writes the replica never got) must outlive that; delete it by hand.
+        child = pulumi.ResourceOptions(parent=self, provider=net.provider, retain_on_delete=True)
+        replica = args.source_arn is not None
+        writer = not replica  # engine, user, password and database: a replica's come from its
+        # source; a cross-region source is named by ARN, through this region's provider.
         self.instance = aws.rds.Instance(
             f"{name}-postgres",
-            engine="postgres",
-            engine_version=ENGINE_VERSION,
+            replicate_source_db=args.source_arn,
+            engine="postgres" if writer else None,
+            engine_version=ENGINE_VERSION if writer else None,
+            allocated_storage=args.storage_gb if writer else None,
+            max_allocated_storage=args.storage_gb * 4 if writer else None,
+            db_name=DB_NAME if writer else None,
+            username=DB_USER if writer else None,
+            password=args.password if writer else None,
             instance_class=args.instance_class,
-            allocated_storage=args.storage_gb,
-            max_allocated_storage=args.storage_gb * 4,
             storage_type="gp3",
             storage_encrypted=True,
             kms_key_id=plumbing.key.arn,
+            # Multi-AZ on the replica too, so a promoted replica is as available as a writer.
             multi_az=True,
             publicly_accessible=False,
             deletion_protection=True,
             backup_retention_period=args.backup_retention_days,
-            backup_window="02:00-03:00",
+            backup_window="02:00-03:00" if writer else None,
             maintenance_window="sun:04:00-sun:05:00",
             copy_tags_to_snapshot=True,
-            skip_final_snapshot=False,
-            final_snapshot_identifier=f"{name}-final",
+            skip_final_snapshot=replica,
+            final_snapshot_identifier=f"{name}-final" if writer else None,
             delete_automated_backups=False,
-            db_name=DB_NAME,
-            username=DB_USER,
-            password=args.password,
             db_subnet_group_name=plumbing.subnet_group.name,
             vpc_security_group_ids=[plumbing.security_group.id],
             parameter_group_name=plumbing.parameters.name,
@@ -132,65 +162,30 @@ class PrimaryDatabase(pulumi.ComponentResource):
             performance_insights_kms_key_id=plumbing.key.arn,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
             tags=dict(net.tags),
-            opts=pulumi.ResourceOptions(parent=self, provider=net.provider),
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    ignore_changes=list(CREATE_ONLY_FIELDS) if args.promoted else None
+                ),
+            ),
         )
+        if args.source_arn is not None:
+            self.lag_alarm = aws.cloudwatch.MetricAlarm(
+                f"{name}-replica-lag",
+                alarm_description="Standby replica lag: the data an unplanned failover would lose",
+                namespace="AWS/RDS",
+                metric_name="ReplicaLag",
+                dimensions={"DBInstanceIdentifier": self.instance.identifier},
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=5,
+                threshold=REPLICA_LAG_ALARM_SECONDS,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="breaching",
+                tags=dict(net.tags),
+                opts=pulumi.ResourceOptions(parent=self, provider=net.provider),
+            )
         self.instance_id = self.instance.identifier
         self.arn = self.instance.arn
-        self.address = self.instance.address
-        self.register_outputs({"instance_id": self.instance_id, "address": self.address})
-
-
-class ReadReplica(pulumi.ComponentResource):
-    instance_id: pulumi.Output[str]
-    address: pulumi.Output[str]
-
-    def __init__(
-        self, name: str, args: ReadReplicaArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("imctl:aws:ReadReplica", name, None, opts)
-        net = args.network
-        plumbing = _DatabasePlumbing(name, net, self)
-        child = pulumi.ResourceOptions(parent=self, provider=net.provider)
-        self.key = plumbing.key
-        # Engine, user, password and database come from the source; a cross-region source must
-        # be named by ARN, and the replica is created through the standby region's provider.
-        self.instance = aws.rds.Instance(
-            f"{name}-postgres",
-            replicate_source_db=args.source_arn,
-            instance_class=args.instance_class,
-            storage_type="gp3",
-            storage_encrypted=True,
-            kms_key_id=plumbing.key.arn,
-            # Multi-AZ already, so a promoted replica is as available as the old primary.
-            multi_az=True,
-            publicly_accessible=False,
-            deletion_protection=True,
-            backup_retention_period=args.backup_retention_days,
-            skip_final_snapshot=True,
-            db_subnet_group_name=plumbing.subnet_group.name,
-            vpc_security_group_ids=[plumbing.security_group.id],
-            parameter_group_name=plumbing.parameters.name,
-            auto_minor_version_upgrade=True,
-            performance_insights_enabled=True,
-            performance_insights_kms_key_id=plumbing.key.arn,
-            tags=dict(net.tags),
-            opts=child,
-        )
-        self.lag_alarm = aws.cloudwatch.MetricAlarm(
-            f"{name}-replica-lag",
-            alarm_description="Standby replica lag: the data an unplanned failover would lose",
-            namespace="AWS/RDS",
-            metric_name="ReplicaLag",
-            dimensions={"DBInstanceIdentifier": self.instance.identifier},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=5,
-            threshold=REPLICA_LAG_ALARM_SECONDS,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="breaching",
-            tags=dict(net.tags),
-            opts=child,
-        )
-        self.instance_id = self.instance.identifier
         self.address = self.instance.address
         self.register_outputs({"instance_id": self.instance_id, "address": self.address})

@@ -10,13 +10,7 @@ import pulumi_aws as aws
 
 from stacks.aws.backup import BackupBucket, BackupBucketArgs
 from stacks.aws.cluster import EksCluster, EksClusterArgs
-from stacks.aws.database import (
-    DatabaseNetworkArgs,
-    PrimaryDatabase,
-    PrimaryDatabaseArgs,
-    ReadReplica,
-    ReadReplicaArgs,
-)
+from stacks.aws.database import Database, DatabaseArgs, DatabaseNetworkArgs, DatabasePlumbing
 from stacks.aws.dns import FailoverDns, FailoverDnsArgs
 from stacks.aws.network import Network, NetworkArgs
 from stacks.config import StackConfig
@@ -51,11 +45,10 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     providers = {region: make_provider(region) for region in config.regions}
     prefix = resource_prefix()
     account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=providers[config.region]))
-    regions: dict[str, RegionInfra] = {}
-    primary_db: PrimaryDatabase | None = None
+    sites: dict[str, tuple[EksCluster, DatabasePlumbing, DatabaseNetworkArgs]] = {}
+    # Sites in configured order: VPC ranges and names stay put when a failover swaps the roles.
     for index, region in enumerate(config.regions):
         p = providers[region]
-        role: Role = "primary" if region == config.region else "standby"
         zones = aws.get_availability_zones(
             state="available", opts=pulumi.InvokeOptions(provider=p)
         ).names[:ZONES_PER_REGION]
@@ -85,37 +78,35 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             vpc_cidr=network.cidr,
             subnet_ids=network.private_subnet_ids,
         )
-        if role == "primary":
-            primary_db = PrimaryDatabase(
-                f"{region}-db",
-                PrimaryDatabaseArgs(
-                    network=db_net,
-                    instance_class=config.db_class,
-                    storage_gb=config.db_storage_gb,
-                    backup_retention_days=config.db_backup_retention_days,
-                    password=secrets.db_password,
-                ),
-            )
-            db_id, db_host = primary_db.instance_id, primary_db.address
-        else:
-            assert primary_db is not None  # config.regions puts the primary first
-            replica = ReadReplica(
-                f"{region}-db-replica",
-                ReadReplicaArgs(
-                    network=db_net,
-                    source_arn=primary_db.arn,
-                    instance_class=config.db_class,
-                    backup_retention_days=config.db_backup_retention_days,
-                ),
-            )
-            db_id, db_host = replica.instance_id, replica.address
+        sites[region] = (cluster, DatabasePlumbing(f"{region}-db-base", db_net), db_net)
+
+    # The writer's database first: the replica names it as its source.
+    regions: dict[str, RegionInfra] = {}
+    writer: Database | None = None
+    for region in config.writer_first:
+        cluster, plumbing, db_net = sites[region]
+        role: Role = "primary" if region == config.writer_region else "standby"
+        db = Database(
+            config.db_name(region),
+            DatabaseArgs(
+                plumbing=plumbing,
+                network=db_net,
+                instance_class=config.db_class,
+                storage_gb=config.db_storage_gb,
+                backup_retention_days=config.db_backup_retention_days,
+                password=secrets.db_password,
+                source_arn=None if writer is None else writer.arn,
+                promoted=config.db_promoted(region),
+            ),
+        )
+        writer = writer or db
         regions[region] = RegionInfra(
             region=region,
             role=role,
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
-            db_instance_id=db_id,
-            db_host=db_host,
+            db_instance_id=db.instance_id,
+            db_host=db.address,
             kubeconfig=cluster.kubeconfig,
             cluster=cluster,
         )
@@ -144,7 +135,7 @@ def global_dns(
             provider=infra.providers[config.region],
             zone_name=config.domain,
             record_name=config.dns_name,
-            primary_region=config.region,
+            primary_region=config.writer_region,
             endpoints=endpoints,
         ),
     )

@@ -1,5 +1,9 @@
-"""Cloud SQL for PostgreSQL: a REGIONAL (HA) primary with daily backups and point-in-time
+"""Cloud SQL for PostgreSQL: a REGIONAL (HA) writer with daily backups and point-in-time
 recovery, reachable on a private IP only, and a cross-region read replica.
+
+After a failover the promoted replica is declared as the writer (its master ignored, so it is
+matched, not replaced), and the old writer is dropped from the program but retained: it may
+hold writes the replica never received.
 
 Storage is encrypted at rest by Cloud SQL with Google-managed keys (always on; a CMEK would need
 a per-project service identity granted on the key, which this stack does not manage)."""
@@ -19,7 +23,10 @@ PITR_LOG_DAYS = 7  # the most Enterprise edition keeps
 
 
 @dataclass(frozen=True, slots=True)
-class PrimaryDatabaseArgs:
+class DatabaseArgs:
+    """One site's instance. ``master_instance_name`` set: a read replica of that instance.
+    ``promoted``: the writer a failover made out of a replica."""
+
     provider: pulumi.ProviderResource
     region: str
     network_id: pulumi.Input[str]
@@ -28,18 +35,8 @@ class PrimaryDatabaseArgs:
     disk_gb: int
     backup_retention_days: int
     password: pulumi.Input[str]
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadReplicaArgs:
-    provider: pulumi.ProviderResource
-    region: str
-    network_id: pulumi.Input[str]
-    private_services: pulumi.Resource
-    master_instance_name: pulumi.Input[str]
-    tier: str
-    disk_gb: int
+    master_instance_name: pulumi.Input[str] | None = None
+    promoted: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -51,38 +48,46 @@ def _private_ip(
     )
 
 
-class PrimaryDatabase(pulumi.ComponentResource):
+class Database(pulumi.ComponentResource):
     instance_name: pulumi.Output[str]
     private_ip: pulumi.Output[str]
 
     def __init__(
-        self, name: str, args: PrimaryDatabaseArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("imctl:gcp:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        replica = args.master_instance_name is not None
+        # Retained: the old writer a failover leaves behind is dropped from the program, and
+        # its data (and the user and database inside it) must outlive that deploy.
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
+        backups = gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
+            enabled=True,
+            point_in_time_recovery_enabled=True,
+            start_time="02:00",
+            transaction_log_retention_days=PITR_LOG_DAYS,
+            # One automated backup a day: the count is the retention in days.
+            backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
+                retained_backups=args.backup_retention_days, retention_unit="COUNT"
+            ),
+        )
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-postgres",
             region=args.region,
             database_version=DATABASE_VERSION,
+            # Users, databases and backups follow the master until the replica is promoted.
+            master_instance_name=args.master_instance_name,
+            instance_type="READ_REPLICA_INSTANCE" if replica else "CLOUD_SQL_INSTANCE",
             deletion_protection=True,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=args.tier,
                 edition="ENTERPRISE",
+                # HA on the replica too, so a promoted replica is as available as a writer.
                 availability_type="REGIONAL",
                 disk_type="PD_SSD",
                 disk_size=args.disk_gb,
                 disk_autoresize=True,
                 deletion_protection_enabled=True,
-                backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
-                    enabled=True,
-                    point_in_time_recovery_enabled=True,
-                    start_time="02:00",
-                    transaction_log_retention_days=PITR_LOG_DAYS,
-                    # One automated backup a day: the count is the retention in days.
-                    backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=args.backup_retention_days, retention_unit="COUNT"
-                    ),
-                ),
+                backup_configuration=None if replica else backups,
                 ip_configuration=_private_ip(args.network_id),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
@@ -95,54 +100,27 @@ class PrimaryDatabase(pulumi.ComponentResource):
                 user_labels=dict(args.labels),
             ),
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[args.private_services])
+                child,
+                pulumi.ResourceOptions(
+                    depends_on=[args.private_services],
+                    # Promotion clears the master; ignoring it keeps the instance, whichever way
+                    # the provider treats the field.
+                    ignore_changes=["masterInstanceName", "replicaConfiguration"]
+                    if args.promoted
+                    else None,
+                ),
             ),
         )
-        gcp.sql.Database(f"{name}-db", instance=self.instance.name, name=DB_NAME, opts=child)
-        gcp.sql.User(
-            f"{name}-user",
-            instance=self.instance.name,
-            name=DB_USER,
-            password=args.password,
-            opts=child,
-        )
-        self.instance_name = self.instance.name
-        self.private_ip = self.instance.private_ip_address
-        self.register_outputs({"instance_name": self.instance_name})
-
-
-class ReadReplica(pulumi.ComponentResource):
-    instance_name: pulumi.Output[str]
-    private_ip: pulumi.Output[str]
-
-    def __init__(
-        self, name: str, args: ReadReplicaArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("imctl:gcp:ReadReplica", name, None, opts)
-        # Created through the standby region's provider; users, databases and backups follow
-        # the primary (Cloud SQL replicas have no backups of their own until promoted).
-        self.instance = gcp.sql.DatabaseInstance(
-            f"{name}-postgres",
-            region=args.region,
-            database_version=DATABASE_VERSION,
-            master_instance_name=args.master_instance_name,
-            deletion_protection=True,
-            settings=gcp.sql.DatabaseInstanceSettingsArgs(
-                tier=args.tier,
-                edition="ENTERPRISE",
-                # HA already, so a promoted replica is as available as the old primary.
-                availability_type="REGIONAL",
-                disk_type="PD_SSD",
-                disk_size=args.disk_gb,
-                disk_autoresize=True,
-                deletion_protection_enabled=True,
-                ip_configuration=_private_ip(args.network_id),
-                user_labels=dict(args.labels),
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self, provider=args.provider, depends_on=[args.private_services]
-            ),
-        )
+        if not replica and not args.promoted:
+            # A promoted replica brought the database and user along from its old master.
+            gcp.sql.Database(f"{name}-db", instance=self.instance.name, name=DB_NAME, opts=child)
+            gcp.sql.User(
+                f"{name}-user",
+                instance=self.instance.name,
+                name=DB_USER,
+                password=args.password,
+                opts=child,
+            )
         self.instance_name = self.instance.name
         self.private_ip = self.instance.private_ip_address
         self.register_outputs({"instance_name": self.instance_name})

@@ -13,7 +13,7 @@ from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
 from stacks.gcp.backup import BackupBucket, BackupBucketArgs
 from stacks.gcp.cluster import GkeCluster, GkeClusterArgs
-from stacks.gcp.database import PrimaryDatabase, PrimaryDatabaseArgs, ReadReplica, ReadReplicaArgs
+from stacks.gcp.database import Database, DatabaseArgs
 from stacks.gcp.dns import FailoverDns, FailoverDnsArgs
 from stacks.gcp.network import Network, NetworkArgs, Subnet, SubnetArgs
 from stacks.naming import resource_prefix, tags
@@ -50,11 +50,10 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     providers = {r: make_provider(r, config.gcp_project) for r in config.regions}
     prefix = resource_prefix()
     network = Network("vpc", NetworkArgs(provider=providers[config.region]))
-    regions: dict[str, RegionInfra] = {}
-    primary_db: PrimaryDatabase | None = None
+    clusters: dict[str, GkeCluster] = {}
+    # Sites in configured order: ranges and names stay put when a failover swaps the roles.
     for index, region in enumerate(config.regions):
         p = providers[region]
-        role: Role = "primary" if region == config.region else "standby"
         nodes, pods, services, master = _RANGES[index]
         subnet = Subnet(
             f"{region}-subnet",
@@ -67,7 +66,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 services_cidr=services,
             ),
         )
-        cluster = GkeCluster(
+        clusters[region] = GkeCluster(
             f"{region}-gke",
             GkeClusterArgs(
                 provider=p,
@@ -83,43 +82,35 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 project=config.gcp_project,
             ),
         )
-        if role == "primary":
-            primary_db = PrimaryDatabase(
-                f"{region}-db",
-                PrimaryDatabaseArgs(
-                    provider=p,
-                    region=region,
-                    network_id=network.network_id,
-                    private_services=network.private_services,
-                    tier=config.db_class,
-                    disk_gb=config.db_storage_gb,
-                    backup_retention_days=config.db_backup_retention_days,
-                    password=secrets.db_password,
-                ),
-            )
-            db_id, db_host = primary_db.instance_name, primary_db.private_ip
-        else:
-            assert primary_db is not None  # config.regions puts the primary first
-            replica = ReadReplica(
-                f"{region}-db-replica",
-                ReadReplicaArgs(
-                    provider=p,
-                    region=region,
-                    network_id=network.network_id,
-                    private_services=network.private_services,
-                    master_instance_name=primary_db.instance_name,
-                    tier=config.db_class,
-                    disk_gb=config.db_storage_gb,
-                ),
-            )
-            db_id, db_host = replica.instance_name, replica.private_ip
+
+    regions: dict[str, RegionInfra] = {}
+    writer: Database | None = None
+    for region in config.writer_first:  # the replica names the writer as its master
+        cluster = clusters[region]
+        role: Role = "primary" if region == config.writer_region else "standby"
+        db = Database(
+            config.db_name(region),
+            DatabaseArgs(
+                provider=providers[region],
+                region=region,
+                network_id=network.network_id,
+                private_services=network.private_services,
+                tier=config.db_class,
+                disk_gb=config.db_storage_gb,
+                backup_retention_days=config.db_backup_retention_days,
+                password=secrets.db_password,
+                master_instance_name=None if writer is None else writer.instance_name,
+                promoted=config.db_promoted(region),
+            ),
+        )
+        writer = writer or db
         regions[region] = RegionInfra(
             region=region,
             role=role,
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
-            db_instance_id=db_id,
-            db_host=db_host,
+            db_instance_id=db.instance_name,
+            db_host=db.private_ip,
             kubeconfig=cluster.kubeconfig,
             cluster=cluster,
             cluster_id=cluster.cluster_id,
@@ -145,7 +136,7 @@ def global_dns(
             provider=infra.providers[config.region],
             zone_name=config.domain,
             record_name=config.dns_name,
-            primary_region=config.region,
+            primary_region=config.writer_region,
             endpoints=endpoints,
         ),
     )
