@@ -212,10 +212,14 @@ class LineProgress:
 
 
 def progress_for(ctx: Context) -> Progress:
-    """The default Progress for a command: JSON lines on stderr with ``-o json``, plain lines
-    through ``ctx.out.info`` otherwise (a Rich display belongs in cli/output.py)."""
+    """The default Progress for a command: JSON lines on stderr with ``-o json``, a live Rich bar
+    on a terminal (cli/output.py; the command ends it with ``ctx.out.end_engine_progress()``),
+    plain lines through ``ctx.out.info`` otherwise (CI, pipes, log files)."""
     if ctx.json:
         return JsonLinesProgress(ctx.env.stderr)
+    live = ctx.out.engine_progress()
+    if live is not None:
+        return live
     return LineProgress(ctx.out.info, verbose=ctx.verbose)
 
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from cli.errors import Cancelled, ImctlError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
     from rich.status import Status
 
     from cli.context import Context
+    from cli.engine import ProgressEvent
 
 Render = Callable[[Any, Mapping[str, Any]], None]
 
@@ -37,6 +41,7 @@ class Output:
         self._open_line = False  # a plain "message ..." step line waiting for its " done"
         self._status: Status | None = None  # the live spinner, when one is showing
         self._titles: list[str] = []  # nested step messages under that spinner
+        self._engine_display: RichEngineProgress | None = None  # the live Pulumi progress bar
 
     # --- colour and consoles ------------------------------------------------------------
 
@@ -160,6 +165,25 @@ class Output:
             elif self._titles:
                 self._status.update(self._escape(self._titles[-1]))
 
+    def engine_progress(self) -> RichEngineProgress | None:
+        """A live progress bar for Pulumi engine events, or None where a bar does not belong
+        (JSON, CI, no terminal, a dumb terminal, a step spinner already live): the caller then
+        prints lines. End it with ``end_engine_progress`` when the engine call returns."""
+        if not self._spinner_ok() or self._status is not None:
+            return None
+        console = self.stderr_console
+        if console.is_dumb_terminal:  # rich would draw nothing until the very end
+            return None
+        self.end_engine_progress()
+        self._engine_display = RichEngineProgress(console, verbose=self._ctx.verbose)
+        return self._engine_display
+
+    def end_engine_progress(self) -> None:
+        """Stop the live engine bar, if one is showing; safe to call any number of times."""
+        display, self._engine_display = self._engine_display, None
+        if display is not None:
+            display.close()
+
     def info(self, message: str) -> None:
         if self._json:
             return
@@ -179,12 +203,14 @@ class Output:
         self._document_written = True
 
     def result(self, doc: Mapping[str, Any], render: Render) -> None:
+        self.end_engine_progress()
         if self._json:
             self._write_document(doc)
         else:
             render(self.stdout_console, doc)
 
     def error(self, err: ImctlError) -> None:
+        self.end_engine_progress()  # a bar left running would redraw over the error
         if self._json and not self._document_written:
             self._write_document({"error": err.to_json()})
             return
@@ -254,3 +280,149 @@ class Output:
         answer = self._ask(f"Type {expected} to confirm: ")
         if answer != expected:
             raise Cancelled(f"cancelled: expected {expected!r}", "nothing was changed")
+
+
+# --- Pulumi engine progress ---------------------------------------------------------------
+
+_DOING: Final = {
+    "create": "creating",
+    "update": "updating",
+    "delete": "deleting",
+    "replace": "replacing",
+    "same": "checking",
+    "read": "reading",
+    "refresh": "refreshing",
+    "create-replacement": "creating replacement",
+    "delete-replaced": "deleting replaced",
+    "import": "importing",
+    "discard": "discarding",
+}
+# Pulumi's own colours for the kinds of change: + green, ~ yellow, - red, +- magenta.
+_OP_STYLE: Final = {
+    "create": "green",
+    "create-replacement": "green",
+    "import": "green",
+    "update": "yellow",
+    "delete": "red",
+    "delete-replaced": "red",
+    "discard": "red",
+    "replace": "magenta",
+    "same": "dim",
+    "read": "dim",
+    "refresh": "dim",
+}
+
+
+class RichEngineProgress:
+    """Pulumi engine events as a live bar on a terminal: "pulumi <operation> <stack>", done/total,
+    the step in flight, failures and elapsed time. Changed resources, failures, warnings and
+    errors stay as lines above the bar (unchanged ones only with ``verbose``), worded exactly as
+    ``LineProgress`` words them, so a terminal and a CI log tell the same story.
+
+    ``event`` runs on the engine's event thread and never raises; ``close`` ends the bar when no
+    summary came (the engine failed), and leaves its last state on screen to show how far it got.
+    """
+
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        from cli.engine import LineProgress
+
+        self._console = console
+        self._format = LineProgress(lambda _text: None, verbose=verbose).format
+        self._lock = threading.Lock()
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+        self._in_flight: dict[tuple[str, str], str] = {}  # (urn, op) -> "creating <type> <name>"
+        self._failed: set[str] = set()
+        self._closed = False
+
+    def event(self, event: ProgressEvent) -> None:
+        # A broken display must never fail or stall a deploy: whatever goes wrong here is dropped.
+        with contextlib.suppress(Exception), self._lock:
+            self._handle(event)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception), self._lock:
+            self._stop(keep=True)
+
+    def _handle(self, e: ProgressEvent) -> None:
+        if e.kind == "summary":
+            self._stop(keep=False)  # the summary line says it all; the bar would repeat it
+            self._line(self._format(e), "bold red" if self._failed else "bold")
+            return
+        if not self._closed:
+            self._show(e)
+        if e.kind != "start":  # the bar's description already says what started
+            self._line(self._format(e), self._style(e))
+
+    def _show(self, e: ProgressEvent) -> None:
+        if self._bar is None:
+            self._start(f"pulumi {e.operation} {e.stack}")
+        assert self._bar is not None and self._task is not None
+        key = (e.urn or "", e.op or "")
+        if e.kind == "resource_started":
+            self._in_flight[key] = f"{_DOING.get(e.op or '', e.op)} {e.type} {e.name}"
+        elif e.kind in ("resource_done", "resource_failed"):
+            self._in_flight.pop(key, None)
+        if e.kind == "resource_failed" and e.urn:
+            self._failed.add(e.urn)
+        current = next(reversed(self._in_flight.values()), "")
+        if len(self._in_flight) > 1:  # steps run in parallel: name the newest, count the rest
+            current += f" (+{len(self._in_flight) - 1} more)"
+        self._bar.update(
+            self._task,
+            completed=e.done,
+            total=e.total or None,  # None: an indeterminate bar until steps are announced
+            current=current,
+            failed=f"{len(self._failed)} failed" if self._failed else "",
+            refresh=True,  # else a line printed next would redraw the bar as it was before
+        )
+
+    def _start(self, description: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False, style="bold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}", markup=False, style="bold red"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}", markup=False, style="dim"),
+            console=self._console,
+            transient=True,
+            # stdout carries the result document only; never let the bar re-route writes to it.
+            redirect_stdout=False,
+        )
+        self._task = self._bar.add_task(description, total=None, current="", failed="")
+        self._bar.start()
+
+    def _stop(self, *, keep: bool) -> None:
+        self._closed = True
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.live.transient = not keep
+            bar.stop()
+
+    def _line(self, text: str | None, style: str) -> None:
+        if text is None:
+            return
+        from rich.text import Text
+
+        self._console.print(Text(text, style=style))
+
+    @staticmethod
+    def _style(e: ProgressEvent) -> str:
+        if e.kind == "resource_failed" or (e.kind == "diagnostic" and e.severity == "error"):
+            return "bold red"
+        if e.kind == "diagnostic":
+            return "yellow"
+        if e.kind == "resource_done":
+            return _OP_STYLE.get(e.op or "", "")
+        return "dim"

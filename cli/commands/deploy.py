@@ -113,8 +113,11 @@ def _cloud_deploy(
             f"preview what it creates offline: imctl plan --cloud {ctx.cloud} --region ...",
         ],
     )
-    doc: dict[str, Any] = engine.deploy(
-        ctx.stack, ctx.cloud, cfg, home=ctx.env.home, env=ctx.env.environ,
-        progress=engine.progress_for(ctx),
-    )  # fmt: skip
+    try:
+        doc: dict[str, Any] = engine.deploy(
+            ctx.stack, ctx.cloud, cfg, home=ctx.env.home, env=ctx.env.environ,
+            progress=engine.progress_for(ctx),
+        )  # fmt: skip
+    finally:  # also on failure: a live bar left running would redraw over the error
+        ctx.out.end_engine_progress()
     return doc

@@ -48,10 +48,13 @@ def destroy(
                 details=[f"pulumi destroy: delete every {ctx.cloud} resource of {ctx.stack!r},"
                          " databases and backups included"],
             )  # fmt: skip
-            doc = engine.destroy(
-                ctx.stack, home=ctx.env.home, env=ctx.env.environ,
-                progress=engine.progress_for(ctx),
-            )  # fmt: skip
+            try:
+                doc = engine.destroy(
+                    ctx.stack, home=ctx.env.home, env=ctx.env.environ,
+                    progress=engine.progress_for(ctx),
+                )  # fmt: skip
+            finally:  # also on failure: a live bar left running would redraw over the error
+                ctx.out.end_engine_progress()
             return DocResult({**doc, "stopped": [], "data_deleted": True})
         from cli.targets.local.target import LocalTarget
 
