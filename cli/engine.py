@@ -808,6 +808,7 @@ class StackOutputs:
 
     values: Mapping[str, Any] = field(repr=False)
     secret_keys: frozenset[str] = frozenset()
+    config: Mapping[str, str] = field(default_factory=dict)  # the stack's plain imctl config
 
     def public(self) -> dict[str, Any]:
         return {k: (SECRET if k in self.secret_keys else v) for k, v in self.values.items()}
@@ -835,21 +836,56 @@ class StackOutputs:
                 f"stack {stack!r} has no outputs: it was never deployed, or was destroyed",
                 f"deploy it: imctl deploy -s {stack} --cloud ... --region ...",
             )
-        return CloudOutputs.from_json(self.contract(), source=f"stack {stack} outputs")
+        outs = CloudOutputs.from_json(self.contract(), source=f"stack {stack} outputs")
+        writer, failovers = self.configured_writer()
+        if writer is not None and writer != outs.primary_region:
+            deployed = self.values.get("failovers", 0)
+            outs = outs.with_writer(
+                writer,
+                f"the stack config records {failovers} failover(s), the deployed outputs"
+                f" {deployed}: {writer} holds the writer. Run imctl deploy -s {stack} when"
+                " both regions are reachable, to create the new replica and record the roles",
+            )
+        return outs
+
+    def configured_writer(self) -> tuple[str | None, int]:
+        """The writer region the stack config names (``failovers`` written back by
+        ``imctl failover``), which may be ahead of the outputs until the next deploy."""
+        region = self.config.get("region")
+        standby = self.config.get("standbyRegion") or None
+        try:
+            failovers = int(self.config.get("failovers", "0") or 0)
+        except ValueError:
+            return None, 0
+        if region is None:
+            return None, failovers
+        return (standby if failovers % 2 and standby else region), failovers
 
 
-def _outputs_of(output_map: Mapping[str, auto.OutputValue]) -> StackOutputs:
+def _outputs_of(
+    output_map: Mapping[str, auto.OutputValue], config: Mapping[str, str] | None = None
+) -> StackOutputs:
     return StackOutputs(
         values={k: v.value for k, v in output_map.items()},
         secret_keys=frozenset(k for k, v in output_map.items() if v.secret),
+        config=dict(config or {}),
     )
 
 
 def outputs(ctx_stack: str, *, home: Path, env: Mapping[str, str]) -> StackOutputs:
-    """The deployed stack's outputs (``stack output --json --show-secrets``)."""
+    """The deployed stack's outputs (``stack output --json --show-secrets``), with its config:
+    a failover writes the new roles to the config before any deploy updates the outputs."""
     settings = resolve_settings(home, env)
     with _translated(ctx_stack, "outputs", settings):
-        return _outputs_of(_select(settings, ctx_stack).outputs())
+        st = _select(settings, ctx_stack)
+        return _outputs_of(st.outputs(), _imctl_config(st))
+
+
+def config_values(ctx_stack: str, *, home: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The stack's plain imctl config (``pulumi config``)."""
+    settings = resolve_settings(home, env)
+    with _translated(ctx_stack, "config", settings):
+        return _imctl_config(_select(settings, ctx_stack))
 
 
 def set_config(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.errors import ExitStatus, ImctlError
 from cli.options import (
     Cloud,
     NoColor,
@@ -90,6 +91,7 @@ def failover(
 
     def body() -> DocResult:
         if ctx.cloud != "local":
+            from cli.targets.cloud.day2_util import Partial
             from cli.targets.cloud.factory import cloud_ops
 
             ops = cloud_ops(ctx, outputs)
@@ -106,8 +108,19 @@ def failover(
                     " reported",
                 ],
             )
-            doc = ops.failover(to_region, force, ctx.out.info, timeout or 1800)
-            return DocResult({"cloud": ctx.cloud, **doc})
+            managed = outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
+            try:
+                doc = ops.failover(to_region, force, ctx.out.info, timeout or 1800)
+            except Partial as exc:
+                # Past the promotion: the roles have moved even though a later step failed.
+                if managed:
+                    record_roles(ctx, to_region, {})
+                raise exc
+            doc = {"cloud": ctx.cloud, **doc}
+            if not managed:
+                doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
+                return DocResult(doc)
+            return DocResult(doc, record_roles(ctx, to_region, doc))
         from cli.targets.local.target import LocalTarget
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
@@ -141,3 +154,44 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         render_cloud(console, doc)
     else:
         _render_failover(console, doc)
+
+
+def record_roles(ctx: Any, to_region: str, doc: dict[str, Any]) -> ExitStatus:
+    """Count the failover in the stack config, so the next deploy keeps ``to_region`` as the
+    writer (and builds a new replica in the old region) instead of undoing the failover.
+
+    Idempotent: a failover resumed after a partial run finds the count already naming
+    ``to_region`` and leaves it."""
+    from cli import engine
+    from cli.engine import StackOutputs
+
+    try:
+        config = engine.config_values(ctx.stack, home=ctx.env.home, env=ctx.env.environ)
+        writer, failovers = StackOutputs(values={}, config=config).configured_writer()
+        if writer != to_region:
+            failovers += 1
+        changed = engine.set_config(
+            ctx.stack,
+            ctx.cloud,
+            {"failovers": str(failovers)},
+            home=ctx.env.home,
+            env=ctx.env.environ,
+        )
+    except ImctlError as exc:
+        # The cloud has failed over; only the record failed. Say so, and how to finish.
+        doc["config_written"] = False
+        doc["config_error"] = exc.message
+        doc["hint"] = (
+            f"record it before the next deploy: imctl deploy --set failovers=<n> where the new"
+            f" count makes {to_region} the writer (odd: standbyRegion)"
+        )
+        return ExitStatus.PARTIAL
+    doc["config_written"] = changed
+    doc["failovers"] = failovers
+    steps = doc.setdefault("next_steps", [])
+    steps.insert(
+        0,
+        f"imctl deploy -s {ctx.stack} when both regions are reachable: it keeps {to_region} as"
+        " the writer and makes a new standby replica",
+    )
+    return ExitStatus.OK

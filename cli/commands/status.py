@@ -96,10 +96,14 @@ def status(
 
     def body() -> StatusResult:
         if ctx.cloud != "local":
-            from cli.targets.cloud.factory import cloud_ops
+            from cli.targets.cloud.factory import load_outputs, ops_for
 
-            doc = cloud_ops(ctx, outputs).status()
-            return StatusResult({"cloud": ctx.cloud, "stack": ctx.stack, **doc}, check)
+            outs = load_outputs(ctx, outputs)
+            doc = {"cloud": ctx.cloud, "stack": ctx.stack, **ops_for(ctx, outs).status()}
+            if note := outs.extra.get("roles_note"):
+                # A failover is recorded in the config but not yet deployed: say so first.
+                doc["warnings"] = [str(note), *doc.get("warnings", [])]
+            return StatusResult(doc, check)
         from cli.targets.local.target import LocalTarget
 
         return StatusResult(LocalTarget(StackFiles(ctx.stack_dir)).status(), check)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,25 @@ class CloudOutputs:
     @property
     def primary(self) -> RegionOutputs:
         return self.regions[self.primary_region]
+
+    def with_writer(self, writer: str, why: str) -> CloudOutputs:
+        """These outputs with ``writer`` as the primary: a failover has moved the roles and the
+        stack's outputs will only say so after the next deploy. ``why`` is kept in ``extra``
+        (``roles_note``) so a command can tell the operator."""
+        if writer == self.primary_region or writer not in self.regions:
+            return self
+        old = self.primary_region
+        regions = {
+            name: replace(r, role="primary" if name == writer else "standby")
+            for name, r in self.regions.items()
+        }
+        return replace(
+            self,
+            primary_region=writer,
+            standby_region=old,
+            regions=regions,
+            extra={**self.extra, "roles_note": why},
+        )
 
     def region(self, name: str) -> RegionOutputs:
         if name not in self.regions:

@@ -1,0 +1,87 @@
+"""A cloud failover is recorded in the stack config, so the next deploy keeps the new roles.
+
+Against the stand-in ``pulumi`` CLI: the config it stores and the outputs it generates follow
+the same ``failovers`` rule as the real program (tests/stacks/test_failover_roles.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cli import engine
+from cli.commands.failover import record_roles
+from cli.errors import ExitStatus, UsageError
+from tests.cloud.fake_pulumi import FakePulumi
+
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakePulumi:
+    fake = FakePulumi.create(tmp_path)
+    engine.deploy(
+        "dev", "aws", {"region": EAST, "standbyRegion": WEST}, home=fake.home, env=fake.env
+    )
+    return fake
+
+
+def _ctx(fake: FakePulumi) -> Any:
+    return SimpleNamespace(
+        stack="dev", cloud="aws", env=SimpleNamespace(home=fake.home, environ=fake.env)
+    )
+
+
+def _roles(fake: FakePulumi) -> tuple[str, str | None, dict[str, str], Any]:
+    cloud = engine.outputs("dev", home=fake.home, env=fake.env).cloud("dev")
+    roles = {name: r.role for name, r in cloud.regions.items()}
+    return cloud.primary_region, cloud.standby_region, roles, cloud.extra.get("roles_note")
+
+
+def test_failover_is_counted_and_ops_see_the_new_writer_before_any_deploy(
+    fake: FakePulumi,
+) -> None:
+    doc: dict[str, Any] = {}
+    assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.OK
+    assert doc["config_written"] == {"failovers": "1"} and doc["failovers"] == 1
+    assert "imctl deploy -s dev" in doc["next_steps"][0]
+    assert engine.config_values("dev", home=fake.home, env=fake.env)["failovers"] == "1"
+    # The deployed outputs still say east; every command reads the config's roles instead.
+    primary, standby, roles, note = _roles(fake)
+    assert (primary, standby) == (WEST, EAST)
+    assert roles == {WEST: "primary", EAST: "standby"}
+    assert "1 failover(s)" in note and "imctl deploy" in note
+
+
+def test_a_resumed_failover_is_not_counted_twice(fake: FakePulumi) -> None:
+    record_roles(_ctx(fake), WEST, {})
+    doc: dict[str, Any] = {}
+    assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.OK
+    assert doc["failovers"] == 1 and doc["config_written"] == {}
+
+
+def test_the_next_deploy_keeps_the_writer_and_failing_back_counts_again(fake: FakePulumi) -> None:
+    record_roles(_ctx(fake), WEST, {})
+    # A plain redeploy (no --region flags) keeps the count; the outputs now agree.
+    engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
+    primary, standby, _, note = _roles(fake)
+    assert (primary, standby, note) == (WEST, EAST, None)
+    record_roles(_ctx(fake), EAST, {})
+    assert engine.config_values("dev", home=fake.home, env=fake.env)["failovers"] == "2"
+    assert _roles(fake)[:2] == (EAST, WEST)
+
+
+def test_a_failed_record_is_a_partial_success_with_the_fix(
+    fake: FakePulumi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*a: Any, **kw: Any) -> dict[str, str]:
+        raise UsageError("the backend is read-only")
+
+    monkeypatch.setattr(engine, "set_config", refuse)
+    doc: dict[str, Any] = {}
+    assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.PARTIAL
+    assert doc["config_written"] is False
+    assert "failovers" in doc["hint"] and WEST in doc["hint"]
