@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 
 import jwt
@@ -10,6 +12,8 @@ from im_server.errors import AuthError, ErrorCode
 from im_server.protocol import USER_ID_RE
 
 ALGORITHM = "HS256"
+# What the read-only digest credential is derived for (see digest_token).
+DIGEST_SCOPE = b"im-admin:digest:v1"
 
 
 def mint(secret: str, user: str, ttl_seconds: int = 3600, now: float | None = None) -> str:
@@ -35,3 +39,11 @@ def verify(secret: str, token: str) -> str:
     if not isinstance(sub, str) or not USER_ID_RE.match(sub):
         raise AuthError(ErrorCode.AUTH_FAILED, "token subject is not a valid user id")
     return sub
+
+
+def digest_token(admin_token: str) -> str:
+    """The credential GET /admin/digest accepts besides the admin token itself: an HMAC of the
+    admin token, so a caller that only reads the digest (imctl, through a load balancer that may
+    be plain HTTP) never sends the token that can mint any user's JWT. Seen on the wire, it
+    grants reading counts and nothing else."""
+    return hmac.new(admin_token.encode(), DIGEST_SCOPE, hashlib.sha256).hexdigest()

@@ -204,6 +204,9 @@ class ImServer:
     def __init__(self, settings: Settings, *, node_id: str | None = None) -> None:
         self.settings = settings
         self.node_id = node_id or settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        # Reported by /admin/digest: a restore's check tells pods started after its roll (and so
+        # reading the new database URL) from older ones.
+        self.started_at = time.time()
         self.metrics = Metrics()
         self.store: Store = None  # type: ignore[assignment]  # set in start()
         self.bus: NatsBus | None = None
