@@ -83,6 +83,9 @@ def restore(
                 f"restore {snapshot_id} into a NEW {ctx.cloud} database instance"
                 + (", then swap it in place of the current one" if where == "in-place" else ""),
                 "repoint the im-server Secret at it and roll the Deployment",
+                "check the restored content through the endpoint (/admin/digest) against the "
+                "digest recorded with the snapshot; if it lacks anything, point the Secret back "
+                "and roll again (exit 10)",
                 "the current instance is kept, untouched",
             ]
             if where == "in-place":

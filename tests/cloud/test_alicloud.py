@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from cli.errors import OperationTimeout, PreconditionFailed, ResourceFailure, UsageError
+from cli.errors import (
+    ExitStatus,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+    UsageError,
+)
 from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.alicloud import RDS_METHODS, AlicloudOps
+from cli.targets.cloud.day2_util import RestoredContentMismatch
 from cli.targets.cloud.kube import FakeKube, KubeApi
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs
+from tests.cloud.digest_fixtures import FakeImAdmin, RollingKube
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
@@ -50,10 +59,19 @@ OUTPUTS = {
 }
 
 
+# The workload's Secret in the primary region, as the stack writes it.
+OLD_URL = "postgresql://im:0ldPassw0rd@pgm-primary.pg.rds.aliyuncs.com:5432/im?sslmode=require"
+ADMIN_TOKEN = "admin-token-of-the-test-stack"
+
+
 class Kubes:
     def __init__(self) -> None:
-        self.by_region = {PRIMARY: FakeKube(), STANDBY: FakeKube()}
+        self.by_region: dict[str, FakeKube] = {PRIMARY: RollingKube(), STANDBY: FakeKube()}
         self.by_region[PRIMARY].replicas[(NS, DEP)] = 3
+        self.by_region[PRIMARY].secrets[(NS, "im-server")] = {
+            "database-url": OLD_URL,
+            "admin-token": ADMIN_TOKEN,
+        }
         self.down: set[str] = set()
 
     def __call__(self, region: str) -> KubeApi:
@@ -93,11 +111,30 @@ def kubes() -> Kubes:
     return Kubes()
 
 
+@pytest.fixture
+def admin(kubes: Kubes) -> Iterator[FakeImAdmin]:
+    """GET /admin/digest of the primary's workload (pass ``endpoint=admin.endpoint``)."""
+    kube = kubes.by_region[PRIMARY]
+    assert isinstance(kube, RollingKube)
+    fake = FakeImAdmin(kube, NS, ADMIN_TOKEN)
+    yield fake
+    fake.stop()
+
+
 def make_ops(
-    fake: AliyunFake, kubes: Kubes, *, ak: str | None = None, sk: str | None = None
+    fake: AliyunFake,
+    kubes: Kubes,
+    *,
+    ak: str | None = None,
+    sk: str | None = None,
+    endpoint: str | None = None,
 ) -> AlicloudOps:
+    outputs = CloudOutputs.from_json(OUTPUTS)
+    if endpoint is not None:
+        primary = replace(outputs.primary, endpoint=endpoint)
+        outputs = replace(outputs, regions={**outputs.regions, PRIMARY: primary})
     return AlicloudOps(
-        CloudOutputs.from_json(OUTPUTS),
+        outputs,
         kubes,
         access_key_id=fake.access_key_id if ak is None else ak,
         access_key_secret=fake.access_key_secret if sk is None else sk,
@@ -221,9 +258,14 @@ def test_unknown_snapshot_ids(fake: AliyunFake, kubes: Kubes) -> None:
 # --- restore ----------------------------------------------------------------------------------
 
 
-def test_restore_clones_waits_repoints_and_rolls(fake: AliyunFake, kubes: Kubes) -> None:
-    ops = make_ops(fake, kubes)
+def test_restore_clones_waits_repoints_and_rolls(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
     snap = ops.snapshot_create(None, Log(), timeout=30)
+    # Read, reported, and kept nowhere in the cloud: ApsaraDB backups have no field for it.
+    assert snap["digest"] == {**admin.counts, "at_ms": snap["digest"]["at_ms"]}
+    assert snap["digest_stored_in_cloud"] is False
     fake.data["pgm-primary"] = "v2 (after the snapshot)"
     log = Log()
     doc = ops.restore(snap["id"], "new", log, timeout=60)
@@ -251,6 +293,32 @@ def test_restore_clones_waits_repoints_and_rolls(fake: AliyunFake, kubes: Kubes)
     assert m is not None
     assert m.group(2) == f"{new}.pg.rds.aliyuncs.com" == doc["db_host"]
     assert fake.accounts[new]["im"] == m.group(1)
+    # No digest was kept with the backup: the restored data is checked for density only.
+    verified = doc["verified"]
+    assert verified["content_checked"] == "partial" and verified["content"]["ok"] is True
+    assert verified["content"]["after"]["database"]["host"] == doc["db_host"]
+    assert fake.violations == []
+
+
+def test_a_restore_with_gaps_points_the_secret_back(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    admin.counts["non_dense"] = 2  # what the clone will answer
+
+    with pytest.raises(RestoredContentMismatch) as err:
+        ops.restore(snap["id"], "new", Log(), timeout=60)
+
+    exc = err.value
+    assert (exc.status, exc.code) == (ExitStatus.PRECONDITION, "content_mismatch")
+    new = next(n for n in fake.instances if n.startswith("pgm-clone"))
+    assert "2 conversation(s) whose seqs are not exactly 1..last_seq" in exc.message
+    assert "pointed back at pgm-primary" in exc.message
+    assert f"instance {new} was left for inspection" in exc.hint
+    kube = kubes.by_region[PRIMARY]
+    assert kube.secrets[(NS, "im-server")]["database-url"] == OLD_URL
+    assert [c[0] for c in kube.calls] == ["secret", "restart", "wait"] * 2
     assert fake.violations == []
 
 

@@ -8,22 +8,25 @@ a call or a transition, a stub named for it stands in (tests/cloud/aws_fixtures.
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import itertools
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from cli.errors import ExitStatus, OperationTimeout, PreconditionFailed, ResourceFailure, UsageError
@@ -36,10 +39,12 @@ from cli.targets.cloud.aws_support import (
     map_aws_error,
     with_host,
 )
+from cli.targets.cloud.day2_util import ContentUnverified, RestoredContentMismatch
 from cli.targets.cloud.kube import FakeKube
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs
 from cli.targets.local.procs import free_port
+from im_server.migrate import migrate
 from tests.cloud.aws_fixtures import (
     ACCOUNT,
     DEPLOYMENT,
@@ -54,9 +59,11 @@ from tests.cloud.aws_fixtures import (
     SecretFakeKube,
     SlowSnapshotStub,
     World,
+    _Stub,
     build_network,
     build_world,
 )
+from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,6 +164,35 @@ def aws_plain_kube(moto: Moto, request: pytest.FixtureRequest) -> Aws:
     return _world(moto, request, FakeKube)
 
 
+def _endpoint(aws: Aws, endpoint: str) -> None:
+    """Serve the primary region's endpoint from ``endpoint``; new ops read the new outputs."""
+    o = aws.world.outputs
+    aws.world.outputs = replace(
+        o, regions={**o.regions, EAST: replace(o.primary, endpoint=endpoint)}
+    )
+    aws.ops = aws.make_ops()
+
+
+@pytest.fixture
+def aws_rolling(moto: Moto, request: pytest.FixtureRequest) -> Aws:
+    """A world whose rolling restarts restart what serves the primary's endpoint."""
+    return _world(moto, request, RollingKube)
+
+
+@pytest.fixture
+def admin(aws_rolling: Aws) -> Iterator[FakeImAdmin]:
+    """The primary's endpoint answers GET /admin/digest (counts only); the Secret holds the
+    admin token."""
+    kube = aws_rolling.world.kubes[EAST]
+    assert isinstance(kube, RollingKube)
+    token = secrets.token_urlsafe(24)
+    kube.secrets[(NAMESPACE, "im-server")]["admin-token"] = token
+    fake = FakeImAdmin(kube, NAMESPACE, token)
+    _endpoint(aws_rolling, fake.endpoint)
+    yield fake
+    fake.stop()
+
+
 def test_importing_the_module_loads_no_aws_sdk() -> None:
     code = (
         "import sys, cli.targets.cloud.aws; "
@@ -236,8 +272,14 @@ def _secret_url(kube: FakeKube) -> str:
     return kube.secrets[(NAMESPACE, "im-server")]["database-url"]
 
 
-def test_restore_into_a_new_instance_repoints_and_rolls(aws: Aws) -> None:
-    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+def test_restore_into_a_new_instance_repoints_and_rolls(
+    aws_rolling: Aws, admin: FakeImAdmin
+) -> None:
+    aws = aws_rolling
+    created = aws.ops.snapshot_create(None, aws.say, timeout=30)
+    sid = created["id"]
+    assert created["digest"] == {**admin.counts, "at_ms": created["digest"]["at_ms"]}
+    admin.counts["messages"] += 3  # committed after the request: more is fine
     result = aws.ops.restore(sid, "new", aws.say, timeout=60)
 
     new_id = result["new_instance"]
@@ -267,16 +309,21 @@ def test_restore_into_a_new_instance_repoints_and_rolls(aws: Aws) -> None:
         ("wait", (NAMESPACE, DEPLOYMENT)),
     ]
     assert aws.world.kubes[WEST].calls == []
-    assert result["verified"] == {
-        "instance_available": True,
-        "deployment_ready": True,
-        "content_checked": False,
-    }
+    verified = result["verified"]
+    assert (verified["instance_available"], verified["deployment_ready"]) == (True, True)
+    assert verified["content_checked"] is True
+    content = verified["content"]
+    assert content["ok"] is True and content["problems"] == []
+    assert content["before"] == created["digest"]
+    assert content["after"]["messages"] == created["digest"]["messages"] + 3
+    # The answer came from a pod on the restored instance.
+    assert content["after"]["database"]["host"] == inst["Endpoint"]["Address"]
     assert result["snapshot"] == sid and result["target"] == "new"
     assert any("standby replica still follows" in w for w in result["warnings"])
 
 
-def test_restore_in_place_swaps_names(aws: Aws) -> None:
+def test_restore_in_place_swaps_names(aws_rolling: Aws, admin: FakeImAdmin) -> None:
+    aws = aws_rolling
     before = aws.instance(aws.world.primary_db)["InstanceCreateTime"]
     sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
     result = aws.ops.restore(sid, "in-place", aws.say, timeout=60)
@@ -294,6 +341,9 @@ def test_restore_in_place_swaps_names(aws: Aws) -> None:
     assert not any(i.startswith(f"{aws.world.primary_db}-r") for i in aws.instance_ids())
     assert urlsplit(_secret_url(aws.world.kubes[EAST])).hostname == now["Endpoint"]["Address"]
     assert [c[0] for c in aws.world.kubes[EAST].calls][-2:] == ["restart", "wait"]
+    # In place the address is the old one: only a pod started after the roll could answer.
+    assert result["verified"]["content_checked"] is True
+    assert result["verified"]["content"]["after"]["node"] == "im-server-pod-2"
 
 
 def test_restore_refuses_before_creating_anything_when_the_secret_has_no_database_url(
@@ -312,6 +362,203 @@ def test_restore_refuses_before_creating_anything_when_the_secret_has_no_databas
 def test_restore_of_an_unknown_snapshot(aws: Aws) -> None:
     with pytest.raises(SnapshotNotFound):
         aws.ops.restore("imctl-nope", "new", aws.say, timeout=10)
+
+
+# --- restore: the content check against a real im-server ----------------------------------
+
+
+class RestoredAddressStub(_Stub):
+    """Stands in for the addresses RDS gives this world's instances, so that the workload can
+    reach them: the instances answer at a real PostgreSQL, the primary (and whatever does not
+    carry imctl's restored-from tag) as 127.0.0.1, an instance imctl restored as localhost.
+    Both are the same live database: a "restore" serves what the test leaves in it, which is
+    how a test makes a restore lose data."""
+
+    def __init__(self, prefix: str, port: int) -> None:
+        self.prefix, self.port = prefix, port
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        return [("after-call.rds.DescribeDBInstances", self._edit)]
+
+    def _edit(self, parsed: dict[str, Any], **_: Any) -> None:
+        for inst in parsed.get("DBInstances", []):
+            if not inst["DBInstanceIdentifier"].startswith(self.prefix):
+                continue
+            restored = any(t["Key"] == "imctl:restored-from" for t in inst.get("TagList", []))
+            host = "localhost" if restored else "127.0.0.1"
+            inst["Endpoint"] = {**inst.get("Endpoint", {}), "Address": host, "Port": self.port}
+
+
+@dataclass
+class Live:
+    aws: Aws
+    im: ImProcess
+    kube: RollingKube
+    dsn: str
+
+    def secret_url(self) -> str:
+        return _secret_url(self.kube)
+
+    def sql(self, query: str, *args: Any) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(query, *args)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+
+@pytest.fixture
+def live(
+    moto: Moto, request: pytest.FixtureRequest, fresh_dsn: str, tmp_path: Path
+) -> Iterator[Live]:
+    """The primary's endpoint is a real im-server on real PostgreSQL; the Secret holds its
+    database URL and admin token; a rolling restart restarts it with the Secret's URL."""
+    asyncio.run(migrate(fresh_dsn))
+    stub = RestoredAddressStub("im-primary-", int(urlsplit(fresh_dsn).port or 0))
+    stub.install(moto.session)
+    request.addfinalizer(partial(stub.uninstall, moto.session))
+    aws = _world(moto, request, RollingKube)
+    kube = aws.world.kubes[EAST]
+    assert isinstance(kube, RollingKube)
+    token = secrets.token_urlsafe(24)
+    kube.secrets[(NAMESPACE, "im-server")] = {"database-url": fresh_dsn, "admin-token": token}
+    im = ImProcess(tmp_path, fresh_dsn, token)
+    im.start()
+    kube.on_restart.append(im.restart)
+    _endpoint(aws, im.endpoint)
+    yield Live(aws, im, kube, fresh_dsn)
+    im.stop()
+
+
+def test_restore_checks_the_content_recorded_with_the_snapshot(live: Live) -> None:
+    aws, im = live.aws, live.im
+    im.send("alice", "bob", 3)
+    im.send("carol", "bob", 2)
+    created = aws.ops.snapshot_create("with a digest", aws.say, timeout=30)
+    digest = created["digest"]
+    assert digest is not None and created["warnings"] == []
+    assert (digest["messages"], digest["conversations"], digest["max_seq"]) == (5, 2, 3)
+    assert digest["non_dense"] == 0 and 0 < digest["latest_ms"] <= digest["at_ms"]
+    tags = aws.rds().list_tags_for_resource(ResourceName=created["location"])["TagList"]
+    stored = {t["Key"]: t["Value"] for t in tags if t["Key"].startswith("imctl:digest-")}
+    assert stored["imctl:digest-messages"] == "5" and stored["imctl:digest-max-seq"] == "3"
+    assert aws.ops.snapshot_show(created["id"])["digest"] == digest
+    im.send("alice", "bob", 1)  # committed after the request: not compared
+
+    result = aws.ops.restore(created["id"], "new", aws.say, timeout=60)
+
+    verified = result["verified"]
+    assert verified["content_checked"] is True, verified
+    content = verified["content"]
+    assert content["ok"] is True and content["before"] == digest
+    assert (content["after"]["messages"], content["after"]["non_dense"]) == (6, 0)
+    # The restored instance's address, read by the process started by the roll.
+    assert content["after"]["database"]["host"] == "localhost"
+    assert urlsplit(live.secret_url()).hostname == "localhost" == result["endpoint"]
+    assert im.database_url == live.secret_url() and im.starts == 2
+
+
+def test_a_restore_that_lost_committed_messages_points_the_workload_back(live: Live) -> None:
+    aws, im = live.aws, live.im
+    im.send("alice", "bob", 3)
+    im.send("carol", "dave", 2)
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    # What a restore that lost data looks like from the application: a conversation is gone.
+    live.sql("DELETE FROM conversations WHERE id = 'd:carol:dave'")
+
+    with pytest.raises(RestoredContentMismatch) as err:
+        aws.ops.restore(sid, "new", aws.say, timeout=60)
+
+    exc = err.value
+    assert (exc.status, exc.code) == (ExitStatus.PRECONDITION, "content_mismatch")
+    new_id = next(i for i in aws.instance_ids() if i.startswith(f"{aws.world.primary_db}-r"))
+    assert new_id in exc.message and "messages: 3 restored, 5 before the snapshot" in exc.message
+    assert f"pointed back at {aws.world.primary_db}" in exc.message
+    assert f"instance {new_id} was left for inspection" in exc.hint
+    assert "aws rds delete-db-instance" in exc.hint
+    assert exc.result["rolled_back"] is True and exc.result["content"]["ok"] is False
+    # The workload is back on the database it used before, through a second roll.
+    assert live.secret_url() == live.dsn == im.database_url
+    acts = [c[0] for c in live.kube.calls if c[0] in ("secret", "restart", "wait")]
+    assert acts == ["secret", "restart", "wait", "secret", "restart", "wait"]
+    assert aws.instance(new_id)["DBInstanceStatus"] == "available"  # left, not deleted
+
+
+def test_a_snapshot_while_the_application_is_down_records_no_digest(live: Live) -> None:
+    aws, im = live.aws, live.im
+    im.send("alice", "bob", 2)
+    im.stop()
+    created = aws.ops.snapshot_create(None, aws.say, timeout=30)
+    assert created["status"] == "available"  # the snapshot does not need the application
+    assert created["digest"] is None
+    (warning,) = created["warnings"]
+    assert "no content digest recorded" in warning and "unreachable" in warning
+    assert any("warning: no content digest" in m for m in aws.progress)
+    tags = aws.rds().list_tags_for_resource(ResourceName=created["location"])["TagList"]
+    assert not [t for t in tags if t["Key"].startswith("imctl:digest-")]
+
+    # Restoring it still checks what can be checked: every conversation is dense.
+    im.start()
+    result = aws.ops.restore(created["id"], "new", aws.say, timeout=60)
+    assert result["verified"]["content_checked"] == "partial"
+    content = result["verified"]["content"]
+    assert content["ok"] is True and content["before"] is None
+    assert "density only" in content["basis"]
+
+
+def test_a_restore_whose_content_cannot_be_read_is_a_partial_success(live: Live) -> None:
+    aws, im = live.aws, live.im
+    im.send("alice", "bob", 1)
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    live.kube.on_restart.clear()  # the roll brings nothing up behind the endpoint
+    im.stop()
+
+    with pytest.raises(ContentUnverified) as err:
+        aws.ops.restore(sid, "new", aws.say, timeout=60)
+
+    assert err.value.status == ExitStatus.PARTIAL and err.value.code == "content_unverified"
+    assert "could not be checked" in err.value.message and "unreachable" in err.value.message
+    assert "/admin/digest" in err.value.hint and aws.world.primary_db in err.value.hint
+    # Nothing says the data is wrong: the workload stays on the restored instance.
+    assert urlsplit(live.secret_url()).hostname == "localhost"
+
+
+def test_an_in_place_restore_that_fails_its_check_points_at_the_renamed_instance(
+    live: Live,
+) -> None:
+    aws, im = live.aws, live.im
+    im.send("alice", "bob", 4)
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+    live.sql("DELETE FROM messages WHERE seq = 2")  # a gap: not dense any more
+
+    with pytest.raises(RestoredContentMismatch) as err:
+        aws.ops.restore(sid, "in-place", aws.say, timeout=60)
+
+    problems = err.value.result["content"]["problems"]
+    assert any("1 conversation(s) whose seqs are not exactly 1..last_seq" in p for p in problems)
+    old = next(i for i in aws.instance_ids() if i.startswith(f"{aws.world.primary_db}-old-"))
+    assert f"pointed back at {old}" in err.value.message
+    assert f"rename it away and {old} back" in err.value.hint
+    # The original name holds the restored data now; the workload is on the renamed original.
+    assert live.secret_url() == live.dsn == im.database_url
+
+
+def test_no_digest_is_recorded_when_the_workload_uses_another_instance(
+    aws_rolling: Aws, admin: FakeImAdmin
+) -> None:
+    """After a restore to a new instance the outputs still name the old one (a known gap):
+    the application's figures would not describe the snapshot of the old one."""
+    aws = aws_rolling
+    secret = aws.world.kubes[EAST].secrets[(NAMESPACE, "im-server")]
+    secret["database-url"] = with_host(secret["database-url"], "im-restored.example", 5432)
+    created = aws.ops.snapshot_create(None, aws.say, timeout=30)
+    assert created["status"] == "available" and created["digest"] is None
+    (warning,) = created["warnings"]
+    assert f"not {aws.world.primary_db}" in warning and "im-restored.example" in warning
+    assert admin.requests == 0
 
 
 # --- scale --------------------------------------------------------------------------------

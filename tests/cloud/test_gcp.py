@@ -6,10 +6,12 @@ Cloud SQL accepts these settings for a real instance."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,12 @@ from cli.errors import (
 )
 from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud import day2_util
-from cli.targets.cloud.day2_util import Partial
+from cli.targets.cloud.day2_util import Partial, RestoredContentMismatch
 from cli.targets.cloud.gcp import GcpOps
 from cli.targets.cloud.kube import FakeKube, KubeApi
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs
+from tests.cloud.digest_fixtures import FakeImAdmin, RollingKube
 from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
 
 PROJECT = "imctl-test"
@@ -61,12 +64,21 @@ OUTPUTS = {
 }
 
 
+# The workload's Secret in the primary region, as the stack writes it.
+OLD_URL = "postgresql://im:0ldPassw0rd@10.10.0.5:5432/im?sslmode=require"
+ADMIN_TOKEN = "admin-token-of-the-test-stack"
+
+
 class Kubes:
     """One FakeKube per region; a region in ``down`` raises like an unreachable API server."""
 
     def __init__(self) -> None:
-        self.by_region = {PRIMARY: FakeKube(), STANDBY: FakeKube()}
+        self.by_region: dict[str, FakeKube] = {PRIMARY: RollingKube(), STANDBY: FakeKube()}
         self.by_region[PRIMARY].replicas[(NS, DEP)] = 3
+        self.by_region[PRIMARY].secrets[(NS, "im-server")] = {
+            "database-url": OLD_URL,
+            "admin-token": ADMIN_TOKEN,
+        }
         self.down: set[str] = set()
 
     def __call__(self, region: str) -> KubeApi:
@@ -117,11 +129,27 @@ def kubes() -> Kubes:
     return Kubes()
 
 
-def make_ops(fake: GcpFake, kubes: Kubes, token: str = "fake-token") -> GcpOps:
+@pytest.fixture
+def admin(kubes: Kubes) -> Iterator[FakeImAdmin]:
+    """GET /admin/digest of the primary's workload (pass ``endpoint=admin.endpoint``)."""
+    kube = kubes.by_region[PRIMARY]
+    assert isinstance(kube, RollingKube)
+    fake = FakeImAdmin(kube, NS, ADMIN_TOKEN)
+    yield fake
+    fake.stop()
+
+
+def make_ops(
+    fake: GcpFake, kubes: Kubes, token: str = "fake-token", *, endpoint: str | None = None
+) -> GcpOps:
     from google.oauth2.credentials import Credentials
 
+    outputs = CloudOutputs.from_json(OUTPUTS)
+    if endpoint is not None:
+        primary = replace(outputs.primary, endpoint=endpoint)
+        outputs = replace(outputs, regions={**outputs.regions, PRIMARY: primary})
     return GcpOps(
-        CloudOutputs.from_json(OUTPUTS),
+        outputs,
         kubes,
         project=PROJECT,
         credentials=Credentials(token=token),  # type: ignore[no-untyped-call]
@@ -169,6 +197,8 @@ def test_workload_contract_matches_the_stacks() -> None:
     contract = (ROOT / "stacks/contract.py").read_text()
     assert re.search(rf'SECRET_NAME: Final = "{day2_util.SECRET_NAME}"', server)
     assert f'"{day2_util.SECRET_DB_URL_KEY}": args.database_url' in server
+    assert f'"{day2_util.SECRET_ADMIN_TOKEN_KEY}": args.admin_token' in server
+    assert f'_secret_env("IM_ADMIN_TOKEN", "{day2_util.SECRET_ADMIN_TOKEN_KEY}")' in server
     assert f'DB_NAME = "{day2_util.DB_NAME}"' in contract
     assert f'DB_USER = "{day2_util.DB_USER}"' in contract
     assert "db_port: int = 5432" in contract
@@ -283,8 +313,10 @@ def test_a_failed_operation_is_a_resource_failure(fake: GcpFake, kubes: Kubes) -
 # --- restore ----------------------------------------------------------------------------------
 
 
-def test_restore_into_a_new_instance_repoints_and_rolls(fake: GcpFake, kubes: Kubes) -> None:
-    ops = make_ops(fake, kubes)
+def test_restore_into_a_new_instance_repoints_and_rolls(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
     snap = ops.snapshot_create(None, Log(), timeout=30)
     fake.data["im-db"] = "v2 (after the snapshot)"
     log = Log()
@@ -320,6 +352,10 @@ def test_restore_into_a_new_instance_repoints_and_rolls(fake: GcpFake, kubes: Ku
     assert m.group(2) == created["ipAddresses"][0]["ipAddress"] == doc["db_host"]
     assert fake.users[new]["im"] == m.group(1)  # the password written is the one set
     assert doc["status"] == "restored" and doc["previous_instance_id"] == "im-db"
+    verified = doc["verified"]
+    assert verified["content_checked"] is True and verified["content"]["ok"] is True
+    assert verified["content"]["before"] == snap["digest"]
+    assert verified["content"]["after"]["database"]["host"] == doc["db_host"]
     no_violations(fake)
 
 
@@ -331,7 +367,7 @@ class StuckRollout(FakeKube):
 def test_a_rollout_failing_after_the_repoint_is_a_partial_success(
     fake: GcpFake, kubes: Kubes
 ) -> None:
-    kubes.by_region[PRIMARY] = StuckRollout()
+    kubes.by_region[PRIMARY] = StuckRollout(secrets=kubes.by_region[PRIMARY].secrets)
     ops = make_ops(fake, kubes)
     snap = ops.snapshot_create(None, Log(), timeout=30)
     with pytest.raises(Partial) as err:
@@ -351,14 +387,15 @@ def test_in_place_restore_is_refused_while_the_primary_has_replicas(
     assert "sql.instances.restoreBackup" not in calls(fake)
 
 
-def test_in_place_restore_without_replicas(fake: GcpFake, kubes: Kubes) -> None:
+def test_in_place_restore_without_replicas(fake: GcpFake, kubes: Kubes, admin: FakeImAdmin) -> None:
     fake.instances["im-db"].pop("replicaNames")
-    ops = make_ops(fake, kubes)
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
     snap = ops.snapshot_create(None, Log(), timeout=30)
     fake.data["im-db"] = "v2"
     doc = ops.restore(snap["id"], "in-place", Log(), timeout=30)
     assert doc["instance_id"] == "im-db" and fake.data["im-db"] == "v1"
     assert kubes.by_region[PRIMARY].calls == [("restart", (NS, DEP)), ("wait", (NS, DEP))]
+    assert doc["verified"]["content_checked"] is True
     no_violations(fake)
 
 
@@ -371,6 +408,84 @@ def test_a_failed_restore_names_the_instance_it_left(fake: GcpFake, kubes: Kubes
     new = next(n for n in fake.instances if "-restore-" in n)
     assert new in err.value.hint and "gcloud sql instances delete" in err.value.hint
     assert kubes.by_region[PRIMARY].calls == []  # the workload never moved
+
+
+# --- restore: the content check -------------------------------------------------------------
+
+
+def test_a_backup_run_keeps_the_note_and_the_digest_in_its_description(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
+    snap = ops.snapshot_create("before the upgrade", Log(), timeout=30)
+    assert snap["note"] == "before the upgrade" and snap["warnings"] == []
+    assert snap["digest"] == {**admin.counts, "at_ms": snap["digest"]["at_ms"]}
+    description = fake.backup_runs["im-db"][snap["id"]]["description"]
+    assert json.loads(description) == {"imctl_digest": snap["digest"], "note": snap["note"]}
+    assert " " not in description.replace("before the upgrade", "")  # compact
+    shown = ops.snapshot_show(snap["id"])
+    assert (shown["note"], shown["digest"]) == (snap["note"], snap["digest"])
+    # A run described by anything else: its description is the note, and there is no digest.
+    fake.backup_runs["im-db"][snap["id"]]["description"] = '{"made": "by hand"}'
+    shown = ops.snapshot_show(snap["id"])
+    assert (shown["note"], shown["digest"]) == ('{"made": "by hand"}', None)
+    no_violations(fake)
+
+
+def test_a_restore_missing_committed_messages_points_the_secret_back(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    admin.counts["messages"] -= 4  # what the restored instance will answer
+
+    with pytest.raises(RestoredContentMismatch) as err:
+        ops.restore(snap["id"], "new", Log(), timeout=60)
+
+    exc = err.value
+    assert (exc.status, exc.code) == (ExitStatus.PRECONDITION, "content_mismatch")
+    new = next(n for n in fake.instances if "-restore-" in n)
+    assert "messages: 6 restored, 10 before the snapshot" in exc.message
+    assert "pointed back at im-db" in exc.message
+    assert f"instance {new} was left for inspection" in exc.hint
+    assert f"gcloud sql instances delete {new}" in exc.hint
+    kube = kubes.by_region[PRIMARY]
+    assert kube.secrets[(NS, "im-server")]["database-url"] == OLD_URL
+    assert [c[0] for c in kube.calls] == ["secret", "restart", "wait"] * 2
+    assert new in fake.instances  # left for inspection
+    no_violations(fake)
+
+
+def test_an_in_place_restore_that_fails_its_check_has_nothing_to_go_back_to(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    fake.instances["im-db"].pop("replicaNames")
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
+    snap = ops.snapshot_create(None, Log(), timeout=30)
+    admin.counts["non_dense"] = 1
+    with pytest.raises(RestoredContentMismatch) as err:
+        ops.restore(snap["id"], "in-place", Log(), timeout=30)
+    assert "the restore was in place" in err.value.message
+    assert "restore another backup run onto it" in err.value.hint
+    assert err.value.result["rolled_back"] is False
+    assert kubes.by_region[PRIMARY].calls == [("restart", (NS, DEP)), ("wait", (NS, DEP))]
+
+
+def test_a_backup_while_the_application_is_down_is_taken_without_a_digest(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    ops = make_ops(fake, kubes, endpoint=admin.endpoint)
+    admin.fail_with = 503
+    snap = ops.snapshot_create("note only", Log(), timeout=30)
+    assert snap["status"] == "available" and snap["digest"] is None
+    assert "no content digest recorded" in snap["warnings"][0]
+    assert "HTTP 503" in snap["warnings"][0]
+    assert fake.backup_runs["im-db"][snap["id"]]["description"] == "note only"
+    # Its restore checks density only, and says so.
+    admin.fail_with = None
+    doc = ops.restore(snap["id"], "new", Log(), timeout=60)
+    assert doc["verified"]["content_checked"] == "partial"
+    assert doc["verified"]["content"]["before"] is None
 
 
 # --- failover ---------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ from cli.targets.cloud.day2_util import (
     SECRET_NAME,
     Deadline,
     RegionalOps,
+    RestoreContent,
     Switch,
+    check_restore_content,
     database_url,
     left_for_inspection,
     new_password,
@@ -45,7 +47,9 @@ from cli.targets.cloud.day2_util import (
     relative_name,
     repoint_and_roll,
     since,
+    snapshot_digest,
     unreachable,
+    workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
@@ -449,6 +453,11 @@ class AlicloudOps(RegionalOps):
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         r = self.outputs.primary
+        # Read just before the request, and reported; ApsaraDB has nowhere to keep it with the
+        # backup (no description, no tags), so a restore cannot compare with it.
+        digest, warnings = snapshot_digest(self.kube, r, interval=self._interval, progress=progress)
+        for warning in warnings:
+            progress(f"warning: {warning}")
         started = time.time()
         progress(f"starting a physical backup of {r.db_instance_id}")
         doc = self._rds(
@@ -498,6 +507,10 @@ class AlicloudOps(RegionalOps):
         # ApsaraDB backups carry no description; the caller's journal keeps the note.
         out["note"] = note
         out["note_stored_in_cloud"] = False
+        # Nor the digest: it is in this result (and `imctl history`) for a comparison by hand.
+        out["digest"] = digest
+        out["digest_stored_in_cloud"] = False
+        out["warnings"] = warnings
         return out
 
     def _find_manual_backup(self, r: RegionOutputs, started: float) -> str:
@@ -625,6 +638,13 @@ class AlicloudOps(RegionalOps):
         backup = self._backup(snapshot_id)
         if backup.get("BackupStatus") != "Success":
             raise PreconditionFailed(f"backup {snapshot_id} is {backup.get('BackupStatus')}")
+        # The way back if the restored content fails its check, and the token to check it.
+        previous_url, admin_token = workload_secret(self.kube(r.name), r)
+        if not previous_url:
+            raise PreconditionFailed(
+                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
+                "`imctl deploy` recreates it; nothing was changed",
+            )
         src = self._attribute(r.name, source)
         slave_zones = [
             z.get("ZoneId") for z in (src.get("SlaveZones") or {}).get("SlaveZone") or []
@@ -657,9 +677,8 @@ class AlicloudOps(RegionalOps):
         new = str(doc.get("DBInstanceId") or "")
         if not new:
             raise ResourceFailure(f"CloneDBInstance of {source} returned no instance id")
-        with left_for_inspection(
-            new, source, "release it in the RDS console (deletion protection is on)"
-        ):
+        cleanup = "release it in the RDS console (deletion protection is on)"
+        with left_for_inspection(new, source, cleanup):
             inst = self._wait_running(r.name, new, deadline, progress)
             wanted = _ips(src.get("SecurityIPList"))
             if not wanted <= _ips(inst.get("SecurityIPList")):
@@ -673,7 +692,7 @@ class AlicloudOps(RegionalOps):
                 )
                 inst = self._wait_running(r.name, new, deadline, progress)
             # The clone carries the roles; a fresh password makes the URL written below the one
-            # credential for the new instance, with no need to read the old Secret.
+            # credential for the new instance.
             password = new_password()
             self._rds(
                 r.name,
@@ -687,13 +706,27 @@ class AlicloudOps(RegionalOps):
             if not host:
                 raise ResourceFailure(f"{new} has no connection string")
             port = int(inst.get("Port") or DB_PORT)
-            repoint_and_roll(
-                self.kube,
-                r,
-                database_url(host, port, password),
-                deadline=deadline,
-                progress=progress,
-            )
+            restored_url = database_url(host, port, password)
+            repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
+        # Outside left_for_inspection: a failed check says for itself what it left and where.
+        # No digest was kept with the backup (nowhere to keep it): density only.
+        content = check_restore_content(
+            self.kube,
+            r,
+            RestoreContent(
+                snapshot=snapshot_id,
+                recorded=None,
+                admin_token=admin_token,
+                restored=new,
+                restored_url=restored_url,
+                previous=source,
+                previous_url=previous_url,
+                cleanup=cleanup,
+            ),
+            remaining=deadline.remaining(),
+            interval=self._interval,
+            progress=progress,
+        )
         return {
             "snapshot_id": snapshot_id,
             "target": target,
@@ -706,7 +739,7 @@ class AlicloudOps(RegionalOps):
             "secret_key": SECRET_DB_URL_KEY,
             "deployment": f"{r.namespace}/{r.deployment}",
             "status": "restored",
-            "content_verified": False,
+            "verified": {"instance_available": True, "deployment_ready": True, **content},
             "seconds": since(t0),
             "next_steps": [
                 f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
@@ -815,8 +848,10 @@ class AlicloudOps(RegionalOps):
     def _rejoin_step(self, run: Switch) -> str:
         old, new = run.old, run.new
         return (
-            f"{old.db_instance_id} no longer feeds {new.db_instance_id}; to protect the new"
-            f" primary, set up DTS from {new.db_instance_id} to a fresh instance in {old.name}"
+            f"{old.db_instance_id} no longer feeds {new.db_instance_id}; imctl deploy sets up"
+            f" DTS from {new.db_instance_id} to a fresh instance in {old.name} and drops"
+            f" {old.db_instance_id} from the stack without deleting it (keep it for forensics,"
+            " then delete it by hand)"
         )
 
     def _wait_synced(

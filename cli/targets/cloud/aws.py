@@ -37,7 +37,18 @@ from cli.targets.cloud.aws_support import (
     wait_for,
     with_host,
 )
-from cli.targets.cloud.day2_util import SECRET_DB_URL_KEY, SECRET_NAME, Partial, region_facts
+from cli.targets.cloud.day2_util import (
+    DIGEST_FIELDS,
+    SECRET_DB_URL_KEY,
+    SECRET_NAME,
+    Partial,
+    RestoreContent,
+    check_restore_content,
+    digest_of,
+    region_facts,
+    snapshot_digest,
+    workload_secret,
+)
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -45,6 +56,9 @@ from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
 RESTORED_FROM_TAG = "imctl:restored-from"
+# The content digest read just before a snapshot was requested, one tag per figure (a tag value
+# cannot hold JSON): imctl:digest-messages, imctl:digest-max-seq, ...
+DIGEST_TAG_PREFIX = "imctl:digest-"
 # The workload's Secret and key (stacks/workload/server.py; not imported: that pulls in Pulumi).
 # A planned switchover starts only if the standby was at most this far behind (seconds): the
 # alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
@@ -87,6 +101,25 @@ def default_session() -> Any:
     import boto3
 
     return boto3.session.Session()
+
+
+def _digest_tags(digest: dict[str, int] | None) -> list[dict[str, str]]:
+    if digest is None:
+        return []
+    return [
+        {"Key": DIGEST_TAG_PREFIX + key.replace("_", "-"), "Value": str(digest[key])}
+        for key in DIGEST_FIELDS
+    ]
+
+
+def _digest_from_tags(tags: dict[str, str]) -> dict[str, int] | None:
+    return digest_of(
+        {
+            key: tags[DIGEST_TAG_PREFIX + key.replace("_", "-")]
+            for key in DIGEST_FIELDS
+            if DIGEST_TAG_PREFIX + key.replace("_", "-") in tags
+        }
+    )
 
 
 class AwsOps:
@@ -465,6 +498,9 @@ class AwsOps:
             "size_bytes": None,
             "messages": None,
             "note": tags.get(NOTE_TAG),
+            # What the application reported just before the snapshot was requested: a lower
+            # bound of what the snapshot holds, which a restore checks.
+            "digest": _digest_from_tags(tags),
             "stack": tags.get(STACK_TAG),
             "region": region,
             "location": snap.get("DBSnapshotArn"),
@@ -516,6 +552,18 @@ class AwsOps:
         tags = [{"Key": STACK_TAG, "Value": self.outputs.dns_name}]
         if note:
             tags.append({"Key": NOTE_TAG, "Value": tag_value(note)})
+        # Read just before the request: everything it counts was committed before the snapshot.
+        instance = self._describe_db(r.name, r.db_instance_id) or {}
+        digest, warnings = snapshot_digest(
+            self._kube,
+            r,
+            interval=self._poll,
+            progress=progress,
+            instance_host=(instance.get("Endpoint") or {}).get("Address"),
+        )
+        for warning in warnings:
+            progress(f"warning: {warning}")
+        tags += _digest_tags(digest)
         progress(f"creating RDS snapshot {sid} of {r.db_instance_id} ({r.name})")
         aws_call(
             f"creating snapshot {sid}",
@@ -540,7 +588,12 @@ class AwsOps:
 
         self._wait(f"snapshot {sid}", probe, deadline, progress)
         info = self._snapshot_info(r.name, latest)
-        return {**info, "duration_s": round(time.monotonic() - started, 1)}
+        return {
+            **info,
+            "digest": digest,
+            "warnings": warnings,
+            "duration_s": round(time.monotonic() - started, 1),
+        }
 
     def snapshot_list(self) -> dict[str, Any]:
         found: list[dict[str, Any]] = []
@@ -580,14 +633,15 @@ class AwsOps:
 
     # --- restore ----------------------------------------------------------------------------
 
-    def _current_db_url(self, r: RegionOutputs) -> str:
-        url = self._kube(r.name).get_secret(r.namespace, SECRET_NAME).get(SECRET_DB_URL_KEY)
+    def _current_db_url(self, r: RegionOutputs) -> tuple[str, str | None]:
+        """(database URL, admin token) of the workload's Secret; no URL refuses the restore."""
+        url, admin_token = workload_secret(self._kube(r.name), r)
         if not url:
             raise PreconditionFailed(
                 f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
                 "`imctl deploy` recreates it; nothing was changed",
             )
-        return url
+        return url, admin_token
 
     def restore(
         self,
@@ -612,7 +666,7 @@ class AwsOps:
                 f"copy it first: aws rds copy-db-snapshot --source-region {region} "
                 f"--region {r.name} ...",
             )
-        current_url = self._current_db_url(r)
+        current_url, admin_token = self._current_db_url(r)
         source = self._describe_db(r.name, r.db_instance_id)
         if source is None:
             raise PreconditionFailed(
@@ -627,18 +681,36 @@ class AwsOps:
         inst = self._wait_db(r.name, new_id, deadline, progress)
         final_id = new_id
         old_renamed: str | None = None
+        # The way back if the restored content fails its check: the database used until now.
+        previous_url: str | None = current_url
+        cleanup = (
+            f"delete it with `aws rds delete-db-instance --db-instance-identifier {new_id}"
+            f" --region {r.name} --skip-final-snapshot` (after turning off deletion protection,"
+            " if it is on)"
+        )
         if target == "in-place":
             old_renamed = rds_id(r.db_instance_id, f"-old-{stamp}")
             inst = self._swap_names(r, new_id, old_renamed, deadline, progress)
             final_id = r.db_instance_id
+            # The original name (and address) now belongs to the restored instance.
+            old = self._describe_db(r.name, old_renamed) or {}
+            old_host = (old.get("Endpoint") or {}).get("Address")
+            old_port = (old.get("Endpoint") or {}).get("Port")
+            previous_url = with_host(current_url, old_host, old_port) if old_host else None
+            cleanup = (
+                f"it carries the name {r.db_instance_id} now: rename it away and {old_renamed}"
+                " back to make the outputs right again"
+            )
 
         host = inst["Endpoint"]["Address"]
         port = inst["Endpoint"].get("Port")
+        restored_url = with_host(current_url, host, port)
         kube = self._kube(r.name)
-        kube.patch_secret(
-            r.namespace, SECRET_NAME, {SECRET_DB_URL_KEY: with_host(current_url, host, port)}
-        )
+        kube.patch_secret(r.namespace, SECRET_NAME, {SECRET_DB_URL_KEY: restored_url})
         progress(f"Secret {r.namespace}/{SECRET_NAME}: database host {host}")
+        # In place the restored instance has the old address, so the address cannot tell a pod
+        # on it from a pod still on the old one: only pods started after this can.
+        patched_at = time.time()
         kube.restart_deployment(r.namespace, r.deployment)
         progress(f"rolling {r.namespace}/{r.deployment}")
         kube.wait_ready(r.namespace, r.deployment, deadline.remaining())
@@ -649,6 +721,24 @@ class AwsOps:
                 f"restored instance {final_id} is "
                 f"{after.get('DBInstanceStatus') if after else 'gone'} after the roll"
             )
+        content = check_restore_content(
+            self._kube,
+            r,
+            RestoreContent(
+                snapshot=sid,
+                recorded=_digest_from_tags(tags_of(snap)),
+                admin_token=admin_token,
+                restored=final_id,
+                restored_url=restored_url,
+                previous=old_renamed or r.db_instance_id,
+                previous_url=previous_url,
+                cleanup=cleanup,
+                fresh_after=patched_at if target == "in-place" else None,
+            ),
+            remaining=deadline.remaining(),
+            interval=self._poll,
+            progress=progress,
+        )
         warnings = []
         if self.outputs.standby_region:
             warnings.append(
@@ -669,9 +759,8 @@ class AwsOps:
             "verified": {
                 "instance_available": True,
                 "deployment_ready": True,
-                # Content checks need a connection to the database; from here there is none
-                # (private VPC), so this says so rather than claiming them.
-                "content_checked": False,
+                # Through the endpoint's /admin/digest: the database itself is in a private VPC.
+                **content,
             },
             "warnings": warnings,
             "duration_s": round(time.monotonic() - started, 1),
@@ -870,12 +959,14 @@ class AwsOps:
             "fence_error": fence_error,
             "replicas": replicas,
             "dns": {"record": o.dns_name, "primary": new.endpoint, "secondary": old.endpoint},
-            # For the caller to record, so the next deploy keeps the new roles.
-            "outputs_update": {"primary_region": new.name, "standby_region": old.name},
             "warnings": [
                 f"{old.db_instance_id} ({old.name}) is no longer replicated to and still "
-                "accepts writes at the database level: keep its workload at 0 and rebuild it "
-                f"as a replica of {new.db_instance_id} before failing back"
+                "accepts writes at the database level: keep its workload at 0"
+            ],
+            "next_steps": [
+                f"imctl deploy creates a new replica of {new.db_instance_id} in {old.name} and "
+                f"drops {old.db_instance_id} from the stack without deleting it (keep it for "
+                "forensics, then delete it by hand)"
             ],
         }
         try:

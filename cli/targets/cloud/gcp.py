@@ -14,6 +14,7 @@ for good: the old primary does not rejoin (create a new replica of the new prima
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -31,16 +32,21 @@ from cli.targets.cloud.day2_util import (
     SECRET_NAME,
     Deadline,
     RegionalOps,
+    RestoreContent,
     Switch,
+    check_restore_content,
     database_url,
+    digest_of,
     left_for_inspection,
     new_password,
     poll,
     record_type,
     repoint_and_roll,
     since,
+    snapshot_digest,
     unreachable,
     utc_stamp,
+    workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
@@ -262,7 +268,7 @@ class GcpOps(RegionalOps):
             "status": _snapshot_status(str(run.get("status", ""))),
             "cloud_status": run.get("status"),
             "type": run.get("type"),
-            "note": run.get("description") or None,
+            **_from_description(run.get("description")),
             "instance": instance,
             "location": f"projects/{self.project}/instances/{instance}/backupRuns/{run.get('id')}",
         }
@@ -387,7 +393,14 @@ class GcpOps(RegionalOps):
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         instance = self.outputs.primary.db_instance_id
-        body: dict[str, Any] = {"description": note} if note else {}
+        # Read just before the request: everything it counts was committed before the backup.
+        digest, warnings = snapshot_digest(
+            self.kube, self.outputs.primary, interval=self._interval, progress=progress
+        )
+        for warning in warnings:
+            progress(f"warning: {warning}")
+        description = _description(note, digest)
+        body: dict[str, Any] = {"description": description} if description else {}
         progress(f"starting an on-demand backup of {instance}")
         op = self._call(
             self._sql().backupRuns().insert(project=self.project, instance=instance, body=body),
@@ -404,7 +417,7 @@ class GcpOps(RegionalOps):
                 f"backup run {backup_id} of {instance} ended {run.get('status')}",
                 str((run.get("error") or {}).get("message") or ""),
             )
-        return self._snapshot(run)
+        return {**self._snapshot(run), "warnings": warnings}
 
     def _find_run_of(self, instance: str, op: Mapping[str, Any]) -> str:
         """An operation without backupContext (older API behaviour): the on-demand run enqueued
@@ -488,6 +501,14 @@ class GcpOps(RegionalOps):
                 f"backup run {snapshot_id} is {run.get('status')}, not SUCCESSFUL",
                 "imctl snapshot list",
             )
+        # The way back if the restored content fails its check, and the token to check it.
+        previous_url, admin_token = workload_secret(self.kube(r.name), r)
+        if not previous_url:
+            raise PreconditionFailed(
+                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
+                "`imctl deploy` recreates it; nothing was changed",
+            )
+        recorded = _from_description(run.get("description"))["digest"]
         context = {
             "kind": "sql#restoreBackupContext",
             "backupRunId": str(run["id"]),
@@ -502,8 +523,6 @@ class GcpOps(RegionalOps):
             "source_instance": source,
             "secret": SECRET_NAME,
             "deployment": f"{r.namespace}/{r.deployment}",
-            # The content digest needs a connection inside the VPC; the caller verifies.
-            "content_verified": False,
         }
         if target == "in-place":
             inst = self._instance(source)
@@ -525,7 +544,29 @@ class GcpOps(RegionalOps):
             )
             self._wait_sql(op, f"restore onto {source}", deadline, progress)
             repoint_and_roll(self.kube, r, None, deadline=deadline, progress=progress)
-            doc.update(instance_id=source, status="restored", seconds=since(t0))
+            content = check_restore_content(
+                self.kube,
+                r,
+                RestoreContent(
+                    snapshot=str(run["id"]),
+                    recorded=recorded,
+                    admin_token=admin_token,
+                    restored=source,
+                    restored_url=previous_url,
+                    previous=source,
+                    previous_url=None,  # restored over it: there is no way back
+                    cleanup="restore another backup run onto it",
+                ),
+                remaining=deadline.remaining(),
+                interval=self._interval,
+                progress=progress,
+            )
+            doc.update(
+                instance_id=source,
+                status="restored",
+                verified={"deployment_ready": True, **content},
+                seconds=since(t0),
+            )
             return doc
 
         src = self._instance(source)
@@ -536,11 +577,8 @@ class GcpOps(RegionalOps):
             f"creating instance {new}",
             mutation=True,
         )
-        with left_for_inspection(
-            new,
-            source,
-            f"delete it with: gcloud sql instances delete {new} --project {self.project}",
-        ):
+        cleanup = f"delete it with: gcloud sql instances delete {new} --project {self.project}"
+        with left_for_inspection(new, source, cleanup):
             self._wait_sql(op, f"creation of {new}", deadline, progress)
             progress(f"restoring backup run {snapshot_id} of {source} into {new}")
             op = self._call(
@@ -554,7 +592,7 @@ class GcpOps(RegionalOps):
             )
             self._wait_sql(op, f"restore into {new}", deadline, progress)
             # The backup carries the roles; a fresh password means the URL we write is the only
-            # one that works against the new instance, with no need to read the old Secret.
+            # one that works against the new instance.
             password = new_password()
             op = self._call(
                 self._sql()
@@ -575,19 +613,33 @@ class GcpOps(RegionalOps):
                 raise ResourceFailure(
                     f"{new} is {inst.get('state')} with no private address after the restore"
                 )
-            repoint_and_roll(
-                self.kube,
-                r,
-                database_url(host, DB_PORT, password),
-                deadline=deadline,
-                progress=progress,
-            )
+            restored_url = database_url(host, DB_PORT, password)
+            repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
+        # Outside left_for_inspection: a failed check says for itself what it left and where.
+        content = check_restore_content(
+            self.kube,
+            r,
+            RestoreContent(
+                snapshot=str(run["id"]),
+                recorded=recorded,
+                admin_token=admin_token,
+                restored=new,
+                restored_url=restored_url,
+                previous=source,
+                previous_url=previous_url,
+                cleanup=cleanup,
+            ),
+            remaining=deadline.remaining(),
+            interval=self._interval,
+            progress=progress,
+        )
         doc.update(
             instance_id=new,
             db_host=host,
             secret_key=SECRET_DB_URL_KEY,
             previous_instance_id=source,
             status="restored",
+            verified={"instance_available": True, "deployment_ready": True, **content},
             seconds=since(t0),
             next_steps=[
                 f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
@@ -651,8 +703,10 @@ class GcpOps(RegionalOps):
 
     def _rejoin_step(self, run: Switch) -> str:
         return (
-            f"{run.old.db_instance_id} is now an independent instance: keep it for forensics,"
-            f" then delete it and create a replica of {run.new.db_instance_id} in {run.old.name}"
+            f"{run.old.db_instance_id} is now an independent instance: imctl deploy creates a"
+            f" new replica of {run.new.db_instance_id} in {run.old.name} and drops"
+            f" {run.old.db_instance_id} from the stack without deleting it (keep it for"
+            " forensics, then delete it by hand)"
         )
 
     def _wait_caught_up(
@@ -803,6 +857,35 @@ def _http_error(exc: Any, what: str) -> ImctlError:
     if status == 409 or state in ("ABORTED", "FAILED_PRECONDITION"):
         return ResourceFailure(text, "another operation may be running on it; retry later")
     return ResourceFailure(f"{text} (HTTP {status})")
+
+
+def _description(note: str | None, digest: dict[str, int] | None) -> str | None:
+    """A backup run's description: the note alone, or with a digest compact JSON holding both
+    (backup runs have no labels; the description is their one free-text field)."""
+    if digest is None:
+        return note or None
+    doc: dict[str, Any] = {"imctl_digest": digest}
+    if note:
+        doc["note"] = note
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def _from_description(text: Any) -> dict[str, Any]:
+    """``note`` and ``digest`` from a description _description wrote, or from any other text
+    (a plain note: no digest)."""
+    if not isinstance(text, str) or not text:
+        return {"note": None, "digest": None}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or "imctl_digest" not in doc:
+        return {"note": text, "digest": None}
+    note = doc.get("note")
+    return {
+        "note": note if isinstance(note, str) else None,
+        "digest": digest_of(doc["imctl_digest"]),
+    }
 
 
 def _snapshot_status(cloud: str) -> str:

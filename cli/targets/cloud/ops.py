@@ -40,7 +40,9 @@ class CloudOps(Protocol):
     def snapshot_create(
         self, note: str | None, progress: Progress, timeout: float
     ) -> dict[str, Any]:
-        """-> {"id","created_at","size_bytes"?,"status","location"}"""
+        """-> {"id","created_at","size_bytes"?,"status","location","digest","warnings"}; the
+        digest (None when the application could not give one) is read just before the
+        snapshot is requested."""
         ...
 
     def snapshot_list(self) -> dict[str, Any]: ...  # {"snapshots": [...]}
@@ -59,7 +61,10 @@ class CloudOps(Protocol):
         timeout: float,
     ) -> dict[str, Any]:
         """Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
-        the Deployment. in-place only after the caller's typed confirmation."""
+        the Deployment, then check the restored content against the digest recorded with the
+        snapshot (day2_util.check_restore_content: exit 10 and pointed back on a mismatch,
+        exit 12 when it cannot be checked). in-place only after the caller's typed
+        confirmation."""
         ...
 
     def failover(
