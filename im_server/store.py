@@ -85,7 +85,10 @@ class Store:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 8) -> Store:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, command_timeout=30
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=30,
         )
         return cls(pool)
 
@@ -364,3 +367,43 @@ class Store:
         except DB_ERRORS as exc:
             raise _unavailable(exc) from exc
         return dict(row)
+
+    async def digest(self, statement_timeout_ms: int = 20_000) -> dict[str, int]:
+        """What a restore is checked against, read in one REPEATABLE READ, read-only
+        transaction: every figure describes the same instant (``at_ms``).
+
+        ``latest_ms`` (the newest message's timestamp) and ``max_seq`` are the store's
+        monotonic keys: there is no global message id, and nothing deletes messages, so none of
+        these figures ever goes down on a live stack. ``non_dense`` counts the conversations
+        whose stored seqs are not exactly 1..last_seq (0 on healthy data)."""
+        try:
+            async with (
+                self.pool.acquire(timeout=5) as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                # SET LOCAL takes no bind parameters; the value is an int we own.
+                await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+                row = await conn.fetchrow(_DIGEST_SQL)
+        except DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return {k: int(v) for k, v in dict(row).items()}
+
+
+# One scan of messages (the CTE is referenced more than once, so PostgreSQL materializes it).
+# Dense: a conversation's n stored seqs are distinct (primary key), so n == last_seq with
+# min 1 and max last_seq means exactly 1..last_seq.
+_DIGEST_SQL = """
+WITH per_conv AS (
+    SELECT conv, count(*) AS n, min(seq) AS lo, max(seq) AS hi, max(ts) AS latest
+      FROM messages GROUP BY conv
+)
+SELECT
+    (SELECT count(*) FROM conversations) AS conversations,
+    coalesce((SELECT sum(n) FROM per_conv), 0) AS messages,
+    coalesce((SELECT max(hi) FROM per_conv), 0) AS max_seq,
+    coalesce((SELECT im_ms(max(latest)) FROM per_conv), 0) AS latest_ms,
+    (SELECT count(*) FROM conversations c LEFT JOIN per_conv p ON p.conv = c.id
+      WHERE coalesce(p.n, 0) <> c.last_seq
+         OR (p.n IS NOT NULL AND (p.lo <> 1 OR p.hi <> c.last_seq))) AS non_dense,
+    im_ms(now()) AS at_ms
+"""
