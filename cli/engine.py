@@ -634,18 +634,9 @@ def _pulumi_command(settings: EngineSettings) -> auto.PulumiCommand:
 
 def _program() -> None:
     """The inline program: what ``stacks/__main__.py`` does for a plain ``pulumi up``."""
-    import pulumi
+    from stacks.program import run
 
-    from stacks.config import ConfigError
-    from stacks.program import build, from_pulumi_config
-
-    try:
-        config = from_pulumi_config()
-    except ConfigError as exc:
-        # The prefix lets the engine map this to a usage error (exit 2) instead of a crash.
-        raise pulumi.RunError(f"{_PROGRAM_CONFIG_PREFIX} {exc}") from None
-    for name, value in build(config).items():
-        pulumi.export(name, value)
+    run(_PROGRAM_CONFIG_PREFIX)
 
 
 def _options(settings: EngineSettings, cmd: auto.PulumiCommand) -> auto.LocalWorkspaceOptions:

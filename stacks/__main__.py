@@ -11,19 +11,6 @@ import sys
 # Pulumi runs this directory as a script: make the repository importable as `stacks.*`.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import pulumi
+from stacks.program import run
 
-from stacks.config import ConfigError
-from stacks.program import build, from_pulumi_config
-
-
-def main() -> None:
-    try:
-        config = from_pulumi_config()
-    except ConfigError as exc:
-        raise pulumi.RunError(f"config: {exc}") from None
-    for name, value in build(config).items():
-        pulumi.export(name, value)
-
-
-main()
+run("imctl config:")

@@ -84,6 +84,12 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "Region failovers so far (imctl failover counts them); odd: standbyRegion is the writer.",
         "0",
     ),
+    KeySpec(
+        "restoredInstance",
+        "string",
+        "Set by imctl restore: the unmanaged DB instance the workload uses; deploys refuse.",
+        "",
+    ),
 )
 KEY_NAMES: Final = frozenset(k.name for k in KEYS)
 
@@ -120,6 +126,7 @@ class StackConfig:
     monitoring: bool
     gcp_project: str | None
     failovers: int = 0
+    restored_instance: str | None = None
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -369,6 +376,7 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         monitoring=_bool(merged, "monitoring"),
         gcp_project=merged["gcpProject"].strip() or None,
         failovers=failovers,
+        restored_instance=merged["restoredInstance"].strip() or None,
     )
 
 

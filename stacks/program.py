@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from stacks.config import KEYS, Cloud, StackConfig, parse
+from stacks.config import KEYS, Cloud, ConfigError, StackConfig, parse
 from stacks.contract import CloudStack, database_url
 
 
@@ -36,7 +36,34 @@ def from_pulumi_config() -> StackConfig:
     return parse({k.name: v for k in KEYS if (v := cfg.get(k.name)) is not None})
 
 
+def run(error_prefix: str) -> None:
+    """The program as ``pulumi up`` runs it (``stacks/__main__.py`` and the CLI's inline
+    program): config from the stack, refusals, resources, exports. A config problem is raised
+    as one line starting with ``error_prefix``, which the CLI maps to a usage error (exit 2)."""
+    try:
+        config = from_pulumi_config()
+        check_deployable(config)
+    except ConfigError as exc:
+        raise pulumi.RunError(f"{error_prefix} {exc}") from None
+    for name, value in build(config).items():
+        pulumi.export(name, value)
+
+
+def check_deployable(config: StackConfig) -> None:
+    """Refuse a deploy that would silently undo an operation done outside Pulumi."""
+    if config.restored_instance:
+        raise ConfigError(
+            f"the workload runs on {config.restored_instance}, restored by imctl restore; this"
+            " stack does not manage it, and deploying would point the workload back at the"
+            " stack's own instance (losing what was written since the restore)",
+            "keep the restore: imctl restore <snapshot> --target in-place (AWS, GCP) makes it the"
+            " stack's instance; or drop it: imctl deploy --set restoredInstance=",
+            key="restoredInstance",
+        )
+
+
 def build(config: StackConfig) -> dict[str, Any]:
+    check_deployable(config)
     import pulumi_kubernetes as k8s
     import pulumi_random as random
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.commands.snapshot import SnapshotId, Timeout, cloud_ops_for, deadline, render_either, store
+from cli.errors import ExitStatus, ImctlError
 from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
 from cli.runner import DocResult, run
 from cli.snapshots import RestoreResult, RestoreTarget
@@ -92,8 +93,21 @@ def restore(
                 ctx.out.confirm_typed(ctx.stack, details=plan)
             else:
                 ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
-            doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600)
-            return DocResult({"cloud": ctx.cloud, **doc})
+            from cli.targets.cloud.day2_util import ContentUnverified
+
+            managed = outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
+            try:
+                doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600)
+            except ContentUnverified as exc:
+                # The workload runs on the restored instance, checked or not: record it.
+                if managed:
+                    record_restore(ctx, where, exc.restored, {})
+                raise
+            doc = {"cloud": ctx.cloud, **doc}
+            if not managed:
+                doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
+                return DocResult(doc)
+            return DocResult(doc, record_restore(ctx, where, str(doc["instance_id"]), doc))
         snapshots = store(ctx)
         plan = snapshots.restore_plan(snapshot_id, where)
         if where == "in-place":
@@ -107,3 +121,39 @@ def restore(
     args = {"id": snapshot_id, "target": where, "timeout": timeout}
     run(ctx, "restore", args, body, render_either(_render_restore), mutating=True,
         create_stack=ctx.cloud != "local")  # fmt: skip
+
+
+def record_restore(
+    ctx: Any, where: RestoreTarget, instance: str, doc: dict[str, Any]
+) -> ExitStatus:
+    """Tell the stack which instance the workload runs on after a cloud restore.
+
+    Into a NEW instance: the stack does not manage it, and a deploy would point the workload
+    back at the stack's own instance, losing what was written since; ``restoredInstance``
+    makes the program refuse until the operator decides. In place: the stack's instance holds
+    the restored data, so the mark (from an earlier restore) is cleared."""
+    from cli import engine
+
+    value = instance if where == "new" else ""
+    try:
+        changed = engine.set_config(
+            ctx.stack, ctx.cloud, {"restoredInstance": value}, home=ctx.env.home,
+            env=ctx.env.environ,
+        )  # fmt: skip
+    except ImctlError as exc:
+        doc["config_written"] = False
+        doc["config_error"] = exc.message
+        doc["hint"] = (
+            f"record it before any deploy: imctl deploy --set restoredInstance={value}"
+            " (the deploy then refuses, so the workload is not pointed back)"
+        )
+        return ExitStatus.PARTIAL
+    doc["config_written"] = changed
+    if where == "new":
+        doc.setdefault("next_steps", []).insert(
+            0,
+            f"deploys of stack {ctx.stack} refuse while the workload runs on {instance}, which"
+            " the stack does not manage: keep the restore with --target in-place (AWS, GCP), or"
+            " go back to the stack's instance with imctl deploy --set restoredInstance=",
+        )
+    return ExitStatus.OK

@@ -282,14 +282,14 @@ def test_restore_into_a_new_instance_repoints_and_rolls(
     admin.counts["messages"] += 3  # committed after the request: more is fine
     result = aws.ops.restore(sid, "new", aws.say, timeout=60)
 
-    new_id = result["new_instance"]
+    new_id = result["instance_id"]
     assert new_id.startswith(f"{aws.world.primary_db}-r") and len(new_id) <= 63
     inst = aws.instance(new_id)
     assert inst["DBInstanceStatus"] == "available"
     assert inst["DBSubnetGroup"]["DBSubnetGroupName"] == f"im-{EAST}"
     assert inst["DBInstanceClass"] == "db.t3.micro"
     assert {t["Key"]: t["Value"] for t in inst["TagList"]}["imctl:restored-from"] == sid
-    assert result["endpoint"] == inst["Endpoint"]["Address"] != aws.world.db_hosts[EAST]
+    assert result["db_host"] == inst["Endpoint"]["Address"] != aws.world.db_hosts[EAST]
     assert aws.instance(aws.world.primary_db)["DBInstanceStatus"] == "available"  # left alone
 
     kube = aws.world.kubes[EAST]
@@ -318,7 +318,7 @@ def test_restore_into_a_new_instance_repoints_and_rolls(
     assert content["after"]["messages"] == created["digest"]["messages"] + 3
     # The answer came from a pod on the restored instance.
     assert content["after"]["database"]["host"] == inst["Endpoint"]["Address"]
-    assert result["snapshot"] == sid and result["target"] == "new"
+    assert result["snapshot_id"] == sid and result["target"] == "new"
     assert any("standby replica still follows" in w for w in result["warnings"])
 
 
@@ -328,12 +328,12 @@ def test_restore_in_place_swaps_names(aws_rolling: Aws, admin: FakeImAdmin) -> N
     sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
     result = aws.ops.restore(sid, "in-place", aws.say, timeout=60)
 
-    assert result["new_instance"] == aws.world.primary_db
+    assert result["instance_id"] == aws.world.primary_db
     now = aws.instance(aws.world.primary_db)
     # The original name now belongs to the restored instance.
     assert now["InstanceCreateTime"] > before
     assert {t["Key"]: t["Value"] for t in now["TagList"]}["imctl:restored-from"] == sid
-    old_name = result["previous_instance"]
+    old_name = result["previous_instance_id"]
     assert old_name.startswith(f"{aws.world.primary_db}-old-")
     old = aws.instance(old_name)
     assert old["InstanceCreateTime"] == before
@@ -457,7 +457,7 @@ def test_restore_checks_the_content_recorded_with_the_snapshot(live: Live) -> No
     assert (content["after"]["messages"], content["after"]["non_dense"]) == (6, 0)
     # The restored instance's address, read by the process started by the roll.
     assert content["after"]["database"]["host"] == "localhost"
-    assert urlsplit(live.secret_url()).hostname == "localhost" == result["endpoint"]
+    assert urlsplit(live.secret_url()).hostname == "localhost" == result["db_host"]
     assert im.database_url == live.secret_url() and im.starts == 2
 
 

@@ -149,3 +149,18 @@ def test_alicloud_dts_runs_from_the_new_writer_into_a_fresh_instance() -> None:
 def test_an_odd_failover_count_needs_a_standby_region() -> None:
     with pytest.raises(ConfigError, match="no standbyRegion"):
         load("aws", "us-east-1", None, {"failovers": "1"})
+
+
+def test_a_deploy_after_a_restore_to_a_new_instance_is_refused() -> None:
+    """The workload was repointed outside Pulumi; a deploy would point it back and lose what
+    was written since the restore, so the program stops before touching anything."""
+    from stacks.plan import PlanError
+    from stacks.program import check_deployable
+
+    restored = config("aws", restoredInstance="imctl-db-r20261126")
+    with pytest.raises(ConfigError, match="imctl-db-r20261126") as info:
+        check_deployable(restored)
+    assert "restoredInstance=" in info.value.hint
+    with pytest.raises(PlanError, match="does not manage it"):
+        run_program(restored)
+    check_deployable(config("aws", restoredInstance=""))  # cleared: deployable again

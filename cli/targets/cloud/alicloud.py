@@ -742,7 +742,6 @@ class AlicloudOps(RegionalOps):
             "verified": {"instance_available": True, "deployment_ready": True, **content},
             "seconds": since(t0),
             "next_steps": [
-                f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
                 f"the DTS synchronization still reads {source}; re-point it at {new} if the"
                 " standby region must follow the restored data",
             ],

@@ -745,17 +745,12 @@ class AwsOps:
                 f"the standby replica still follows {old_renamed or r.db_instance_id}, not the "
                 "restored data: rebuild it before relying on failover"
             )
-        if target == "new":
-            warnings.append(
-                f"the stack's outputs and Pulumi state still name {r.db_instance_id}; a deploy "
-                "would point the workload back at it"
-            )
         return {
-            "snapshot": sid,
-            "new_instance": final_id,
-            "endpoint": host,
+            "snapshot_id": sid,
+            "instance_id": final_id,
+            "db_host": host,
             "target": target,
-            "previous_instance": old_renamed or r.db_instance_id,
+            "previous_instance_id": old_renamed or r.db_instance_id,
             "verified": {
                 "instance_available": True,
                 "deployment_ready": True,

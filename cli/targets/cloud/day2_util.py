@@ -706,9 +706,14 @@ class DigestUnavailable(ImctlError):
 
 
 class ContentUnverified(Partial):
-    """Exit 12: the restored database is in service, but its content could not be checked."""
+    """Exit 12: the restored database is in service, but its content could not be checked.
+    ``restored`` names it: the caller records that the workload runs on it."""
 
     code = "content_unverified"
+
+    def __init__(self, message: str, hint: str, *, restored: str) -> None:
+        super().__init__(message, hint)
+        self.restored = restored
 
 
 class RestoredContentMismatch(ContentMismatch):
@@ -1006,6 +1011,7 @@ def check_restore_content(
         raise ContentUnverified(
             f"{unverified}: Secret {where} has no {SECRET_ADMIN_TOKEN_KEY}",
             f"`imctl deploy` recreates the Secret; {back}",
+            restored=rc.restored,
         )
     budget = min(CONTENT_SETTLE_SECONDS if settle is None else settle, remaining)
     progress(f"checking the restored content through {region.endpoint}")
@@ -1025,6 +1031,7 @@ def check_restore_content(
             f"{unverified}: {exc.message}",
             f"check by hand: GET http://{region.endpoint}/admin/digest with the admin token"
             f" and compare with `imctl snapshot show {rc.snapshot}`; {back}",
+            restored=rc.restored,
         ) from None
     content = check_restored(rc.recorded, after)
     verified: dict[str, Any] = {

@@ -641,10 +641,7 @@ class GcpOps(RegionalOps):
             status="restored",
             verified={"instance_available": True, "deployment_ready": True, **content},
             seconds=since(t0),
-            next_steps=[
-                f"record {new} as db_instance_id of {r.name} (the outputs still name {source})",
-                f"delete {source} once the restore is verified",
-            ],
+            next_steps=[],
         )
         return doc
 

@@ -1,4 +1,5 @@
-"""A cloud failover is recorded in the stack config, so the next deploy keeps the new roles.
+"""Cloud operations done outside Pulumi are recorded in the stack config, so the next deploy
+neither undoes a failover nor points the workload away from a restored database.
 
 Against the stand-in ``pulumi`` CLI: the config it stores and the outputs it generates follow
 the same ``failovers`` rule as the real program (tests/stacks/test_failover_roles.py).
@@ -14,6 +15,7 @@ import pytest
 
 from cli import engine
 from cli.commands.failover import record_roles
+from cli.commands.restore import record_restore
 from cli.errors import ExitStatus, UsageError
 from tests.cloud.fake_pulumi import FakePulumi
 
@@ -85,3 +87,31 @@ def test_a_failed_record_is_a_partial_success_with_the_fix(
     assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.PARTIAL
     assert doc["config_written"] is False
     assert "failovers" in doc["hint"] and WEST in doc["hint"]
+
+
+def test_a_restore_to_a_new_instance_is_recorded_and_in_place_clears_it(fake: FakePulumi) -> None:
+    doc: dict[str, Any] = {}
+    assert record_restore(_ctx(fake), "new", "imctl-db-r1", doc) is ExitStatus.OK
+    assert doc["config_written"] == {"restoredInstance": "imctl-db-r1"}
+    assert "refuse" in doc["next_steps"][0] and "restoredInstance=" in doc["next_steps"][0]
+    config = engine.config_values("dev", home=fake.home, env=fake.env)
+    assert config["restoredInstance"] == "imctl-db-r1"
+    # Other write-backs still work while it is set (scale, failover).
+    assert record_roles(_ctx(fake), WEST, {}) is ExitStatus.OK
+    doc = {}
+    assert record_restore(_ctx(fake), "in-place", "imctl-us-east-1-db", doc) is ExitStatus.OK
+    assert doc["config_written"] == {"restoredInstance": ""}
+    assert "next_steps" not in doc
+
+
+def test_a_failed_restore_record_says_how_to_keep_deploys_from_undoing_it(
+    fake: FakePulumi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*a: Any, **kw: Any) -> dict[str, str]:
+        raise UsageError("the backend is read-only")
+
+    monkeypatch.setattr(engine, "set_config", refuse)
+    doc: dict[str, Any] = {}
+    assert record_restore(_ctx(fake), "new", "imctl-db-r1", doc) is ExitStatus.PARTIAL
+    assert doc["hint"].startswith("record it before any deploy: imctl deploy --set")
+    assert "restoredInstance=imctl-db-r1" in doc["hint"]
