@@ -66,6 +66,8 @@ from tests.cloud.aws_fixtures import (
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
 
 ROOT = Path(__file__).resolve().parents[2]
+# moto keeps its state per process, not per server: world names must be unique across modules.
+WORLDS = itertools.count()
 
 
 @dataclass
@@ -96,9 +98,7 @@ def moto() -> Iterator[Moto]:
             mp.setenv("AWS_SHARED_CREDENTIALS_FILE", f"{tmp}/no-aws-credentials")
             mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
             session = default_session()
-            yield Moto(
-                f"http://127.0.0.1:{port}", session, build_network(session), itertools.count()
-            )
+            yield Moto(f"http://127.0.0.1:{port}", session, build_network(session), WORLDS)
     finally:
         server.stop()
 

@@ -1,0 +1,121 @@
+"""`imctl failover --cloud aws` through the real command: stack outputs from the stand-in
+pulumi, RDS and Route 53 on a moto server (with the promotion stub), Kubernetes in-process.
+
+What an on-call engineer would notice if the wiring were wrong: the failover succeeds but the
+next deploy (or a second command) still thinks the old region is the primary.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import engine
+from cli.context import Env
+from cli.main import app
+from cli.targets.cloud import aws as aws_module
+from cli.targets.cloud import factory
+from tests.cloud.aws_fixtures import EAST, WEST
+from tests.cloud.fake_pulumi import FakePulumi
+from tests.cloud.test_aws import Aws, aws, moto  # noqa: F401  (fixtures)
+
+pytest.importorskip("pulumi.automation", reason="the Pulumi SDK is not installed")
+
+
+@pytest.fixture
+def stack(aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:  # noqa: F811
+    """A stack 'dev' whose outputs describe the moto world, and ops that reach that world."""
+    fake = FakePulumi.create(tmp_path)
+    o = aws.world.outputs
+    regions: dict[str, dict[str, Any]] = {}
+    for name, r in o.regions.items():
+        entry = asdict(r)
+        del entry["name"], entry["kubeconfig"]
+        regions[name] = entry
+    doc = {
+        "cloud": o.cloud,
+        "primary_region": o.primary_region,
+        "standby_region": o.standby_region,
+        "regions": regions,
+        "hosted_zone_id": o.hosted_zone_id,
+        "dns_name": o.dns_name,
+        "backup_bucket": o.backup_bucket,
+        "failovers": 0,
+    }
+    scripted = tmp_path / "outputs.json"
+    scripted.write_text(json.dumps({"values": doc, "secrets": []}))
+    fake.env["FAKE_PULUMI_OUTPUTS"] = str(scripted)
+    engine.deploy(
+        "dev", "aws", {"region": EAST, "standbyRegion": WEST}, home=fake.home, env=fake.env
+    )
+
+    class TestOps(aws_module.AwsOps):
+        def __init__(self, outputs: Any, kube: Any, **kw: Any) -> None:
+            super().__init__(outputs, kube, session_factory=lambda: aws.world.session,
+                             poll_interval=0.02, **kw)  # fmt: skip
+
+    monkeypatch.setattr(aws_module, "AwsOps", TestOps)
+    monkeypatch.setattr(factory._KubeCache, "__call__", lambda self, region: aws.world.kube(region))
+    return fake
+
+
+def _imctl(fake: FakePulumi, args: Sequence[str]) -> tuple[int, dict[str, Any]]:
+    stdout = io.StringIO()
+    env = Env(
+        stdout=stdout,
+        stderr=io.StringIO(),
+        stdin_isatty=False,
+        stdout_isatty=False,
+        environ={**fake.env, "CI": "1"},
+        home=fake.home,
+        stdin=io.StringIO(""),
+    )
+    result = CliRunner().invoke(app, list(args), obj=env)
+    out = stdout.getvalue() or result.output
+    return result.exit_code, json.loads(out)
+
+
+def test_forced_failover_is_recorded_and_a_repeat_is_refused(aws: Aws, stack: FakePulumi) -> None:  # noqa: F811
+    code, doc = _imctl(
+        stack, ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"]
+    )
+    assert code == 0, doc
+    assert (doc["from_region"], doc["to_region"]) == (EAST, WEST)
+    assert doc["config_written"] == {"failovers": "1"} and doc["failovers"] == 1
+    assert any("imctl deploy -s dev" in step for step in doc["next_steps"])
+    assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
+        {"Value": aws.world.endpoints[WEST]}
+    ]
+    # Before any deploy, imctl already reads the new roles...
+    outs = engine.outputs("dev", home=stack.home, env=stack.env).cloud("dev")
+    assert (outs.primary_region, outs.standby_region) == (WEST, EAST)
+    # ...so failing over to the region that already leads is refused, not counted twice.
+    code, again = _imctl(
+        stack, ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"]
+    )
+    assert code == 2 and "already the primary" in again["error"]["message"]
+    assert engine.config_values("dev", home=stack.home, env=stack.env)["failovers"] == "1"
+
+
+def test_with_an_outputs_file_nothing_is_written_back(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outputs-file.json"  # the same contract, as a file: not imctl's stack
+    path.write_text(json.dumps(json.loads((tmp_path / "outputs.json").read_text())["values"]))
+    code, doc = _imctl(
+        stack,
+        ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json",
+         "--outputs", str(path)],
+    )  # fmt: skip
+    assert code == 0, doc
+    assert doc["config_written"] is False
+    assert "failovers" not in engine.config_values("dev", home=stack.home, env=stack.env)
