@@ -785,8 +785,20 @@ def _prepare(
         )
         existing, created = {}, True
     changed = _validated(stack, cloud, existing, config)
+    _refuse_undeployable(stack, {**existing, **config, "cloud": cloud})
     _write_config(settings, st, changed, secret_config or {})
     return st, created, changed
+
+
+def _refuse_undeployable(stack: str, merged: Mapping[str, str]) -> None:
+    """The program refuses these too (for a plain ``pulumi up``); checking here first gives the
+    precondition exit code and writes nothing."""
+    from stacks.config import KEY_NAMES, ConfigError, check_deployable, parse
+
+    try:
+        check_deployable(parse({k: v for k, v in merged.items() if k in KEY_NAMES}))
+    except ConfigError as exc:
+        raise PreconditionFailed(f"stack {stack!r}: {exc.message}", exc.hint) from None
 
 
 # --- outputs -------------------------------------------------------------------------------

@@ -392,3 +392,16 @@ def load(
     values = dict(overrides)
     values.update(cloud=cloud, region=region, standbyRegion=standby_region or "")
     return parse(values)
+
+
+def check_deployable(config: StackConfig) -> None:
+    """Refuse a deploy that would silently undo an operation done outside Pulumi."""
+    if config.restored_instance:
+        raise ConfigError(
+            f"the workload runs on {config.restored_instance}, restored by imctl restore; this"
+            " stack does not manage it, and deploying would point the workload back at the"
+            " stack's own instance (losing what was written since the restore)",
+            "keep the restore: imctl restore <snapshot> --target in-place (AWS, GCP) makes it the"
+            " stack's instance; or drop it: imctl deploy --set restoredInstance=",
+            key="restoredInstance",
+        )

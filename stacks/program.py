@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from stacks.config import KEYS, Cloud, ConfigError, StackConfig, parse
+from stacks.config import KEYS, Cloud, ConfigError, StackConfig, check_deployable, parse
 from stacks.contract import CloudStack, database_url
 
 
@@ -47,19 +47,6 @@ def run(error_prefix: str) -> None:
         raise pulumi.RunError(f"{error_prefix} {exc}") from None
     for name, value in build(config).items():
         pulumi.export(name, value)
-
-
-def check_deployable(config: StackConfig) -> None:
-    """Refuse a deploy that would silently undo an operation done outside Pulumi."""
-    if config.restored_instance:
-        raise ConfigError(
-            f"the workload runs on {config.restored_instance}, restored by imctl restore; this"
-            " stack does not manage it, and deploying would point the workload back at the"
-            " stack's own instance (losing what was written since the restore)",
-            "keep the restore: imctl restore <snapshot> --target in-place (AWS, GCP) makes it the"
-            " stack's instance; or drop it: imctl deploy --set restoredInstance=",
-            key="restoredInstance",
-        )
 
 
 def build(config: StackConfig) -> dict[str, Any]:

@@ -115,3 +115,20 @@ def test_a_failed_restore_record_says_how_to_keep_deploys_from_undoing_it(
     assert record_restore(_ctx(fake), "new", "imctl-db-r1", doc) is ExitStatus.PARTIAL
     assert doc["hint"].startswith("record it before any deploy: imctl deploy --set")
     assert "restoredInstance=imctl-db-r1" in doc["hint"]
+
+
+def test_deploy_refuses_while_a_restore_is_recorded_and_runs_once_cleared(
+    fake: FakePulumi,
+) -> None:
+    from cli.errors import ImctlError
+
+    record_restore(_ctx(fake), "new", "imctl-db-r1", {})
+    ups = len(fake.find("up"))
+    with pytest.raises(ImctlError) as info:
+        engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
+    assert info.value.status is ExitStatus.PRECONDITION
+    assert "imctl-db-r1" in info.value.message and "restoredInstance=" in info.value.hint
+    assert len(fake.find("up")) == ups  # refused before pulumi ran
+    doc = engine.deploy("dev", "aws", {"restoredInstance": ""}, home=fake.home, env=fake.env)
+    assert doc["config_changed"] == ["restoredInstance"]
+    assert len(fake.find("up")) == ups + 1

@@ -154,8 +154,8 @@ def test_an_odd_failover_count_needs_a_standby_region() -> None:
 def test_a_deploy_after_a_restore_to_a_new_instance_is_refused() -> None:
     """The workload was repointed outside Pulumi; a deploy would point it back and lose what
     was written since the restore, so the program stops before touching anything."""
+    from stacks.config import check_deployable
     from stacks.plan import PlanError
-    from stacks.program import check_deployable
 
     restored = config("aws", restoredInstance="imctl-db-r20261126")
     with pytest.raises(ConfigError, match="imctl-db-r20261126") as info:
