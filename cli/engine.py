@@ -35,7 +35,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -848,6 +848,16 @@ class StackOutputs:
                 f"the stack config records {failovers} failover(s), the deployed outputs"
                 f" {deployed}: {writer} holds the writer. Run imctl deploy -s {stack} when"
                 " both regions are reachable, to create the new replica and record the roles",
+            )
+        if restored := self.config.get("restoredInstance"):
+            outs = replace(
+                outs,
+                extra={
+                    **outs.extra,
+                    "restore_note": f"the workload runs on {restored}, restored outside the"
+                    " stack: deploys refuse until you keep it (imctl restore <snapshot> --target"
+                    " in-place) or drop it (imctl deploy --set restoredInstance=)",
+                },
             )
         return outs
 

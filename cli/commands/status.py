@@ -100,9 +100,10 @@ def status(
 
             outs = load_outputs(ctx, outputs)
             doc = {"cloud": ctx.cloud, "stack": ctx.stack, **ops_for(ctx, outs).status()}
-            if note := outs.extra.get("roles_note"):
-                # A failover is recorded in the config but not yet deployed: say so first.
-                doc["warnings"] = [str(note), *doc.get("warnings", [])]
+            # Operations recorded in the config that the deployed stack does not reflect yet.
+            notes = [str(n) for k in ("roles_note", "restore_note") if (n := outs.extra.get(k))]
+            if notes:
+                doc["warnings"] = [*notes, *doc.get("warnings", [])]
             return StatusResult(doc, check)
         from cli.targets.local.target import LocalTarget
 

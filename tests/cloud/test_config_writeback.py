@@ -96,6 +96,8 @@ def test_a_restore_to_a_new_instance_is_recorded_and_in_place_clears_it(fake: Fa
     assert "refuse" in doc["next_steps"][0] and "restoredInstance=" in doc["next_steps"][0]
     config = engine.config_values("dev", home=fake.home, env=fake.env)
     assert config["restoredInstance"] == "imctl-db-r1"
+    note = engine.outputs("dev", home=fake.home, env=fake.env).cloud("dev").extra["restore_note"]
+    assert "imctl-db-r1" in note and "deploys refuse" in note
     # Other write-backs still work while it is set (scale, failover).
     assert record_roles(_ctx(fake), WEST, {}) is ExitStatus.OK
     doc = {}
