@@ -77,7 +77,7 @@ def plan(
             with ctx.out.step(f"planning {ctx.cloud} under Pulumi mocks"):
                 doc = run_plan(ctx.cloud, region, standby_region, overrides)
         except ConfigError as exc:
-            raise UsageError(str(exc.args[0]), exc.hint) from exc
+            raise UsageError(exc.message, exc.hint) from exc
         except PlanError as exc:
             from cli.errors import ImctlError
 
