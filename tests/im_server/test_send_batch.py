@@ -82,3 +82,35 @@ async def test_a_resend_after_leaving_the_group_is_still_a_dup(store: Store) -> 
 async def test_unknown_conversation_is_refused(store: Store) -> None:
     [r] = await store.send_batch([SendItem("ann", "c1", "g:nope", '"x"')])
     assert r.status == "unknown_conversation"
+
+
+async def test_sends_in_one_batch_take_seqs_in_batch_order_per_conversation(store: Store) -> None:
+    ab, ac = direct_conv_id("ann", "bob"), direct_conv_id("ann", "cat")
+    group = await store.create_group("ann", "team", ["ann", "bob", "cat"])
+    base = len(await _seqs(store, group.conv))
+    items = [
+        SendItem("ann", "1", ab, '"1"'),
+        SendItem("ann", "2", group.conv, '"2"'),
+        SendItem("ann", "3", ac, '"3"'),
+        SendItem("bob", "4", ab, '"4"'),
+        SendItem("cat", "5", group.conv, '"5"'),
+        SendItem("ann", "6", ab, '"6"'),
+    ]
+    results = await store.send_batch(items)
+    assert [r.status for r in results] == ["ok"] * 6
+    assert [(r.conv, r.seq) for r in results] == [
+        (ab, 1), (group.conv, base + 1), (ac, 1), (ab, 2), (group.conv, base + 2), (ab, 3),
+    ]  # fmt: skip
+    assert set(results[1].recipients) == {"ann", "bob", "cat"}
+    assert set(results[0].recipients) == {"ann", "bob"}
+    assert await _seqs(store, ab) == [1, 2, 3]
+
+
+async def test_a_refused_first_copy_does_not_make_the_second_a_dup(store: Store) -> None:
+    group = await store.create_group("ann", "team", ["ann", "bob"])
+    conv = direct_conv_id("eve", "bob")
+    refused, sent = await store.send_batch(
+        [SendItem("eve", "e1", group.conv, '"x"'), SendItem("eve", "e1", conv, '"y"')]
+    )
+    assert refused.status == "not_member"
+    assert (sent.status, sent.conv, sent.seq) == ("ok", conv, 1)
