@@ -16,6 +16,7 @@ Exception tree::
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ExitStatus(enum.IntEnum):
@@ -46,8 +47,15 @@ class ImctlError(Exception):
         if code is not None:
             self.code = code
 
-    def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message, "hint": self.hint}
+    # What was done before the failure (e.g. a failover promoted but DNS not rewritten), for
+    # ``-o json`` callers; None: nothing worth reporting.
+    details: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.details is not None:
+            doc["details"] = self.details
+        return doc
 
 
 class UsageError(ImctlError):

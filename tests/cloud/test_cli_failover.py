@@ -22,7 +22,7 @@ from cli.context import Env
 from cli.main import app
 from cli.targets.cloud import aws as aws_module
 from cli.targets.cloud import factory
-from tests.cloud.aws_fixtures import EAST, WEST
+from tests.cloud.aws_fixtures import EAST, WEST, Route53RefusesChangesStub
 from tests.cloud.fake_pulumi import FakePulumi
 from tests.cloud.test_aws import Aws, aws, moto  # noqa: F401  (fixtures)
 
@@ -119,3 +119,26 @@ def test_with_an_outputs_file_nothing_is_written_back(
     assert code == 0, doc
     assert doc["config_written"] is False
     assert "failovers" not in engine.config_values("dev", home=stack.home, env=stack.env)
+
+
+def test_a_failover_that_stops_after_promotion_is_recorded_and_reports_what_it_did(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+) -> None:
+    stub = Route53RefusesChangesStub()
+    stub.install(aws.world.session)
+    try:
+        code, doc = _imctl(
+            stack,
+            ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"],
+        )
+    finally:
+        stub.uninstall(aws.world.session)
+    assert code == 12, doc
+    err = doc["error"]
+    assert "promoted and serving" in err["message"]
+    # -o json callers see what was done before the stop, not only the message.
+    assert err["details"]["promoted_instance"] == aws.world.standby_db
+    assert "PriorRequestNotComplete" in err["details"]["dns"]["error"]
+    # The promotion happened, so the roles moved: the next deploy must keep them.
+    assert engine.config_values("dev", home=stack.home, env=stack.env)["failovers"] == "1"

@@ -95,6 +95,7 @@ class FailoverIncomplete(Partial):
     def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
         super().__init__(message, hint)
         self.result = result
+        self.details = result
 
 
 def default_session() -> Any:

@@ -724,6 +724,7 @@ class RestoredContentMismatch(ContentMismatch):
     def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
         super().__init__(message, hint)
         self.result = result
+        self.details = result
 
 
 def digest_credential(admin_token: str) -> str:
