@@ -784,10 +784,22 @@ def _prepare(
             stack_name=stack, project_name=PROJECT, program=_program, opts=_options(settings, cmd)
         )
         existing, created = {}, True
+    if existing.get("teardown") == "true" and "teardown" not in config:
+        # A destroy that failed half-way lifted the databases' protection: a deploy restores it.
+        config = {**config, "teardown": "false"}
     changed = _validated(stack, cloud, existing, config)
     _refuse_undeployable(stack, {**existing, **config, "cloud": cloud})
     _write_config(settings, st, changed, secret_config or {})
     return st, created, changed
+
+
+def _roles_moved(st: auto.Stack) -> bool:
+    """A failover was recorded since the last deploy: the state still shows the promoted
+    instance as a replica. Refresh first, so Pulumi compares the program with what the cloud
+    now has, instead of trying to undo the promotion."""
+    deployed = st.outputs().get("failovers")
+    configured = _imctl_config(st).get("failovers", "0")
+    return deployed is not None and str(deployed.value) != configured
 
 
 def _refuse_undeployable(stack: str, merged: Mapping[str, str]) -> None:
@@ -958,12 +970,14 @@ def deploy(
     started = time.monotonic()
     with _translated(ctx_stack, "up", settings, renderer):
         st, created, changed = _prepare(settings, ctx_stack, cloud, config, secret_config)
+        refresh = not created and _roles_moved(st)
         result = st.up(
             on_event=renderer,
             color="never",
             message=message or f"imctl deploy -s {ctx_stack}",
             show_secrets=False,
             suppress_progress=True,
+            refresh=refresh,
         )
     outs = _outputs_of(result.outputs)
     if not renderer.changes:
@@ -980,6 +994,7 @@ def deploy(
         created=created,
         changed=bool(changes),
         config_changed=sorted(changed),
+        refreshed=refresh,
         outputs=outs.public(),
     )
 
@@ -1025,13 +1040,28 @@ def destroy(
     remove: bool = False,
 ) -> dict[str, Any]:
     """``pulumi destroy``: delete every resource of the stack; ``remove`` also deletes the
-    stack and its config (its history goes with it)."""
+    stack and its config (its history goes with it).
+
+    The databases are deletion-protected and retained when dropped (a failover must never
+    delete the old writer), and ``pulumi destroy`` honours both. So the stack is first updated
+    with ``teardown=true``, which lifts them (AWS still takes a final snapshot of the writer),
+    and only then destroyed."""
     settings = resolve_settings(home, env)
     renderer = EventRenderer(ctx_stack, "destroy", progress, expected_total)
     started = time.monotonic()
     with _translated(ctx_stack, "destroy", settings, renderer):
         st = _select(settings, ctx_stack)
-        cloud = _imctl_config(st).get("cloud")
+        config = _imctl_config(st)
+        cloud = config.get("cloud")
+        if cloud is not None and st.outputs():
+            _write_config(settings, st, {"teardown": "true"}, {})
+            st.up(
+                on_event=EventRenderer(ctx_stack, "up", progress, None),
+                color="never",
+                message=f"imctl destroy -s {ctx_stack}: lift the databases' deletion protection",
+                show_secrets=False,
+                suppress_progress=True,
+            )
         result = st.destroy(
             on_event=renderer,
             color="never",

@@ -90,6 +90,12 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "Set by imctl restore: the unmanaged DB instance the workload uses; deploys refuse.",
         "",
     ),
+    KeySpec(
+        "teardown",
+        "boolean",
+        "Set by imctl destroy: databases lose deletion protection so pulumi destroy removes them.",
+        "false",
+    ),
 )
 KEY_NAMES: Final = frozenset(k.name for k in KEYS)
 
@@ -127,6 +133,13 @@ class StackConfig:
     gcp_project: str | None
     failovers: int = 0
     restored_instance: str | None = None
+    teardown: bool = False
+
+    @property
+    def protect_data(self) -> bool:
+        """Databases refuse deletion and outlive their removal from the program, except while
+        ``imctl destroy`` tears the stack down (it sets ``teardown`` first)."""
+        return not self.teardown
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -377,6 +390,7 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         gcp_project=merged["gcpProject"].strip() or None,
         failovers=failovers,
         restored_instance=merged["restoredInstance"].strip() or None,
+        teardown=_bool(merged, "teardown"),
     )
 
 

@@ -45,8 +45,9 @@ def destroy(
 
             ctx.out.confirm_typed(
                 ctx.stack,
-                details=[f"pulumi destroy: delete every {ctx.cloud} resource of {ctx.stack!r},"
-                         " databases and backups included"],
+                details=[f"lift the databases' deletion protection (pulumi up, teardown=true),"
+                         f" then pulumi destroy: delete every {ctx.cloud} resource of"
+                         f" {ctx.stack!r}, databases and backups included"],
             )  # fmt: skip
             try:
                 doc = engine.destroy(

@@ -42,6 +42,7 @@ class RdsArgs:
     password: pulumi.Input[str]
     # Primary only: where cross-region backup copies go.
     cross_backup_region: str | None = None
+    protect: bool = True  # False only while imctl destroy tears the stack down
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -62,14 +63,16 @@ class RdsInstance(pulumi.ComponentResource):
         super().__init__("imctl:alicloud:Database", name, None, opts)
         # Retained: the old writer a failover leaves behind is dropped from the program, and
         # its data, key and account must outlive that deploy.
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
+        child = pulumi.ResourceOptions(
+            parent=self, provider=args.provider, retain_on_delete=args.protect
+        )
         self.key = alicloud.kms.Key(
             f"{name}-key",
             description=f"{name}: RDS cloud disk encryption",
             automatic_rotation="Enabled",
             rotation_interval="365d",
             pending_window_in_days=30,
-            deletion_protection="Enabled",
+            deletion_protection="Enabled" if args.protect else "Disabled",
             tags=dict(args.tags),
             opts=child,
         )
@@ -92,7 +95,7 @@ class RdsInstance(pulumi.ComponentResource):
             security_ips=[args.vpc_cidr],
             security_ip_mode="safety",
             encryption_key=self.key.id,
-            deletion_protection=True,
+            deletion_protection=args.protect,
             storage_auto_scale="Enable",
             storage_threshold=20,
             storage_upper_bound=args.storage_gb * 4,

@@ -80,6 +80,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             password=secrets.db_password,
             cross_backup_region=config.reader_region if is_writer else None,
             tags=region_tags,
+            protect=config.protect_data,
         )
         sites[region] = (cluster, rds)
 

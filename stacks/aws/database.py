@@ -5,9 +5,10 @@ its region, so the replica cannot reuse the writer's), private to their VPC, pro
 deletion, and force TLS through their parameter group.
 
 The per-region plumbing (key, subnet group, security group, parameter group) is one component
-per site, apart from the instance: after a failover the old writer is left standing (retained,
-never deleted by a deploy: it may hold the only copy of writes the replica had not received),
-and it keeps using its key and groups while a new replica beside it uses them too.
+per site, apart from the instance: after a failover the old writer is left standing (its
+instance is retained, never deleted by a deploy: it may hold the only copy of writes the replica
+had not received), and it keeps using its site's key and groups, which a new replica beside it
+uses too.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ PARAMETER_FAMILY = "postgres16"
 REPLICA_LAG_ALARM_SECONDS = 30
 
 
-# A promoted replica carries these from its source; they can only be set when an instance is
-# created, so the writer that was a replica ignores them instead of being replaced.
+# A promoted replica carries these from its source; declaring them on an instance that exists
+# would replace it (dbName, username), or fight what the source set (engine version, storage
+# grown by autoscaling), so the writer that was a replica ignores them. The password and the
+# final snapshot name are not among them: both are plain updates, and both must apply.
 CREATE_ONLY_FIELDS = (
     "engine",
     "engineVersion",
     "allocatedStorage",
     "dbName",
     "username",
-    "password",
     "replicateSourceDb",
-    "finalSnapshotIdentifier",
 )
 
 
@@ -63,6 +64,7 @@ class DatabaseArgs:
     password: pulumi.Input[str]
     source_arn: pulumi.Input[str] | None = None
     promoted: bool = False
+    protect: bool = True  # False only while imctl destroy tears the stack down
 
 
 class DatabasePlumbing(pulumi.ComponentResource):
@@ -73,8 +75,9 @@ class DatabasePlumbing(pulumi.ComponentResource):
         self, name: str, net: DatabaseNetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("imctl:aws:DatabasePlumbing", name, None, opts)
-        # Retained: an instance left behind by a failover still depends on all four.
-        child = pulumi.ResourceOptions(parent=self, provider=net.provider, retain_on_delete=True)
+        # One per site for the stack's life: an instance a failover leaves behind keeps using
+        # it, and no failover drops it, so it needs no retention.
+        child = pulumi.ResourceOptions(parent=self, provider=net.provider)
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"{name}: RDS storage encryption",
@@ -125,7 +128,9 @@ class Database(pulumi.ComponentResource):
         net, plumbing = args.network, args.plumbing
         # Retained: a deploy after a failover drops the old writer from the program, and its
         # data (maybe writes the replica never got) must outlive that; delete it by hand.
-        child = pulumi.ResourceOptions(parent=self, provider=net.provider, retain_on_delete=True)
+        child = pulumi.ResourceOptions(
+            parent=self, provider=net.provider, retain_on_delete=args.protect
+        )
         replica = args.source_arn is not None
         writer = not replica  # engine, user, password and database: a replica's come from its
         # source; a cross-region source is named by ARN, through this region's provider.
@@ -146,7 +151,7 @@ class Database(pulumi.ComponentResource):
             # Multi-AZ on the replica too, so a promoted replica is as available as a writer.
             multi_az=True,
             publicly_accessible=False,
-            deletion_protection=True,
+            deletion_protection=args.protect,
             backup_retention_period=args.backup_retention_days,
             backup_window="02:00-03:00" if writer else None,
             maintenance_window="sun:04:00-sun:05:00",

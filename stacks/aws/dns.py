@@ -17,9 +17,13 @@ class FailoverDnsArgs:
     provider: pulumi.ProviderResource
     zone_name: str
     record_name: str
-    primary_region: str
-    # region -> load balancer hostname, primary first
+    primary_region: str  # the writer: PRIMARY answers with its endpoint
+    # region -> load balancer hostname
     endpoints: Mapping[str, pulumi.Input[str]]
+    # The site whose SetIdentifier holds the PRIMARY role for good (the config's first region).
+    # A failover moves endpoints and health checks between the two records, never the roles:
+    # flipping roles takes two UPSERTs, and Route 53 refuses the moment with two PRIMARYs.
+    primary_site: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -39,8 +43,7 @@ class FailoverDns(pulumi.ComponentResource):
         self.records: dict[str, aws.route53.Record] = {}
         failover = len(args.endpoints) > 1
         for region, endpoint in args.endpoints.items():
-            role = "PRIMARY" if region == args.primary_region else "SECONDARY"
-            check = aws.route53.HealthCheck(
+            self.health_checks[region] = aws.route53.HealthCheck(
                 f"{name}-{region}-health",
                 type="HTTP",
                 fqdn=endpoint,
@@ -51,19 +54,27 @@ class FailoverDns(pulumi.ComponentResource):
                 tags={**args.tags, "Name": f"im-server {region}"},
                 opts=child,
             )
-            self.health_checks[region] = check
-            self.records[region] = aws.route53.Record(
-                f"{name}-{region}",
+        primary_site = args.primary_site or args.primary_region
+        for site in args.endpoints:
+            role = "PRIMARY" if site == primary_site else "SECONDARY"
+            # PRIMARY serves the writer, SECONDARY the other region, with their health checks.
+            serves = (
+                args.primary_region
+                if role == "PRIMARY"
+                else next((r for r in args.endpoints if r != args.primary_region), site)
+            )
+            self.records[site] = aws.route53.Record(
+                f"{name}-{site}",
                 zone_id=self.zone.zone_id,
                 name=args.record_name,
                 type="CNAME",
                 ttl=TTL,
-                records=[endpoint],
-                set_identifier=region if failover else None,
+                records=[args.endpoints[serves]],
+                set_identifier=site if failover else None,
                 failover_routing_policies=(
                     [aws.route53.RecordFailoverRoutingPolicyArgs(type=role)] if failover else None
                 ),
-                health_check_id=check.id if failover else None,
+                health_check_id=self.health_checks[serves].id if failover else None,
                 opts=child,
             )
         self.zone_id = self.zone.zone_id

@@ -97,6 +97,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 password=secrets.db_password,
                 source_arn=None if writer is None else writer.arn,
                 promoted=config.db_promoted(region),
+                protect=config.protect_data,
             ),
         )
         writer = writer or db
@@ -137,6 +138,7 @@ def global_dns(
             record_name=config.dns_name,
             primary_region=config.writer_region,
             endpoints=endpoints,
+            primary_site=config.region,
         ),
     )
     return GlobalDns(hosted_zone_id=dns.zone_id, dns_name=config.dns_name)

@@ -37,6 +37,7 @@ class DatabaseArgs:
     password: pulumi.Input[str]
     master_instance_name: pulumi.Input[str] | None = None
     promoted: bool = False
+    protect: bool = True  # False only while imctl destroy tears the stack down
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -59,7 +60,9 @@ class Database(pulumi.ComponentResource):
         replica = args.master_instance_name is not None
         # Retained: the old writer a failover leaves behind is dropped from the program, and
         # its data (and the user and database inside it) must outlive that deploy.
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
+        child = pulumi.ResourceOptions(
+            parent=self, provider=args.provider, retain_on_delete=args.protect
+        )
         backups = gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
             enabled=True,
             point_in_time_recovery_enabled=True,
@@ -77,7 +80,7 @@ class Database(pulumi.ComponentResource):
             # Users, databases and backups follow the master until the replica is promoted.
             master_instance_name=args.master_instance_name,
             instance_type="READ_REPLICA_INSTANCE" if replica else "CLOUD_SQL_INSTANCE",
-            deletion_protection=True,
+            deletion_protection=args.protect,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=args.tier,
                 edition="ENTERPRISE",
@@ -86,7 +89,7 @@ class Database(pulumi.ComponentResource):
                 disk_type="PD_SSD",
                 disk_size=args.disk_gb,
                 disk_autoresize=True,
-                deletion_protection_enabled=True,
+                deletion_protection_enabled=args.protect,
                 backup_configuration=None if replica else backups,
                 ip_configuration=_private_ip(args.network_id),
                 database_flags=[

@@ -101,6 +101,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 password=secrets.db_password,
                 master_instance_name=None if writer is None else writer.instance_name,
                 promoted=config.db_promoted(region),
+                protect=config.protect_data,
             ),
         )
         writer = writer or db

@@ -434,9 +434,19 @@ def test_destroy_refresh_and_remove(fake: FakePulumi) -> None:
     doc = engine.refresh("dev", home=fake.home, env=fake.env)
     assert doc["operation"] == "refresh" and doc["cloud"] == "aws"
     recorder = Recorder()
+    ups = len(fake.find("up"))
     doc = engine.destroy("dev", home=fake.home, env=fake.env, progress=recorder)
     assert doc["changes"] == {"delete": 7} and doc["result"] == "succeeded"
-    assert {e.op for e in recorder.events if e.kind == "resource_done"} == {"delete"}
+    done = [e for e in recorder.events if e.kind == "resource_done"]
+    assert {e.op for e in done if e.operation == "destroy"} == {"delete"}
+    # First an update with teardown=true (deletion protection and retention lifted), then the
+    # destroy: pulumi destroy honours both, and would leave the databases behind.
+    assert {e.operation for e in done} == {"up", "destroy"}
+    assert len(fake.find("up")) == ups + 1
+    assert engine.config_values("dev", home=fake.home, env=fake.env)["teardown"] == "true"
+    words = fake.commands()
+    last_up = len(words) - 1 - words[::-1].index(["up"])
+    assert last_up < words.index(["destroy"])
     assert engine.outputs("dev", home=fake.home, env=fake.env).values == {}
     destroy = fake.find("destroy")[0]["argv"]
     assert {"--yes", "--skip-preview"} <= set(destroy)

@@ -96,8 +96,18 @@ def test_aws_replica_follows_the_new_writer_and_the_promoted_one_ignores_its_sou
         for r in plan.find("aws:route53/record:Record")
     }
     endpoints = plan.outputs["regions"]
+    by_fqdn = {args(c)["fqdn"]: c.id for c in plan.find("aws:route53/healthCheck:HealthCheck")}
+    checks = {site: by_fqdn[endpoints[site]["endpoint"]] for site in (site_a, site_b)}
+    # What imctl failover left: roles stay with their SetIdentifiers (flipping them takes two
+    # UPSERTs, and Route 53 refuses two PRIMARYs), endpoints and health checks moved.
+    assert records["PRIMARY"]["setIdentifier"] == site_a
     assert records["PRIMARY"]["records"] == [endpoints[site_b]["endpoint"]]
+    assert records["PRIMARY"]["healthCheckId"] == checks[site_b]
+    assert records["SECONDARY"]["setIdentifier"] == site_b
     assert records["SECONDARY"]["records"] == [endpoints[site_a]["endpoint"]]
+    assert records["SECONDARY"]["healthCheckId"] == checks[site_a]
+    before = {r.urn for r in after("aws", 0).find("aws:route53/record:Record")}
+    assert {r.urn for r in plan.find("aws:route53/record:Record")} == before
 
 
 def test_aws_second_failover_promotes_the_replica_made_by_the_first() -> None:
@@ -164,3 +174,18 @@ def test_a_deploy_after_a_restore_to_a_new_instance_is_refused() -> None:
     with pytest.raises(PlanError, match="does not manage it"):
         run_program(restored)
     check_deployable(config("aws", restoredInstance=""))  # cleared: deployable again
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_teardown_lifts_protection_so_destroy_can_delete_the_databases(cloud: str) -> None:
+    """imctl destroy deploys teardown=true first: pulumi destroy honours retain_on_delete and
+    the clouds' deletion protection, and would otherwise leave every database behind."""
+    plan = run_program(config(cloud, teardown="true"))
+    for region, reg in dbs(plan).items():
+        assert not reg.retain_on_delete, f"{cloud} {region}"
+        assert args(reg)["deletionProtection"] in (False, "Disabled"), f"{cloud} {region}"
+    if cloud == "aws":
+        writer = args(dbs(plan)[REGIONS["aws"][0]])
+        assert writer["skipFinalSnapshot"] is False and writer["finalSnapshotIdentifier"]
+    for region, reg in dbs(after(cloud, 0)).items():
+        assert args(reg)["deletionProtection"] in (True, "Enabled"), f"{cloud} {region}"
