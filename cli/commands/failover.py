@@ -114,8 +114,17 @@ def failover(
             except Partial as exc:
                 # Past the promotion: the roles have moved even though a later step failed.
                 if managed:
-                    record_roles(ctx, to_region, {})
+                    written: dict[str, Any] = {}
+                    if record_roles(ctx, to_region, written) is not ExitStatus.OK:
+                        exc.hint = f"{exc.hint}; and {written['hint']}"
+                    exc.details = {**(exc.details or {}), **written}
                 raise exc
+            except ImctlError as exc:
+                # Gave up (timeout) or does not know whether the promotion went through: if it
+                # did, the next deploy must know, or it would undo the failover.
+                if managed and (exc.status is ExitStatus.TIMEOUT or exc.code == "outcome_unknown"):
+                    exc.hint = f"{exc.hint}; {_if_promoted(ctx, to_region)}"
+                raise
             doc = {"cloud": ctx.cloud, **doc}
             if not managed:
                 doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
@@ -195,3 +204,20 @@ def record_roles(ctx: Any, to_region: str, doc: dict[str, Any]) -> ExitStatus:
         " the writer and makes a new standby replica",
     )
     return ExitStatus.OK
+
+
+def _if_promoted(ctx: Any, to_region: str) -> str:
+    """What to do when nobody knows whether the promotion happened: the count that would make
+    ``to_region`` the writer, for the operator to record once they have checked."""
+    from cli import engine
+    from cli.engine import StackOutputs
+
+    check = f"if {to_region} was promoted (imctl status --cloud {ctx.cloud})"
+    try:
+        config = engine.config_values(ctx.stack, home=ctx.env.home, env=ctx.env.environ)
+    except ImctlError:
+        return f"{check}, record it before any deploy: imctl deploy --set failovers=<n+1>"
+    writer, failovers = StackOutputs(values={}, config=config).configured_writer()
+    if writer == to_region:
+        return f"the stack config already names {to_region} the writer"
+    return f"{check}, record it before any deploy: imctl deploy --set failovers={failovers + 1}"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.commands.snapshot import SnapshotId, Timeout, cloud_ops_for, deadline, render_either, store
-from cli.errors import ExitStatus, ImctlError
+from cli.errors import ExitStatus, ImctlError, PreconditionFailed
 from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
 from cli.runner import DocResult, run
 from cli.snapshots import RestoreResult, RestoreTarget
@@ -93,21 +93,40 @@ def restore(
                 ctx.out.confirm_typed(ctx.stack, details=plan)
             else:
                 ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
-            from cli.targets.cloud.day2_util import ContentUnverified
+            from cli.targets.cloud.day2_util import RestoredContentMismatch
 
             managed = outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
+            recorded: dict[str, Any] = {}
+
+            def switching(instance: str) -> None:
+                # Recorded before the Secret moves, so no failure after it (a stuck rollout, a
+                # timeout, an unverifiable check) can leave a deploy free to point it back.
+                if (
+                    managed
+                    and where == "new"
+                    and record_restore(ctx, where, instance, recorded) is not ExitStatus.OK
+                ):
+                    raise PreconditionFailed(
+                        f"could not record {instance} in the stack config"
+                        f" ({recorded['config_error']}); the workload was not switched",
+                        recorded["hint"],
+                    )
+
             try:
-                doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600)
-            except ContentUnverified as exc:
-                # The workload runs on the restored instance, checked or not: record it.
-                if managed:
-                    record_restore(ctx, where, exc.restored, {})
+                doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600, switching)
+            except RestoredContentMismatch as exc:
+                # Pointed back at the previous database: nothing is left for a deploy to undo.
+                if recorded and exc.result.get("rolled_back"):
+                    record_restore(ctx, "in-place", "", {})
                 raise
-            doc = {"cloud": ctx.cloud, **doc}
+            steps = [*recorded.pop("next_steps", []), *doc.get("next_steps", [])]
+            doc = {"cloud": ctx.cloud, **doc, **recorded, "next_steps": steps}
             if not managed:
                 doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
                 return DocResult(doc)
-            return DocResult(doc, record_restore(ctx, where, str(doc["instance_id"]), doc))
+            if where == "in-place":  # the stack's own instance holds the restored data now
+                return DocResult(doc, record_restore(ctx, where, str(doc["instance_id"]), doc))
+            return DocResult(doc)
         snapshots = store(ctx)
         plan = snapshots.restore_plan(snapshot_id, where)
         if where == "in-place":
@@ -146,6 +165,8 @@ def record_restore(
         doc["hint"] = (
             f"record it before any deploy: imctl deploy --set restoredInstance={value}"
             " (the deploy then refuses, so the workload is not pointed back)"
+            if value
+            else "clear it: imctl deploy --set restoredInstance="
         )
         return ExitStatus.PARTIAL
     doc["config_written"] = changed

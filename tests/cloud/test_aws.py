@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -270,6 +271,28 @@ def test_snapshot_wait_times_out_with_exit_9(aws: Aws) -> None:
 
 def _secret_url(kube: FakeKube) -> str:
     return kube.secrets[(NAMESPACE, "im-server")]["database-url"]
+
+
+def test_restore_calls_on_switch_before_the_secret_moves_and_stops_if_it_fails(
+    aws_rolling: Aws, admin: FakeImAdmin
+) -> None:
+    """The CLI records the restored instance in on_switch; if it cannot, nothing switches."""
+    aws = aws_rolling
+    kube = aws.world.kubes[EAST]
+    before = _secret_url(kube)
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
+
+    def refuse(instance: str) -> None:
+        assert _secret_url(kube) == before  # called before the Secret is touched
+        raise PreconditionFailed(f"could not record {instance}")
+
+    with pytest.raises(PreconditionFailed, match="could not record"):
+        aws.ops.restore(sid, "new", aws.say, timeout=60, on_switch=refuse)
+    assert _secret_url(kube) == before
+    time.sleep(1.1)  # restored instance ids carry a UTC stamp to the second
+    seen: list[str] = []
+    result = aws.ops.restore(sid, "new", aws.say, timeout=60, on_switch=seen.append)
+    assert seen == [result["instance_id"]] and _secret_url(kube) != before
 
 
 def test_restore_into_a_new_instance_repoints_and_rolls(

@@ -1,5 +1,6 @@
-"""`imctl failover --cloud aws` through the real command: stack outputs from the stand-in
-pulumi, RDS and Route 53 on a moto server (with the promotion stub), Kubernetes in-process.
+"""`imctl failover` and `imctl restore --cloud aws` through the real command: stack outputs
+from the stand-in pulumi, RDS and Route 53 on a moto server (with the promotion stub),
+Kubernetes in-process.
 
 What an on-call engineer would notice if the wiring were wrong: the failover succeeds but the
 next deploy (or a second command) still thinks the old region is the primary.
@@ -23,17 +24,17 @@ from cli.main import app
 from cli.targets.cloud import aws as aws_module
 from cli.targets.cloud import factory
 from tests.cloud.aws_fixtures import EAST, WEST, Route53RefusesChangesStub
+from tests.cloud.digest_fixtures import FakeImAdmin
 from tests.cloud.fake_pulumi import FakePulumi
-from tests.cloud.test_aws import Aws, aws, moto  # noqa: F401  (fixtures)
+from tests.cloud.test_aws import Aws, admin, aws, aws_rolling, moto  # noqa: F401  (fixtures)
 
 pytest.importorskip("pulumi.automation", reason="the Pulumi SDK is not installed")
 
 
-@pytest.fixture
-def stack(aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:  # noqa: F811
+def _make_stack(world_of: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:
     """A stack 'dev' whose outputs describe the moto world, and ops that reach that world."""
     fake = FakePulumi.create(tmp_path)
-    o = aws.world.outputs
+    o = world_of.world.outputs
     regions: dict[str, dict[str, Any]] = {}
     for name, r in o.regions.items():
         entry = asdict(r)
@@ -58,12 +59,30 @@ def stack(aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulu
 
     class TestOps(aws_module.AwsOps):
         def __init__(self, outputs: Any, kube: Any, **kw: Any) -> None:
-            super().__init__(outputs, kube, session_factory=lambda: aws.world.session,
+            super().__init__(outputs, kube, session_factory=lambda: world_of.world.session,
                              poll_interval=0.02, **kw)  # fmt: skip
 
     monkeypatch.setattr(aws_module, "AwsOps", TestOps)
-    monkeypatch.setattr(factory._KubeCache, "__call__", lambda self, region: aws.world.kube(region))
+    world = world_of.world
+    monkeypatch.setattr(factory._KubeCache, "__call__", lambda self, region: world.kube(region))
     return fake
+
+
+@pytest.fixture
+def stack(aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePulumi:  # noqa: F811
+    return _make_stack(aws, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def rolling_stack(
+    aws_rolling: Aws,  # noqa: F811
+    admin: FakeImAdmin,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> FakePulumi:
+    """As ``stack``, with the primary's endpoint answering /admin/digest (set up by
+    ``admin`` before the outputs are written, so they name it)."""
+    return _make_stack(aws_rolling, tmp_path, monkeypatch)
 
 
 def _imctl(fake: FakePulumi, args: Sequence[str]) -> tuple[int, dict[str, Any]]:
@@ -142,3 +161,65 @@ def test_a_failover_that_stops_after_promotion_is_recorded_and_reports_what_it_d
     assert "PriorRequestNotComplete" in err["details"]["dns"]["error"]
     # The promotion happened, so the roles moved: the next deploy must keep them.
     assert engine.config_values("dev", home=stack.home, env=stack.env)["failovers"] == "1"
+
+
+def test_a_partial_failover_whose_record_fails_says_both(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cli.errors import UsageError
+
+    def refuse(*a: Any, **kw: Any) -> dict[str, str]:
+        raise UsageError("the backend is read-only")
+
+    monkeypatch.setattr(engine, "set_config", refuse)
+    stub = Route53RefusesChangesStub()
+    stub.install(aws.world.session)
+    try:
+        code, doc = _imctl(
+            stack,
+            ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"],
+        )
+    finally:
+        stub.uninstall(aws.world.session)
+    assert code == 12, doc
+    err = doc["error"]
+    # The DNS step and the record both failed: the operator must learn of both, or the next
+    # deploy would hand the old writer its role back.
+    assert "record it before the next deploy" in err["hint"] and WEST in err["hint"]
+    assert err["details"]["config_written"] is False
+    assert err["details"]["config_error"] == "the backend is read-only"
+
+
+def _config(fake: FakePulumi) -> dict[str, str]:
+    return engine.config_values("dev", home=fake.home, env=fake.env)
+
+
+def test_a_restore_is_recorded_before_the_switch_and_blocks_deploys(
+    aws_rolling: Aws,  # noqa: F811
+    rolling_stack: FakePulumi,
+) -> None:
+    sid = aws_rolling.ops.snapshot_create(None, aws_rolling.say, timeout=30)["id"]
+    code, doc = _imctl(rolling_stack, ["restore", sid, "--cloud", "aws", "--yes", "-o", "json"])
+    assert code == 0, doc
+    new_id = doc["instance_id"]
+    assert doc["config_written"] == {"restoredInstance": new_id}
+    assert doc["verified"]["content_checked"] is True
+    assert "refuse" in doc["next_steps"][0]
+    assert _config(rolling_stack)["restoredInstance"] == new_id
+
+
+def test_a_restore_pointed_back_after_a_failed_check_clears_the_record(
+    aws_rolling: Aws,  # noqa: F811
+    admin: FakeImAdmin,  # noqa: F811
+    rolling_stack: FakePulumi,
+) -> None:
+    sid = aws_rolling.ops.snapshot_create(None, aws_rolling.say, timeout=30)["id"]
+    admin.counts["messages"] -= 2  # what the restored data will look like: messages missing
+    code, doc = _imctl(rolling_stack, ["restore", sid, "--cloud", "aws", "--yes", "-o", "json"])
+    assert code == 10, doc
+    assert doc["error"]["code"] == "content_mismatch"
+    assert doc["error"]["details"]["rolled_back"] is True
+    # The workload is back on the stack's own instance: nothing for a deploy to undo.
+    assert _config(rolling_stack)["restoredInstance"] == ""

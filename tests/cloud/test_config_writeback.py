@@ -67,8 +67,11 @@ def test_a_resumed_failover_is_not_counted_twice(fake: FakePulumi) -> None:
 
 def test_the_next_deploy_keeps_the_writer_and_failing_back_counts_again(fake: FakePulumi) -> None:
     record_roles(_ctx(fake), WEST, {})
-    # A plain redeploy (no --region flags) keeps the count; the outputs now agree.
-    engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
+    # A plain redeploy (no --region flags) keeps the count; the outputs now agree. It refreshes
+    # first: the state still shows the promoted instance as a replica.
+    doc = engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
+    assert doc["refreshed"] is True and fake.find("up")[-1]["argv"].count("--refresh") == 1
+    assert engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)["refreshed"] is False
     primary, standby, _, note = _roles(fake)
     assert (primary, standby, note) == (WEST, EAST, None)
     record_roles(_ctx(fake), EAST, {})
@@ -134,3 +137,12 @@ def test_deploy_refuses_while_a_restore_is_recorded_and_runs_once_cleared(
     doc = engine.deploy("dev", "aws", {"restoredInstance": ""}, home=fake.home, env=fake.env)
     assert doc["config_changed"] == ["restoredInstance"]
     assert len(fake.find("up")) == ups + 1
+
+
+def test_a_deploy_after_a_half_done_destroy_restores_the_databases_protection(
+    fake: FakePulumi,
+) -> None:
+    engine.set_config("dev", "aws", {"teardown": "true"}, home=fake.home, env=fake.env)
+    doc = engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
+    assert "teardown" in doc["config_changed"]
+    assert engine.config_values("dev", home=fake.home, env=fake.env)["teardown"] == "false"

@@ -625,6 +625,7 @@ class AlicloudOps(RegionalOps):
         target: Literal["new", "in-place"],
         progress: Progress,
         timeout: float,
+        on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         r = self.outputs.primary
@@ -707,6 +708,8 @@ class AlicloudOps(RegionalOps):
                 raise ResourceFailure(f"{new} has no connection string")
             port = int(inst.get("Port") or DB_PORT)
             restored_url = database_url(host, port, password)
+            if on_switch is not None:
+                on_switch(new)
             repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
         # Outside left_for_inspection: a failed check says for itself what it left and where.
         # No digest was kept with the backup (nowhere to keep it): density only.

@@ -650,6 +650,7 @@ class AwsOps:
         target: Literal["new", "in-place"],
         progress: Progress,
         timeout: float,
+        on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         if target not in ("new", "in-place"):
             raise UsageError(f"restore target must be new or in-place, got {target!r}")
@@ -707,6 +708,8 @@ class AwsOps:
         port = inst["Endpoint"].get("Port")
         restored_url = with_host(current_url, host, port)
         kube = self._kube(r.name)
+        if on_switch is not None:
+            on_switch(final_id)
         kube.patch_secret(r.namespace, SECRET_NAME, {SECRET_DB_URL_KEY: restored_url})
         progress(f"Secret {r.namespace}/{SECRET_NAME}: database host {host}")
         # In place the restored instance has the old address, so the address cannot tell a pod

@@ -491,6 +491,7 @@ class GcpOps(RegionalOps):
         target: Literal["new", "in-place"],
         progress: Progress,
         timeout: float,
+        on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         r = self.outputs.primary
@@ -614,6 +615,8 @@ class GcpOps(RegionalOps):
                     f"{new} is {inst.get('state')} with no private address after the restore"
                 )
             restored_url = database_url(host, DB_PORT, password)
+            if on_switch is not None:
+                on_switch(new)
             repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
         # Outside left_for_inspection: a failed check says for itself what it left and where.
         content = check_restore_content(

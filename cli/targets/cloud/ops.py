@@ -59,8 +59,13 @@ class CloudOps(Protocol):
         target: Literal["new", "in-place"],
         progress: Progress,
         timeout: float,
+        on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
+        """``on_switch(instance)`` runs just before the workload's Secret is pointed at the
+        restored instance (the caller records it; an exception stops the restore there, the
+        instance left for inspection).
+
+        Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
         the Deployment, then check the restored content against the digest recorded with the
         snapshot (day2_util.check_restore_content: exit 10 and pointed back on a mismatch,
         exit 12 when it cannot be checked). in-place only after the caller's typed
