@@ -1,5 +1,5 @@
--- The send path as set operations: a fixed number of statements per batch instead of two to
--- four per message (measured: bench/im_load, see docs/benchmarks.md). Behaviour is unchanged:
+-- The send path as set operations: a fixed number of statements per batch instead of four
+-- per message (measured: bench/im_load, see docs/benchmarks.md). What it guarantees:
 --   * a (sender, cid) already stored answers 'dup' with the original row, even from a sender
 --     who has since left the group (checked before membership);
 --   * the same (sender, cid) twice in one batch is sent once; later copies answer 'dup';
@@ -8,6 +8,11 @@
 --   * conversations are locked in id order, so concurrent batches cannot deadlock each other;
 --   * a concurrent duplicate still committing elsewhere makes the INSERT fail on the unique
 --     index once it commits; the caller retries the batch, which then finds the original.
+-- Two differences from 0001's loop, both only for a client that reuses one cid for sends to
+-- different conversations (a client bug): in one batch, a copy to a conversation it may not
+-- send to answers not_member / unknown_conversation rather than dup (each send is judged
+-- against the state before the batch); and a resend naming a direct conversation that does
+-- not exist yet creates it, empty, before being answered dup.
 CREATE OR REPLACE FUNCTION im_send_batch(
     p_sender text[], p_cid text[], p_conv text[], p_body text[]
 ) RETURNS TABLE (idx int, status text, conv_id text, seq bigint, ts_ms bigint, recipients text[])
