@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -273,7 +272,7 @@ def _secret_url(kube: FakeKube) -> str:
     return kube.secrets[(NAMESPACE, "im-server")]["database-url"]
 
 
-def test_restore_calls_on_switch_before_the_secret_moves_and_stops_if_it_fails(
+def test_restore_stops_before_the_switch_when_on_switch_fails(
     aws_rolling: Aws, admin: FakeImAdmin
 ) -> None:
     """The CLI records the restored instance in on_switch; if it cannot, nothing switches."""
@@ -289,10 +288,15 @@ def test_restore_calls_on_switch_before_the_secret_moves_and_stops_if_it_fails(
     with pytest.raises(PreconditionFailed, match="could not record"):
         aws.ops.restore(sid, "new", aws.say, timeout=60, on_switch=refuse)
     assert _secret_url(kube) == before
-    time.sleep(1.1)  # restored instance ids carry a UTC stamp to the second
+
+
+def test_restore_names_the_instance_to_on_switch(aws_rolling: Aws, admin: FakeImAdmin) -> None:
+    aws = aws_rolling
+    before = _secret_url(aws.world.kubes[EAST])
+    sid = aws.ops.snapshot_create(None, aws.say, timeout=30)["id"]
     seen: list[str] = []
     result = aws.ops.restore(sid, "new", aws.say, timeout=60, on_switch=seen.append)
-    assert seen == [result["instance_id"]] and _secret_url(kube) != before
+    assert seen == [result["instance_id"]] and _secret_url(aws.world.kubes[EAST]) != before
 
 
 def test_restore_into_a_new_instance_repoints_and_rolls(
