@@ -18,6 +18,7 @@ from typing import Final, Literal
 from stacks.regions import REGIONS_BY_CLOUD
 
 Cloud = Literal["aws", "gcp", "alicloud"]
+Role = Literal["primary", "standby"]
 CLOUDS: Final[tuple[Cloud, ...]] = ("aws", "gcp", "alicloud")
 
 # Pod shutdown budget: the preStop sleep lets load balancers stop sending new connections before
@@ -157,6 +158,9 @@ class StackConfig:
         if self.failovers % 2 == 1 and self.standby_region is not None:
             return self.standby_region
         return self.region
+
+    def role(self, region: str) -> Role:
+        return "primary" if region == self.writer_region else "standby"
 
     @property
     def writer_first(self) -> tuple[str, ...]:

@@ -16,8 +16,8 @@ import pulumi
 from stacks.config import StackConfig
 
 if TYPE_CHECKING:
+    from stacks.config import Role
     from stacks.workload.secrets import AppSecrets
-    from stacks.workload.server import Role
 
 DB_NAME = "im"
 DB_USER = "im"

@@ -19,7 +19,6 @@ from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
 from stacks.naming import bucket_name, resource_prefix, tags
 from stacks.workload.secrets import AppSecrets
-from stacks.workload.server import Role
 
 VPC_CIDRS: Final = ("10.10.0.0/16", "10.20.0.0/16")
 MAX_ZONES: Final = 3
@@ -88,7 +87,6 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     writer: RdsInstance | None = None
     for region in config.writer_first:
         cluster, rds = sites[region]
-        role: Role = "primary" if region == config.writer_region else "standby"
         db = RdsInstance(
             config.db_name(region),
             rds,
@@ -112,7 +110,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             )
         regions[region] = RegionInfra(
             region=region,
-            role=role,
+            role=config.role(region),
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
             db_instance_id=db.instance_id,

@@ -17,7 +17,6 @@ from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
 from stacks.naming import bucket_name, resource_prefix, tags
 from stacks.workload.secrets import AppSecrets
-from stacks.workload.server import Role
 
 VPC_CIDRS = ("10.10.0.0/16", "10.20.0.0/16")  # distinct, so the regions can be peered later
 ZONES_PER_REGION = 3
@@ -85,7 +84,6 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     writer: Database | None = None
     for region in config.writer_first:
         cluster, plumbing, db_net = sites[region]
-        role: Role = "primary" if region == config.writer_region else "standby"
         db = Database(
             config.db_name(region),
             DatabaseArgs(
@@ -103,7 +101,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
         writer = writer or db
         regions[region] = RegionInfra(
             region=region,
-            role=role,
+            role=config.role(region),
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
             db_instance_id=db.instance_id,

@@ -18,7 +18,6 @@ from stacks.gcp.dns import FailoverDns, FailoverDnsArgs
 from stacks.gcp.network import Network, NetworkArgs, Subnet, SubnetArgs
 from stacks.naming import resource_prefix, tags
 from stacks.workload.secrets import AppSecrets
-from stacks.workload.server import Role
 
 # Per region index: nodes, pods, services, GKE control plane. Distinct, in one global VPC.
 _RANGES: Final = (
@@ -87,7 +86,6 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     writer: Database | None = None
     for region in config.writer_first:  # the replica names the writer as its master
         cluster = clusters[region]
-        role: Role = "primary" if region == config.writer_region else "standby"
         db = Database(
             config.db_name(region),
             DatabaseArgs(
@@ -107,7 +105,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
         writer = writer or db
         regions[region] = RegionInfra(
             region=region,
-            role=role,
+            role=config.role(region),
             cluster_name=cluster.cluster_name,
             nodegroup_name=cluster.nodegroup_name,
             db_instance_id=db.instance_name,

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.config import StackConfig
+from stacks.config import Role, StackConfig
 from stacks.workload.monitoring import Monitoring, MonitoringArgs
 from stacks.workload.nats import Nats, NatsArgs
 from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from stacks.workload.secrets import AppSecrets
-from stacks.workload.server import ImServer, ImServerArgs, Role
+from stacks.workload.server import ImServer, ImServerArgs
 
 
 @dataclass(frozen=True, slots=True)

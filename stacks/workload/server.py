@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.config import PRESTOP_SLEEP_SECONDS
+from stacks.config import PRESTOP_SLEEP_SECONDS, Role
 from stacks.workload.placement import (
     anti_affinity,
     restricted_container,
@@ -28,8 +28,6 @@ SERVER_UID: Final = 10001  # the non-root user of the Dockerfile
 LABELS: Final = {"app": "im-server", "app.kubernetes.io/part-of": "imctl"}
 MIGRATE_LABELS: Final = {"app": "im-server-migrate", "app.kubernetes.io/part-of": "imctl"}
 SECRET_NAME: Final = "im-server"
-
-Role = Literal["primary", "standby"]
 
 
 @dataclass(frozen=True, slots=True)
