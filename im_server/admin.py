@@ -17,11 +17,11 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
 from im_server import auth
+from im_server.config import database_identity
 from im_server.errors import AccessError, ErrorCode, ImError
 from im_server.protocol import CONV_ID_RE, MAX_GROUP_MEMBERS, MAX_TITLE, USER_ID_RE
 
@@ -49,20 +49,6 @@ def _user(value: Any, field: str) -> str:
     if not isinstance(value, str) or not USER_ID_RE.match(value):
         raise _BadRequest(f"'{field}' must be a user id ([A-Za-z0-9_.@-], 1-64 characters)")
     return value
-
-
-def database_identity(url: str) -> dict[str, Any]:
-    """Where a PostgreSQL URL points (host, port, database), without its credentials."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return {
-        "host": parts.hostname or "",
-        "port": port or 5432,
-        "name": unquote(parts.path.lstrip("/")),
-    }
 
 
 def add_routes(app: web.Application, server: ImServer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 
 class ConfigError(ValueError):
@@ -93,3 +95,17 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
     )
+
+
+def database_identity(url: str) -> dict[str, Any]:
+    """Where a PostgreSQL URL points (host, port, database), without its credentials."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return {
+        "host": parts.hostname or "",
+        "port": port or 5432,
+        "name": unquote(parts.path.lstrip("/")),
+    }

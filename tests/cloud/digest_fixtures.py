@@ -28,8 +28,8 @@ from typing import Any
 from cli.targets.cloud.kube import FakeKube
 from cli.targets.local.procs import free_port
 from im_server import auth
-from im_server.admin import database_identity
 from im_server.client import Client
+from im_server.config import database_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "im-server"

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
-from cli.targets.cloud import day2_util
 from cli.targets.cloud.day2_util import (
     DigestUnavailable,
     await_digest,
     check_restored,
-    db_identity,
-    digest_credential,
     digest_of,
     fetch_digest,
 )
 from cli.targets.local.procs import free_port
 from im_server import auth
-from im_server.admin import database_identity
+from im_server.config import database_identity
 from tests.cloud.digest_fixtures import FakeImAdmin, RollingKube
 
 NS = "imctl"
@@ -37,16 +35,17 @@ BEFORE = {
 }
 
 
-def test_the_credential_and_the_identity_are_computed_as_the_server_does() -> None:
-    assert day2_util.DIGEST_SCOPE == auth.DIGEST_SCOPE
-    assert digest_credential(TOKEN) == auth.digest_token(TOKEN) != TOKEN
-    for url in (
-        URL,
-        "postgresql://u@HOST.Example:6543/some%20db",
-        "postgres://u:p@10.0.0.5/im",
-        "postgresql://u:p@[fd00::5]:5433/im?sslmode=require",
-    ):
-        assert db_identity(url) == database_identity(url), url
+def test_the_identity_names_host_port_and_database_without_credentials() -> None:
+    """What a restore compares with the pod's answer: imctl and im-server share the function."""
+    expected = {
+        URL: (urlsplit(URL).hostname, urlsplit(URL).port or 5432, "im"),
+        "postgresql://u@HOST.Example:6543/some%20db": ("host.example", 6543, "some db"),
+        "postgres://u:p@10.0.0.5/im": ("10.0.0.5", 5432, "im"),
+        "postgresql://u:p@[fd00::5]:5433/im?sslmode=require": ("fd00::5", 5433, "im"),
+    }
+    for url, (host, port, name) in expected.items():
+        assert database_identity(url) == {"host": host, "port": port, "name": name}, url
+    assert auth.digest_token(TOKEN) != TOKEN  # the admin token itself never crosses the wire
 
 
 def test_check_restored_is_a_lower_bound_plus_density() -> None:
@@ -130,7 +129,7 @@ def test_only_an_answer_from_a_pod_on_the_restored_database_counts(admin: Admin)
         doc = await_digest(
             fake.endpoint,
             TOKEN,
-            expect=db_identity(new_url),
+            expect=database_identity(new_url),
             fresh_after=None,
             budget=10,
             interval=0.02,
@@ -153,7 +152,7 @@ def test_in_place_only_pods_started_after_the_roll_count(admin: Admin) -> None:
         await_digest(
             fake.endpoint,
             TOKEN,
-            expect=db_identity(URL),
+            expect=database_identity(URL),
             fresh_after=fake.started_at + 60,
             budget=0.2,
             interval=0.02,

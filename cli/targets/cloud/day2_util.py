@@ -6,8 +6,6 @@ No cloud SDK here, and nothing heavier than the standard library."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import secrets
@@ -20,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from cli.errors import (
     ExitStatus,
@@ -34,6 +32,8 @@ from cli.snapshots import ContentMismatch
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from im_server.auth import digest_token
+from im_server.config import database_identity
 
 T = TypeVar("T")
 
@@ -669,9 +669,6 @@ class RegionalOps(ABC):
 
 # The Secret key of IM_ADMIN_TOKEN (stacks/workload/server.py).
 SECRET_ADMIN_TOKEN_KEY = "admin-token"
-# im_server.auth.DIGEST_SCOPE: the read-only digest credential is derived from the admin token
-# with it (a test checks the two agree), so the admin token itself never crosses the network.
-DIGEST_SCOPE = b"im-admin:digest:v1"
 # What a snapshot records; the first four never go down on a live stack.
 DIGEST_MONOTONIC = ("messages", "conversations", "max_seq", "latest_ms")
 DIGEST_FIELDS = (*DIGEST_MONOTONIC, "non_dense", "at_ms")
@@ -727,25 +724,6 @@ class RestoredContentMismatch(ContentMismatch):
         self.details = result
 
 
-def digest_credential(admin_token: str) -> str:
-    """The read-only credential /admin/digest accepts (im_server.auth.digest_token)."""
-    return hmac.new(admin_token.encode(), DIGEST_SCOPE, hashlib.sha256).hexdigest()
-
-
-def db_identity(url: str) -> dict[str, Any]:
-    """Where a PostgreSQL URL points, as /admin/digest reports it: host, port, database."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return {
-        "host": parts.hostname or "",
-        "port": port or DB_PORT,
-        "name": unquote(parts.path.lstrip("/")),
-    }
-
-
 def _where(identity: Any) -> str:
     if not isinstance(identity, Mapping):
         return "an unknown database"
@@ -777,7 +755,7 @@ def fetch_digest(endpoint: str, admin_token: str, timeout: float) -> dict[str, A
     request = urllib.request.Request(
         url,
         headers={
-            "Authorization": f"Bearer {digest_credential(admin_token)}",
+            "Authorization": f"Bearer {digest_token(admin_token)}",
             "Accept": "application/json",
         },
     )
@@ -928,9 +906,9 @@ def snapshot_digest(
     try:
         api = kube(region.name)
         url, token = workload_secret(api, region)
-        if instance_host and url and db_identity(url)["host"] != instance_host.lower():
+        if instance_host and url and database_identity(url)["host"] != instance_host.lower():
             raise DigestUnavailable(
-                f"the workload uses the database at {db_identity(url)['host']}, not"
+                f"the workload uses the database at {database_identity(url)['host']}, not"
                 f" {region.db_instance_id} ({instance_host}), the instance being snapshotted",
                 transient=False,
             )
@@ -943,7 +921,7 @@ def snapshot_digest(
         doc = await_digest(
             region.endpoint,
             token,
-            expect=db_identity(url) if url else None,
+            expect=database_identity(url) if url else None,
             fresh_after=None,
             budget=SNAPSHOT_DIGEST_SECONDS if budget is None else budget,
             interval=interval,
@@ -1020,7 +998,7 @@ def check_restore_content(
         after = await_digest(
             region.endpoint,
             rc.admin_token,
-            expect=db_identity(rc.restored_url),
+            expect=database_identity(rc.restored_url),
             fresh_after=rc.fresh_after,
             budget=budget,
             interval=interval,
