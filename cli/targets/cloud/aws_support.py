@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, ResourceFailure
+from cli.targets.cloud.day2_util import readyz
 from cli.targets.cloud.ops import CredentialsError, Progress
 
 # Error codes AWS services answer when the caller's identity or its permissions are the problem:
@@ -307,9 +306,4 @@ def failover_changes(
 def http_readyz(endpoint: str, timeout: float = 2.0) -> bool:
     """True when ``http://<endpoint>/readyz`` answers 200; anything else (refused, DNS, 503,
     slow) is False: status reports it, it never decides anything destructive on it."""
-    url = endpoint if "://" in endpoint else f"http://{endpoint}"
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/readyz", timeout=timeout) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return readyz(endpoint, timeout) == "ok"

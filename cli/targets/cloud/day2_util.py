@@ -169,9 +169,15 @@ def relative_name(dns_name: str, zone: str) -> str:
     return name[: -len(zone) - 1]
 
 
+def endpoint_url(endpoint: str, path: str) -> str:
+    """``path`` on a region's endpoint as the outputs give it: host[:port], or a URL."""
+    base = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return base.rstrip("/") + path
+
+
 def readyz(endpoint: str, timeout: float = 2.0) -> str:
     """``ok``, ``HTTP <code>`` or ``unreachable: <why>`` for the Service's /readyz."""
-    url = f"http://{endpoint}/readyz"
+    url = endpoint_url(endpoint, "/readyz")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return "ok" if resp.status == 200 else f"HTTP {resp.status}"
@@ -750,8 +756,7 @@ def digest_of(values: Any) -> dict[str, int] | None:
 def fetch_digest(endpoint: str, admin_token: str, timeout: float) -> dict[str, Any]:
     """GET <endpoint>/admin/digest (``endpoint`` as in the outputs: host[:port], or a URL) with
     the read-only credential derived from ``admin_token``. Raises DigestUnavailable."""
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    url = base.rstrip("/") + "/admin/digest"
+    url = endpoint_url(endpoint, "/admin/digest")
     request = urllib.request.Request(
         url,
         headers={
