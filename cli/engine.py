@@ -876,15 +876,16 @@ class StackOutputs:
     def configured_writer(self) -> tuple[str | None, int]:
         """The writer region the stack config names (``failovers`` written back by
         ``imctl failover``), which may be ahead of the outputs until the next deploy."""
+        from stacks.config import writer_of
+
         region = self.config.get("region")
-        standby = self.config.get("standbyRegion") or None
         try:
             failovers = int(self.config.get("failovers", "0") or 0)
         except ValueError:
             return None, 0
         if region is None:
             return None, failovers
-        return (standby if failovers % 2 and standby else region), failovers
+        return writer_of(region, self.config.get("standbyRegion") or None, failovers), failovers
 
 
 def _outputs_of(

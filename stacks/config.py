@@ -108,6 +108,12 @@ CLOUD_DEFAULTS: Final[dict[Cloud, dict[str, str]]] = {
 _DB_CLASS_PREFIX: Final[dict[Cloud, str]] = {"aws": "db.", "gcp": "db-", "alicloud": "pg."}
 
 
+def writer_of(region: str, standby_region: str | None, failovers: int) -> str:
+    """The region holding the writable database and serving traffic: each failover (written
+    back by ``imctl failover``) moves the role to the other site."""
+    return standby_region if failovers % 2 == 1 and standby_region is not None else region
+
+
 @dataclass(frozen=True, slots=True)
 class StackConfig:
     cloud: Cloud
@@ -153,11 +159,7 @@ class StackConfig:
 
     @property
     def writer_region(self) -> str:
-        """The region holding the writable database and serving traffic now: each failover
-        (written back by ``imctl failover``) moves the role to the other site."""
-        if self.failovers % 2 == 1 and self.standby_region is not None:
-            return self.standby_region
-        return self.region
+        return writer_of(self.region, self.standby_region, self.failovers)
 
     def role(self, region: str) -> Role:
         return "primary" if region == self.writer_region else "standby"

@@ -165,6 +165,17 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         _render_failover(console, doc)
 
 
+def _count_for(ctx: Any, to_region: str) -> tuple[int, bool]:
+    """(the ``failovers`` count that makes ``to_region`` the writer, whether the stack config
+    already says so)."""
+    from cli import engine
+    from cli.engine import StackOutputs
+
+    config = engine.config_values(ctx.stack, home=ctx.env.home, env=ctx.env.environ)
+    writer, failovers = StackOutputs(values={}, config=config).configured_writer()
+    return (failovers, True) if writer == to_region else (failovers + 1, False)
+
+
 def record_roles(ctx: Any, to_region: str, doc: dict[str, Any]) -> ExitStatus:
     """Count the failover in the stack config, so the next deploy keeps ``to_region`` as the
     writer (and builds a new replica in the old region) instead of undoing the failover.
@@ -172,13 +183,9 @@ def record_roles(ctx: Any, to_region: str, doc: dict[str, Any]) -> ExitStatus:
     Idempotent: a failover resumed after a partial run finds the count already naming
     ``to_region`` and leaves it."""
     from cli import engine
-    from cli.engine import StackOutputs
 
     try:
-        config = engine.config_values(ctx.stack, home=ctx.env.home, env=ctx.env.environ)
-        writer, failovers = StackOutputs(values={}, config=config).configured_writer()
-        if writer != to_region:
-            failovers += 1
+        failovers, _ = _count_for(ctx, to_region)
         changed = engine.set_config(
             ctx.stack,
             ctx.cloud,
@@ -209,15 +216,11 @@ def record_roles(ctx: Any, to_region: str, doc: dict[str, Any]) -> ExitStatus:
 def _if_promoted(ctx: Any, to_region: str) -> str:
     """What to do when nobody knows whether the promotion happened: the count that would make
     ``to_region`` the writer, for the operator to record once they have checked."""
-    from cli import engine
-    from cli.engine import StackOutputs
-
     check = f"if {to_region} was promoted (imctl status --cloud {ctx.cloud})"
     try:
-        config = engine.config_values(ctx.stack, home=ctx.env.home, env=ctx.env.environ)
+        failovers, already = _count_for(ctx, to_region)
     except ImctlError:
         return f"{check}, record it before any deploy: imctl deploy --set failovers=<n+1>"
-    writer, failovers = StackOutputs(values={}, config=config).configured_writer()
-    if writer == to_region:
+    if already:
         return f"the stack config already names {to_region} the writer"
-    return f"{check}, record it before any deploy: imctl deploy --set failovers={failovers + 1}"
+    return f"{check}, record it before any deploy: imctl deploy --set failovers={failovers}"

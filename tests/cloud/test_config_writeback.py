@@ -146,3 +146,11 @@ def test_a_deploy_after_a_half_done_destroy_restores_the_databases_protection(
     doc = engine.deploy("dev", "aws", {}, home=fake.home, env=fake.env)
     assert "teardown" in doc["config_changed"]
     assert engine.config_values("dev", home=fake.home, env=fake.env)["teardown"] == "false"
+
+
+def test_a_failover_that_timed_out_names_the_count_to_record(fake: FakePulumi) -> None:
+    from cli.commands.failover import _if_promoted
+
+    assert _if_promoted(_ctx(fake), WEST).endswith("imctl deploy --set failovers=1")
+    record_roles(_ctx(fake), WEST, {})
+    assert _if_promoted(_ctx(fake), WEST) == f"the stack config already names {WEST} the writer"
