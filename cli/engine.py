@@ -766,8 +766,9 @@ def _prepare(
     cloud: str,
     config: Mapping[str, str],
     secret_config: Mapping[str, str] | None,
-) -> tuple[auto.Stack, bool, dict[str, str]]:
-    """Open (or create) the stack and write the config; -> (stack, created, changed keys)."""
+) -> tuple[auto.Stack, bool, dict[str, str], dict[str, str]]:
+    """Open (or create) the stack and write the config; -> (stack, created, changed keys, the
+    stack's plain config as written)."""
     from pulumi import automation as auto
 
     cmd = _pulumi_command(settings)
@@ -788,17 +789,18 @@ def _prepare(
         # A destroy that failed half-way lifted the databases' protection: a deploy restores it.
         config = {**config, "teardown": "false"}
     changed = _validated(stack, cloud, existing, config)
-    _refuse_undeployable(stack, {**existing, **config, "cloud": cloud})
+    merged = {**existing, **config, "cloud": cloud}
+    _refuse_undeployable(stack, merged)
     _write_config(settings, st, changed, secret_config or {})
-    return st, created, changed
+    return st, created, changed, merged
 
 
-def _roles_moved(st: auto.Stack) -> bool:
+def _roles_moved(st: auto.Stack, config: Mapping[str, str]) -> bool:
     """A failover was recorded since the last deploy: the state still shows the promoted
     instance as a replica. Refresh first, so Pulumi compares the program with what the cloud
     now has, instead of trying to undo the promotion."""
     deployed = st.outputs().get("failovers")
-    configured = _imctl_config(st).get("failovers", "0")
+    configured = config.get("failovers", "0")
     return deployed is not None and str(deployed.value) != configured
 
 
@@ -970,8 +972,8 @@ def deploy(
     renderer = EventRenderer(ctx_stack, "up", progress, expected_total)
     started = time.monotonic()
     with _translated(ctx_stack, "up", settings, renderer):
-        st, created, changed = _prepare(settings, ctx_stack, cloud, config, secret_config)
-        refresh = not created and _roles_moved(st)
+        st, created, changed, merged = _prepare(settings, ctx_stack, cloud, config, secret_config)
+        refresh = not created and _roles_moved(st, merged)
         result = st.up(
             on_event=renderer,
             color="never",
@@ -1016,7 +1018,7 @@ def preview(
     renderer = EventRenderer(ctx_stack, "preview", progress, expected_total)
     started = time.monotonic()
     with _translated(ctx_stack, "preview", settings, renderer):
-        st, created, changed = _prepare(settings, ctx_stack, cloud, config, None)
+        st, created, changed, _ = _prepare(settings, ctx_stack, cloud, config, None)
         result = st.preview(on_event=renderer, color="never", suppress_progress=True)
     renderer.changes = _op_map(result.change_summary) or renderer.changes
     return _doc(
