@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.targets.cloud.kube import FakeKube
+from cli.targets.cloud.kube import FakeKube, KubeApi
 from cli.targets.local.procs import free_port
 from im_server import auth
 from im_server.client import Client
@@ -45,6 +45,45 @@ class RollingKube(FakeKube):
         super().restart_deployment(namespace, deployment)
         for hook in self.on_restart:
             hook(dict(self.secrets.get((namespace, SECRET), {})))
+
+
+class RegionKubes:
+    """One FakeKube per region, as ops get them through ``kube(region)``: the primary's rolls
+    restart what serves its endpoint (RollingKube) and its Secret holds the database URL and
+    admin token; a region in ``down`` raises like an unreachable API server."""
+
+    def __init__(
+        self,
+        primary: str,
+        standby: str,
+        *,
+        namespace: str,
+        deployment: str,
+        database_url: str,
+        admin_token: str,
+    ) -> None:
+        self.by_region: dict[str, FakeKube] = {primary: RollingKube(), standby: FakeKube()}
+        self.by_region[primary].replicas[(namespace, deployment)] = 3
+        self.by_region[primary].secrets[(namespace, SECRET)] = {
+            "database-url": database_url,
+            "admin-token": admin_token,
+        }
+        self.down: set[str] = set()
+
+    def __call__(self, region: str) -> KubeApi:
+        if region in self.down:
+            raise ConnectionError(f"the API server of {region} does not answer")
+        return self.by_region[region]
+
+
+class Log:
+    """A progress callback that keeps the lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
 
 
 class ImProcess:

@@ -24,10 +24,10 @@ from cli.errors import (
 from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.alicloud import RDS_METHODS, AlicloudOps
 from cli.targets.cloud.day2_util import RestoredContentMismatch
-from cli.targets.cloud.kube import FakeKube, KubeApi
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs
-from tests.cloud.digest_fixtures import FakeImAdmin, RollingKube
+from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
+from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
@@ -64,30 +64,6 @@ OLD_URL = "postgresql://im:0ldPassw0rd@pgm-primary.pg.rds.aliyuncs.com:5432/im?s
 ADMIN_TOKEN = "admin-token-of-the-test-stack"
 
 
-class Kubes:
-    def __init__(self) -> None:
-        self.by_region: dict[str, FakeKube] = {PRIMARY: RollingKube(), STANDBY: FakeKube()}
-        self.by_region[PRIMARY].replicas[(NS, DEP)] = 3
-        self.by_region[PRIMARY].secrets[(NS, "im-server")] = {
-            "database-url": OLD_URL,
-            "admin-token": ADMIN_TOKEN,
-        }
-        self.down: set[str] = set()
-
-    def __call__(self, region: str) -> KubeApi:
-        if region in self.down:
-            raise ConnectionError(f"the API server of {region} does not answer")
-        return self.by_region[region]
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-
-
 @pytest.fixture
 def fake() -> Iterator[AliyunFake]:
     f = AliyunFake(op_polls=2)
@@ -108,7 +84,14 @@ def fake() -> Iterator[AliyunFake]:
 
 @pytest.fixture
 def kubes() -> Kubes:
-    return Kubes()
+    return Kubes(
+        PRIMARY,
+        STANDBY,
+        namespace=NS,
+        deployment=DEP,
+        database_url=OLD_URL,
+        admin_token=ADMIN_TOKEN,
+    )
 
 
 @pytest.fixture

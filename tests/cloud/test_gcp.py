@@ -28,10 +28,11 @@ from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud import day2_util
 from cli.targets.cloud.day2_util import Partial, RestoredContentMismatch
 from cli.targets.cloud.gcp import GcpOps
-from cli.targets.cloud.kube import FakeKube, KubeApi
+from cli.targets.cloud.kube import FakeKube
 from cli.targets.cloud.ops import CloudOps, CredentialsError
 from cli.targets.cloud.outputs import CloudOutputs
-from tests.cloud.digest_fixtures import FakeImAdmin, RollingKube
+from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
+from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
 
 PROJECT = "imctl-test"
@@ -67,24 +68,6 @@ OUTPUTS = {
 # The workload's Secret in the primary region, as the stack writes it.
 OLD_URL = "postgresql://im:0ldPassw0rd@10.10.0.5:5432/im?sslmode=require"
 ADMIN_TOKEN = "admin-token-of-the-test-stack"
-
-
-class Kubes:
-    """One FakeKube per region; a region in ``down`` raises like an unreachable API server."""
-
-    def __init__(self) -> None:
-        self.by_region: dict[str, FakeKube] = {PRIMARY: RollingKube(), STANDBY: FakeKube()}
-        self.by_region[PRIMARY].replicas[(NS, DEP)] = 3
-        self.by_region[PRIMARY].secrets[(NS, "im-server")] = {
-            "database-url": OLD_URL,
-            "admin-token": ADMIN_TOKEN,
-        }
-        self.down: set[str] = set()
-
-    def __call__(self, region: str) -> KubeApi:
-        if region in self.down:
-            raise ConnectionError(f"the API server of {region} does not answer")
-        return self.by_region[region]
 
 
 @pytest.fixture
@@ -126,7 +109,14 @@ def fake() -> Iterator[GcpFake]:
 
 @pytest.fixture
 def kubes() -> Kubes:
-    return Kubes()
+    return Kubes(
+        PRIMARY,
+        STANDBY,
+        namespace=NS,
+        deployment=DEP,
+        database_url=OLD_URL,
+        admin_token=ADMIN_TOKEN,
+    )
 
 
 @pytest.fixture
@@ -157,14 +147,6 @@ def make_ops(
         poll_interval=0.01,
         readyz_timeout=0.5,
     )
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
 
 
 def calls(fake: GcpFake) -> list[str]:
