@@ -60,6 +60,14 @@ class StackConfig:
     drain_grace: float = 10.0
     replication: Literal["sync", "async"] = "sync"
     global_port: int | None = None  # the clients' endpoint when a standby region exists
+    # With sync replication, when the standby is lost: wait (writes stop, nothing acked can be
+    # lost) or degrade (after sync_degrade_after seconds, async until the standby is back).
+    sync_policy: Literal["wait", "degrade"] = "wait"
+    sync_degrade_after: float = 5.0
+
+    @property
+    def standbys(self) -> list[RegionConfig]:
+        return [r for r in self.regions if r.role == "standby"]
 
     def region(self, name: str) -> RegionConfig:
         for r in self.regions:

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+# wait: a commit waits for the synchronous standby however long it is gone (no acked message
+# can be lost by a failover; writes stop). degrade: after sync_degrade_after seconds without it,
+# replication drops to asynchronous (writes go on, unprotected) until the standby is back.
+SYNC_POLICIES = ("wait", "degrade")
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and what it wants."""
@@ -32,6 +37,12 @@ class Settings:
     db_pool_size: int = 8
     send_workers: int = 4
     max_outbound_frames: int = 10_000
+    # writes (issue 12): how long a send may wait for its commit before it is answered, and
+    # what to do when the synchronous standby (local target) is gone.
+    send_timeout: float = 10.0
+    sync_standby: str = ""
+    sync_policy: str = "wait"
+    sync_degrade_after: float = 5.0
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -58,6 +69,13 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name) or default
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +112,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
+        send_timeout=_float(env, "IM_SEND_TIMEOUT_SECONDS", 10.0, 0.5, 3600),
+        sync_standby=env.get("IM_SYNC_STANDBY", ""),
+        sync_policy=_choice(env, "IM_SYNC_POLICY", "wait", SYNC_POLICIES),
+        sync_degrade_after=_float(env, "IM_SYNC_DEGRADE_AFTER_SECONDS", 5.0, 0.5, 3600),
     )
 
 

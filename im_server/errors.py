@@ -7,7 +7,12 @@ Exception tree::
     ├── AuthError               hello refused: the connection is closed after the error frame
     ├── AccessError             not a member, unknown conversation
     ├── LimitError              rate limit, session cap (retryable where it says so)
-    └── UnavailableError        database or bus down, draining (retryable)
+    └── UnavailableError        database or bus down, draining, outcome unknown (retryable)
+
+``unavailable`` and ``draining`` mean nothing was committed. ``outcome_unknown`` means the
+commit was under way when the server had to answer (the database stalled or the connection
+broke mid-commit): it may or may not be committed. Both are answered the same way, by sending
+again with the same ``cid``: a committed send then answers as a duplicate with its seq.
 """
 
 from __future__ import annotations
@@ -34,15 +39,18 @@ class ErrorCode(enum.StrEnum):
     SLOW_CONSUMER = "slow_consumer"
     UNAVAILABLE = "unavailable"
     DRAINING = "draining"
+    OUTCOME_UNKNOWN = "outcome_unknown"
     INTERNAL = "internal"
 
 
-# Codes a client may retry unchanged (same cid): nothing was committed.
+# Codes a client may retry unchanged (same cid): nothing was committed, or (outcome_unknown)
+# the resend is answered as a duplicate if it was.
 RETRYABLE = frozenset(
     {
         ErrorCode.RATE_LIMITED,
         ErrorCode.UNAVAILABLE,
         ErrorCode.DRAINING,
+        ErrorCode.OUTCOME_UNKNOWN,
         ErrorCode.INTERNAL,
         ErrorCode.SLOW_CONSUMER,
     }

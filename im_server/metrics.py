@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from im_server.protocol import CLIENT_FRAME_TYPES
 
@@ -48,6 +48,21 @@ class Metrics:
         self.errors = Counter("im_errors_total", "Error frames sent, by code", ["code"], registry=r)
         self.dropped_slow = Counter(
             "im_slow_consumer_closes_total", "Sessions closed for not reading", registry=r
+        )
+        self.db_up = Gauge(
+            "im_database_up", "1 while the database answers the probe within 2 s", registry=r
+        )
+        self.writes_state = Enum(
+            "im_writes",
+            "Whether commits go through (ok), wait (blocked), or are not replicated"
+            " synchronously although the stack wants it (unprotected)",
+            states=["unknown", "ok", "blocked", "unprotected"],
+            registry=r,
+        )
+        self.send_timeouts = Counter(
+            "im_send_timeouts_total",
+            "Sends answered by the send timeout (unavailable or outcome_unknown)",
+            registry=r,
         )
         # Resolve label children once: the hot path then costs one inc().
         self.in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}

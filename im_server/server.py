@@ -35,6 +35,7 @@ from im_server.errors import (
     LimitError,
     UnavailableError,
 )
+from im_server.health import PROBE_EVERY, HealthMonitor
 from im_server.hub import Hub
 from im_server.limits import TokenBucket
 from im_server.metrics import Metrics
@@ -126,49 +127,120 @@ class _PendingSend:
     item: SendItem
     conn: Connection
     t0: float
+    answered: bool = False  # the send timeout answered it; a late commit is pushed, not acked
 
 
 class SendBatcher:
-    """Group commit: concurrent sends share one transaction (one fsync) per batch."""
+    """Group commit: concurrent sends share one transaction (one fsync) per batch.
+
+    Every send is answered within the send timeout: one still queued then gets ``unavailable``
+    (it never reached the database), one whose commit is under way gets ``outcome_unknown``
+    (resend with the same cid). A commit that finishes later is still pushed to its
+    recipients.
+    """
 
     def __init__(self, server: ImServer) -> None:
         self.server = server
         s = server.settings
         self.max = s.batch_max
         self.linger = s.batch_linger_ms / 1000
+        self.timeout = s.send_timeout
         # One queue per worker, a connection always on the same one: its sends commit in the
         # order it sent them, while different connections commit in parallel.
-        self.queues: list[asyncio.Queue[_PendingSend]] = []
+        self.queues: list[deque[_PendingSend]] = []
+        self.wakeups: list[asyncio.Event] = []
+        self.running: list[list[_PendingSend]] = []  # the batch each worker is committing
+        self.started: list[float] = []  # when that commit started; 0.0 when idle
         self.inflight = 0
         self.idle = asyncio.Event()
         self.idle.set()
         self.workers: list[asyncio.Task[None]] = []
 
     def start(self, n: int) -> None:
-        self.queues = [asyncio.Queue() for _ in range(n)]
-        self.workers = [asyncio.create_task(self._work(q)) for q in self.queues]
+        self.queues = [deque() for _ in range(n)]
+        self.wakeups = [asyncio.Event() for _ in range(n)]
+        self.running = [[] for _ in range(n)]
+        self.started = [0.0] * n
+        self.workers = [asyncio.create_task(self._work(i)) for i in range(n)]
+        self.workers.append(asyncio.create_task(self._expire()))
 
     def submit(self, item: SendItem, conn: Connection) -> None:
         self.inflight += 1
         self.idle.clear()
-        q = self.queues[hash(conn.id) % len(self.queues)]
-        q.put_nowait(_PendingSend(item, conn, time.perf_counter()))
+        i = hash(conn.id) % len(self.queues)
+        self.queues[i].append(_PendingSend(item, conn, time.perf_counter()))
+        self.wakeups[i].set()
 
-    async def _work(self, q: asyncio.Queue[_PendingSend]) -> None:
+    def oldest_commit_age(self) -> float:
+        now = time.perf_counter()
+        return max((now - t for t in self.started if t), default=0.0)
+
+    def _finished(self, n: int) -> None:
+        self.inflight -= n
+        if self.inflight == 0:
+            self.idle.set()
+
+    async def _work(self, i: int) -> None:
+        q, wake = self.queues[i], self.wakeups[i]
         while True:
-            batch = [await q.get()]
-            if self.linger and q.qsize() < self.max:
+            if not q:
+                wake.clear()
+                await wake.wait()
+                continue
+            if self.linger and len(q) < self.max:
                 await asyncio.sleep(self.linger)
-            while q.qsize() and len(batch) < self.max:
-                batch.append(q.get_nowait())
+            batch = [q.popleft() for _ in range(min(len(q), self.max))]
+            if not batch:  # all expired during the linger
+                continue
+            self.running[i] = batch
+            self.started[i] = time.perf_counter()
             try:
                 await self._commit(batch)
             except Exception:
                 log.exception("send batch failed")
             finally:
-                self.inflight -= len(batch)
-                if self.inflight == 0:
-                    self.idle.set()
+                self.running[i] = []
+                self.started[i] = 0.0
+                self._finished(len(batch))
+
+    async def _expire(self) -> None:
+        """Answer every send that has waited the send timeout (checked every tenth of it)."""
+        srv = self.server
+        period = min(0.5, self.timeout / 10)
+        while True:
+            await asyncio.sleep(period)
+            limit = time.perf_counter() - (self.timeout - period)
+            for i, q in enumerate(self.queues):
+                expired = 0
+                while q and q[0].t0 <= limit:
+                    p = q.popleft()
+                    expired += 1
+                    srv.send_error(
+                        p.conn,
+                        UnavailableError(
+                            ErrorCode.UNAVAILABLE,
+                            f"writes are stalled: not sent to the database within"
+                            f" {self.timeout:g}s, nothing was committed; resend with the same cid",
+                        ),
+                        {"cid": p.item.cid},
+                    )
+                if expired:
+                    srv.metrics.send_timeouts.inc(expired)
+                    self._finished(expired)
+                for p in self.running[i]:
+                    if not p.answered and p.t0 <= limit:
+                        p.answered = True
+                        srv.metrics.send_timeouts.inc()
+                        srv.send_error(
+                            p.conn,
+                            UnavailableError(
+                                ErrorCode.OUTCOME_UNKNOWN,
+                                f"the commit has not finished within {self.timeout:g}s (the"
+                                " database or its synchronous standby is stalled): it may or may"
+                                " not be committed; resend with the same cid",
+                            ),
+                            {"cid": p.item.cid},
+                        )
 
     async def _commit(self, batch: list[_PendingSend]) -> None:
         srv = self.server
@@ -179,16 +251,20 @@ class SendBatcher:
         except ImError as exc:
             m.db_errors.inc()
             for p in batch:
-                srv.send_error(p.conn, exc, {"cid": p.item.cid})
+                if not p.answered:
+                    srv.send_error(p.conn, exc, {"cid": p.item.cid})
             return
         now = time.perf_counter()
         for p, r in zip(batch, results, strict=True):
             item = p.item
             if r.status == "ok":
-                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
-                m.ack_latency.observe(now - p.t0)
+                if not p.answered:
+                    p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
+                    m.ack_latency.observe(now - p.t0)
                 frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
                 await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
+            elif p.answered:
+                continue
             elif r.status == "dup":
                 p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
             else:
@@ -212,10 +288,10 @@ class ImServer:
         self.bus: NatsBus | None = None
         self.hub = Hub(self.node_id)
         self.batcher = SendBatcher(self)
+        self.health = HealthMonitor(settings, self.batcher.oldest_commit_age)
         self.conns: set[Connection] = set()
         self.draining = False
         self.drained = asyncio.Event()
-        self.db_ok = False
         self._bus_was_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -267,13 +343,10 @@ class ImServer:
 
     async def _health_loop(self) -> None:
         while True:
-            try:
-                await self.store.ping()
-                self.db_ok = True
-            except ImError:
-                self.db_ok = False
-                self.metrics.db_errors.inc()
-            await asyncio.sleep(1.0)
+            h = await self.health.check()
+            self.metrics.db_up.set(1 if h.database == "up" else 0)
+            self.metrics.writes_state.state(h.writes)
+            await asyncio.sleep(PROBE_EVERY)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -354,6 +427,7 @@ class ImServer:
             await self._runner.cleanup()
         if self.bus is not None:
             await self.bus.close()
+        await self.health.close()
         if self.store is not None:
             await self.store.close()
 
@@ -364,15 +438,21 @@ class ImServer:
 
     async def readyz(self, request: web.Request) -> web.Response:
         bus = "none" if self.bus is None else ("up" if self.bus.connected else "down")
-        ready = self.db_ok and not self.draining
+        h = self.health
+        # Not ready while writes are blocked: a node that cannot commit must not look healthy.
+        # Unprotected writes still work, so the node stays ready and says so.
+        ready = h.ready() and not self.draining
         body = {
             "ready": ready,
-            "database": "up" if self.db_ok else "down",
+            **h.state.to_json(),
             "bus": bus,
             "draining": self.draining,
             "connections": len(self.conns),
             "node": self.node_id,
         }
+        if not h.fresh:
+            body["database"] = "down"
+            body["reason"] = "the database probe has not answered recently"
         # The bus is reported but does not gate readiness: without it sends are still durable,
         # and taking every node out of the load balancer would turn a degraded state into an outage.
         return web.json_response(body, status=200 if ready else 503)

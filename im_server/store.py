@@ -77,6 +77,32 @@ def _unavailable(exc: BaseException) -> UnavailableError:
     return UnavailableError(ErrorCode.UNAVAILABLE, f"database unavailable: {type(exc).__name__}")
 
 
+def _outcome_unknown(exc: BaseException) -> UnavailableError:
+    return UnavailableError(
+        ErrorCode.OUTCOME_UNKNOWN,
+        f"the database connection failed during the commit ({type(exc).__name__}): the send"
+        " may be committed; resend with the same cid",
+    )
+
+
+def _may_have_committed(exc: BaseException) -> bool:
+    """Whether a statement that failed with ``exc`` may still have committed.
+
+    An error the server reported about the statement rolled it back. A broken connection, or
+    the server terminating the session (shutdown, crash: SQLSTATE 57P0x), may come after the
+    commit record was written, e.g. while the commit waited for the synchronous standby.
+    """
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError):
+        return True
+    return not isinstance(exc, asyncpg.PostgresError)
+
+
+# asyncpg falls back to the pool's command_timeout when a call passes None.
+_NO_TIMEOUT = 365 * 24 * 3600.0
+
+
 # What "the database is unreachable or failing" looks like from asyncpg.
 DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -124,8 +150,17 @@ class Store:
         )
         for attempt in range(_TX_ATTEMPTS):
             try:
-                async with self.pool.acquire() as conn:
-                    rows = await conn.fetch("SELECT * FROM im_send_batch($1, $2, $3, $4)", *args)
+                conn = await self.pool.acquire()
+            except DB_ERRORS as exc:
+                raise _unavailable(exc) from exc  # nothing was sent
+            try:
+                # No statement timeout: cancelling a commit that waits for the synchronous
+                # standby leaves it committed locally (PostgreSQL's documented behaviour), so a
+                # timeout here would turn "waiting" into "committed but unprotected". The
+                # batcher answers the client after IM_SEND_TIMEOUT_SECONDS instead.
+                rows = await conn.fetch(
+                    "SELECT * FROM im_send_batch($1, $2, $3, $4)", *args, timeout=_NO_TIMEOUT
+                )
                 break
             except _RETRY_TX:
                 if attempt == _TX_ATTEMPTS - 1:
@@ -133,7 +168,11 @@ class Store:
                         ErrorCode.UNAVAILABLE, "send conflicted repeatedly; retry"
                     ) from None
             except DB_ERRORS as exc:
+                if _may_have_committed(exc):
+                    raise _outcome_unknown(exc) from exc
                 raise _unavailable(exc) from exc
+            finally:
+                await self.pool.release(conn)
         out: list[SendResult | None] = [None] * len(items)
         for r in rows:
             out[r["idx"] - 1] = SendResult(

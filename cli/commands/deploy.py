@@ -48,6 +48,19 @@ def deploy(
     replication: Annotated[
         str | None, typer.Option(help="sync (default: no acked loss) or async.")
     ] = None,
+    sync_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--sync-policy",
+            metavar="wait|degrade",
+            help="When the sync standby is lost: wait (writes stop; default) or degrade"
+            " (async after --sync-degrade-after seconds, until it is back).",
+        ),
+    ] = None,
+    sync_degrade_after: Annotated[
+        float | None,
+        typer.Option("--sync-degrade-after", help="Seconds before degrade acts (default 5)."),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Clouds: override a stack config key, key=value."),
@@ -67,10 +80,17 @@ def deploy(
         "port": port,
         "standby_region": standby_region,
         "replication": replication,
+        "sync_policy": sync_policy,
+        "sync_degrade_after": sync_degrade_after,
     }
 
     def body() -> DocResult:
         if ctx.cloud != "local":
+            if sync_policy is not None or sync_degrade_after is not None:
+                raise UsageError(
+                    "--sync-policy and --sync-degrade-after are for the local target",
+                    "managed databases in the clouds replicate on their own terms",
+                )
             return DocResult(_cloud_deploy(ctx, region, standby_region, set_ or []))
         if set_:
             raise UsageError("--set is for cloud stacks", "the local target takes flags")
@@ -78,8 +98,11 @@ def deploy(
 
         target = LocalTarget(StackFiles(ctx.stack_dir))
         return DocResult(
-            target.deploy(region, replicas, port, ctx.out.info, standby_region, replication)
-        )
+            target.deploy(
+                region, replicas, port, ctx.out.info, standby_region, replication,
+                sync_policy=sync_policy, sync_degrade_after=sync_degrade_after,
+            )
+        )  # fmt: skip
 
     run(ctx, "deploy", args, body, _render, mutating=True, create_stack=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -75,23 +76,110 @@ def failover(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> DrillResult:
-        from cli.targets.local.drill import drill
+        from cli.targets.local.drill import DRILL_MAX_LAG, drill
         from cli.targets.local.target import LocalTarget
 
+        _local_only(ctx.cloud, "drill failover")
+        if not 1 <= pairs <= 64:
+            raise UsageError(f"--pairs must be between 1 and 64, got {pairs}")
         target = LocalTarget(StackFiles(ctx.stack_dir))
         cfg = target.files.load_config()
         standbys = [r.name for r in cfg.regions if r.role == "standby"]
         dest = to_region or (standbys[0] if len(standbys) == 1 else None)
         if dest is None:
-            raise UsageError("name the standby with --to-region", f"standbys: {standbys}")
+            raise UsageError(
+                "name the standby with --to-region",
+                f"standbys: {', '.join(standbys) or 'none (deploy with --standby-region)'}",
+            )
+        # Every check the failover makes, before anything is written or killed.
+        _, src, _, info = target.failover_plan(dest, force, DRILL_MAX_LAG)
         what = "kill -9 every process of" if force else "switch over from"
         ctx.out.confirm(
-            f"Drill: {what} region {cfg.primary.name} to {dest} under load?",
-            details=["this is a real failover of this stack"],
+            f"Drill: {what} region {src.cfg.name} to {dest} under load?",
+            details=[
+                "this is a real failover of this stack",
+                f"{pairs} drill user pair(s) write to their own conversations;"
+                " remove them later with `imctl drill clean`",
+                *info["steps"],
+            ],
         )
         return DrillResult(
             asyncio.run(drill(target, dest, force=force, pairs=pairs, step=ctx.out.info))
         )
 
-    run(ctx, "drill-failover", {"to_region": to_region, "force": force}, body, _render_drill,
-        mutating=True)  # fmt: skip
+    run(ctx, "drill-failover", {"to_region": to_region, "force": force, "pairs": pairs}, body,
+        _render_drill, mutating=True)  # fmt: skip
+
+
+def _local_only(cloud: str, verb: str) -> None:
+    if cloud != "local":
+        raise UsageError(
+            f"`imctl {verb}` is for the local target, not {cloud}",
+            "in a cloud, rehearse with `imctl failover --dry-run --cloud ...`",
+        )
+
+
+@dataclass
+class CleanResult:
+    doc: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK
+
+
+def _render_clean(console: Any, doc: Mapping[str, Any]) -> None:
+    console.print(
+        f"removed {doc['conversations']} drill conversation(s) with {doc['messages']}"
+        f" message(s) from stack {doc['stack']}"
+    )
+
+
+@app.command("clean")
+def clean(
+    tctx: typer.Context,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run", help="Only this drill run (the `run` a drill reported)."),
+    ] = None,
+    stack: Stack = None,
+    cloud: Cloud = None,
+    output: Output = None,
+    yes: Yes = False,
+    verbose: Verbose = False,
+    no_color: NoColor = False,
+) -> None:
+    """Delete what drills wrote: conversations between drill users, and nothing else.
+
+    Example: imctl drill clean --run 1a2b3c4d --yes
+    """
+    ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
+
+    def body() -> CleanResult:
+        from cli.targets.local import drill as drills
+        from cli.targets.local.target import LocalTarget
+
+        _local_only(ctx.cloud, "drill clean")
+        if run_id is not None and not re.fullmatch(r"[0-9a-f]{8}", run_id):
+            raise UsageError(
+                f"--run must be the 8 hex digits a drill reported, got {run_id!r}",
+                "`imctl history` lists past drills",
+            )
+        target = LocalTarget(StackFiles(ctx.stack_dir))
+        cfg = target.files.load_config()
+        primary = next(r for r in target.regions(cfg) if r.cfg.name == cfg.primary.name)
+        found = asyncio.run(drills.drill_traffic(primary.dsn(), run_id))
+        doc: dict[str, Any] = {"stack": cfg.stack, "run": run_id, **found}
+        if not found["conversations"]:
+            return CleanResult(doc)
+        ctx.out.confirm(
+            f"Delete {found['conversations']} drill conversation(s) with {found['messages']}"
+            f" message(s) from stack {cfg.stack!r}?",
+            details=["only direct conversations between two drill users (imctl-drill.*)"],
+        )
+        return CleanResult({**doc, **asyncio.run(drills.clean(primary.dsn(), run_id))})
+
+    run(ctx, "drill-clean", {"run": run_id}, body, _render_clean, mutating=True)

@@ -44,6 +44,10 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
     mark = "[green]healthy[/green]" if doc["healthy"] else "[red]UNHEALTHY[/red]"
     console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
     console.print(f"endpoint {doc['endpoint']}")
+    for p in doc.get("problems", []):
+        console.print(f"[red]✗[/red] {p['region']}: {p['message']} [dim]({p['code']})[/dim]")
+        if p.get("next_command"):
+            console.print(f"    next: {p['next_command']}", markup=False)
     for r in doc["regions"]:
         db, bus = r["database"], r["bus"]
         console.print(

@@ -37,6 +37,13 @@ def token(
 
         if not 1 <= ttl <= 365 * 86400:
             raise UsageError(f"--ttl must be 1 to 31536000 seconds, got {ttl}")
+        from cli.targets.local.drill import is_drill_user
+
+        if is_drill_user(user):
+            raise UsageError(
+                f"user ids starting with {user.split('.')[0]}. are reserved for drills",
+                "`imctl drill clean` deletes their conversations; pick another id",
+            )
         files = StackFiles(ctx.stack_dir)
         files.load_config()
         try:

@@ -86,6 +86,26 @@ def test_planned_there_and_back_under_traffic_loses_nothing(
     assert ok_json(home, "status")["endpoint"] == pair["endpoint"]
 
 
+async def test_drill_traffic_is_reported_and_clean_removes_only_it(
+    pair: dict[str, Any], home: Path
+) -> None:
+    # The planned drills above wrote as drill users; a real user writes too.
+    tok = ok_json(home, "token", "--user", "carol")["token"]
+    async with Client(pair["endpoint"], tok) as c:
+        await c.send({"keep": True}, to="dave")
+    assert imctl(home, "token", "--user", "imctl-drill.1a2b3c4d.s0").returncode == 2
+    history = ok_json(home, "history")
+    assert any(op["op"] == "drill-failover" for op in history["operations"]), history
+    r = imctl(home, "drill", "clean", "-o", "json")  # no --yes, no TTY: asks, refuses
+    assert r.returncode == 2
+    gone = ok_json(home, "drill", "clean", "--yes")
+    assert gone["conversations"] >= 8 and gone["messages"] > 50, gone  # 4 pairs x 2 drills
+    assert ok_json(home, "drill", "clean", "--yes")["conversations"] == 0
+    async with Client(pair["endpoint"], tok) as c:
+        convs = await c.convs()
+    assert [x["conv"] for x in convs] == ["d:carol:dave"]
+
+
 def test_forced_failover_after_kill9_loses_no_acked_message_then_rebuild(
     pair: dict[str, Any], home: Path
 ) -> None:
@@ -96,7 +116,9 @@ def test_forced_failover_after_kill9_loses_no_acked_message_then_rebuild(
     assert doc["data_loss_bound"]["acked_messages"] == 0  # synchronous replication
     assert (doc["acked_missing"], doc["duplicates"], doc["seq_gaps"]) == (0, 0, 0), doc
     st = ok_json(home, "status")
-    assert _roles(home) == {src: "fenced", dest: "primary"} and st["healthy"]
+    assert _roles(home) == {src: "fenced", dest: "primary"}
+    # Nothing replicates the new primary: not healthy until the fenced region is rebuilt.
+    assert not st["healthy"] and [p["code"] for p in st["problems"]] == ["writes_unprotected"]
     assert st["protected"] is False
     # A fenced region stays down, even through a deploy.
     ok_json(home, "deploy")

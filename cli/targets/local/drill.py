@@ -3,12 +3,17 @@ moves, then every acked message is looked up in the new primary.
 
 RTO here is what a user sees: from the start of the failover to the first ack served by a node
 of the new primary region.
+
+Drill traffic is written by drill users only (``imctl-drill.<run>.s<i>`` to
+``imctl-drill.<run>.r<i>``, a prefix ``imctl token`` refuses), in direct conversations between
+two of them, so ``imctl drill clean`` can remove exactly that and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets as secrets_mod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +27,15 @@ from im_server import auth
 from im_server.client import Ack, Client, Message
 
 Step = Callable[[str], None]
+
+DRILL_PREFIX = "imctl-drill."
+DRILL_MAX_LAG = 16 * 1024 * 1024
+# Direct conversations between two drill users (a LIKE pattern).
+_DRILL_CONVS = "d:imctl-drill.%:imctl-drill.%"
+
+
+def is_drill_user(user: str) -> bool:
+    return user.startswith(DRILL_PREFIX)
 
 
 @dataclass
@@ -70,17 +84,21 @@ async def drill(
     after: float = 1.0,
     step: Step,
 ) -> dict[str, Any]:
+    """Run a drill. The caller has checked the plan (``target.failover_plan``): nothing here
+    may be the first to find out that the failover cannot happen."""
     cfg = target.files.load_config()
     secrets = target.files.load_secrets()
     url = target.endpoint(cfg)
     from_region = cfg.primary.name
+    run_id = secrets_mod.token_hex(4)
+    prefix_users = f"{DRILL_PREFIX}{run_id}."
     load = _Load()
     stop = asyncio.Event()
     clients: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         for p in range(pairs):
-            s_user, r_user = f"drill-s{p}", f"drill-r{p}"
+            s_user, r_user = f"{prefix_users}s{p}", f"{prefix_users}r{p}"
             s = Client(url, auth.mint(secrets.jwt_secret, s_user, 3600), backoff_max=0.5)
             r = Client(url, auth.mint(secrets.jwt_secret, r_user, 3600), backoff_max=0.5)
             clients += [s, r]
@@ -98,7 +116,7 @@ async def drill(
             target.failover,
             to_region,
             force=force,
-            max_lag=16 * 1024 * 1024,
+            max_lag=DRILL_MAX_LAG,
             confirm=lambda _: None,
             step=step,
         )
@@ -121,7 +139,8 @@ async def drill(
     conn = await asyncpg.connect(primary.dsn())
     try:
         rows = await conn.fetch(
-            "SELECT conv, seq FROM messages WHERE conv LIKE 'd:drill-%' ORDER BY conv, seq"
+            "SELECT conv, seq FROM messages WHERE conv LIKE $1 ORDER BY conv, seq",
+            _like_prefix(f"d:{prefix_users}") + "%",
         )
     finally:
         await conn.close()
@@ -133,6 +152,10 @@ async def drill(
     observed_dups = sum(len(v) - len(set(v)) for v in load.seen.values())
     return {
         "stack": cfg.stack,
+        "run": run_id,
+        "drill_users": [f"{prefix_users}{k}{p}" for p in range(pairs) for k in "sr"],
+        "drill_conversations": len(by_conv),
+        "clean_with": f"imctl drill clean --run {run_id} -s {cfg.stack}",
         "from_region": from_region,
         "to_region": to_region,
         "mode": "forced" if force else "planned",
@@ -145,3 +168,42 @@ async def drill(
         "send_errors": load.errors,
         "data_loss_bound": info["data_loss_bound"],
     }
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def drill_traffic(dsn: str, run: str | None) -> dict[str, int]:
+    """How many drill conversations and messages there are (of one run, or of all)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS convs, coalesce(sum(c.last_seq), 0) AS messages"
+            " FROM conversations c WHERE c.id LIKE $1",
+            _pattern(run),
+        )
+    finally:
+        await conn.close()
+    return {"conversations": int(row["convs"]), "messages": int(row["messages"])}
+
+
+async def clean(dsn: str, run: str | None) -> dict[str, int]:
+    """Delete drill conversations (members and messages go with them), and nothing else: a
+    conversation is a drill's only if it is the direct conversation of two drill users."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "DELETE FROM conversations WHERE id LIKE $1 RETURNING last_seq", _pattern(run)
+            )
+    finally:
+        await conn.close()
+    return {"conversations": len(rows), "messages": sum(int(r["last_seq"]) for r in rows)}
+
+
+def _pattern(run: str | None) -> str:
+    if run is None:
+        return _DRILL_CONVS
+    p = _like_prefix(f"{DRILL_PREFIX}{run}.")
+    return f"d:{p}%:{p}%"

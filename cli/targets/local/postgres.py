@@ -378,7 +378,11 @@ class PgInstance:
     # -- SQL over the unix socket (trust auth for the local pg user) -------------------------
 
     def sql(
-        self, query: str, database: str = "postgres", variables: dict[str, str] | None = None
+        self,
+        query: str,
+        database: str = "postgres",
+        variables: dict[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> str:
         """Run SQL with psql (unaligned, tuples only); ON_ERROR_STOP. ``variables`` become
         psql variables, usable as :'name' (quoted literal) or :"name" (identifier)."""
@@ -386,7 +390,7 @@ class PgInstance:
         args += ["-h", str(self.data_dir), "-p", str(self.port), "-U", "postgres", "-d", database]
         for name, value in (variables or {}).items():
             args += ["-v", f"{name}={value}"]
-        return self.run("psql", args, input=query, timeout=60).stdout.strip()
+        return self.run("psql", args, input=query, timeout=timeout).stdout.strip()
 
     def create_database(self, name: str) -> None:
         self.sql(

@@ -85,7 +85,8 @@ def mark_standby(pg: PgInstance) -> None:
 
 def set_synchronous(primary: PgInstance, standby_region: str | None) -> None:
     """Name the synchronous standby (or none). Outside a transaction block, then reload."""
-    value = "" if standby_region is None else standby_region
+    # Double-quoted: a region name with a hyphen is not a bare identifier in this setting.
+    value = "" if standby_region is None else '"' + standby_region.replace('"', '""') + '"'
     primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = {_q(value)}")
     primary.sql("SELECT pg_reload_conf()")
 

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.errors import OperationTimeout, PreconditionFailed, ResourceFailure
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, ResourceFailure
 from cli.state import RegionConfig, Secrets, write_atomic
 from cli.targets.local import procs
 from cli.targets.local.nats import NatsProcess
@@ -40,6 +42,25 @@ class Ports:
     nats_monitor: int
 
 
+@dataclass(frozen=True)
+class SyncWatch:
+    """What the primary's nodes are told about the synchronous standby (im_server/health.py)."""
+
+    standby: str  # "" when replication is async or there is no standby
+    policy: str
+    degrade_after: float
+
+    def env(self) -> dict[str, str]:
+        return {
+            "IM_SYNC_STANDBY": self.standby,
+            "IM_SYNC_POLICY": self.policy,
+            "IM_SYNC_DEGRADE_AFTER_SECONDS": f"{self.degrade_after:g}",
+        }
+
+
+NO_SYNC = SyncWatch("", "wait", 5.0)
+
+
 @dataclass
 class NodeStatus:
     id: str
@@ -49,6 +70,8 @@ class NodeStatus:
     connections: int | None
     health_port: int | None
     draining: bool = False
+    writes: str | None = None  # ok | blocked | unprotected, as the node's /readyz says
+    writes_reason: str | None = None
 
 
 def http_json(url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]]:
@@ -75,6 +98,7 @@ class Region:
         drain_grace: float = 10.0,
         global_port: int | None = None,
         upstream: Region | None = None,
+        sync: SyncWatch = NO_SYNC,
     ) -> None:
         self.root = root
         self.cfg = cfg
@@ -84,6 +108,7 @@ class Region:
         self.global_port = global_port
         # A standby streams from the primary region's PostgreSQL.
         self.upstream = upstream
+        self.sync = sync
         self.nodes_dir = root / "nodes"
         self.ports_path = root / "ports.json"
 
@@ -139,6 +164,7 @@ class Region:
             IM_DRAIN_GRACE_SECONDS=str(self.drain_grace),
             IM_LOG_LEVEL=os.environ.get("IMCTL_NODE_LOG_LEVEL", "INFO"),
         )
+        env.update(self.sync.env() if self.cfg.role == "primary" else NO_SYNC.env())
         return env
 
     # --- nodes ----------------------------------------------------------------------------
@@ -180,6 +206,8 @@ class Region:
             body.get("connections"),
             port,
             bool(body.get("draining")),
+            body.get("writes"),
+            body.get("reason"),
         )
 
     def _start_node(self, node: str) -> None:
@@ -224,7 +252,10 @@ class Region:
                 time.sleep(0.05)
 
     def ensure_nodes(self, replicas: int, step: Step) -> list[str]:
-        """Nodes n1..nN alive and ready; returns what was started."""
+        """Nodes n1..nN alive and ready; returns what was started.
+
+        A running node whose durability settings (the IM_SYNC_* variables) are not what the
+        stack wants now is replaced, one at a time, so the others keep serving."""
         wanted = [f"n{i}" for i in range(1, replicas + 1)]
         started = []
         for node in wanted:
@@ -234,7 +265,25 @@ class Region:
         if started:
             step(f"started im-server {', '.join(started)} on port {self.cfg.port}")
         self._wait_ready(wanted)
+        for node in wanted:
+            if node not in started and self._settings_drifted(node):
+                step(f"restarting im-server {node}: its durability settings changed")
+                self.stop_node(node)
+                self._start_node(node)
+                self._wait_ready([node])
+                started.append(node)
         return started
+
+    def _settings_drifted(self, node: str) -> bool:
+        info = self._node_info(node)
+        if info is None:
+            return False
+        want = self.node_env(f"{self.cfg.name}-{node}")
+        try:
+            have = psutil.Process(info.pid).environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        return any(have.get(k, "") != want[k] for k in NO_SYNC.env())
 
     def stop_node(self, node: str) -> bool:
         """Drain (SIGTERM) and wait; True if it exited by itself within the grace."""
@@ -264,7 +313,7 @@ class Region:
 
     # --- database and bus -----------------------------------------------------------------
 
-    def ensure_database(self, step: Step) -> list[str]:
+    def ensure_database(self, step: Step, *, migrate: bool = True) -> list[str]:
         if self.cfg.role == "standby":
             return self.ensure_standby_database(step)
         actions = []
@@ -276,14 +325,19 @@ class Region:
             pg.start()
             actions.append(f"started PostgreSQL on 127.0.0.1:{pg.port}")
         pg.create_database(DATABASE)
+        for a in actions:
+            step(a)
+        return actions + (self.migrate(step) if migrate else [])
+
+    def migrate(self, step: Step) -> list[str]:
         from im_server.migrate import migrate
 
         applied = asyncio.run(migrate(self.dsn()))
-        if applied:
-            actions.append(f"applied {len(applied)} migration(s)")
-        for a in actions:
-            step(a)
-        return actions
+        if not applied:
+            return []
+        msg = f"applied {len(applied)} migration(s)"
+        step(msg)
+        return [msg]
 
     def ensure_standby_database(self, step: Step) -> list[str]:
         from cli.targets.local import replication
@@ -323,11 +377,22 @@ class Region:
             )
 
     def reconcile(self, step: Step) -> list[str]:
+        return self.reconcile_data(step) + self.reconcile_nodes(step)
+
+    def reconcile_data(self, step: Step) -> list[str]:
+        """PostgreSQL (without migrations) and NATS up."""
         if self.cfg.role == "fenced":
             return []  # stays down until `imctl standby rebuild`
         self.check_port()
-        actions = self.ensure_database(step)
+        actions = self.ensure_database(step, migrate=False)
         actions += self.ensure_bus(step)
+        return actions
+
+    def reconcile_nodes(self, step: Step) -> list[str]:
+        """Migrations (primary), then the im-server nodes the region should run."""
+        if self.cfg.role == "fenced":
+            return []
+        actions = self.migrate(step) if self.cfg.role == "primary" else []
         # A standby region runs no im-server nodes: they start when it is promoted.
         want = self.cfg.replicas if self.cfg.role == "primary" else 0
         if want:
@@ -387,16 +452,17 @@ class Region:
         db: dict[str, Any] = {
             "pid": pg_pid,
             "running": pg_pid is not None,
+            "answering": False,
             "port": pg.port,
             "role": None,
         }
         if pg_pid is not None:
-            db["role"] = _pg_role(pg)
+            db.update(_probe(pg))
         bus = {"pid": info.pid if info else None, "running": nats.is_alive(), "port": nats.port}
         want = self.cfg.replicas if self.cfg.role == "primary" else 0
-        healthy = db["running"] and bus["running"] and len([n for n in nodes if n.ready]) >= want
+        healthy = db["answering"] and bus["running"] and len([n for n in nodes if n.ready]) >= want
         replication: dict[str, Any] | None = None
-        if pg_pid is not None and (self.cfg.role == "standby" or db["role"] == "primary"):
+        if db["answering"] and (self.cfg.role == "standby" or db["role"] == "primary"):
             replication = self._replication(pg)
             if self.cfg.role == "standby":
                 healthy = healthy and bool(replication and replication.get("streaming"))
@@ -433,10 +499,27 @@ class Region:
             return None
 
 
-def _pg_role(pg: PgInstance) -> str | None:
-    from cli.targets.local.replication import in_recovery
+# Long enough for psql to start on a loaded machine, short enough that a frozen database shows
+# as "not answering" well within the 5 s a status must take to say so.
+PROBE_TIMEOUT = 2.0
 
+
+def _probe(pg: PgInstance) -> dict[str, Any]:
+    """Whether the database answers within PROBE_TIMEOUT, its role, and on a primary whether
+    commits wait for a synchronous standby that is not streaming."""
     try:
-        return "standby" if in_recovery(pg) else "primary"
-    except Exception:
-        return None
+        row = pg.sql(
+            "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),"
+            " (SELECT count(*) FROM pg_stat_replication"
+            "   WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))",
+            timeout=PROBE_TIMEOUT,
+        )
+        recovery, names, streaming = row.split("|")
+    except (ImctlError, ValueError):
+        return {"answering": False}
+    return {
+        "answering": True,
+        "role": "standby" if recovery == "t" else "primary",
+        "synchronous_standby_names": names,
+        "sync_standbys_streaming": int(streaming),
+    }

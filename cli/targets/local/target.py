@@ -20,7 +20,7 @@ from cli.state import (
     StackFiles,
 )
 from cli.targets.local import procs
-from cli.targets.local.runtime import Region
+from cli.targets.local.runtime import Region, SyncWatch
 
 Step = Callable[[str], None]
 DEFAULT_REGION = "local"
@@ -41,12 +41,21 @@ def validate_port(p: int) -> int:
     return p
 
 
+def sync_watch(cfg: StackConfig) -> SyncWatch:
+    """What the primary's nodes watch (im_server/health.py): the synchronous standby, if the
+    stack has one now, and the policy for when it is lost."""
+    standbys = cfg.standbys
+    name = standbys[0].name if cfg.replication == "sync" and standbys else ""
+    return SyncWatch(name, cfg.sync_policy, cfg.sync_degrade_after)
+
+
 class LocalTarget:
     def __init__(self, files: StackFiles) -> None:
         self.files = files
 
     def regions(self, cfg: StackConfig, secrets: Secrets | None = None) -> list[Region]:
         secrets = secrets or self.files.load_secrets()
+        sync = sync_watch(cfg)
         made = {
             r.name: Region(
                 self.files.region_dir(r.name),
@@ -54,6 +63,7 @@ class LocalTarget:
                 secrets,
                 drain_grace=cfg.drain_grace,
                 global_port=cfg.global_port,
+                sync=sync,
             )
             for r in cfg.regions
         }
@@ -73,8 +83,32 @@ class LocalTarget:
         port: int | None,
         standby_region: str | None = None,
         replication: str | None = None,
+        sync_policy: str | None = None,
+        sync_degrade_after: float | None = None,
     ) -> tuple[StackConfig, bool]:
         """The config deploy should reconcile to, and whether the stack is new."""
+        cfg, new = self._plan_config(region, replicas, port, standby_region, replication)
+        if sync_policy is not None:
+            if sync_policy not in ("wait", "degrade"):
+                raise UsageError(f"--sync-policy must be wait or degrade, got {sync_policy!r}")
+            cfg.sync_policy = "degrade" if sync_policy == "degrade" else "wait"
+        if sync_degrade_after is not None:
+            if not 0.5 <= sync_degrade_after <= 3600:
+                raise UsageError(
+                    f"--sync-degrade-after must be between 0.5 and 3600 seconds,"
+                    f" got {sync_degrade_after:g}"
+                )
+            cfg.sync_degrade_after = sync_degrade_after
+        return cfg, new
+
+    def _plan_config(
+        self,
+        region: str | None,
+        replicas: int | None,
+        port: int | None,
+        standby_region: str | None,
+        replication: str | None,
+    ) -> tuple[StackConfig, bool]:
         if replicas is not None:
             validate_replicas(replicas)
         if port is not None:
@@ -143,8 +177,13 @@ class LocalTarget:
         step: Step,
         standby_region: str | None = None,
         replication: str | None = None,
+        *,
+        sync_policy: str | None = None,
+        sync_degrade_after: float | None = None,
     ) -> dict[str, Any]:
-        cfg, new = self.plan_config(region, replicas, port, standby_region, replication)
+        cfg, new = self.plan_config(
+            region, replicas, port, standby_region, replication, sync_policy, sync_degrade_after
+        )
         secrets = self.files.load_or_create_secrets()
         regions = self.regions(cfg, secrets)
         for r in regions:
@@ -156,8 +195,14 @@ class LocalTarget:
             regions[0].check_port(cfg.global_port)
         self.files.save_config(cfg)
         actions: list[str] = []
-        for r in sorted(regions, key=lambda x: x.cfg.role != "primary"):  # primary first
-            actions += r.reconcile(step)
+        ordered = sorted(regions, key=lambda x: x.cfg.role != "primary")  # primary first
+        # Every database before any node: while a lost synchronous standby blocks the
+        # primary's commits, the primary's nodes cannot become ready (nor a migration commit)
+        # until the standby is back.
+        for r in ordered:
+            actions += r.reconcile_data(step)
+        for r in ordered:
+            actions += r.reconcile_nodes(step)
             if r.cfg.role == "standby" and cfg.replication == "sync":
                 actions += self._ensure_sync(r, step)
         return {
@@ -203,17 +248,24 @@ class LocalTarget:
             time.sleep(0.1)
 
     def status(self) -> dict[str, Any]:
+        from cli.targets.local.health import problems
+
         cfg = self.files.load_config()
         regions = [r.status() for r in self.regions(cfg)]
         standbys = [r for r in regions if r["role"] != "primary"]
+        found = problems(cfg, regions)
         return {
             "stack": cfg.stack,
             "cloud": "local",
             "endpoint": self.endpoint(cfg),
-            "healthy": all(r["healthy"] for r in regions if r["role"] == "primary"),
+            "healthy": not found,
             # Protected: a standby streams, so losing the primary region loses no acked data.
-            "protected": bool(standbys) and all(r["healthy"] for r in standbys),
+            "protected": bool(standbys)
+            and all(r["healthy"] for r in standbys)
+            and not any(p["code"] == "writes_unprotected" for p in found),
             "replication": cfg.replication if standbys else None,
+            "sync_policy": cfg.sync_policy if standbys and cfg.replication == "sync" else None,
+            "problems": found,
             "regions": regions,
         }
 
@@ -400,6 +452,7 @@ class LocalTarget:
         dst.cfg.role = "primary"
         self.files.save_config(cfg)
         dst.upstream, src.upstream = None, dst
+        dst.sync = sync_watch(cfg)
         dst.ensure_bus(step)
         dst.ensure_nodes(dst.cfg.replicas, step)
         info["rto_seconds"] = round(time.monotonic() - t0, 3)
@@ -461,4 +514,7 @@ class LocalTarget:
         if cfg.replication == "sync":
             rep.set_synchronous(primary.pg(), region)
         self.files.save_config(cfg)
+        # The primary's nodes learn that they have a standby again (a rolling restart).
+        primary.sync = sync_watch(cfg)
+        primary.ensure_nodes(primary.cfg.replicas, step)
         return {"stack": cfg.stack, "region": region, "role": "standby", "status": self.status()}
