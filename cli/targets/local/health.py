@@ -109,7 +109,7 @@ def _primary_problems(
                 f" --sync-policy degrade -s {cfg.stack})",
             )
         )
-    elif blocked:
+    elif blocked and db["answering"]:  # else database_unreachable already says it
         reason = blocked[0].get("writes_reason") or "commits are not finishing"
         out.append(
             _problem(
