@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -16,9 +18,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.state import StackFiles
+from cli.targets.local import procs
 from cli.targets.local.procs import free_port
 from cli.targets.local.runtime import Region, http_json
 from cli.targets.local.target import LocalTarget
@@ -124,6 +128,28 @@ def test_wait_policy_says_writes_are_blocked_and_answers_sends(home: Path) -> No
     assert f["type"] == "ack" and f["duplicate"] is True, f
     assert asyncio.run(_count(primary.dsn(), "w1")) == 1
     _within(5, "healthy again", lambda: ok_json(home, "status", "-s", "w")["healthy"])
+    # A frozen primary database is reported within 5 s (status itself does not hang on it).
+    pid = primary.pg().pid()
+    assert pid is not None
+    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in family:
+        os.kill(p.pid, signal.SIGSTOP)
+    try:
+        t2 = time.monotonic()
+        st = ok_json(home, "status", "-s", "w")
+        assert time.monotonic() - t2 < 5
+        assert _codes(st)[0] == "database_unreachable", st["problems"]
+        assert "--force" in st["problems"][0]["next_command"]  # the way out if a is lost
+    finally:
+        for p in family:
+            os.kill(p.pid, signal.SIGCONT)
+    # No node ready is a problem of its own.
+    for n in primary.node_ids():
+        info = procs.read_pid_file(primary.nodes_dir / f"{n}.pid")
+        assert info is not None
+        procs.kill9(info)
+    st = ok_json(home, "status", "-s", "w")
+    assert "no_node_ready" in _codes(st) and not st["healthy"]
     imctl(home, "destroy", "-s", "w", "--yes")
 
 

@@ -102,8 +102,8 @@ def in_recovery(pg: PgInstance) -> bool:
     return pg.sql("SELECT pg_is_in_recovery()").strip() == "t"
 
 
-def current_lsn(pg: PgInstance) -> int:
-    return lsn_to_int(pg.sql("SELECT pg_current_wal_lsn()").strip())
+def current_lsn(pg: PgInstance, timeout: float = 60.0) -> int:
+    return lsn_to_int(pg.sql("SELECT pg_current_wal_lsn()", timeout=timeout).strip())
 
 
 def replayed_lsn(pg: PgInstance) -> int:
@@ -119,12 +119,13 @@ class StandbyState:
     lag_seconds: float | None
 
 
-def standby_state(pg: PgInstance) -> StandbyState:
+def standby_state(pg: PgInstance, timeout: float = 60.0) -> StandbyState:
     row = pg.sql(
         "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'stopped'),"
         " coalesce(pg_last_wal_receive_lsn()::text, ''),"
         " coalesce(pg_last_wal_replay_lsn()::text, ''),"
-        " coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, '')"
+        " coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, '')",
+        timeout=timeout,
     )
     status, recv, replay, lag = [*row.split("|"), "", "", "", ""][:4]
     return StandbyState(
@@ -135,13 +136,14 @@ def standby_state(pg: PgInstance) -> StandbyState:
     )
 
 
-def primary_view(pg: PgInstance) -> list[dict[str, Any]]:
+def primary_view(pg: PgInstance, timeout: float = 60.0) -> list[dict[str, Any]]:
     """pg_stat_replication on the primary: one row per connected standby, lag in bytes."""
     out = pg.sql(
         "SELECT application_name, state, sync_state,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
         " coalesce(extract(epoch FROM replay_lag)::text, '0')"
-        " FROM pg_stat_replication"
+        " FROM pg_stat_replication",
+        timeout=timeout,
     )
     rows = []
     for line in out.splitlines():

@@ -483,12 +483,13 @@ class Region:
 
         try:
             if self.cfg.role == "primary":
-                return {"standbys": rep.primary_view(pg)}
-            st = rep.standby_state(pg)
+                return {"standbys": rep.primary_view(pg, PROBE_TIMEOUT)}
+            st = rep.standby_state(pg, PROBE_TIMEOUT)
             lag_bytes = None
             if self.upstream is not None and self.upstream.pg().is_running():
                 with contextlib.suppress(Exception):
-                    lag_bytes = max(0, rep.current_lsn(self.upstream.pg()) - st.replay_lsn)
+                    upstream_lsn = rep.current_lsn(self.upstream.pg(), PROBE_TIMEOUT)
+                    lag_bytes = max(0, upstream_lsn - st.replay_lsn)
             return {
                 "streaming": st.streaming,
                 "upstream": self.upstream.cfg.name if self.upstream else None,
