@@ -32,6 +32,9 @@ class Settings:
     db_pool_size: int = 8
     send_workers: int = 4
     max_outbound_frames: int = 10_000
+    # bus auth (issue 12)
+    nats_user: str | None = None
+    nats_password: str | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -94,7 +97,26 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
+        # bus auth (issue 12)
+        **_nats_credentials(env, nats_url),
     )
+
+
+def _nats_credentials(env: Mapping[str, str], url: str | None) -> dict[str, str | None]:
+    """IM_NATS_USER / IM_NATS_PASSWORD, both or neither.
+
+    Separate variables rather than user:password@ in IM_NATS_URL: the URL is printed in errors
+    and logs (and in ours above), the password never is, and it needs no URL escaping."""
+    user = env.get("IM_NATS_USER") or None
+    password = env.get("IM_NATS_PASSWORD") or None
+    if (user is None) != (password is None):
+        raise ConfigError("IM_NATS_USER and IM_NATS_PASSWORD must be set together")
+    if url is not None and "@" in urlsplit(url).netloc:
+        # Not echoed: the value holds a credential.
+        raise ConfigError(
+            "IM_NATS_URL must not carry credentials; set IM_NATS_USER and IM_NATS_PASSWORD"
+        )
+    return {"nats_user": user, "nats_password": password}
 
 
 def database_identity(url: str) -> dict[str, Any]:
