@@ -123,6 +123,9 @@ class Region:
             log_file=self.root / "nats" / "nats.log",
             pid_file=self.root / "nats" / "nats.pid",
             server_name=f"{self.cfg.name}-nats",
+            # A stack whose secrets predate bus auth keeps an open bus until its next deploy
+            # generates the password (cli.state.StackFiles.load_or_create_secrets).
+            password=self.secrets.nats_password or None,
         )
 
     def dsn(self) -> str:
@@ -139,6 +142,11 @@ class Region:
             IM_DRAIN_GRACE_SECONDS=str(self.drain_grace),
             IM_LOG_LEVEL=os.environ.get("IMCTL_NODE_LOG_LEVEL", "INFO"),
         )
+        # Bus credentials travel in the environment (readable only by our uid and root), never
+        # in argv, which every local user can list.
+        nats = self.nats()
+        if nats.password is not None:
+            env.update(IM_NATS_USER=nats.user, IM_NATS_PASSWORD=nats.password)
         return env
 
     # --- nodes ----------------------------------------------------------------------------
@@ -303,13 +311,52 @@ class Region:
         return actions
 
     def ensure_bus(self, step: Step) -> list[str]:
+        """NATS running with the stack's credentials, and every node able to log in to it.
+
+        Turning authentication on for a running stack (its secrets just gained the password)
+        goes clients first: the nodes restart one at a time with the credentials (an open
+        server accepts them, so the bus keeps working meanwhile), then NATS restarts with auth
+        and the nodes reconnect logged in. The other order would lock out every node still
+        running without credentials (nats-py gives up on an authorization error)."""
         nats = self.nats()
+        actions = []
+        if nats.password is not None:
+            actions += self._roll_nodes_for_bus(step)
         if nats.is_alive():
-            return []
+            # An open bus of a stack without a password yet: leave it until its deploy.
+            if nats.runs_current_config() or nats.password is None:
+                return actions
+            step("restarting NATS to apply its configuration (authentication)")
+            nats.stop()
+            verb = "restarted"
+        else:
+            verb = "started"
         nats.start()
-        msg = f"started NATS on 127.0.0.1:{nats.port}"
+        msg = f"{verb} NATS on 127.0.0.1:{nats.port}"
         step(msg)
-        return [msg]
+        return [*actions, msg]
+
+    def _roll_nodes_for_bus(self, step: Step) -> list[str]:
+        stale = [n for n in self.node_ids() if self._lacks_bus_credentials(n)]
+        for node in stale:
+            step(f"restarting im-server {node} with the bus credentials")
+            self.stop_node(node)
+            self._start_node(node)
+            self._wait_ready([node])
+        return [f"restarted node {n} with bus credentials" for n in stale]
+
+    def _lacks_bus_credentials(self, node: str) -> bool:
+        """A live node whose environment does not carry the current NATS password."""
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        info = self._node_info(node)
+        if info is None or not procs.is_alive(info):
+            return False
+        try:
+            env = psutil.Process(info.pid).environ()
+        except psutil.Error:
+            return True  # cannot tell; a restart is cheap next to a node cut off the bus
+        return bool(env.get("IM_NATS_PASSWORD") != self.secrets.nats_password)
 
     def check_port(self, port: int | None = None) -> None:
         """The endpoint port must be ours or free; a foreign listener would split traffic."""
