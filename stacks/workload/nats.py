@@ -109,17 +109,15 @@ class Nats(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        conf: pulumi.Output[str] = pulumi.Output.all(
+            args.client_password_bcrypt, args.route_password
+        ).apply(lambda pw: config(ns, pw[0], pw[1]))
+        secret_conf: pulumi.Output[str] = pulumi.Output.secret(conf)
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=SECRET_NAME, namespace=ns, labels=LABELS),
             type="Opaque",
-            string_data={
-                CONFIG_KEY: pulumi.Output.secret(
-                    pulumi.Output.all(args.client_password_bcrypt, args.route_password).apply(
-                        lambda pw: config(ns, pw[0], pw[1])
-                    )
-                )
-            },
+            string_data={CONFIG_KEY: secret_conf},
             opts=child,
         )
         container = k8s.core.v1.ContainerArgs(
