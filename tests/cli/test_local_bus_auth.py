@@ -28,8 +28,8 @@ import pytest
 
 from cli.state import Secrets, StackFiles
 from cli.targets.local import procs
-from cli.targets.local.nats import find_nats_server
-from cli.targets.local.procs import free_port
+from cli.targets.local.nats import NatsProcess, find_nats_server
+from cli.targets.local.procs import free_port, free_ports
 from cli.targets.local.target import LocalTarget
 from im_server import auth
 from im_server.client import Client
@@ -232,3 +232,25 @@ async def test_next_deploy_turns_auth_on_for_a_stack_from_before(
         await bob.close()
     # And the deploy after that has nothing left to do.
     assert (await asyncio.to_thread(ok_json, home, "deploy"))["actions"] == []
+
+
+@pytest.mark.parametrize("password", [None, "pw-for-this-test"])
+def test_requires_login_is_what_the_server_says(tmp_path: Path, password: str | None) -> None:
+    port, monitor = free_ports(2)
+    n = NatsProcess(
+        port=port,
+        monitor_port=monitor,
+        store_dir=tmp_path / "store",
+        log_file=tmp_path / "nats.log",
+        pid_file=tmp_path / "nats.pid",
+        password=password,
+    )
+    assert n.requires_login() is None  # nothing listens yet
+    n.start()
+    try:
+        assert n.requires_login() is (password is not None)
+        assert n.runs_current_config()
+        n.password = "another"  # what a changed secret would ask for
+        assert not n.runs_current_config()
+    finally:
+        n.stop(timeout=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import urllib.error
@@ -113,6 +114,22 @@ class NatsProcess:
             return self.config_path.read_text() == self.config_text()
         except OSError:
             return False
+
+    def requires_login(self, timeout: float = 1.0) -> bool | None:
+        """What the running server says in its INFO greeting (``auth_required``); None if it
+        does not answer."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                line = sock.makefile("rb").readline(64 * 1024)
+        except OSError:
+            return None
+        if not line.startswith(b"INFO "):
+            return None
+        try:
+            return bool(json.loads(line[5:]).get("auth_required", False))
+        except ValueError:
+            return None
 
     def pid_info(self) -> procs.PidInfo | None:
         return procs.read_pid_file(self.pid_file)

@@ -317,24 +317,34 @@ class Region:
         goes clients first: the nodes restart one at a time with the credentials (an open
         server accepts them, so the bus keeps working meanwhile), then NATS restarts with auth
         and the nodes reconnect logged in. The other order would lock out every node still
-        running without credentials (nats-py gives up on an authorization error)."""
+        running without credentials (nats-py gives up on an authorization error). When NATS is
+        down, or already wants a login the old nodes cannot give, it goes first instead: a
+        node starting with credentials it cannot use would wait for the bus and never be ready.
+        """
         nats = self.nats()
+        alive = nats.is_alive()
+        if nats.password is None:  # a stack without a bus password yet: open bus until deploy
+            if alive:
+                return []
+            msg = self._start_bus(nats, "started")
+            step(msg)
+            return [msg]
         actions = []
-        if nats.password is not None:
+        if alive and nats.runs_current_config():
+            return self._roll_nodes_for_bus(step)
+        if alive and nats.requires_login() is False:
             actions += self._roll_nodes_for_bus(step)
-        if nats.is_alive():
-            # An open bus of a stack without a password yet: leave it until its deploy.
-            if nats.runs_current_config() or nats.password is None:
-                return actions
+        if alive:
             step("restarting NATS to apply its configuration (authentication)")
             nats.stop()
-            verb = "restarted"
-        else:
-            verb = "started"
+        actions.append(self._start_bus(nats, "restarted" if alive else "started"))
+        step(actions[-1])
+        return actions + self._roll_nodes_for_bus(step)
+
+    @staticmethod
+    def _start_bus(nats: NatsProcess, verb: str) -> str:
         nats.start()
-        msg = f"{verb} NATS on 127.0.0.1:{nats.port}"
-        step(msg)
-        return [*actions, msg]
+        return f"{verb} NATS on 127.0.0.1:{nats.port}"
 
     def _roll_nodes_for_bus(self, step: Step) -> list[str]:
         stale = [n for n in self.node_ids() if self._lacks_bus_credentials(n)]
