@@ -1,8 +1,10 @@
 """What a stack is on disk: the config deploy was asked for, its secrets, and where things live.
 
 $IMCTL_HOME/stacks/<stack>/config.json     what deploy/scale were asked for (the desired state)
-$IMCTL_HOME/stacks/<stack>/secrets.json    JWT secret, admin token, database password (0600)
-$IMCTL_HOME/stacks/<stack>/regions/<r>/    PostgreSQL data, NATS, node pid files and logs
+$IMCTL_HOME/stacks/<stack>/secrets.json    JWT secret, admin token, PostgreSQL and NATS passwords
+                                           (0600)
+$IMCTL_HOME/stacks/<stack>/regions/<r>/    PostgreSQL data, NATS (nats.conf, 0600), node pid
+                                           files and logs
 """
 
 from __future__ import annotations
@@ -98,10 +100,18 @@ class Secrets:
     jwt_secret: str
     admin_token: str
     pg_password: str
+    # Empty in a secrets.json written before the bus had a password; the next deploy fills it
+    # in (load_or_create_secrets) and turns authentication on.
+    nats_password: str = ""
 
     @classmethod
     def generate(cls) -> Secrets:
-        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(24))
+        return cls(
+            secrets.token_urlsafe(32),
+            secrets.token_urlsafe(32),
+            secrets.token_urlsafe(24),
+            secrets.token_urlsafe(32),
+        )
 
 
 class StackFiles:
@@ -139,10 +149,15 @@ class StackFiles:
         write_atomic(self.config_path, json.dumps(cfg.to_json(), indent=2) + "\n")
 
     def load_or_create_secrets(self) -> Secrets:
+        """The stack's secrets, generating the file or the fields an older imctl did not have."""
         if self.secrets_path.exists():
-            return Secrets(**json.loads(self.secrets_path.read_text()))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        made = Secrets.generate()
+            made = Secrets(**json.loads(self.secrets_path.read_text()))
+            if made.nats_password:
+                return made
+            made.nats_password = secrets.token_urlsafe(32)
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            made = Secrets.generate()
         write_atomic(self.secrets_path, json.dumps(asdict(made)) + "\n", mode=0o600)
         return made
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -51,15 +52,29 @@ class Bus(Protocol):
 
 
 class NatsBus:
-    """A NATS connection that keeps its subscriptions across reconnects (nats-py resends SUB)."""
+    """A NATS connection that keeps its subscriptions across reconnects (nats-py resends SUB).
 
-    def __init__(self, url: str, handler: Handler, on_state: Callable[[bool], None]) -> None:
+    ``user``/``password`` log in to a server that requires them (every deployed bus does);
+    nats-py sends them again on every reconnect, to whichever server of the cluster it picks."""
+
+    def __init__(
+        self,
+        url: str,
+        handler: Handler,
+        on_state: Callable[[bool], None],
+        *,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.url = url
+        self._user = user
+        self._password = password
         self._handler = handler
         self._on_state = on_state
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._connected = False
+        self._auth_logged = -10.0
 
     @property
     def connected(self) -> bool:
@@ -81,7 +96,15 @@ class NatsBus:
             self._set_state(True)
 
         async def error(exc: Exception) -> None:
-            log.debug("nats error: %r", exc)
+            if "Authorization" in str(exc):
+                # Wrong or missing credentials do not heal by retrying (nats-py retries every
+                # 0.25 s, and start() waits until it gets in); say so, once in a while.
+                now = time.monotonic()
+                if now - self._auth_logged >= 10:
+                    self._auth_logged = now
+                    log.error("NATS refused our login (IM_NATS_USER/IM_NATS_PASSWORD): %s", exc)
+            else:
+                log.debug("nats error: %r", exc)
 
         self._nc = await nats.connect(
             self.url,
@@ -95,6 +118,8 @@ class NatsBus:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            user=self._user,
+            password=self._password,
             # Bounded: while NATS is down, publishes buffer up to this and then are dropped.
             pending_size=8 * 1024 * 1024,
         )

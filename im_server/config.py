@@ -43,6 +43,9 @@ class Settings:
     sync_standby: str = ""
     sync_policy: str = "wait"
     sync_degrade_after: float = 5.0
+    # bus auth (issue 12)
+    nats_user: str | None = None
+    nats_password: str | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -116,7 +119,26 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         sync_standby=env.get("IM_SYNC_STANDBY", ""),
         sync_policy=_choice(env, "IM_SYNC_POLICY", "wait", SYNC_POLICIES),
         sync_degrade_after=_float(env, "IM_SYNC_DEGRADE_AFTER_SECONDS", 5.0, 0.5, 3600),
+        # bus auth (issue 12)
+        **_nats_credentials(env, nats_url),
     )
+
+
+def _nats_credentials(env: Mapping[str, str], url: str | None) -> dict[str, str | None]:
+    """IM_NATS_USER / IM_NATS_PASSWORD, both or neither.
+
+    Separate variables rather than user:password@ in IM_NATS_URL: the URL is printed in errors
+    and logs (and in ours above), the password never is, and it needs no URL escaping."""
+    user = env.get("IM_NATS_USER") or None
+    password = env.get("IM_NATS_PASSWORD") or None
+    if (user is None) != (password is None):
+        raise ConfigError("IM_NATS_USER and IM_NATS_PASSWORD must be set together")
+    if url is not None and "@" in urlsplit(url).netloc:
+        # Not echoed: the value holds a credential.
+        raise ConfigError(
+            "IM_NATS_URL must not carry credentials; set IM_NATS_USER and IM_NATS_PASSWORD"
+        )
+    return {"nats_user": user, "nats_password": password}
 
 
 def database_identity(url: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Protocol
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -85,19 +86,46 @@ class Hub:
                     payload = self._node_prefix + kind.encode() + b"\n" + frame.encode()
                 await self.bus.publish(user_subject(user), payload)
 
+    # Set by the server: counts bus frames dropped as malformed, by subject family.
+    bus_dropped: Callable[[str], None] | None = None
+
     async def on_bus(self, subject: str, data: bytes, reply_to: str | None) -> None:
+        """Act on a frame from another node; drop (count, log rarely) anything malformed.
+
+        The bus is authenticated, but a node must not push a client whatever arrives: a bug
+        or a leaked credential would otherwise reach every session, and one bad frame used to
+        raise out of here."""
         if subject.startswith("im.u."):
-            origin, kind, frame = data.split(b"\n", 2)
-            if origin.decode() != self.node_id:  # our own publish was delivered locally already
-                self.push_local(subject[5:], frame.decode(), kind.decode())
+            push = _user_frame(subject[5:], data)
+            if push is None:
+                self._drop("user", subject)
+                return
+            origin, kind, frame = push
+            if origin != self.node_id:  # our own publish was delivered locally already
+                self.push_local(subject[5:], frame, kind)
         elif subject.startswith("im.p."):
-            node, status = data.decode().split("\n", 1)
+            change = _presence_frame(subject[5:], data)
+            if change is None:
+                self._drop("presence", subject)
+                return
+            node, online = change
             if node != self.node_id:
-                self._remote_presence(subject[5:], node, status == "online")
-        elif subject == PRESENCE_QUERY and reply_to and self.bus is not None:
-            asked = orjson.loads(data)
-            held = [u for u in asked if u in self.by_user]
-            await self.bus.reply(reply_to, orjson.dumps({"node": self.node_id, "users": held}))
+                self._remote_presence(subject[5:], node, online)
+        elif subject == PRESENCE_QUERY:
+            asked = _presence_query(data)
+            if asked is None or not reply_to:
+                self._drop("query", subject)
+                return
+            if self.bus is not None:
+                held = [u for u in asked if u in self.by_user]
+                await self.bus.reply(reply_to, orjson.dumps({"node": self.node_id, "users": held}))
+        else:
+            self._drop("unknown", subject)
+
+    def _drop(self, family: str, subject: str) -> None:
+        if self.bus_dropped is not None:
+            self.bus_dropped(family)
+        _drop_log.note(subject)
 
     # --- presence -------------------------------------------------------------------------
 
@@ -151,3 +179,114 @@ class Hub:
                     if user in self.watchers:
                         self.remote_online.setdefault(user, set()).add(answer["node"])
         return sorted(u for u in mine if self.is_online(u))
+
+
+# --- bus frames from other nodes ----------------------------------------------------------
+
+_MAX_PRESENCE_QUERY: Final = protocol.MAX_WATCH
+
+
+def _user_frame(user: str, data: bytes) -> tuple[str, str, str] | None:
+    """(origin node, kind, frame) from their three lines, frame a JSON object of that kind."""
+    if not protocol.USER_ID_RE.match(user):
+        return None
+    parts = data.split(b"\n", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        origin, kind, text = (p.decode() for p in parts)
+        frame = orjson.loads(text)
+    except (UnicodeDecodeError, orjson.JSONDecodeError):
+        return None
+    if not origin or not isinstance(frame, dict) or frame.get("type") != kind:
+        return None
+    check = _PUSH_SHAPES.get(kind)
+    if check is not None and not check(frame):
+        return None
+    return origin, kind, text
+
+
+def _is_int(v: Any, lo: int = 0) -> bool:
+    return type(v) is int and v >= lo  # bool is an int subclass; a seq of true is not
+
+
+def _str_matching(v: Any, pattern: Any) -> bool:
+    return isinstance(v, str) and pattern.match(v) is not None
+
+
+def _msg_shape(f: dict[str, Any]) -> bool:
+    return (
+        _str_matching(f.get("conv"), protocol.CONV_ID_RE)
+        and _is_int(f.get("seq"), 1)
+        and _str_matching(f.get("from"), protocol.USER_ID_RE)
+        and _is_int(f.get("ts"))
+        and "body" in f
+    )
+
+
+def _typing_shape(f: dict[str, Any]) -> bool:
+    return _str_matching(f.get("conv"), protocol.CONV_ID_RE) and _str_matching(
+        f.get("user"), protocol.USER_ID_RE
+    )
+
+
+# The kinds Hub.deliver publishes today; a kind added later still has to be a JSON object whose
+# "type" names it.
+_PUSH_SHAPES: Final[dict[str, Callable[[dict[str, Any]], bool]]] = {
+    "msg": _msg_shape,
+    "typing": _typing_shape,
+}
+
+
+def _presence_frame(user: str, data: bytes) -> tuple[str, bool] | None:
+    """(node, online) from the lines ``<node>`` and ``online`` or ``offline``."""
+    if not protocol.USER_ID_RE.match(user):
+        return None
+    try:
+        node, status = data.decode().split("\n", 1)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not node or status not in ("online", "offline"):
+        return None
+    return node, status == "online"
+
+
+def _presence_query(data: bytes) -> list[str] | None:
+    """A JSON list of user ids (at most a watch request's worth), or None."""
+    try:
+        asked = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(asked, list)
+        or len(asked) > _MAX_PRESENCE_QUERY
+        or not all(isinstance(u, str) for u in asked)
+    ):
+        return None
+    return asked
+
+
+class _RateLimitedLog:
+    """One warning per interval with the count since the last, so a flood of bad frames
+    cannot flood the log; every drop is also at debug level."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._since = 0
+
+    def note(self, subject: str) -> None:
+        self._since += 1
+        log.debug("dropped a malformed bus frame on %s", subject)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            log.warning(
+                "dropped %d malformed bus frame(s), the last on %s (metric im_bus_dropped_total)",
+                self._since,
+                subject,
+            )
+            self._last = now
+            self._since = 0
+
+
+_drop_log = _RateLimitedLog()

@@ -68,3 +68,10 @@ class Metrics:
         self.in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.in_unknown = self.frames_in.labels("unknown")
         self.out_by_type = {t: self.frames_out.labels(t) for t in OUT_TYPES}
+        # bus auth (issue 12): frames from the bus that a node refused to act on.
+        self.bus_dropped = Counter(
+            "im_bus_dropped",
+            "Malformed bus frames dropped, by subject family (user, presence, query, unknown)",
+            ["subject"],
+            registry=r,
+        )

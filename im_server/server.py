@@ -305,8 +305,15 @@ class ImServer:
         s = self.settings
         self.store = await Store.connect(s.database_url, max_size=s.db_pool_size)
         if s.nats_url:
-            self.bus = NatsBus(s.nats_url, self.hub.on_bus, self._bus_state)
+            self.bus = NatsBus(
+                s.nats_url,
+                self.hub.on_bus,
+                self._bus_state,
+                user=s.nats_user,
+                password=s.nats_password,
+            )
             self.hub.bus = self.bus
+            self.hub.bus_dropped = lambda family: self.metrics.bus_dropped.labels(family).inc()
             try:
                 await self.bus.start()
                 await self.bus.subscribe(PRESENCE_QUERY)

@@ -1,11 +1,18 @@
 """A clustered NATS (core, no JetStream) as the fan-out bus between im-server pods.
 
 NATS holds nothing that cannot be rebuilt (clients recover gaps with ``sync``), so the
-StatefulSet has no volumes; it is a StatefulSet only for the stable names the routes need.
+StatefulSet has no data volumes; it is a StatefulSet only for the stable names the routes need.
+
+Every connection logs in. The whole configuration is a file from the Secret ``nats`` (mode 0440,
+group of the pod's fsGroup): clients log in as ``im`` (checked against a bcrypt hash, so the
+NATS pods never hold im-server's password), routes between the servers as ``route``. Nothing
+secret is in the container's args, which anyone who can read the pod spec sees. The monitoring
+port serves the kubelet's probes only: no Service publishes it and no NetworkPolicy opens it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,18 +27,52 @@ CLIENT_PORT: Final = 4222
 CLUSTER_PORT: Final = 6222
 MONITOR_PORT: Final = 8222
 LABELS: Final = {"app": "nats", "app.kubernetes.io/part-of": "imctl"}
+CLIENT_USER: Final = "im"
+ROUTE_USER: Final = "route"
+SECRET_NAME: Final = "nats"
+CONFIG_KEY: Final = "nats.conf"
+CONFIG_DIR: Final = "/etc/nats"
 
 
 @dataclass(frozen=True, slots=True)
 class NatsArgs:
     namespace: str
     provider: pulumi.ProviderResource
+    client_password_bcrypt: pulumi.Input[str]
+    route_password: pulumi.Input[str]
 
 
-def routes(namespace: str, replicas: int = NATS_REPLICAS) -> str:
-    return ",".join(
-        f"nats://nats-{i}.nats-headless.{namespace}.svc.cluster.local:{CLUSTER_PORT}"
+def routes(namespace: str, route_password: str, replicas: int = NATS_REPLICAS) -> list[str]:
+    return [
+        f"nats://{ROUTE_USER}:{route_password}@nats-{i}.nats-headless.{namespace}"
+        f".svc.cluster.local:{CLUSTER_PORT}"
         for i in range(replicas)
+    ]
+
+
+def config(namespace: str, client_password_bcrypt: str, route_password: str) -> str:
+    """nats.conf; the server name comes from the pod (``--name``), the rest from here."""
+    q = json.dumps  # a JSON string is a valid quoted string in the NATS config format
+    route_list = ", ".join(q(r) for r in routes(namespace, route_password))
+    return "\n".join(
+        [
+            f"port: {CLIENT_PORT}",
+            f"http_port: {MONITOR_PORT}",
+            "authorization {",
+            f"  user: {q(CLIENT_USER)}",
+            f"  password: {q(client_password_bcrypt)}",
+            "}",
+            "cluster {",
+            "  name: im",
+            f"  listen: {q(f'0.0.0.0:{CLUSTER_PORT}')}",
+            "  authorization {",
+            f"    user: {q(ROUTE_USER)}",
+            f"    password: {q(route_password)}",
+            "  }",
+            f"  routes: [{route_list}]",
+            "}",
+            "",
+        ]
     )
 
 
@@ -56,7 +97,6 @@ class Nats(pulumi.ComponentResource):
                 ports=[
                     port(name="client", port=CLIENT_PORT),
                     port(name="cluster", port=CLUSTER_PORT),
-                    port(name="monitor", port=MONITOR_PORT),
                 ],
             ),
             opts=child,
@@ -69,16 +109,23 @@ class Nats(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        conf: pulumi.Output[str] = pulumi.Output.all(
+            args.client_password_bcrypt, args.route_password
+        ).apply(lambda pw: config(ns, pw[0], pw[1]))
+        secret_conf: pulumi.Output[str] = pulumi.Output.secret(conf)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SECRET_NAME, namespace=ns, labels=LABELS),
+            type="Opaque",
+            string_data={CONFIG_KEY: secret_conf},
+            opts=child,
+        )
         container = k8s.core.v1.ContainerArgs(
             name="nats",
             image=NATS_IMAGE,
-            args=[
-                "--name=$(POD_NAME)",
-                f"--port={CLIENT_PORT}",
-                f"--http_port={MONITOR_PORT}",
-                "--cluster_name=im",
-                f"--cluster=nats://0.0.0.0:{CLUSTER_PORT}",
-                f"--routes={routes(ns)}",
+            args=[f"--config={CONFIG_DIR}/{CONFIG_KEY}", "--name=$(POD_NAME)"],
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name="config", mount_path=CONFIG_DIR, read_only=True)
             ],
             env=[
                 k8s.core.v1.EnvVarArgs(
@@ -119,13 +166,30 @@ class Nats(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=LABELS),
                     spec=k8s.core.v1.PodSpecArgs(
                         containers=[container],
+                        # NATS never calls the Kubernetes API; a token would only be loot.
+                        automount_service_account_token=False,
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(
+                                name="config",
+                                secret=k8s.core.v1.SecretVolumeSourceArgs(
+                                    secret_name=SECRET_NAME,
+                                    items=[
+                                        k8s.core.v1.KeyToPathArgs(key=CONFIG_KEY, path=CONFIG_KEY)
+                                    ],
+                                    # Owner and the pod's fsGroup (the NATS user) only.
+                                    default_mode=0o440,
+                                ),
+                            )
+                        ],
                         termination_grace_period_seconds=30,
                         security_context=restricted_pod(),
                         affinity=anti_affinity("nats"),
                     ),
                 ),
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[self.secret])
+            ),
         )
         self.pdb = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",

@@ -1,9 +1,11 @@
 """NetworkPolicies: deny by default, then open exactly the paths the workload uses.
 
 Ingress: the load balancer and Prometheus reach im-server on 8080; only im-server reaches NATS
-clients on 4222; NATS peers reach each other on 6222. Egress of im-server and the migration
-Job: DNS, NATS in the namespace, PostgreSQL on 5432 (the database's address differs per cloud,
-so the port, not the address, is the boundary).
+clients on 4222; NATS peers reach each other on 6222. NATS's monitoring port (8222) is opened to
+no pod: its /connz and /subsz list every client and subject (user ids), and the kubelet's probes
+need no rule (traffic from a pod's own node is always allowed). Egress of im-server and the
+migration Job: DNS, NATS in the namespace, PostgreSQL on 5432 (the database's address differs per
+cloud, so the port, not the address, is the boundary).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.workload.nats import CLIENT_PORT, CLUSTER_PORT, MONITOR_PORT
+from stacks.workload.nats import CLIENT_PORT, CLUSTER_PORT
 from stacks.workload.server import HTTP_PORT
 
 
@@ -90,13 +92,6 @@ class NetworkPolicies(pulumi.ComponentResource):
                     ),
                     np.NetworkPolicyIngressRuleArgs(
                         from_=[_pods("nats")], ports=[_port(CLUSTER_PORT)]
-                    ),
-                    # Monitoring endpoint: kubelet probes and any in-cluster scraper.
-                    np.NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            np.NetworkPolicyPeerArgs(namespace_selector=select()),
-                        ],
-                        ports=[_port(MONITOR_PORT)],
                     ),
                 ],
             ),

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from stacks.config import Role, StackConfig
 from stacks.workload.monitoring import Monitoring, MonitoringArgs
-from stacks.workload.nats import Nats, NatsArgs
+from stacks.workload.nats import CLIENT_USER, Nats, NatsArgs
 from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from stacks.workload.secrets import AppSecrets
 from stacks.workload.server import ImServer, ImServerArgs
@@ -58,7 +58,16 @@ class Workload(pulumi.ComponentResource):
         self.network_policies = NetworkPolicies(
             f"{name}-netpol", NetworkPoliciesArgs(namespace=ns, provider=args.provider), in_ns
         )
-        self.nats = Nats(f"{name}-nats", NatsArgs(namespace=ns, provider=args.provider), in_ns)
+        self.nats = Nats(
+            f"{name}-nats",
+            NatsArgs(
+                namespace=ns,
+                provider=args.provider,
+                client_password_bcrypt=args.secrets.nats_password_bcrypt,
+                route_password=args.secrets.nats_route_password,
+            ),
+            in_ns,
+        )
         self.server = ImServer(
             f"{name}-im-server",
             ImServerArgs(
@@ -79,6 +88,8 @@ class Workload(pulumi.ComponentResource):
                 jwt_secret=args.secrets.jwt_secret,
                 admin_token=args.secrets.admin_token,
                 nats_url=self.nats.url,
+                nats_user=CLIENT_USER,
+                nats_password=args.secrets.nats_password,
                 service_annotations=args.service_annotations,
             ),
             pulumi.ResourceOptions(

@@ -47,6 +47,8 @@ class ImServerArgs:
     jwt_secret: pulumi.Input[str]
     admin_token: pulumi.Input[str]
     nats_url: str
+    nats_user: str
+    nats_password: pulumi.Input[str]
     service_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -65,6 +67,10 @@ def server_env(args: ImServerArgs) -> list[k8s.core.v1.EnvVarArgs]:
         _secret_env("IM_JWT_SECRET", "jwt-secret"),
         _secret_env("IM_ADMIN_TOKEN", "admin-token"),
         k8s.core.v1.EnvVarArgs(name="IM_NATS_URL", value=args.nats_url),
+        # Env from the Secret, not args: the pod spec (args included) is readable more widely
+        # than the Secret, and the server reads its bus login from these two variables.
+        _secret_env("IM_NATS_USER", "nats-user"),
+        _secret_env("IM_NATS_PASSWORD", "nats-password"),
         k8s.core.v1.EnvVarArgs(name="IM_DRAIN_GRACE_SECONDS", value=str(args.drain_grace_seconds)),
         k8s.core.v1.EnvVarArgs(
             name="IM_NODE_ID",
@@ -104,6 +110,8 @@ class ImServer(pulumi.ComponentResource):
                 "database-url": args.database_url,
                 "jwt-secret": args.jwt_secret,
                 "admin-token": args.admin_token,
+                "nats-user": args.nats_user,
+                "nats-password": args.nats_password,
             },
             opts=child,
         )

@@ -225,3 +225,22 @@ def test_bad_nats_url_names_the_variable(value: str) -> None:
 )
 def test_other_bad_settings_name_the_variable(name: str, value: str) -> None:
     assert name in _config_error(**{name: value})
+
+
+def test_nats_credentials_come_from_their_own_variables() -> None:
+    s = from_env(
+        _env(IM_NATS_URL="nats://127.0.0.1:4222", IM_NATS_USER="im", IM_NATS_PASSWORD="pw")
+    )
+    assert (s.nats_url, s.nats_user, s.nats_password) == ("nats://127.0.0.1:4222", "im", "pw")
+    assert (from_env(_BASE).nats_user, from_env(_BASE).nats_password) == (None, None)
+
+
+@pytest.mark.parametrize("given", [{"IM_NATS_USER": "im"}, {"IM_NATS_PASSWORD": "pw"}])
+def test_nats_user_and_password_go_together(given: dict[str, str]) -> None:
+    msg = _config_error(**given)
+    assert "IM_NATS_USER" in msg and "IM_NATS_PASSWORD" in msg and "pw" not in msg
+
+
+def test_credentials_in_the_nats_url_are_refused_without_echoing_them() -> None:
+    msg = _config_error(IM_NATS_URL="nats://im:hunter2@127.0.0.1:4222")
+    assert "IM_NATS_URL" in msg and "IM_NATS_PASSWORD" in msg and "hunter2" not in msg

@@ -87,13 +87,21 @@ def test_server_env_comes_from_the_secret_and_the_secret_stays_secret(plan: Plan
             ("IM_DATABASE_URL", "database-url"),
             ("IM_JWT_SECRET", "jwt-secret"),
             ("IM_ADMIN_TOKEN", "admin-token"),
+            ("IM_NATS_USER", "nats-user"),
+            ("IM_NATS_PASSWORD", "nats-password"),
         ):
             assert env[name] == {"secretKeyRef": {"name": "im-server", "key": key}}
         assert env["IM_NATS_URL"] == f"nats://nats.{plan.config.namespace}.svc.cluster.local:4222"
         secret = k8s(plan, "kubernetes:core/v1:Secret", "im-server", region)
         # Secretness travels with the whole property: none of the values is sent in clear.
         assert is_secret(secret.inputs["stringData"])
-        assert set(args(secret)["stringData"]) == {"database-url", "jwt-secret", "admin-token"}
+        assert set(args(secret)["stringData"]) == {
+            "database-url",
+            "jwt-secret",
+            "admin-token",
+            "nats-user",
+            "nats-password",
+        }
         url = args(secret)["stringData"]["database-url"]
         assert url.startswith("postgresql://im:") and url.endswith("/im?sslmode=require")
         assert plan.outputs["regions"][region]["db_endpoint"] in url
@@ -169,8 +177,8 @@ def test_nats_is_a_three_node_cluster(plan: PlanRun) -> None:
         sts = args(k8s(plan, "kubernetes:apps/v1:StatefulSet", "nats", region))
         assert sts["spec"]["replicas"] == NATS_REPLICAS == 3
         assert sts["spec"]["serviceName"] == "nats-headless"
-        [container] = sts["spec"]["template"]["spec"]["containers"]
-        [routes] = [a for a in container["args"] if a.startswith("--routes=")]
+        conf = args(k8s(plan, "kubernetes:core/v1:Secret", "nats", region))["stringData"]
+        [routes] = [a for a in conf["nats.conf"].splitlines() if a.strip().startswith("routes:")]
         assert routes.count("nats://") == 3
         assert f"nats-2.nats-headless.{ns}.svc.cluster.local:6222" in routes
         headless = args(k8s(plan, "kubernetes:core/v1:Service", "nats-headless", region))

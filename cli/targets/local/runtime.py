@@ -148,6 +148,9 @@ class Region:
             log_file=self.root / "nats" / "nats.log",
             pid_file=self.root / "nats" / "nats.pid",
             server_name=f"{self.cfg.name}-nats",
+            # A stack whose secrets predate bus auth keeps an open bus until its next deploy
+            # generates the password (cli.state.StackFiles.load_or_create_secrets).
+            password=self.secrets.nats_password or None,
         )
 
     def dsn(self) -> str:
@@ -165,6 +168,11 @@ class Region:
             IM_LOG_LEVEL=os.environ.get("IMCTL_NODE_LOG_LEVEL", "INFO"),
         )
         env.update(self.sync.env() if self.cfg.role == "primary" else NO_SYNC.env())
+        # Bus credentials travel in the environment (readable only by our uid and root), never
+        # in argv, which every local user can list.
+        nats = self.nats()
+        if nats.password is not None:
+            env.update(IM_NATS_USER=nats.user, IM_NATS_PASSWORD=nats.password)
         return env
 
     # --- nodes ----------------------------------------------------------------------------
@@ -357,13 +365,62 @@ class Region:
         return actions
 
     def ensure_bus(self, step: Step) -> list[str]:
+        """NATS running with the stack's credentials, and every node able to log in to it.
+
+        Turning authentication on for a running stack (its secrets just gained the password)
+        goes clients first: the nodes restart one at a time with the credentials (an open
+        server accepts them, so the bus keeps working meanwhile), then NATS restarts with auth
+        and the nodes reconnect logged in. The other order would lock out every node still
+        running without credentials (nats-py gives up on an authorization error). When NATS is
+        down, or already wants a login the old nodes cannot give, it goes first instead: a
+        node starting with credentials it cannot use would wait for the bus and never be ready.
+        """
         nats = self.nats()
-        if nats.is_alive():
-            return []
+        alive = nats.is_alive()
+        if nats.password is None:  # a stack without a bus password yet: open bus until deploy
+            if alive:
+                return []
+            msg = self._start_bus(nats, "started")
+            step(msg)
+            return [msg]
+        actions = []
+        if alive and nats.runs_current_config():
+            return self._roll_nodes_for_bus(step)
+        if alive and nats.requires_login() is False:
+            actions += self._roll_nodes_for_bus(step)
+        if alive:
+            step("restarting NATS to apply its configuration (authentication)")
+            nats.stop()
+        actions.append(self._start_bus(nats, "restarted" if alive else "started"))
+        step(actions[-1])
+        return actions + self._roll_nodes_for_bus(step)
+
+    @staticmethod
+    def _start_bus(nats: NatsProcess, verb: str) -> str:
         nats.start()
-        msg = f"started NATS on 127.0.0.1:{nats.port}"
-        step(msg)
-        return [msg]
+        return f"{verb} NATS on 127.0.0.1:{nats.port}"
+
+    def _roll_nodes_for_bus(self, step: Step) -> list[str]:
+        stale = [n for n in self.node_ids() if self._lacks_bus_credentials(n)]
+        for node in stale:
+            step(f"restarting im-server {node} with the bus credentials")
+            self.stop_node(node)
+            self._start_node(node)
+            self._wait_ready([node])
+        return [f"restarted node {n} with bus credentials" for n in stale]
+
+    def _lacks_bus_credentials(self, node: str) -> bool:
+        """A live node whose environment does not carry the current NATS password."""
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        info = self._node_info(node)
+        if info is None or not procs.is_alive(info):
+            return False
+        try:
+            env = psutil.Process(info.pid).environ()
+        except psutil.Error:
+            return True  # cannot tell; a restart is cheap next to a node cut off the bus
+        return bool(env.get("IM_NATS_PASSWORD") != self.secrets.nats_password)
 
     def check_port(self, port: int | None = None) -> None:
         """The endpoint port must be ours or free; a foreign listener would split traffic."""
