@@ -61,6 +61,7 @@ class LocalTarget:
         for reg in made.values():
             if reg is not primary:
                 reg.upstream = primary
+            reg.check_files()
         return list(made.values())
 
     def endpoint(self, cfg: StackConfig) -> str:
@@ -222,10 +223,10 @@ class LocalTarget:
         cfg = self.files.load_config()
         rc = cfg.region(region) if region else cfg.primary
         before = rc.replicas
+        target = next(r for r in self.regions(cfg) if r.cfg.name == rc.name)  # checks files
         rc.replicas = replicas
         # Written first: if scaling fails half-way, the next deploy finishes the job.
         self.files.save_config(cfg)
-        target = next(r for r in self.regions(cfg) if r.cfg.name == rc.name)
         started = target.ensure_nodes(replicas, step)
         removed = target.remove_nodes(replicas, step)
         return {
@@ -251,7 +252,8 @@ class LocalTarget:
     def destroy(self, keep_data: bool, step: Step) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
-        for r in self.regions(cfg):
+        regions = self.regions(cfg)
+        for r in regions:
             actions += r.stop_all(step)
         if not keep_data:
             step(f"deleting {self.files.dir}")
