@@ -1,7 +1,11 @@
-"""A local stack's own files are not trusted: through the real ``imctl`` command and real
-processes, a bad value in config.json, secrets.json, ports.json or a pid file stops every
-command with exit 2 or 10 naming the file and the key, and changes nothing (files and
-processes)."""
+"""A local stack's own files are not trusted, and its processes are found without them: through
+the real ``imctl`` command and real processes.
+
+- A bad value in config.json, secrets.json, ports.json or a pid file stops every command with
+  exit 2 or 10 naming the file and the key, and changes nothing (files and processes).
+- A process whose pid file was deleted is shown by ``status``, adopted or stopped by
+  ``deploy``/``scale``, and stopped by ``destroy``.
+"""
 
 from __future__ import annotations
 
@@ -202,3 +206,52 @@ def test_not_json_and_stray_pid_files_are_refused(home: Path, deployed: dict[str
         secrets.write_bytes(original)
     assert running(deployed["pids"]) == deployed["pids"]
     assert ok_json(home, "status", "--check")["healthy"] is True
+
+
+# --- processes without pid files --------------------------------------------------------------
+
+
+def _orphans(home: Path, stack: str) -> dict[str, int]:
+    (region,) = ok_json(home, "status", "-s", stack)["regions"]
+    return {o["name"]: o["pid"] for o in region["orphans"]}
+
+
+def test_a_node_and_nats_without_pid_files_are_seen_adopted_and_stopped(home: Path) -> None:
+    stack = "orph"
+    s = ("-s", stack)
+    ok_json(home, "deploy", *s, "--replicas", "2", "--port", str(free_port()))
+    (region,) = ok_json(home, "status", *s)["regions"]
+    n2 = next(n["pid"] for n in region["nodes"] if n["id"] == "n2")
+    nats = region["bus"]["pid"]
+    r = region_dir(home, stack)
+
+    (r / "nodes" / "n2.pid").unlink()
+    (r / "nats" / "nats.pid").unlink()
+    assert _orphans(home, stack) == {"n2": n2, "nats": nats}
+    text = imctl(home, "status", *s)
+    assert "without a pid file" in text.stdout and str(n2) in text.stdout
+
+    # deploy records them again instead of starting twins next to them
+    doc = ok_json(home, "deploy", *s)
+    assert any(a.startswith("adopted im-server n2") for a in doc["actions"]), doc["actions"]
+    assert any(a.startswith("adopted nats") for a in doc["actions"]), doc["actions"]
+    (region,) = ok_json(home, "status", *s, "--check")["regions"]
+    assert region["orphans"] == [] and region["bus"]["pid"] == nats
+    assert {n["id"]: n["pid"] for n in region["nodes"]}["n2"] == n2
+
+    # a node the region should not run is stopped, and the result says why
+    (r / "nodes" / "n2.pid").unlink()
+    scaled = ok_json(home, "scale", *s, "--replicas", "1")
+    assert any("n2" in a and "runs 1 node" in a for a in scaled["orphans"]), scaled
+    assert running([n2]) == []
+
+    # destroy stops what has no pid file
+    (region,) = ok_json(home, "status", *s)["regions"]
+    n1, pg = region["nodes"][0]["pid"], region["database"]["pid"]
+    (r / "nodes" / "n1.pid").unlink()
+    (r / "nats" / "nats.pid").unlink()
+    (r / "pg" / "data" / "postmaster.pid").unlink()  # pg_ctl cannot stop it now
+    assert _orphans(home, stack) == {"n1": n1, "nats": nats, "postgres": pg}
+    ok_json(home, "destroy", *s, "--yes")
+    assert running([n1, nats, pg]) == []
+    assert not stack_dir(home, stack).exists()

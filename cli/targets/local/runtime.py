@@ -24,7 +24,7 @@ from typing import Any
 from cli.errors import OperationTimeout, PreconditionFailed, ResourceFailure, StateInvalid
 from cli.state import RegionConfig, Secrets, write_atomic
 from cli.statecheck import FileCheck
-from cli.targets.local import procs
+from cli.targets.local import discovery, procs
 from cli.targets.local.nats import NatsProcess
 from cli.targets.local.postgres import PgInstance
 
@@ -355,6 +355,8 @@ class Region:
         port = port or self.cfg.port
         if any(self.node_status(n).alive for n in self.node_ids()):
             return
+        if discovery.nodes_running(self):  # ours, even with their pid files gone
+            return
         if not procs.port_is_free("127.0.0.1", port):
             raise PreconditionFailed(
                 f"port {port} is in use by another program",
@@ -391,6 +393,10 @@ class Region:
         if info is not None and nats.is_alive():
             nats.kill9()
             killed.append(info.pid)
+        # What runs without a pid file could take a write just as well.
+        for f in discovery.orphans(self):
+            discovery.kill(f)
+            killed.append(f.pid)
         pg = self.pg()
         pid = pg.pid()
         if pid is not None:
@@ -449,6 +455,9 @@ class Region:
             "database": db,
             "bus": bus,
             "replication": replication,
+            # Processes of this region its pid files do not name: `deploy` adopts or stops
+            # them, `destroy` stops them.
+            "orphans": [f.to_json() for f in discovery.orphans(self)],
         }
 
     def _replication(self, pg: PgInstance) -> dict[str, Any] | None:

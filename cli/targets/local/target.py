@@ -19,7 +19,7 @@ from cli.state import (
     StackConfig,
     StackFiles,
 )
-from cli.targets.local import procs
+from cli.targets.local import discovery, procs
 from cli.targets.local.runtime import Region
 
 Step = Callable[[str], None]
@@ -157,6 +157,8 @@ class LocalTarget:
             regions[0].check_port(cfg.global_port)
         self.files.save_config(cfg)
         actions: list[str] = []
+        for r in regions:  # before anything starts next to them
+            actions += discovery.settle(r, step)
         for r in sorted(regions, key=lambda x: x.cfg.role != "primary"):  # primary first
             actions += r.reconcile(step)
             if r.cfg.role == "standby" and cfg.replication == "sync":
@@ -227,6 +229,8 @@ class LocalTarget:
         rc.replicas = replicas
         # Written first: if scaling fails half-way, the next deploy finishes the job.
         self.files.save_config(cfg)
+        # A node running without its pid file would otherwise get a twin.
+        settled = discovery.settle(target, step)
         started = target.ensure_nodes(replicas, step)
         removed = target.remove_nodes(replicas, step)
         return {
@@ -235,6 +239,7 @@ class LocalTarget:
             "replicas": {"before": before, "after": replicas},
             "started": started,
             "drained": removed,
+            "orphans": settled,
             "nodes": target.status()["nodes"],
         }
 
@@ -246,6 +251,8 @@ class LocalTarget:
             lines.append(
                 f"region {r.cfg.name}: stop {alive} im-server node(s), NATS and PostgreSQL"
             )
+        untracked = discovery.untracked(self.files.dir, self.regions(cfg))
+        lines += [f"stop {f}, running without a pid file" for f in untracked]
         lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
         return lines
 
@@ -255,6 +262,7 @@ class LocalTarget:
         regions = self.regions(cfg)
         for r in regions:
             actions += r.stop_all(step)
+        actions += discovery.stop_leftovers(self.files.dir, regions, cfg.drain_grace, step)
         if not keep_data:
             step(f"deleting {self.files.dir}")
             shutil.rmtree(self.files.dir)
