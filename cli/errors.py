@@ -6,6 +6,7 @@ Exception tree::
     ├── UsageError              exit 2: bad flags or values, confirmation needed without --yes
     ├── StackNotFound           exit 6
     ├── PreconditionFailed      exit 10: a health gate or safety check said no
+    │   └── StateInvalid        a stack file (config, secrets, ports, pid) holds a bad value
     ├── Locked                  exit 11: another operation holds the stack lock
     ├── OperationTimeout        exit 9
     ├── ResourceFailure         exit 4: a process, database or cloud resource failed
@@ -71,6 +72,13 @@ class StackNotFound(ImctlError):
 class PreconditionFailed(ImctlError):
     status = ExitStatus.PRECONDITION
     code = "precondition_failed"
+
+
+class StateInvalid(PreconditionFailed):
+    """A file imctl keeps about a stack (config, secrets, ports, pid files) holds a value no
+    imctl wrote: refused before anything acts on it."""
+
+    code = "invalid_state"
 
 
 class Locked(ImctlError):

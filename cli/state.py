@@ -13,12 +13,13 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from cli.errors import StackNotFound, UsageError
+from cli.errors import StackNotFound, StateInvalid, UsageError
+from cli.statecheck import FileCheck
 
 # fenced: a former primary that lost a forced failover; nothing of it runs until
 # `imctl standby rebuild` makes it a standby again.
@@ -27,6 +28,12 @@ REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 DEFAULT_PORT = 8700
 DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 32
+# The server's own bounds for IM_DRAIN_GRACE_SECONDS (im_server.config): a value outside them
+# would only surface as every node failing to start.
+DRAIN_GRACE_MIN, DRAIN_GRACE_MAX = 0.1, 3600.0
+REPLICATION_MODES = ("sync", "async")
+# The server refuses shorter keys (im_server.config).
+MIN_SECRET_LEN = 16
 
 
 def now_iso() -> str:
@@ -95,6 +102,91 @@ class StackConfig:
         return cls(regions=regions, **doc)
 
 
+def _required(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
+def _known(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def check_config(check: FileCheck, doc: Any, stack: str) -> StackConfig:
+    """A StackConfig from config.json's parsed content, or StateInvalid naming the key.
+
+    Keys are the dataclasses' fields, so a field added later is known here at once; the values
+    checked are the ones commands act on."""
+    doc = check.obj(doc)
+    check.keys(doc, "", _required(StackConfig), _known(StackConfig))
+    if doc["stack"] != stack:
+        check.fail(
+            "stack",
+            f"is {doc['stack']!r}, but this is the directory of stack {stack!r}",
+            f"set it to {stack!r}: a stack's name is its directory's",
+        )
+    check.choice(doc["cloud"], "cloud", ["local"])
+    for key in ("created_at", "updated_at"):
+        if key in doc:
+            check.text(doc[key], key)
+    if "drain_grace" in doc:
+        check.number_in(doc["drain_grace"], "drain_grace", DRAIN_GRACE_MIN, DRAIN_GRACE_MAX)
+    if "replication" in doc:
+        check.choice(doc["replication"], "replication", REPLICATION_MODES)
+    if "sync_policy" in doc:
+        check.choice(doc["sync_policy"], "sync_policy", ("wait", "degrade"))
+    if "sync_degrade_after" in doc:
+        check.number_in(doc["sync_degrade_after"], "sync_degrade_after", 0.5, 3600)
+    regions = doc["regions"]
+    if not isinstance(regions, list) or not regions:
+        check.fail("regions", "must be a non-empty list of regions")
+    ports: dict[str, int] = {}
+    names: dict[str, str] = {}
+    for i, r in enumerate(regions):
+        at = f"regions[{i}]"
+        r = check.obj(r, at)
+        check.keys(r, at + ".", _required(RegionConfig), _known(RegionConfig))
+        name = check.text(r["name"], at + ".name")
+        if not REGION_RE.match(name):
+            check.fail(
+                at + ".name",
+                f"is {name!r}; a region name is 1-31 lowercase letters, digits and -",
+            )
+        if name in names:
+            check.fail(at + ".name", f"is {name!r}, the same as {names[name]}.name")
+        names[name] = at
+        ports[at + ".port"] = check.port(r["port"], at + ".port")
+        check.int_in(
+            r["replicas"], at + ".replicas", 1, MAX_REPLICAS, "an integer (im-server nodes)"
+        )
+        check.choice(r.get("role", "primary"), at + ".role", get_args(Role))
+    primaries = [i for i, r in enumerate(regions) if r.get("role", "primary") == "primary"]
+    if len(primaries) != 1:
+        check.fail(
+            "regions[].role",
+            f"names {len(primaries)} primary regions; exactly one must be primary",
+            "a failover (`imctl failover`) is what moves the primary role; set the roles back",
+        )
+    global_port = doc.get("global_port")
+    if global_port is not None:
+        ports["global_port"] = check.port(global_port, "global_port")
+    elif len(regions) > 1:
+        check.fail(
+            "global_port",
+            "is missing; a stack with a standby region serves clients on a global port",
+            "set it to the port clients use (the --port it was deployed with)",
+        )
+    check.distinct(ports, "port")
+    return StackConfig.from_json(doc)
+
+
+def check_secrets(check: FileCheck, doc: Any) -> Secrets:
+    doc = check.obj(doc)
+    check.keys(doc, "", _required(Secrets), _known(Secrets))
+    check.text(doc["jwt_secret"], "jwt_secret", min_len=MIN_SECRET_LEN)
+    check.text(doc["admin_token"], "admin_token", min_len=MIN_SECRET_LEN)
+    check.text(doc["pg_password"], "pg_password", one_line=True)
+    return Secrets(**doc)
+
+
 @dataclass
 class Secrets:
     jwt_secret: str
@@ -130,18 +222,27 @@ class StackFiles:
     def region_dir(self, region: str) -> Path:
         return self.dir / "regions" / region
 
+    def _config_check(self) -> FileCheck:
+        return FileCheck(
+            self.config_path,
+            f"correct the value in {self.config_path} (imctl writes this file; a hand edit or a"
+            " damaged disk changed it), then run the command again",
+        )
+
+    def _secrets_check(self) -> FileCheck:
+        return FileCheck(
+            self.secrets_path,
+            f"restore {self.secrets_path} from a backup: the stack's PostgreSQL password and"
+            " tokens are in it, and new ones would not open the existing database",
+        )
+
     def load_config(self) -> StackConfig:
         if not self.exists():
             raise StackNotFound(
                 f"stack {self.name!r} is not deployed", f"deploy it: imctl deploy -s {self.name}"
             )
-        try:
-            return StackConfig.from_json(json.loads(self.config_path.read_text()))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise UsageError(
-                f"{self.config_path} is unreadable: {exc}",
-                "restore it from a backup, or `imctl destroy` and deploy again",
-            ) from exc
+        check = self._config_check()
+        return check_config(check, check.load(), self.name)
 
     def save_config(self, cfg: StackConfig) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +251,10 @@ class StackFiles:
 
     def load_or_create_secrets(self) -> Secrets:
         """The stack's secrets, generating the file or the fields an older imctl did not have."""
-        if self.secrets_path.exists():
-            made = Secrets(**json.loads(self.secrets_path.read_text()))
+        if self.secrets_path.exists() or self.exists():
+            # A deployed stack's database was initialised with the password in this file; new
+            # secrets would lock every node out of it, so a missing file is an error there.
+            made = self.load_secrets()
             if made.nats_password:
                 return made
             made.nats_password = secrets.token_urlsafe(32)
@@ -163,5 +266,11 @@ class StackFiles:
 
     def load_secrets(self) -> Secrets:
         if not self.secrets_path.exists():
+            if self.exists():
+                raise StateInvalid(
+                    f"{self.secrets_path} is missing, but stack {self.name!r} is deployed",
+                    self._secrets_check().hint,
+                )
             raise StackNotFound(f"stack {self.name!r} has no secrets file", "deploy it first")
-        return Secrets(**json.loads(self.secrets_path.read_text()))
+        check = self._secrets_check()
+        return check_secrets(check, check.load())

@@ -71,6 +71,7 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
                 console.print("  [red]not streaming[/red]: the stack is not protected")
         if r["role"] == "fenced":
             console.print(f"  fenced: imctl standby rebuild --region {r['name']}")
+            _render_orphans(console, r)
             continue
         t = Table("node", "pid", "alive", "ready", "connections")
         for n in r["nodes"]:
@@ -82,6 +83,16 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
                 str(n["connections"] if n["connections"] is not None else "-"),
             )
         console.print(t)
+        _render_orphans(console, r)
+
+
+def _render_orphans(console: Any, region: Mapping[str, Any]) -> None:
+    for f in region.get("orphans") or []:
+        console.print(
+            f"  [yellow]running without a pid file[/yellow]: {f['kind']} {f['name']} (pid"
+            f" {f['pid']}; {f['proof']}); `imctl deploy` adopts or stops it, `imctl destroy`"
+            " stops it"
+        )
 
 
 def status(

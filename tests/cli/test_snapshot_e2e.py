@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -344,3 +345,79 @@ async def test_with_a_standby_region_in_place_restore_is_followed_by_the_standby
             if count != 20:
                 await asyncio.sleep(0.1)
     ok_json(home, "destroy", *stack, "--yes")
+
+
+def _rewrite_manifest(home: Path, snapshot_id: str, edit: Any, *, reseal: bool) -> None:
+    """Edit a snapshot's manifest; ``reseal``: recompute its own checksum too, as someone
+    who knows the format would (then only the content check can notice)."""
+    from cli.snapshots import manifest_digest
+
+    path = snapshot_dir(home, snapshot_id) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    if reseal:
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+async def _live_state(home: Path, conv: str) -> dict[str, Any]:
+    """What a refused restore must leave exactly as it was."""
+    (region,) = ok_json(home, "status")["regions"]
+    async with database(home) as db:
+        dbs = await db.fetch("SELECT datname FROM pg_database ORDER BY datname")
+        total = await db.fetchval("SELECT count(*) FROM messages")
+    return {
+        "pg_pid": region["database"]["pid"],
+        "node_pids": sorted(n["pid"] for n in region["nodes"]),
+        "conv": await conv_state(home, conv),
+        "messages": total,
+        "databases": [r["datname"] for r in dbs],
+        # data directories (a refused restore keeps its log, for the post-mortem)
+        "pg_dirs": sorted(p.name for p in pg_dir(home).iterdir() if p.is_dir()),
+    }
+
+
+async def test_a_content_digest_that_does_not_match_is_refused_by_both_targets(
+    home: Path, endpoint: str
+) -> None:
+    conv = (await send_many(endpoint, token(home, "ivan"), "judy", 0, 20))[0].conv
+    snap = ok_json(home, "snapshot", "create")
+    await send_many(endpoint, token(home, "ivan"), "judy", 20, 25)
+
+    def wrong_digest(manifest: dict[str, Any]) -> None:
+        manifest["content"]["conversations"][conv]["md5"] = "0" * 32
+
+    _rewrite_manifest(home, snap["id"], wrong_digest, reseal=True)
+    # Files and manifest are consistent: only restoring and comparing can tell.
+    assert ok_json(home, "snapshot", "verify", snap["id"])["ok"] is True
+    before = await _live_state(home, conv)
+    assert before["conv"] == (list(range(1, 26)), 25)
+    for target in ("new", "in-place"):
+        err = run_json(home, 10, "restore", snap["id"], "--target", target, "--yes")["error"]
+        assert err["code"] == "content_mismatch", (target, err)
+        assert conv in err["message"] and "stays in service" in err["message"], err
+        assert await _live_state(home, conv) == before, target
+    assert ok_json(home, "status", "--check")["healthy"] is True
+
+
+async def test_an_edited_manifest_fails_verify_and_restore(home: Path, endpoint: str) -> None:
+    conv = (await send_many(endpoint, token(home, "kim"), "lee", 0, 5))[0].conv
+    snap = ok_json(home, "snapshot", "create")
+    dump = snapshot_dir(home, snap["id"]) / "db.dump"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(data)
+
+    def match_the_damaged_dump(manifest: dict[str, Any]) -> None:
+        # The per-file checks now pass: only the manifest's own checksum is left to notice.
+        manifest["files"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+
+    _rewrite_manifest(home, snap["id"], match_the_damaged_dump, reseal=False)
+    verify = run_json(home, 10, "snapshot", "verify", snap["id"])
+    assert verify["ok"] is False and verify["files"][0]["ok"] is True
+    assert any("own checksum" in p for p in verify["problems"]), verify["problems"]
+    before = await _live_state(home, conv)
+    for target in ("new", "in-place"):
+        err = run_json(home, 10, "restore", snap["id"], "--target", target, "--yes")["error"]
+        assert err["code"] == "snapshot_corrupt" and "own checksum" in err["message"], err
+        assert await _live_state(home, conv) == before, target

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from cli.errors import OperationTimeout, ResourceFailure
+from cli.statecheck import FileCheck
 
 # psutil derives create_time from clock ticks (10 ms); a JSON round trip keeps the float, but
 # allow one tick of slack in case the boot time it adds is recomputed differently.
@@ -122,15 +123,30 @@ def write_pid_file(pid_file: Path, info: PidInfo) -> None:
 
 
 def read_pid_file(pid_file: Path) -> PidInfo | None:
+    """The process a pid file names; None when there is no pid file. A pid file with content
+    imctl never writes is an error, not "not running": treating it as absent would start a
+    second copy next to a process that may well be alive."""
+    check = FileCheck(
+        pid_file,
+        f"remove {pid_file}: `imctl status` and `imctl deploy` find the stack's processes"
+        " without it",
+    )
     try:
-        data = json.loads(pid_file.read_text())
-        return PidInfo(
-            pid=int(data["pid"]),
-            create_time=float(data["create_time"]),
-            argv=[str(a) for a in data.get("argv", [])],
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        text = pid_file.read_text()
+    except FileNotFoundError:  # also when a stop removed it while we looked
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        check.fail("", f"cannot be read ({exc})")
+    doc = check.obj(check.parse(text))
+    check.keys(doc, "", ["pid", "create_time"], ["pid", "create_time", "argv"])
+    argv = doc.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        check.fail("argv", "must be a list of strings (the command line)")
+    return PidInfo(
+        pid=check.int_in(doc["pid"], "pid", 1, 2**31 - 1, "a process id"),
+        create_time=check.number_in(doc["create_time"], "create_time", 0, 2**40),
+        argv=argv,
+    )
 
 
 def _reap(pid: int) -> None:

@@ -10,27 +10,36 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, ResourceFailure
+from cli.errors import (
+    ImctlError,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+    StateInvalid,
+)
 from cli.state import RegionConfig, Secrets, write_atomic
-from cli.targets.local import procs
+from cli.statecheck import FileCheck
+from cli.targets.local import discovery, procs
 from cli.targets.local.nats import NatsProcess
 from cli.targets.local.postgres import PgInstance
 
 Step = Callable[[str], None]
 DATABASE = "im"
 NODE_READY_TIMEOUT = 30.0
+NODE_ID_RE = re.compile(r"n[1-9][0-9]{0,3}")
 
 
 @dataclass
@@ -59,6 +68,23 @@ class SyncWatch:
 
 
 NO_SYNC = SyncWatch("", "wait", 5.0)
+
+
+def load_ports(path: Path, taken: dict[str, int]) -> Ports:
+    """ports.json, checked: ports in range, distinct, and none of them the endpoint ports in
+    ``taken`` (what the stack config names them)."""
+    check = FileCheck(
+        path,
+        f"correct {path}: PostgreSQL's port is `port` in pg/data/imctl.conf, NATS's are -p and"
+        " -m in nats/nats.pid's argv",
+    )
+    doc = check.obj(check.load())
+    names = [f.name for f in fields(Ports)]
+    check.keys(doc, "", names, names)
+    ports = {k: check.port(doc[k], k) for k in names}
+    clash = {f"config.json's {k}": v for k, v in taken.items()}
+    check.distinct({**clash, **ports}, "port")
+    return Ports(**ports)
 
 
 @dataclass
@@ -116,7 +142,10 @@ class Region:
 
     def ports(self) -> Ports:
         if self.ports_path.exists():
-            return Ports(**json.loads(self.ports_path.read_text()))
+            taken = {"port": self.cfg.port}
+            if self.global_port is not None:
+                taken["global_port"] = self.global_port
+            return load_ports(self.ports_path, taken)
         self.root.mkdir(parents=True, exist_ok=True)
         pg, nats, mon = procs.free_ports(3)
         ports = Ports(pg, nats, mon)
@@ -153,6 +182,15 @@ class Region:
             password=self.secrets.nats_password or None,
         )
 
+    def check_files(self) -> None:
+        """Read, and so check, every file of the region a command acts on, so that a bad one
+        stops the command before it has changed anything. Creates nothing."""
+        if self.ports_path.exists():
+            self.ports()
+        for node in self.node_ids():
+            self._node_info(node)
+        procs.read_pid_file(self.root / "nats" / "nats.pid")
+
     def dsn(self) -> str:
         return self.pg().dsn(DATABASE)
 
@@ -182,6 +220,13 @@ class Region:
         if not self.nodes_dir.exists():
             return []
         ids = [p.stem for p in self.nodes_dir.glob("n*.pid")]
+        for node in ids:
+            if not NODE_ID_RE.fullmatch(node):
+                raise StateInvalid(
+                    f"{self.nodes_dir / (node + '.pid')} is not a node's pid file"
+                    " (n<number>.pid); imctl did not write it",
+                    "move it out of the nodes directory",
+                )
         return sorted(ids, key=lambda i: int(i[1:]))
 
     def _pid_file(self, node: str) -> Path:
@@ -427,6 +472,8 @@ class Region:
         port = port or self.cfg.port
         if any(self.node_status(n).alive for n in self.node_ids()):
             return
+        if discovery.nodes_running(self):  # ours, even with their pid files gone
+            return
         if not procs.port_is_free("127.0.0.1", port):
             raise PreconditionFailed(
                 f"port {port} is in use by another program",
@@ -474,6 +521,10 @@ class Region:
         if info is not None and nats.is_alive():
             nats.kill9()
             killed.append(info.pid)
+        # What runs without a pid file could take a write just as well.
+        for f in discovery.orphans(self):
+            discovery.kill(f)
+            killed.append(f.pid)
         pg = self.pg()
         pid = pg.pid()
         if pid is not None:
@@ -533,6 +584,9 @@ class Region:
             "database": db,
             "bus": bus,
             "replication": replication,
+            # Processes of this region its pid files do not name: `deploy` adopts or stops
+            # them, `destroy` stops them.
+            "orphans": [f.to_json() for f in discovery.orphans(self)],
         }
 
     def _replication(self, pg: PgInstance) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from cli.state import (
     StackConfig,
     StackFiles,
 )
-from cli.targets.local import procs
+from cli.targets.local import discovery, procs
 from cli.targets.local.runtime import Region, SyncWatch
 
 Step = Callable[[str], None]
@@ -71,6 +71,7 @@ class LocalTarget:
         for reg in made.values():
             if reg is not primary:
                 reg.upstream = primary
+            reg.check_files()
         return list(made.values())
 
     def endpoint(self, cfg: StackConfig) -> str:
@@ -195,6 +196,8 @@ class LocalTarget:
             regions[0].check_port(cfg.global_port)
         self.files.save_config(cfg)
         actions: list[str] = []
+        for r in regions:  # before anything starts next to them
+            actions += discovery.settle(r, step)
         ordered = sorted(regions, key=lambda x: x.cfg.role != "primary")  # primary first
         # Every database before any node: while a lost synchronous standby blocks the
         # primary's commits, the primary's nodes cannot become ready (nor a migration commit)
@@ -274,10 +277,12 @@ class LocalTarget:
         cfg = self.files.load_config()
         rc = cfg.region(region) if region else cfg.primary
         before = rc.replicas
+        target = next(r for r in self.regions(cfg) if r.cfg.name == rc.name)  # checks files
         rc.replicas = replicas
         # Written first: if scaling fails half-way, the next deploy finishes the job.
         self.files.save_config(cfg)
-        target = next(r for r in self.regions(cfg) if r.cfg.name == rc.name)
+        # A node running without its pid file would otherwise get a twin.
+        settled = discovery.settle(target, step)
         started = target.ensure_nodes(replicas, step)
         removed = target.remove_nodes(replicas, step)
         return {
@@ -286,6 +291,7 @@ class LocalTarget:
             "replicas": {"before": before, "after": replicas},
             "started": started,
             "drained": removed,
+            "orphans": settled,
             "nodes": target.status()["nodes"],
         }
 
@@ -297,14 +303,18 @@ class LocalTarget:
             lines.append(
                 f"region {r.cfg.name}: stop {alive} im-server node(s), NATS and PostgreSQL"
             )
+        untracked = discovery.untracked(self.files.dir, self.regions(cfg))
+        lines += [f"stop {f}, running without a pid file" for f in untracked]
         lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
         return lines
 
     def destroy(self, keep_data: bool, step: Step) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
-        for r in self.regions(cfg):
+        regions = self.regions(cfg)
+        for r in regions:
             actions += r.stop_all(step)
+        actions += discovery.stop_leftovers(self.files.dir, regions, cfg.drain_grace, step)
         if not keep_data:
             step(f"deleting {self.files.dir}")
             shutil.rmtree(self.files.dir)
