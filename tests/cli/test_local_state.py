@@ -147,6 +147,12 @@ def _case_id(case: tuple[str, Edit, str]) -> str:
     return f"{Path(case[0]).name}:{case[2]}"
 
 
+# Every command reads the files through the same checks, so each file's first case goes through
+# every command and the rest through deploy alone (the command that would act on a bad value);
+# all of them through every command took 3.5 minutes of CI.
+_FIRST_OF_FILE = {rel: i for i, (rel, _, _) in reversed(list(enumerate(CASES)))}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}-{_case_id(c)}" for i, c in enumerate(CASES)])
 def test_a_bad_value_stops_every_command_and_changes_nothing(
     home: Path, deployed: dict[str, Any], case: tuple[str, Edit, str]
@@ -158,9 +164,11 @@ def test_a_bad_value_stops_every_command_and_changes_nothing(
     path.write_text(bad)
     files = {**deployed["files"], path: bad.encode()}
     try:
-        commands = [("deploy",), ("status",), ("scale", "--replicas", "1"), ("destroy", "--yes")]
-        if rel in ("config.json", "secrets.json"):  # all token reads
-            commands.append(("token", "--user", "u"))
+        commands: list[tuple[str, ...]] = [("deploy",)]
+        if _FIRST_OF_FILE[rel] == CASES.index(case):
+            commands += [("status",), ("scale", "--replicas", "1"), ("destroy", "--yes")]
+            if rel in ("config.json", "secrets.json"):  # all token reads
+                commands.append(("token", "--user", "u"))
         for args in commands:
             r = imctl(home, *args, "-o", "json")
             assert r.returncode in (2, 10), (args, r.returncode, r.stdout, r.stderr)

@@ -292,9 +292,10 @@ def _adoptable(region: Region, f: Found) -> str | None:
     if f.kind == "nats":
         if region.nats().is_alive():
             return "the NATS the pid file names runs already"
-        ports = region.ports()
-        if _arg(f.argv, "-p") != str(ports.nats) or _arg(f.argv, "-m") != str(ports.nats_monitor):
-            return "it does not serve the region's NATS ports"
+        # The region's server runs from its config file (ports and login inside); one started
+        # otherwise (an older imctl's flags) is replaced, not adopted.
+        if f.argv[1:] != region.nats().argv()[1:]:
+            return "it was not started from the region's NATS config file"
         return None
     index = int(f.name[1:])
     if cfg.role != "primary":
