@@ -12,7 +12,7 @@ import typer
 
 from cli.errors import ExitStatus, UsageError
 from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import run
+from cli.runner import DocResult, run
 from cli.state import StackFiles
 
 app = typer.Typer(
@@ -119,18 +119,6 @@ def _local_only(cloud: str, verb: str) -> None:
         )
 
 
-@dataclass
-class CleanResult:
-    doc: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
-
-
 def _render_clean(console: Any, doc: Mapping[str, Any]) -> None:
     console.print(
         f"removed {doc['conversations']} drill conversation(s) with {doc['messages']}"
@@ -158,7 +146,7 @@ def clean(
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> CleanResult:
+    def body() -> DocResult:
         from cli.targets.local import drill as drills
         from cli.targets.local.target import LocalTarget
 
@@ -174,12 +162,12 @@ def clean(
         found = asyncio.run(drills.drill_traffic(primary.dsn(), run_id))
         doc: dict[str, Any] = {"stack": cfg.stack, "run": run_id, **found}
         if not found["conversations"]:
-            return CleanResult(doc)
+            return DocResult(doc)
         ctx.out.confirm(
             f"Delete {found['conversations']} drill conversation(s) with {found['messages']}"
             f" message(s) from stack {cfg.stack!r}?",
             details=["only direct conversations between two drill users (imctl-drill.*)"],
         )
-        return CleanResult({**doc, **asyncio.run(drills.clean(primary.dsn(), run_id))})
+        return DocResult({**doc, **asyncio.run(drills.clean(primary.dsn(), run_id))})
 
     run(ctx, "drill-clean", {"run": run_id}, body, _render_clean, mutating=True)

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +19,14 @@ from cli.targets.local.drill import kill_region
 from cli.targets.local.procs import free_port
 from cli.targets.local.target import LocalTarget
 from im_server.client import Client
-from tests.cli.test_local_e2e import imctl, ok_json
+from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-fo-"))
-    root.chmod(0o711)
-    yield root
-    for stack in (root / "stacks").glob("*") if (root / "stacks").exists() else []:
-        imctl(root, "destroy", "-s", stack.name, "--yes")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from imctl_home("imctl-fo-")
 
 
 @pytest.fixture(scope="module")

@@ -44,15 +44,20 @@ def ok_json(home: Path, *args: str) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def home() -> Iterator[Path]:
+def imctl_home(prefix: str) -> Iterator[Path]:
+    """An IMCTL_HOME for a test module; every stack in it is destroyed afterwards."""
     # Under /tmp with o+x: PostgreSQL runs as an unprivileged user and must reach its data.
-    root = Path(tempfile.mkdtemp(prefix="imctl-e2e-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o711)
     yield root
     for stack in (root / "stacks").glob("*") if (root / "stacks").exists() else []:
         imctl(root, "destroy", "-s", stack.name, "--yes")
     subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    yield from imctl_home("imctl-e2e-")
 
 
 @pytest.fixture(scope="module")

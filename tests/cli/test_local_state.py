@@ -10,8 +10,6 @@ the real ``imctl`` command and real processes.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.targets.local.procs import free_port
-from tests.cli.test_local_e2e import imctl, ok_json
+from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +27,7 @@ STACK = "dev"
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-state-"))
-    root.chmod(0o711)
-    yield root
-    for stack in (root / "stacks").glob("*") if (root / "stacks").exists() else []:
-        imctl(root, "destroy", "-s", stack.name, "--yes")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from imctl_home("imctl-state-")
 
 
 def stack_dir(home: Path, stack: str = STACK) -> Path:

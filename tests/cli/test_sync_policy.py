@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from cli.targets.local.procs import free_port
 from cli.targets.local.runtime import Region, http_json
 from cli.targets.local.target import LocalTarget
 from im_server.client import Client
-from tests.cli.test_local_e2e import imctl, ok_json
+from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +35,7 @@ SEND_TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-sync-"))
-    root.chmod(0o711)
-    yield root
-    for stack in (root / "stacks").glob("*") if (root / "stacks").exists() else []:
-        imctl(root, "destroy", "-s", stack.name, "--yes")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from imctl_home("imctl-sync-")
 
 
 def _region(home: Path, stack: str, name: str) -> Region:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,18 +18,14 @@ from cli.state import StackFiles
 from cli.targets.local.procs import free_port
 from cli.targets.local.target import LocalTarget
 from im_server.client import Client
-from tests.cli.test_local_e2e import imctl, ok_json
+from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-vf-"))
-    root.chmod(0o711)
-    yield root
-    imctl(root, "destroy", "--yes")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from imctl_home("imctl-vf-")
 
 
 @pytest.fixture(scope="module")
