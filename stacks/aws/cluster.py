@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks import kubeconfig
+from stacks import k8s_support, kubeconfig
 
-EKS_VERSION = "1.31"
 _NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
@@ -47,6 +46,8 @@ class EksClusterArgs:
     node_max: int
     node_desired: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    # A minor version in EKS standard support (stacks/k8s_support.py; config kubernetesVersion).
+    kubernetes_version: str = k8s_support.CALENDARS["aws"].default
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -82,7 +83,7 @@ class EksCluster(pulumi.ComponentResource):
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
-            version=EKS_VERSION,
+            version=args.kubernetes_version,
             role_arn=cluster_role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=list(args.private_subnet_ids),
