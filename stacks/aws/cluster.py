@@ -1,6 +1,7 @@
 """EKS: the control plane (secrets envelope-encrypted with KMS, audit logs on), a managed node
-group in the private subnets, and the VPC CNI with NetworkPolicy enforcement switched on
-(without it the workload's NetworkPolicies would be accepted and silently ignored)."""
+group in the private subnets, the VPC CNI with NetworkPolicy enforcement switched on (without it
+the workload's NetworkPolicies would be accepted and silently ignored), and the Metrics Server
+(EKS ships none, and without it the HorizontalPodAutoscaler never gets a CPU reading)."""
 
 from __future__ import annotations
 
@@ -143,6 +144,19 @@ class EksCluster(pulumi.ComponentResource):
             tags=dict(args.tags),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[*attachments, self.cni])
+            ),
+        )
+        # The EKS community add-on (owner "community"; AWS validates it per Kubernetes version and
+        # installs it in kube-system). Its pods need nodes: created before the node group, the
+        # add-on would sit DEGRADED and the create would time out.
+        self.metrics_server = aws.eks.Addon(
+            f"{name}-metrics-server",
+            cluster_name=self.cluster.name,
+            addon_name="metrics-server",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[self.node_group])
             ),
         )
         self.cluster_name = self.cluster.name
