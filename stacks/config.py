@@ -13,8 +13,10 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Final, Literal
 
+from stacks import k8s_support
 from stacks.regions import REGIONS_BY_CLOUD
 
 Cloud = Literal["aws", "gcp", "alicloud"]
@@ -76,7 +78,10 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     ),
     KeySpec("namespace", "string", "Kubernetes namespace for the workload.", "im"),
     KeySpec(
-        "monitoring", "boolean", "Create PodMonitor/PrometheusRule (needs the operator).", "true"
+        "monitoring",
+        "boolean",
+        "Install the Prometheus Operator stack and create the PodMonitor/PrometheusRule.",
+        "true",
     ),
     KeySpec("gcpProject", "string", "GCP project id; empty: the provider's ambient project.", ""),
     KeySpec(
@@ -96,6 +101,14 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "boolean",
         "Set by imctl destroy: databases lose deletion protection so pulumi destroy removes them.",
         "false",
+    ),
+    # Issue 13 (Kubernetes versions): the cluster's minor version, checked against the
+    # provider's support calendar in stacks/k8s_support.py.
+    KeySpec(
+        "kubernetesVersion",
+        "string",
+        "Kubernetes minor version of the clusters (e.g. 1.35); empty: the cloud's default.",
+        "",
     ),
 )
 KEY_NAMES: Final = frozenset(k.name for k in KEYS)
@@ -141,6 +154,11 @@ class StackConfig:
     failovers: int = 0
     restored_instance: str | None = None
     teardown: bool = False
+    kubernetes_version: str = ""  # parse() fills in the cloud's default
+
+    @property
+    def cluster_version(self) -> str:
+        return self.kubernetes_version or k8s_support.CALENDARS[self.cloud].default
 
     @property
     def protect_data(self) -> bool:
@@ -265,6 +283,26 @@ def _check_dns(domain: str, hostname: str) -> None:
         )
 
 
+def _kubernetes_version(cloud: Cloud, raw: str) -> str:
+    """A minor version ("1.35"); whether the provider still supports it on a given day is
+    check_deployable's question, not the config's, so a stored config never goes bad."""
+    version = raw or k8s_support.CALENDARS[cloud].default
+    if not k8s_support.is_minor(version):
+        raise ConfigError(
+            f"kubernetesVersion {raw!r} is not a Kubernetes minor version",
+            f"e.g. {k8s_support.CALENDARS[cloud].default} (the provider picks the patch)",
+            key="kubernetesVersion",
+        )
+    if cloud == "alicloud" and version not in k8s_support.ACK_PATCH:
+        raise ConfigError(
+            f"kubernetesVersion {version} has no known ACK patch version",
+            f"one of {', '.join(sorted(k8s_support.ACK_PATCH, reverse=True))}, or add the patch"
+            " from ACK's release notes to stacks/k8s_support.py ACK_PATCH",
+            key="kubernetesVersion",
+        )
+    return version
+
+
 def parse(values: Mapping[str, str]) -> StackConfig:
     """Validate string values keyed as in Pulumi.yaml; missing optional keys take defaults."""
     unknown = sorted(set(values) - KEY_NAMES)
@@ -370,6 +408,7 @@ def parse(values: Mapping[str, str]) -> StackConfig:
     node_type = merged["nodeInstanceType"].strip()
     if not node_type:
         raise ConfigError("nodeInstanceType must not be empty", key="nodeInstanceType")
+    k8s_version = _kubernetes_version(cloud, merged["kubernetesVersion"].strip())
 
     return StackConfig(
         cloud=cloud,
@@ -397,6 +436,7 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         failovers=failovers,
         restored_instance=merged["restoredInstance"].strip() or None,
         teardown=_bool(merged, "teardown"),
+        kubernetes_version=k8s_version,
     )
 
 
@@ -414,10 +454,23 @@ def load(
     return parse(values)
 
 
-def check_deployable(config: StackConfig) -> None:
-    """Refuse a deploy that would silently undo an operation done outside Pulumi."""
+class Undeployable(ConfigError):
+    """The config is well-formed but must not be deployed (today): a precondition, not a typo."""
+
+
+def kubernetes_version_verdict(config: StackConfig, today: date) -> k8s_support.Verdict:
+    return k8s_support.verdict(config.cloud, config.cluster_version, today)
+
+
+def check_deployable(config: StackConfig, today: date | None = None) -> None:
+    """Refuse a deploy that would silently undo an operation done outside Pulumi, or create a
+    cluster on a Kubernetes version its provider no longer offers (``today`` defaults to the
+    real date; tests pass one)."""
+    verdict = kubernetes_version_verdict(config, today or date.today())
+    if verdict.level == "refuse":
+        raise Undeployable(verdict.message, verdict.hint, key="kubernetesVersion")
     if config.restored_instance:
-        raise ConfigError(
+        raise Undeployable(
             f"the workload runs on {config.restored_instance}, restored by imctl restore; this"
             " stack does not manage it, and deploying would point the workload back at the"
             " stack's own instance (losing what was written since the restore)",

@@ -19,9 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Final, TypedDict, TypeVar
 
-from stacks.config import StackConfig, load
+from stacks.config import StackConfig, check_deployable, kubernetes_version_verdict, load
 
 PROJECT: Final = "imctl"
 STACK: Final = "plan"
@@ -135,6 +136,12 @@ class PlanSummary(TypedDict):
     by_component: dict[str, int]
 
 
+class PlanWarning(TypedDict):
+    key: str
+    message: str
+    hint: str
+
+
 class PlanResult(TypedDict):
     cloud: str
     primary_region: str
@@ -146,6 +153,7 @@ class PlanResult(TypedDict):
     summary: PlanSummary
     contacted_cloud: bool
     timing: dict[str, float]
+    warnings: list[PlanWarning]
 
 
 # -- secrets ------------------------------------------------------------------------------------
@@ -253,13 +261,20 @@ def _on_fresh_thread(fn: Callable[[], _T]) -> _T:
 
 
 def run_program(
-    config: StackConfig, program: Callable[[StackConfig], dict[str, Any]] | None = None
+    config: StackConfig,
+    program: Callable[[StackConfig], dict[str, Any]] | None = None,
+    today: date | None = None,
 ) -> PlanRun:
-    """Run the stack program (or ``program``) for ``config`` under the mocks and record it."""
-    return _on_fresh_thread(lambda: _run(config, program))
+    """Run the stack program (or ``program``) for ``config`` under the mocks and record it.
+    ``today`` is the date the program checks the Kubernetes version against (default: now)."""
+    return _on_fresh_thread(lambda: _run(config, program, today))
 
 
-def _run(config: StackConfig, program: Callable[[StackConfig], dict[str, Any]] | None) -> PlanRun:
+def _run(
+    config: StackConfig,
+    program: Callable[[StackConfig], dict[str, Any]] | None,
+    today: date | None = None,
+) -> PlanRun:
     started = time.perf_counter()
     import pulumi
     from pulumi.runtime import rpc, settings
@@ -269,7 +284,7 @@ def _run(config: StackConfig, program: Callable[[StackConfig], dict[str, Any]] |
     from stacks.mocks import PlanMocks
     from stacks.program import build, cloud_stack
 
-    build_fn = program or build
+    build_fn = program or (lambda c: build(c, today))
     cloud_stack(config.cloud)  # the SDK import is most of a plan's time; measure it apart
     imported = time.perf_counter()
 
@@ -352,7 +367,7 @@ async def _resolve(outputs: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]
     return values, secret
 
 
-def to_result(run: PlanRun) -> PlanResult:
+def to_result(run: PlanRun, today: date | None = None) -> PlanResult:
     resources: list[PlanResource] = [
         {
             "type": r.type,
@@ -392,13 +407,29 @@ def to_result(run: PlanRun) -> PlanResult:
             "import_seconds": round(run.import_seconds, 3),
             "run_seconds": round(run.run_seconds, 3),
         },
+        "warnings": warnings(run.config, today or date.today()),
     }
 
 
+def warnings(config: StackConfig, today: date) -> list[PlanWarning]:
+    """What a deploy would accept but the operator should hear about."""
+    verdict = kubernetes_version_verdict(config, today)
+    if verdict.level != "warn":
+        return []
+    return [{"key": "kubernetesVersion", "message": verdict.message, "hint": verdict.hint}]
+
+
 def run_plan(
-    cloud: str, region: str, standby_region: str | None, overrides: dict[str, str]
+    cloud: str,
+    region: str,
+    standby_region: str | None,
+    overrides: dict[str, str],
+    today: date | None = None,
 ) -> PlanResult:
-    """Validate the config (``ConfigError`` on bad input), run the program under the mocks, and
-    return the JSON-able plan. Raises ``PlanError`` if the program itself fails."""
+    """Validate the config (``ConfigError`` on bad input; its subclass ``Undeployable`` when a
+    deploy would be refused, e.g. a Kubernetes version past its end of life), run the program
+    under the mocks, and return the JSON-able plan. Raises ``PlanError`` if the program fails."""
     config = load(cloud, region, standby_region, overrides)
-    return to_result(run_program(config))
+    day = today or date.today()
+    check_deployable(config, day)
+    return to_result(run_program(config, today=day), day)

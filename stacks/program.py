@@ -7,6 +7,7 @@ exports them, and ``stacks.plan`` resolves them under the mock engine.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pulumi
@@ -49,8 +50,8 @@ def run(error_prefix: str) -> None:
         pulumi.export(name, value)
 
 
-def build(config: StackConfig) -> dict[str, Any]:
-    check_deployable(config)
+def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
+    check_deployable(config, today)
     import pulumi_kubernetes as k8s
     import pulumi_random as random
 

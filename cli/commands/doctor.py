@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -318,23 +320,72 @@ def check_kubectl(environ: Mapping[str, str]) -> Check:
     )
 
 
-def cloud_checks(cloud: str, environ: Mapping[str, str]) -> list[Check]:
+# A line of Pulumi.<stack>.yaml; read with a pattern so doctor needs no YAML parser.
+_K8S_VERSION_LINE = re.compile(
+    r"""^\s+imctl:kubernetesVersion:\s*["']?([^"'\s#]*)["']?\s*(#.*)?$"""
+)
+
+
+def configured_kubernetes_version(home: Path, environ: Mapping[str, str], stack: str) -> str:
+    """The stack's ``kubernetesVersion`` as ``imctl deploy`` wrote it (Pulumi.<stack>.yaml in
+    the engine's work dir, see cli.engine.resolve_settings); "" when unset or unreadable."""
+    work_dir = Path(environ.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+    try:
+        text = (work_dir / f"Pulumi.{stack}.yaml").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        match = _K8S_VERSION_LINE.match(line)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def check_kubernetes_version(cloud: str, configured: str, today: date) -> Check:
+    """Past standard support: a warning; past end of life: a failure (deploy would refuse)."""
+    from stacks import k8s_support
+
+    version = configured or k8s_support.CALENDARS[cloud].default
+    where = "configured" if configured else "default"
+    if not k8s_support.is_minor(version):
+        return Check(
+            "kubernetes_version",
+            False,
+            f"kubernetesVersion {version!r} is not a minor version",
+            "imctl deploy --set kubernetesVersion=1.NN",
+        )
+    verdict = k8s_support.verdict(cloud, version, today)
+    fix = f"imctl deploy --set kubernetesVersion=... ({verdict.hint})" if verdict.hint else ""
+    return Check(
+        "kubernetes_version",
+        verdict.level == "ok",
+        f"{where} version: {verdict.message}",
+        fix,
+        required=verdict.level == "refuse",
+    )
+
+
+def cloud_checks(
+    cloud: str, environ: Mapping[str, str], k8s_version: str = "", today: date | None = None
+) -> list[Check]:
     return [
         check_pulumi(environ),
         check_packages(cloud),
         check_credentials(cloud, environ),
         check_kubectl(environ),
+        check_kubernetes_version(cloud, k8s_version, today or date.today()),
     ]
 
 
-def diagnose(ctx: Context) -> DoctorResult:
+def diagnose(ctx: Context, today: date | None = None) -> DoctorResult:
     result = DoctorResult(ctx.cloud)
     home = ctx.env.home
     result.checks += [check_python(), check_home_writable(home), check_disk(home)]
     if ctx.cloud == "local":
         result.checks += local_checks(ctx)
     else:
-        result.checks += cloud_checks(ctx.cloud, ctx.env.environ)
+        version = configured_kubernetes_version(home, ctx.env.environ, ctx.stack)
+        result.checks += cloud_checks(ctx.cloud, ctx.env.environ, version, today)
     return result
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import UsageError
+from cli.errors import PreconditionFailed, UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
 from cli.runner import DocResult, run
 
@@ -38,6 +38,12 @@ def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:
             for r in items:
                 leaf.add(f"[dim]{r['type']}[/dim] {r['name']}")
     console.print(root)
+    from rich.markup import escape
+
+    for w in doc.get("warnings") or []:
+        console.print(f"[yellow]warning[/yellow] {escape(w['key'])}: {escape(w['message'])}")
+        if w.get("hint"):
+            console.print(f"    [cyan]fix:[/cyan] {escape(w['hint'])}")
     console.print(
         "[yellow]No cloud was contacted:[/yellow] this is the Pulumi program run under mocks. "
         "It shows what a deploy asks for, not what the cloud will accept."
@@ -70,12 +76,16 @@ def plan(
                 "plan needs --cloud aws, gcp or alicloud",
                 "for the local target, `imctl deploy` is itself idempotent",
             )
-        from stacks.config import ConfigError
+        from stacks.config import ConfigError, Undeployable
         from stacks.plan import PlanError, run_plan
 
         try:
             with ctx.out.step(f"planning {ctx.cloud} under Pulumi mocks"):
                 doc = run_plan(ctx.cloud, region, standby_region, overrides)
+        except Undeployable as exc:
+            # Well-formed, but a deploy would be refused (exit 10), e.g. a Kubernetes version
+            # past its provider's end of life.
+            raise PreconditionFailed(exc.message, exc.hint) from exc
         except ConfigError as exc:
             raise UsageError(exc.message, exc.hint) from exc
         except PlanError as exc:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_alicloud as alicloud
 
+from stacks import k8s_support
+
 SERVICE_CIDR = "172.21.0.0/20"  # outside both VPC ranges, as ACK requires
 
 
@@ -23,6 +25,9 @@ class AckClusterArgs:
     node_min: int
     node_max: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    # A minor in ACK support (stacks/k8s_support.py; config kubernetesVersion), pinned so the
+    # version a cluster gets is the one the support check looked at.
+    kubernetes_version: str = k8s_support.CALENDARS["alicloud"].default
 
 
 class AckCluster(pulumi.ComponentResource):
@@ -50,6 +55,8 @@ class AckCluster(pulumi.ComponentResource):
             f"{name}-ack",
             name=args.cluster_name,
             cluster_spec="ack.pro.small",
+            # ACK's API takes a full patch version.
+            version=k8s_support.ACK_PATCH[args.kubernetes_version],
             vswitch_ids=list(args.node_vswitch_ids),
             pod_vswitch_ids=list(args.pod_vswitch_ids),
             service_cidr=SERVICE_CIDR,

@@ -63,6 +63,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_min=config.node_min,
                 node_max=config.node_max,
                 tags=region_tags,
+                kubernetes_version=config.cluster_version,
             ),
         )
         is_writer = region == config.writer_region

@@ -1,6 +1,7 @@
 """EKS: the control plane (secrets envelope-encrypted with KMS, audit logs on), a managed node
-group in the private subnets, and the VPC CNI with NetworkPolicy enforcement switched on
-(without it the workload's NetworkPolicies would be accepted and silently ignored)."""
+group in the private subnets, the VPC CNI with NetworkPolicy enforcement switched on (without it
+the workload's NetworkPolicies would be accepted and silently ignored), and the Metrics Server
+(EKS ships none, and without it the HorizontalPodAutoscaler never gets a CPU reading)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks import kubeconfig
+from stacks import k8s_support, kubeconfig
 
-EKS_VERSION = "1.31"
 _NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
@@ -47,6 +47,8 @@ class EksClusterArgs:
     node_max: int
     node_desired: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    # A minor version in EKS standard support (stacks/k8s_support.py; config kubernetesVersion).
+    kubernetes_version: str = k8s_support.CALENDARS["aws"].default
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -82,7 +84,7 @@ class EksCluster(pulumi.ComponentResource):
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
-            version=EKS_VERSION,
+            version=args.kubernetes_version,
             role_arn=cluster_role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=list(args.private_subnet_ids),
@@ -142,6 +144,19 @@ class EksCluster(pulumi.ComponentResource):
             tags=dict(args.tags),
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[*attachments, self.cni])
+            ),
+        )
+        # The EKS community add-on (owner "community"; AWS validates it per Kubernetes version and
+        # installs it in kube-system). Its pods need nodes: created before the node group, the
+        # add-on would sit DEGRADED and the create would time out.
+        self.metrics_server = aws.eks.Addon(
+            f"{name}-metrics-server",
+            cluster_name=self.cluster.name,
+            addon_name="metrics-server",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[self.node_group])
             ),
         )
         self.cluster_name = self.cluster.name

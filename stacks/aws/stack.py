@@ -69,6 +69,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_min=config.node_min,
                 node_max=config.node_max,
                 node_desired=config.node_desired,
+                kubernetes_version=config.cluster_version,
             ),
         )
         db_net = DatabaseNetworkArgs(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from stacks import kubeconfig
+from stacks import k8s_support, kubeconfig
 from stacks.gcp.network import Subnet
 
 ZONES_PER_REGION = 3  # GKE's default for a regional cluster
@@ -30,6 +30,9 @@ class GkeClusterArgs:
     node_desired: int
     project: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The REGULAR channel moves patches and minors forward; this floor keeps a new cluster off
+    # a minor past standard support (stacks/k8s_support.py; config kubernetesVersion).
+    kubernetes_version: str = k8s_support.CALENDARS["gcp"].default
 
 
 class GkeCluster(pulumi.ComponentResource):
@@ -64,6 +67,7 @@ class GkeCluster(pulumi.ComponentResource):
                 master_ipv4_cidr_block=args.master_cidr,
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel="REGULAR"),
+            min_master_version=args.kubernetes_version,
             datapath_provider="ADVANCED_DATAPATH",
             enable_shielded_nodes=True,
             workload_identity_config=(

@@ -79,6 +79,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_max=config.node_max,
                 node_desired=config.node_desired,
                 project=config.gcp_project,
+                kubernetes_version=config.cluster_version,
             ),
         )
 

@@ -12,6 +12,12 @@ from typing import Any, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.workload.prometheus_stack import (
+    DASHBOARD_LABEL,
+    DASHBOARD_LABEL_VALUE,
+    SELECTOR_LABELS,
+)
+
 METRICS: Final = (
     "im_connections",
     "im_frames_in_total",
@@ -184,9 +190,10 @@ class MonitoringArgs:
     namespace: pulumi.Input[str]
     provider: pulumi.ProviderResource
     replication_lag_expr: str
-    # PodMonitor and PrometheusRule are CRDs of the Prometheus Operator; without it only the
-    # dashboard ConfigMap and the pods' scrape annotations are created.
-    operator: bool = True
+    # What installs the Prometheus Operator's CRDs (the kube-prometheus-stack release): the
+    # PodMonitor and PrometheusRule wait for it. None (monitoring=false): neither is created,
+    # only the dashboard ConfigMap and the pods' scrape annotations.
+    operator: pulumi.Resource | None = None
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -202,20 +209,26 @@ class Monitoring(pulumi.ComponentResource):
                 name="im-server-dashboard",
                 namespace=args.namespace,
                 # The Grafana sidecar of kube-prometheus-stack loads ConfigMaps with this label.
-                labels={**labels, "grafana_dashboard": "1"},
+                labels={**labels, DASHBOARD_LABEL: DASHBOARD_LABEL_VALUE},
             ),
             data={"im-server.json": json.dumps(dashboard(), sort_keys=True)},
             opts=child,
         )
         self.pod_monitor: k8s.apiextensions.CustomResource | None = None
         self.rules: k8s.apiextensions.CustomResource | None = None
-        if args.operator:
+        if args.operator is not None:
+            # The operator's Prometheus selects by these labels; the CRDs exist only once the
+            # release is installed, so the API server would reject the objects before it.
+            crd_opts = pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[args.operator])
+            )
+            selected = {**labels, **SELECTOR_LABELS}
             self.pod_monitor = k8s.apiextensions.CustomResource(
                 f"{name}-podmonitor",
                 api_version="monitoring.coreos.com/v1",
                 kind="PodMonitor",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name="im-server", namespace=args.namespace, labels=labels
+                    name="im-server", namespace=args.namespace, labels=selected
                 ),
                 spec={
                     "jobLabel": "app",
@@ -224,16 +237,16 @@ class Monitoring(pulumi.ComponentResource):
                         {"port": "http", "path": "/metrics", "interval": "15s"}
                     ],
                 },
-                opts=child,
+                opts=crd_opts,
             )
             self.rules = k8s.apiextensions.CustomResource(
                 f"{name}-rules",
                 api_version="monitoring.coreos.com/v1",
                 kind="PrometheusRule",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name="im-server", namespace=args.namespace, labels=labels
+                    name="im-server", namespace=args.namespace, labels=selected
                 ),
                 spec={"groups": alert_rules(args.replication_lag_expr)},
-                opts=child,
+                opts=crd_opts,
             )
         self.register_outputs({"dashboard": self.dashboard.metadata.name})

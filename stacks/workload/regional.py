@@ -12,6 +12,7 @@ from stacks.config import Role, StackConfig
 from stacks.workload.monitoring import Monitoring, MonitoringArgs
 from stacks.workload.nats import CLIENT_USER, Nats, NatsArgs
 from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
+from stacks.workload.prometheus_stack import PrometheusStack, PrometheusStackArgs
 from stacks.workload.secrets import AppSecrets
 from stacks.workload.server import ImServer, ImServerArgs
 
@@ -96,13 +97,20 @@ class Workload(pulumi.ComponentResource):
                 parent=self, provider=args.provider, depends_on=[self.namespace_resource, self.nats]
             ),
         )
+        # monitoring=true: the operator stack comes with the stack, so its CRDs exist before the
+        # PodMonitor/PrometheusRule that need them (a fresh cluster has none).
+        self.prometheus: PrometheusStack | None = None
+        if cfg.monitoring:
+            self.prometheus = PrometheusStack(
+                f"{name}-prometheus", PrometheusStackArgs(provider=args.provider), child
+            )
         self.monitoring = Monitoring(
             f"{name}-monitoring",
             MonitoringArgs(
                 namespace=ns,
                 provider=args.provider,
                 replication_lag_expr=args.replication_lag_expr,
-                operator=cfg.monitoring,
+                operator=None if self.prometheus is None else self.prometheus.release,
             ),
             in_ns,
         )

@@ -37,6 +37,12 @@ def test_plan_aws_lists_resources_per_region_and_contacts_no_cloud(tmp_path: Pat
         if res["type"].endswith("HorizontalPodAutoscaler") and res["region"] == "us-east-1"
     ]
     assert hpas and all(h["properties"]["spec"]["maxReplicas"] == 12 for h in hpas)
+    # The monitoring operator comes with the plan (its CRDs), and EKS gets a Metrics Server.
+    types = [(res["type"], res["region"]) for res in doc["resources"]]
+    for region in ("us-east-1", "us-west-2"):
+        assert ("kubernetes:helm.sh/v3:Release", region) in types
+    addons = {res["properties"]["addonName"] for res in doc["resources"] if "Addon" in res["type"]}
+    assert "metrics-server" in addons
     # Secrets never leave the plan in clear text.
     secrets = [res for res in doc["resources"] if res["type"] == "kubernetes:core/v1:Secret"]
     assert secrets and all("[secret]" in json.dumps(s["properties"]) for s in secrets)
@@ -46,3 +52,14 @@ def test_plan_refuses_local_and_bad_regions_with_usage_errors(tmp_path: Path) ->
     assert _imctl(tmp_path, "plan", "--region", "x").returncode == 2
     r = _imctl(tmp_path, "plan", "--cloud", "gcp", "--region", "mars-1", "-o", "json")
     assert r.returncode == 2 and "mars-1" in json.loads(r.stdout)["error"]["message"]
+
+
+def test_plan_refuses_a_kubernetes_version_past_end_of_life_with_exit_10(tmp_path: Path) -> None:
+    # EKS 1.31 left extended support on 2026-11-26: refused on every later day.
+    r = _imctl(
+        tmp_path, "plan", "--cloud", "aws", "--region", "us-east-1",
+        "--set", "kubernetesVersion=1.31", "-o", "json",
+    )  # fmt: skip
+    assert r.returncode == 10, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert "2026-11-26" in error["message"] and "kubernetesVersion" in error["hint"]

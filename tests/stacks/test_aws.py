@@ -64,7 +64,11 @@ def test_eks_in_both_regions_with_node_group_bounds_from_config(plan: PlanRun) -
             "maxSize": cfg.node_max,
             "desiredSize": cfg.node_desired,
         }
-        cni = args(only(plan, "aws:eks/addon:Addon", region))
+        [cni] = [
+            a
+            for r in in_region(plan, "aws:eks/addon:Addon", region)
+            if (a := args(r))["addonName"] == "vpc-cni"
+        ]
         assert '"enableNetworkPolicy": "true"' in cni["configurationValues"]
     assert plan.outputs["regions"][STANDBY]["cluster_name"].endswith(STANDBY)
 

@@ -13,7 +13,7 @@ import pytest
 
 from stacks.config import ConfigError, load
 from stacks.plan import PlanRun, Registration, run_program
-from tests.stacks.helpers import REGIONS, args, config, run
+from tests.stacks.helpers import REGIONS, TODAY, args, config, run
 
 DB_TYPE = {
     "aws": "aws:rds/instance:Instance",
@@ -32,7 +32,7 @@ CLOUDS = ("aws", "gcp", "alicloud")
 def after(cloud: str, failovers: int) -> PlanRun:
     if failovers == 0:
         return run(cloud)
-    return run_program(config(cloud, failovers=str(failovers)))
+    return run_program(config(cloud, failovers=str(failovers)), today=TODAY)
 
 
 def dbs(plan: PlanRun) -> dict[str, Registration]:
@@ -172,7 +172,7 @@ def test_a_deploy_after_a_restore_to_a_new_instance_is_refused() -> None:
         check_deployable(restored)
     assert "restoredInstance=" in info.value.hint
     with pytest.raises(PlanError, match="does not manage it"):
-        run_program(restored)
+        run_program(restored, today=TODAY)
     check_deployable(config("aws", restoredInstance=""))  # cleared: deployable again
 
 
@@ -180,7 +180,7 @@ def test_a_deploy_after_a_restore_to_a_new_instance_is_refused() -> None:
 def test_teardown_lifts_protection_so_destroy_can_delete_the_databases(cloud: str) -> None:
     """imctl destroy deploys teardown=true first: pulumi destroy honours retain_on_delete and
     the clouds' deletion protection, and would otherwise leave every database behind."""
-    plan = run_program(config(cloud, teardown="true"))
+    plan = run_program(config(cloud, teardown="true"), today=TODAY)
     for region, reg in dbs(plan).items():
         assert not reg.retain_on_delete, f"{cloud} {region}"
         assert args(reg)["deletionProtection"] in (False, "Disabled"), f"{cloud} {region}"

@@ -11,7 +11,7 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.plan import SECRET, UnmockedInvokeError, run_plan, run_program, to_result
-from tests.stacks.helpers import REGIONS, args, config, run
+from tests.stacks.helpers import REGIONS, TODAY, args, config, run
 
 CLOUDS = ("aws", "gcp", "alicloud")
 CONTRACT = {
@@ -89,10 +89,10 @@ def _strip_timing(result: Any) -> Any:
 
 
 def test_plans_are_deterministic_and_isolated() -> None:
-    first = run_plan("alicloud", "cn-hangzhou", None, {"replicas": "4"})
+    first = run_plan("alicloud", "cn-hangzhou", None, {"replicas": "4"}, today=TODAY)
     # A different program in between must not leak resources into the next plan.
-    run_plan("aws", "eu-west-1", None, {})
-    second = run_plan("alicloud", "cn-hangzhou", None, {"replicas": "4"})
+    run_plan("aws", "eu-west-1", None, {}, today=TODAY)
+    second = run_plan("alicloud", "cn-hangzhou", None, {"replicas": "4"}, today=TODAY)
     assert _strip_timing(first) == _strip_timing(second)
     assert {r["region"] for r in first["resources"]} <= {"cn-hangzhou", "global"}
 
@@ -156,7 +156,7 @@ def test_plan_runs_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "GOOGLE_CREDENTIALS"):
         monkeypatch.delenv(var, raising=False)
-    result = run_plan("aws", "us-east-1", "us-west-2", {})
+    result = run_plan("aws", "us-east-1", "us-west-2", {}, today=TODAY)
     assert result["summary"]["total"] > 0
     assert attempts == []
 
@@ -200,7 +200,7 @@ def test_pulumi_cli_path_reads_the_project_config() -> None:
         finally:
             runtime_config.set_all_config({})
         seen["config"] = cfg
-        return build(cfg)
+        return build(cfg, TODAY)
 
     plan = run_program(config("gcp", standby=False), program)
     cfg = seen["config"]
