@@ -31,8 +31,7 @@ def pull_secret(
     config: pulumi.Output[str] = pulumi.Output.all(
         credentials.server, credentials.username, credentials.password
     ).apply(lambda v: docker_config_json(str(v[0]), str(v[1]), str(v[2])))
-    # The SDK's Input[U] union (value | Awaitable | Output) defeats mypy's inference here.
-    docker_config: pulumi.Output[str] = pulumi.Output.secret(config)  # type: ignore[arg-type]
+    docker_config: pulumi.Output[str] = pulumi.Output.secret(config)
     return k8s.core.v1.Secret(
         name,
         metadata=k8s.meta.v1.ObjectMetaArgs(
