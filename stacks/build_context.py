@@ -18,6 +18,8 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +58,24 @@ def _installed_data_files() -> dict[str, Path]:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return {}
-    found: dict[str, Path] = {}
-    for entry in dist.files or ():
-        posix = entry.as_posix()
-        head, _, name = posix.rpartition("/")
-        if name in PROJECT_FILES and head.endswith(DATA_DIR):
-            path = Path(str(dist.locate_file(entry))).resolve()
-            if path.is_file():
-                found[name] = path
-    return found
+    # RECORD names the files relative to site-packages, which holds for a venv or system
+    # install; `pip install --target` moves them under the target instead, and `--user` under
+    # the user base, so those places are looked at too.
+    recorded = [
+        Path(str(dist.locate_file(entry))).resolve().parent
+        for entry in dist.files or ()
+        if entry.as_posix().rpartition("/")[0].endswith(DATA_DIR)
+    ]
+    candidates = [
+        *recorded,
+        Path(str(dist.locate_file(""))) / DATA_DIR,
+        Path(sys.prefix) / DATA_DIR,
+        Path(sysconfig.get_path("data", f"{os.name}_user")) / DATA_DIR,
+    ]
+    for directory in candidates:
+        if all((directory / name).is_file() for name in PROJECT_FILES):
+            return {name: directory / name for name in PROJECT_FILES}
+    return {}
 
 
 def git_revision(root: Path) -> str | None:
@@ -96,10 +107,10 @@ def find_source() -> Source:
     if root is not None:
         return Source({name: root / name for name in PROJECT_FILES}, git_revision(root))
     files = _installed_data_files()
-    missing = [name for name in PROJECT_FILES if name not in files]
-    if missing:
+    if not files:
         raise BuildContextError(
-            f"the installed imctl lacks {', '.join(missing)} for the image build",
+            f"the installed imctl lacks {', '.join(PROJECT_FILES)} ({DATA_DIR}) for the image"
+            " build",
             "reinstall it from a wheel or sdist of this version (pip install --force-reinstall"
             " imctl[...]), or bring an image: --set image=REF",
         )
