@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -34,9 +36,29 @@ _PULUMI_FIX = (
     "~/.pulumi/bin on PATH"
 )
 _PACKAGES = {
-    "aws": ("pulumi", "pulumi_aws", "pulumi_kubernetes", "pulumi_random", "boto3"),
-    "gcp": ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pulumi_random", "googleapiclient"),
-    "alicloud": ("pulumi", "pulumi_alicloud", "pulumi_kubernetes", "pulumi_random"),
+    "aws": (
+        "pulumi",
+        "pulumi_aws",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+        "boto3",
+    ),
+    "gcp": (
+        "pulumi",
+        "pulumi_gcp",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+        "googleapiclient",
+    ),
+    "alicloud": (
+        "pulumi",
+        "pulumi_alicloud",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+    ),
 }
 
 
@@ -318,13 +340,60 @@ def check_kubectl(environ: Mapping[str, str]) -> Check:
     )
 
 
-def cloud_checks(cloud: str, environ: Mapping[str, str]) -> list[Check]:
-    return [
+_DOCKER_FIX = (
+    "install Docker with the buildx plugin (Docker Desktop has both; on Linux: the docker-ce and "
+    "docker-buildx-plugin packages) and start the daemon; or skip the build and run an image "
+    "you publish: imctl deploy --set image=<registry>/im-server@sha256:..."
+)
+# `image: ...` under `config:` in Pulumi.<stack>.yaml, as `pulumi config set` writes it.
+_IMAGE_LINE = re.compile(r"^\s+imctl:image:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+def stack_image(environ: Mapping[str, str], home: Path, stack: str) -> str | None:
+    """The ``image`` the stack's config names, if any (then the deploy builds nothing)."""
+    work_dir = Path(environ.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+    try:
+        text = (work_dir / f"Pulumi.{stack}.yaml").read_text()
+    except OSError:
+        return None
+    found = _IMAGE_LINE.search(text)
+    value = found.group(1).strip("'\"") if found else ""
+    return value or None
+
+
+def check_docker_buildx(
+    environ: Mapping[str, str],
+    run_cmd: Callable[[list[str]], subprocess.CompletedProcess[str]] | None = None,
+) -> Check:
+    """The deploy builds im-server with buildx (pulumi-docker-build talks to the daemon)."""
+    docker = shutil.which("docker", path=environ.get("PATH"))
+    if docker is None:
+        return Check("docker_buildx", False, "docker not found on PATH", _DOCKER_FIX)
+
+    def default_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+    try:
+        done = (run_cmd or default_run)([docker, "buildx", "version"])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("docker_buildx", False, f"docker buildx version failed: {exc}", _DOCKER_FIX)
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        detail = why[0] if why else f"exit {done.returncode}"
+        return Check("docker_buildx", False, f"docker buildx is missing: {detail}", _DOCKER_FIX)
+    return Check("docker_buildx", True, done.stdout.strip() or "docker buildx found", _DOCKER_FIX)
+
+
+def cloud_checks(cloud: str, environ: Mapping[str, str], image: str | None = None) -> list[Check]:
+    checks = [
         check_pulumi(environ),
         check_packages(cloud),
         check_credentials(cloud, environ),
-        check_kubectl(environ),
     ]
+    # Only a stack that builds its image needs Docker; one given image=REF pulls it as is.
+    if image is None:
+        checks.append(check_docker_buildx(environ))
+    return [*checks, check_kubectl(environ)]
 
 
 def diagnose(ctx: Context) -> DoctorResult:
@@ -334,7 +403,8 @@ def diagnose(ctx: Context) -> DoctorResult:
     if ctx.cloud == "local":
         result.checks += local_checks(ctx)
     else:
-        result.checks += cloud_checks(ctx.cloud, ctx.env.environ)
+        image = stack_image(ctx.env.environ, home, ctx.stack)
+        result.checks += cloud_checks(ctx.cloud, ctx.env.environ, image)
     return result
 
 
