@@ -79,6 +79,8 @@ class BundledImage(pulumi.ComponentResource):
         }
         if args.revision:
             labels["org.opencontainers.image.revision"] = args.revision
+        # Explicit, like every provider here: it talks to the local Docker daemon (DOCKER_HOST).
+        provider = docker_build.Provider(f"{name}-docker", opts=pulumi.ResourceOptions(parent=self))
         self.image = docker_build.Image(
             f"{name}-build",
             push=True,
@@ -93,7 +95,7 @@ class BundledImage(pulumi.ComponentResource):
             ],
             registries=[target.auth for target in args.targets],
             labels=labels,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
         self.digest = self.image.digest
         self.refs = {
