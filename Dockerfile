@@ -1,5 +1,6 @@
-# im-server image: `docker build -t <registry>/im-server:<version> .` then set the stack's
-# `image` config to that reference.
+# im-server image. The cloud stacks build it themselves (stacks/image.py, from the context
+# stacks/build_context.py assembles); to publish your own: `docker build -t <registry>/im-server:<version> .`
+# and deploy with `--set image=<registry>/im-server@sha256:...`.
 #
 # Build stage: install this repository (`pip install .`) into a virtualenv, so the runtime stage
 # gets the package and its dependencies without pip, compilers or the source tree.

@@ -30,6 +30,10 @@ TERMINATION_MARGIN_SECONDS: Final = 10
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+# The architectures the clouds' default node types run; the build must produce the same one.
+IMAGE_PLATFORMS: Final = ("linux/amd64", "linux/arm64")
+# Secret config (stored encrypted, never part of StackConfig): the ACR login's password.
+ACR_PASSWORD_KEY: Final = "acrPassword"
 
 
 class ConfigError(ValueError):
@@ -72,7 +76,33 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     KeySpec("dbBackupRetentionDays", "integer", "Automated backup retention (7-35 days).", "7"),
     KeySpec("domain", "string", "DNS zone the global endpoint lives in.", "example.com"),
     KeySpec("hostname", "string", "Label of the global endpoint inside the zone.", "im"),
-    KeySpec("image", "string", "im-server container image.", "ghcr.io/imctl/im-server:0.1.0"),
+    # Issue 13 (the bundled image): built and pushed to the stack's own registry unless
+    # ``image`` names one the operator already publishes.
+    KeySpec(
+        "image",
+        "string",
+        "im-server image to run instead of building one; empty: build and push to the stack's"
+        " registry.",
+        "",
+    ),
+    KeySpec(
+        "imagePullSecret",
+        "string",
+        "With image set: an existing docker-registry Secret in the namespace to pull it with.",
+        "",
+    ),
+    KeySpec(
+        "imagePlatform",
+        "string",
+        "Platform the image is built for; must match the worker nodes' architecture.",
+        "linux/amd64",
+    ),
+    KeySpec(
+        "acrUsername",
+        "string",
+        "Alibaba Cloud: ACR Personal Edition login name for the build's push (with acrPassword).",
+        "",
+    ),
     KeySpec(
         "drainGraceSeconds", "integer", "Seconds a node drains before closing (SIGTERM).", "30"
     ),
@@ -146,7 +176,7 @@ class StackConfig:
     db_backup_retention_days: int
     domain: str
     hostname: str
-    image: str
+    image: str | None  # None: build the bundled server and push it to the stack's registry
     drain_grace_seconds: int
     namespace: str
     monitoring: bool
@@ -155,10 +185,17 @@ class StackConfig:
     restored_instance: str | None = None
     teardown: bool = False
     kubernetes_version: str = ""  # parse() fills in the cloud's default
+    image_pull_secret: str | None = None
+    image_platform: str = "linux/amd64"
+    acr_username: str | None = None
 
     @property
     def cluster_version(self) -> str:
         return self.kubernetes_version or k8s_support.CALENDARS[self.cloud].default
+
+    @property
+    def builds_image(self) -> bool:
+        return self.image is None
 
     @property
     def protect_data(self) -> bool:
@@ -399,9 +436,29 @@ def parse(values: Mapping[str, str]) -> StackConfig:
     hostname = merged["hostname"].strip().lower()
     _check_dns(domain, hostname)
 
-    image = merged["image"].strip()
-    if not image or not _IMAGE.match(image):
+    image = merged["image"].strip() or None
+    if image is not None and not _IMAGE.match(image):
         raise ConfigError(f"image {image!r} is not an image reference", key="image")
+    pull_secret = merged["imagePullSecret"].strip() or None
+    if pull_secret is not None:
+        if image is None:
+            raise ConfigError(
+                "imagePullSecret only applies to an image you bring (image=REF); the stack's own"
+                " registry is pulled with the nodes' cloud identity",
+                "set image too, or drop imagePullSecret",
+                key="imagePullSecret",
+            )
+        if not _DNS_LABEL.match(pull_secret):
+            raise ConfigError(
+                f"imagePullSecret {pull_secret!r} is not a Secret name", key="imagePullSecret"
+            )
+    platform = merged["imagePlatform"].strip()
+    if platform not in IMAGE_PLATFORMS:
+        raise ConfigError(
+            f"imagePlatform {platform!r} is not supported",
+            f"one of {', '.join(IMAGE_PLATFORMS)}, the worker nodes' architecture",
+            key="imagePlatform",
+        )
     namespace = merged["namespace"].strip()
     if not _DNS_LABEL.match(namespace):
         raise ConfigError(f"namespace {namespace!r} is not a DNS label", key="namespace")
@@ -437,6 +494,9 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         restored_instance=merged["restoredInstance"].strip() or None,
         teardown=_bool(merged, "teardown"),
         kubernetes_version=k8s_version,
+        image_pull_secret=pull_secret,
+        image_platform=platform,
+        acr_username=merged["acrUsername"].strip() or None,
     )
 
 
@@ -478,3 +538,20 @@ def check_deployable(config: StackConfig, today: date | None = None) -> None:
             " stack's instance; or drop it: imctl deploy --set restoredInstance=",
             key="restoredInstance",
         )
+
+
+def check_registry_login(config: StackConfig, has_acr_password: bool) -> None:
+    """Refuse an Alibaba Cloud deploy that would build the image without a way to push it: ACR
+    Personal Edition has no API token the provider can fetch (unlike ECR and Artifact
+    Registry), so the push and the clusters' pulls use the account's registry login."""
+    if config.cloud != "alicloud" or not config.builds_image:
+        return
+    if config.acr_username and has_acr_password:
+        return
+    raise ConfigError(
+        "the image is built and pushed to ACR Personal Edition, which needs your registry login",
+        "set it once in the ACR console (Instance > Access Credential), then imctl deploy --set"
+        f" acrUsername=<account name> --set {ACR_PASSWORD_KEY}=<registry password> (stored"
+        " encrypted); or bring an image: --set image=REF",
+        key="acrUsername" if not config.acr_username else ACR_PASSWORD_KEY,
+    )

@@ -82,6 +82,10 @@ class PlanMocks(Mocks):
             "aws:index/getCallerIdentity:getCallerIdentity": self._aws_identity,
             "alicloud:index/getZones:getZones": self._ali_zones,
             "alicloud:cs/getClusterCredential:getClusterCredential": self._ack_credential,
+            "alicloud:index/getCallerIdentity:getCallerIdentity": self._ali_identity,
+            "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
+            "gcp:organizations/getClientConfig:getClientConfig": self._gcp_client,
+            "gcp:organizations/getProject:getProject": self._gcp_project,
         }
 
     # -- invokes -------------------------------------------------------------------------------
@@ -119,6 +123,51 @@ class PlanMocks(Mocks):
             "accountId": ACCOUNT_ID,
             "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/imctl-plan",
             "userId": "AIDAIMCTLPLANMOCK",
+        }
+
+    @staticmethod
+    def _ecr_token(args: Json, region: str) -> Json:
+        registry = str(args.get("registryId") or ACCOUNT_ID)
+        password = "mock-ecr-" + _hex(f"ecr/{registry}/{region}", 32)
+        return {
+            "id": region,
+            "registryId": registry,
+            "userName": "AWS",
+            "password": password,
+            "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
+            "proxyEndpoint": f"https://{registry}.dkr.ecr.{region}.amazonaws.com",
+            "expiresAt": "2099-01-01T00:00:00Z",
+            "region": region,
+        }
+
+    @staticmethod
+    def _gcp_client(_: Json, region: str) -> Json:
+        return {
+            "id": GCP_PROJECT,
+            "project": GCP_PROJECT,
+            "region": region,
+            "zone": f"{region}-a",
+            "accessToken": "ya29.mock-" + _hex("gcp-token", 32),
+        }
+
+    @staticmethod
+    def _gcp_project(args: Json, region: str) -> Json:
+        project = str(args.get("projectId") or GCP_PROJECT)
+        return {
+            "id": f"projects/{project}",
+            "projectId": project,
+            "name": project,
+            "number": str(int(_hex(project, 10), 16) % 10**12),
+        }
+
+    @staticmethod
+    def _ali_identity(_: Json, region: str) -> Json:
+        return {
+            "id": "5123456789012345",
+            "accountId": "5123456789012345",
+            "arn": "acs:ram::5123456789012345:user/imctl-plan",
+            "identityType": "RAMUser",
+            "principalId": "imctl-plan",
         }
 
     @staticmethod
@@ -177,6 +226,7 @@ class PlanMocks(Mocks):
             "alicloud": self._alicloud,
             "kubernetes": self._kubernetes,
             "random": self._random,
+            "docker-build": self._docker_build,
         }.get(package)
         if handler is not None:
             resource_id = handler(args, region, state) or resource_id
@@ -242,6 +292,15 @@ class PlanMocks(Mocks):
                 arn=f"arn:aws:route53:::hostedzone/{zone_id}",
             )
             return zone_id
+        if typ == "aws:ecr/repository:Repository":
+            name = _autoname(args)
+            state.update(
+                name=name,
+                registryId=ACCOUNT_ID,
+                repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{name}",
+                arn=f"arn:aws:ecr:{region}:{ACCOUNT_ID}:repository/{name}",
+            )
+            return name
         if "name" not in state and typ.split(":")[-1] in {"SubnetGroup", "ParameterGroup"}:
             state["name"] = _autoname(args)
         state.setdefault("arn", f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{args.name}")
@@ -279,6 +338,15 @@ class PlanMocks(Mocks):
                 url=f"gs://{name}", selfLink=f"https://www.googleapis.com/storage/v1/b/{name}"
             )
             return name
+        if typ == "gcp:artifactregistry/repository:Repository":
+            repo_id = str(state.get("repositoryId") or name)
+            location = str(state.get("location") or region)
+            state.update(
+                project=project,
+                name=repo_id,
+                registryUri=f"{location}-docker.pkg.dev/{project}/{repo_id}",
+            )
+            return f"projects/{project}/locations/{location}/repositories/{repo_id}"
         if typ == "gcp:dns/managedZone:ManagedZone":
             state.update(nameServers=[f"ns-cloud-a{i}.googledomains.com." for i in range(1, 5)])
             return f"projects/{project}/managedZones/{name}"
@@ -309,6 +377,17 @@ class PlanMocks(Mocks):
             instance_id = "gtm-cn-" + _hex(seed, 12)
             state.setdefault("publicZoneName", f"{instance_id}.gtm-mock.com")
             return instance_id
+        if typ == "alicloud:cr/namespace:Namespace":
+            return str(state.get("name"))
+        if typ == "alicloud:cr/repo:Repo":
+            state["domainLists"] = [
+                {
+                    "public": f"registry.{region}.aliyuncs.com",
+                    "internal": f"registry-internal.{region}.aliyuncs.com",
+                    "vpc": f"registry-vpc.{region}.aliyuncs.com",
+                }
+            ]
+            return f"{state.get('namespace')}/{state.get('name')}"
         if typ == "alicloud:dts/synchronizationInstance:SynchronizationInstance":
             return "dts" + _hex(seed, 12)
         return None
@@ -331,6 +410,20 @@ class PlanMocks(Mocks):
             ns = metadata.get("namespace")
             return f"{ns}/{metadata['name']}" if ns else str(metadata["name"])
         return None
+
+    @staticmethod
+    def _docker_build(args: MockResourceArgs, region: str, state: Json) -> str | None:
+        if args.typ != "docker-build:index:Image":
+            return None
+        # The registry's answer to a push: one manifest digest, whatever the tags.
+        digest = "sha256:" + _hex(f"image/{args.name}/{state.get('context')}", 64)
+        tags = [t for t in state.get("tags") or [] if isinstance(t, str)]
+        state.update(
+            digest=digest,
+            contextHash=_hex(f"context/{state.get('context')}", 64),
+            ref=f"{tags[0].rsplit(':', 1)[0]}@{digest}" if tags else "",
+        )
+        return digest
 
     @staticmethod
     def _random(args: MockResourceArgs, region: str, state: Json) -> str | None:

@@ -12,7 +12,16 @@ from typing import Any
 
 import pulumi
 
-from stacks.config import KEYS, Cloud, ConfigError, StackConfig, check_deployable, parse
+from stacks.config import (
+    ACR_PASSWORD_KEY,
+    KEYS,
+    Cloud,
+    ConfigError,
+    StackConfig,
+    check_deployable,
+    check_registry_login,
+    parse,
+)
 from stacks.contract import CloudStack, database_url
 
 
@@ -44,6 +53,7 @@ def run(error_prefix: str) -> None:
     try:
         config = from_pulumi_config()
         check_deployable(config)
+        check_registry_login(config, pulumi.Config().get_secret(ACR_PASSWORD_KEY) is not None)
     except ConfigError as exc:
         raise pulumi.RunError(f"{error_prefix} {exc}") from None
     for name, value in build(config).items():
@@ -55,12 +65,14 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     import pulumi_kubernetes as k8s
     import pulumi_random as random
 
+    from stacks.image import image_source
     from stacks.workload.regional import Workload, WorkloadArgs
     from stacks.workload.secrets import AppSecrets, AppSecretsArgs
 
     cloud = cloud_stack(config.cloud)
     secrets = AppSecrets("app-secrets", AppSecretsArgs(provider=random.Provider("random")))
     infra = cloud.deploy(config, secrets)
+    image = image_source(config, infra.providers)
 
     workloads: dict[str, Workload] = {}
     for region, r in infra.regions.items():
@@ -81,6 +93,9 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
                 database_url=database_url(r.db_host, r.db_port, secrets.db_password),
                 replication_lag_expr=infra.replication_lag_expr,
                 service_annotations=infra.service_annotations,
+                image=image.refs[region],
+                image_pull_secret=image.pull_secret,
+                pull_credentials=image.pull_credentials.get(region),
             ),
         )
     dns = cloud.global_dns(config, infra, {region: w.endpoint for region, w in workloads.items()})

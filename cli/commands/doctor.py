@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -36,9 +37,29 @@ _PULUMI_FIX = (
     "~/.pulumi/bin on PATH"
 )
 _PACKAGES = {
-    "aws": ("pulumi", "pulumi_aws", "pulumi_kubernetes", "pulumi_random", "boto3"),
-    "gcp": ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pulumi_random", "googleapiclient"),
-    "alicloud": ("pulumi", "pulumi_alicloud", "pulumi_kubernetes", "pulumi_random"),
+    "aws": (
+        "pulumi",
+        "pulumi_aws",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+        "boto3",
+    ),
+    "gcp": (
+        "pulumi",
+        "pulumi_gcp",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+        "googleapiclient",
+    ),
+    "alicloud": (
+        "pulumi",
+        "pulumi_alicloud",
+        "pulumi_kubernetes",
+        "pulumi_random",
+        "pulumi_docker_build",
+    ),
 }
 
 
@@ -324,21 +345,39 @@ def check_kubectl(environ: Mapping[str, str]) -> Check:
 _K8S_VERSION_LINE = re.compile(
     r"""^\s+imctl:kubernetesVersion:\s*["']?([^"'\s#]*)["']?\s*(#.*)?$"""
 )
+_DOCKER_FIX = (
+    "install Docker with the buildx plugin (Docker Desktop has both; on Linux: the docker-ce and "
+    "docker-buildx-plugin packages) and start the daemon; or skip the build and run an image "
+    "you publish: imctl deploy --set image=<registry>/im-server@sha256:..."
+)
+# `image: ...` under `config:` in Pulumi.<stack>.yaml, as `pulumi config set` writes it.
+_IMAGE_LINE = re.compile(r"^\s+imctl:image:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+def _stack_yaml(home: Path, environ: Mapping[str, str], stack: str) -> str:
+    """Pulumi.<stack>.yaml as ``imctl deploy`` wrote it (in the engine's work dir, see
+    cli.engine.resolve_settings); "" when absent or unreadable."""
+    work_dir = Path(environ.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+    try:
+        return (work_dir / f"Pulumi.{stack}.yaml").read_text()
+    except OSError:
+        return ""
 
 
 def configured_kubernetes_version(home: Path, environ: Mapping[str, str], stack: str) -> str:
-    """The stack's ``kubernetesVersion`` as ``imctl deploy`` wrote it (Pulumi.<stack>.yaml in
-    the engine's work dir, see cli.engine.resolve_settings); "" when unset or unreadable."""
-    work_dir = Path(environ.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
-    try:
-        text = (work_dir / f"Pulumi.{stack}.yaml").read_text()
-    except OSError:
-        return ""
-    for line in text.splitlines():
+    """The stack's ``kubernetesVersion``; "" when unset or unreadable."""
+    for line in _stack_yaml(home, environ, stack).splitlines():
         match = _K8S_VERSION_LINE.match(line)
         if match:
             return match.group(1)
     return ""
+
+
+def stack_image(environ: Mapping[str, str], home: Path, stack: str) -> str | None:
+    """The ``image`` the stack's config names, if any (then the deploy builds nothing)."""
+    found = _IMAGE_LINE.search(_stack_yaml(home, environ, stack))
+    value = found.group(1).strip("'\"") if found else ""
+    return value or None
 
 
 def check_kubernetes_version(cloud: str, configured: str, today: date) -> Check:
@@ -365,13 +404,46 @@ def check_kubernetes_version(cloud: str, configured: str, today: date) -> Check:
     )
 
 
+def check_docker_buildx(
+    environ: Mapping[str, str],
+    run_cmd: Callable[[list[str]], subprocess.CompletedProcess[str]] | None = None,
+) -> Check:
+    """The deploy builds im-server with buildx (pulumi-docker-build talks to the daemon)."""
+    docker = shutil.which("docker", path=environ.get("PATH"))
+    if docker is None:
+        return Check("docker_buildx", False, "docker not found on PATH", _DOCKER_FIX)
+
+    def default_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+    try:
+        done = (run_cmd or default_run)([docker, "buildx", "version"])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("docker_buildx", False, f"docker buildx version failed: {exc}", _DOCKER_FIX)
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        detail = why[0] if why else f"exit {done.returncode}"
+        return Check("docker_buildx", False, f"docker buildx is missing: {detail}", _DOCKER_FIX)
+    return Check("docker_buildx", True, done.stdout.strip() or "docker buildx found", _DOCKER_FIX)
+
+
 def cloud_checks(
-    cloud: str, environ: Mapping[str, str], k8s_version: str = "", today: date | None = None
+    cloud: str,
+    environ: Mapping[str, str],
+    k8s_version: str = "",
+    today: date | None = None,
+    image: str | None = None,
 ) -> list[Check]:
-    return [
+    checks = [
         check_pulumi(environ),
         check_packages(cloud),
         check_credentials(cloud, environ),
+    ]
+    # Only a stack that builds its image needs Docker; one given image=REF pulls it as is.
+    if image is None:
+        checks.append(check_docker_buildx(environ))
+    return [
+        *checks,
         check_kubectl(environ),
         check_kubernetes_version(cloud, k8s_version, today or date.today()),
     ]
@@ -385,7 +457,8 @@ def diagnose(ctx: Context, today: date | None = None) -> DoctorResult:
         result.checks += local_checks(ctx)
     else:
         version = configured_kubernetes_version(home, ctx.env.environ, ctx.stack)
-        result.checks += cloud_checks(ctx.cloud, ctx.env.environ, version, today)
+        image = stack_image(ctx.env.environ, home, ctx.stack)
+        result.checks += cloud_checks(ctx.cloud, ctx.env.environ, version, today, image)
     return result
 
 

@@ -9,10 +9,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from stacks.config import Role, StackConfig
+from stacks.image import PullCredentials
 from stacks.workload.monitoring import Monitoring, MonitoringArgs
 from stacks.workload.nats import CLIENT_USER, Nats, NatsArgs
 from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from stacks.workload.prometheus_stack import PrometheusStack, PrometheusStackArgs
+from stacks.workload.pull_secret import PULL_SECRET_NAME, pull_secret
 from stacks.workload.secrets import AppSecrets
 from stacks.workload.server import ImServer, ImServerArgs
 
@@ -26,7 +28,11 @@ class WorkloadArgs:
     secrets: AppSecrets
     database_url: pulumi.Input[str]
     replication_lag_expr: str
+    # The image this region runs (stacks.image: the pushed digest, or config's image=REF).
+    image: pulumi.Input[str]
     service_annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secret: str | None = None  # an existing Secret the pods pull with
+    pull_credentials: PullCredentials | None = None  # a login to make that Secret from
 
 
 class Workload(pulumi.ComponentResource):
@@ -69,12 +75,18 @@ class Workload(pulumi.ComponentResource):
             ),
             in_ns,
         )
+        server_deps: list[pulumi.Resource] = [self.namespace_resource, self.nats]
+        image_pull_secret = args.image_pull_secret
+        if args.pull_credentials is not None:
+            server_deps.append(pull_secret(f"{name}-pull-secret", ns, args.pull_credentials, in_ns))
+            image_pull_secret = PULL_SECRET_NAME
         self.server = ImServer(
             f"{name}-im-server",
             ImServerArgs(
                 namespace=ns,
                 provider=args.provider,
-                image=cfg.image,
+                image=args.image,
+                image_pull_secret=image_pull_secret,
                 role=args.role,
                 # The standby idles at zero pods (its database is read-only); failover scales
                 # it up. A Deployment at zero replicas is left alone by its HPA.
@@ -93,9 +105,7 @@ class Workload(pulumi.ComponentResource):
                 nats_password=args.secrets.nats_password,
                 service_annotations=args.service_annotations,
             ),
-            pulumi.ResourceOptions(
-                parent=self, provider=args.provider, depends_on=[self.namespace_resource, self.nats]
-            ),
+            pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=server_deps),
         )
         # monitoring=true: the operator stack comes with the stack, so its CRDs exist before the
         # PodMonitor/PrometheusRule that need them (a fresh cluster has none).

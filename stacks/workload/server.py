@@ -34,7 +34,7 @@ SECRET_NAME: Final = "im-server"
 class ImServerArgs:
     namespace: str
     provider: pulumi.ProviderResource
-    image: str
+    image: pulumi.Input[str]  # repository@sha256:... when the stack built it
     role: Role
     replicas: int
     hpa_min: int
@@ -50,6 +50,13 @@ class ImServerArgs:
     nats_user: str
     nats_password: pulumi.Input[str]
     service_annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secret: str | None = None
+
+
+def _pull_secrets(args: ImServerArgs) -> list[k8s.core.v1.LocalObjectReferenceArgs] | None:
+    if args.image_pull_secret is None:
+        return None
+    return [k8s.core.v1.LocalObjectReferenceArgs(name=args.image_pull_secret)]
 
 
 def _secret_env(name: str, key: str) -> k8s.core.v1.EnvVarArgs:
@@ -138,6 +145,7 @@ class ImServer(pulumi.ComponentResource):
                         spec=k8s.core.v1.PodSpecArgs(
                             restart_policy="Never",
                             service_account_name="im-server",
+                            image_pull_secrets=_pull_secrets(args),
                             security_context=restricted_pod(SERVER_UID),
                             volumes=[tmp_volume],
                             containers=[
@@ -226,6 +234,7 @@ class ImServer(pulumi.ComponentResource):
                     ),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name="im-server",
+                        image_pull_secrets=_pull_secrets(args),
                         termination_grace_period_seconds=args.termination_grace_seconds,
                         security_context=restricted_pod(SERVER_UID),
                         affinity=anti_affinity("im-server"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -568,6 +569,42 @@ def test_doctor_cloud_checks(home: Path, tmp_path: Path) -> None:
     pulumi.write_text("#!/bin/sh\n")
     pulumi.chmod(0o755)
     assert doctor.check_pulumi({"PATH": str(empty_bin)}).ok
+
+
+def test_doctor_checks_docker_buildx_only_when_the_stack_builds_its_image(
+    home: Path, tmp_path: Path
+) -> None:
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    environ = {"PATH": str(empty_bin), "HOME": str(tmp_path / "nohome"), "USER": "t"}
+    ran = invoke(make_env(home, environ=environ), ["doctor", "--cloud", "gcp", "-o", "json"])
+    checks = {c["name"]: c for c in one_document(ran.stdout)["checks"]}
+    assert checks["docker_buildx"]["required"] and not checks["docker_buildx"]["ok"]
+    assert "buildx" in checks["docker_buildx"]["fix"] and "image=" in checks["docker_buildx"]["fix"]
+    # The local target never builds an image.
+    local = invoke(make_env(home, environ=environ), ["doctor", "-o", "json"])
+    assert "docker_buildx" not in {c["name"] for c in one_document(local.stdout)["checks"]}
+
+    # A stack that names its image (imctl deploy --set image=...) builds nothing.
+    work_dir = tmp_path / "project"
+    work_dir.mkdir()
+    (work_dir / "Pulumi.dev.yaml").write_text("config:\n  imctl:image: r.example/im:1\n")
+    env = {**environ, "IMCTL_PULUMI_WORK_DIR": str(work_dir)}
+    ran = invoke(make_env(home, environ=env), ["doctor", "--cloud", "gcp", "-o", "json"])
+    assert "docker_buildx" not in {c["name"] for c in one_document(ran.stdout)["checks"]}
+
+    docker = empty_bin / "docker"
+    docker.write_text("#!/bin/sh\n")
+    docker.chmod(0o755)
+    path = {"PATH": str(empty_bin)}
+
+    def answer(code: int, out: str = "", err: str = "") -> Any:
+        return lambda argv: subprocess.CompletedProcess(argv, code, out, err)
+
+    no_plugin = doctor.check_docker_buildx(path, answer(1, err="'buildx' is not a docker command."))
+    assert not no_plugin.ok and "not a docker command" in no_plugin.detail
+    found = doctor.check_docker_buildx(path, answer(0, out="github.com/docker/buildx v0.17.1"))
+    assert found.ok and "v0.17.1" in found.detail
 
 
 def test_doctor_optional_failure_does_not_fail() -> None:

@@ -13,6 +13,7 @@ from stacks.config import (
     PRESTOP_SLEEP_SECONDS,
     TERMINATION_MARGIN_SECONDS,
     ConfigError,
+    check_registry_login,
     load,
     parse,
 )
@@ -77,6 +78,8 @@ def test_termination_grace_covers_prestop_and_drain() -> None:
         ("aws", "us-east-1", None, {"drainGrace": "30"}, "drainGrace", "drainGraceSeconds"),
         ("aws", "us-east-1", None, {"monitoring": "maybe"}, "monitoring", "true or false"),
         ("aws", "us-east-1", None, {"image": "bad image"}, "image", "image reference"),
+        ("aws", "us-east-1", None, {"imagePullSecret": "x"}, "imagePullSecret", "set image"),
+        ("aws", "us-east-1", None, {"imagePlatform": "linux/s390x"}, "imagePlatform", "amd64"),
     ],
 )
 def test_invalid_config_names_the_key_and_the_fix(
@@ -142,3 +145,28 @@ def test_docs_list_every_config_key() -> None:
     docs = (ROOT / "docs" / "stacks.md").read_text()
     missing = [k.name for k in KEYS if f"| `{k.name}` |" not in docs]
     assert missing == []
+
+
+def test_the_image_is_built_unless_one_is_given() -> None:
+    built = load("aws", "us-east-1", None, {})
+    assert built.builds_image and built.image is None
+    assert built.image_platform == "linux/amd64"
+    given = load("aws", "us-east-1", None, {"image": "r.example/im:1", "imagePullSecret": "pull"})
+    assert not given.builds_image
+    assert (given.image, given.image_pull_secret) == ("r.example/im:1", "pull")
+
+
+def test_alicloud_build_needs_the_acr_login_before_deploying() -> None:
+    bare = load("alicloud", "cn-hangzhou", None, {})
+    with pytest.raises(ConfigError) as caught:
+        check_registry_login(bare, has_acr_password=False)
+    assert caught.value.key == "acrUsername" and "image=REF" in caught.value.hint
+    named = load("alicloud", "cn-hangzhou", None, {"acrUsername": "ops@example"})
+    with pytest.raises(ConfigError) as caught:
+        check_registry_login(named, has_acr_password=False)
+    assert caught.value.key == "acrPassword"
+    check_registry_login(named, has_acr_password=True)
+    # ECR and Artifact Registry logins come from the cloud; a given image needs no push.
+    check_registry_login(load("aws", "us-east-1", None, {}), has_acr_password=False)
+    given = load("alicloud", "cn-hangzhou", None, {"image": "r.example/im:1"})
+    check_registry_login(given, has_acr_password=False)

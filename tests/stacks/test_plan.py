@@ -126,12 +126,24 @@ def test_an_unmocked_invoke_fails_the_plan() -> None:
                 ("aws:index/getAvailabilityZones:getAvailabilityZones", "us-east-1"),
                 ("aws:index/getAvailabilityZones:getAvailabilityZones", "us-west-2"),
                 ("aws:index/getCallerIdentity:getCallerIdentity", "us-east-1"),
+                # The image push's registry logins, one per site's repository.
+                ("aws:ecr/getAuthorizationToken:getAuthorizationToken", "us-east-1"),
+                ("aws:ecr/getAuthorizationToken:getAuthorizationToken", "us-west-2"),
             },
         ),
-        ("gcp", set()),
+        (
+            "gcp",
+            {
+                ("gcp:organizations/getClientConfig:getClientConfig", "us-central1"),
+                ("gcp:organizations/getClientConfig:getClientConfig", "us-east1"),
+                ("gcp:organizations/getProject:getProject", "us-central1"),
+                ("gcp:organizations/getProject:getProject", "us-east1"),
+            },
+        ),
         (
             "alicloud",
             {
+                ("alicloud:index/getCallerIdentity:getCallerIdentity", "cn-hangzhou"),
                 ("alicloud:index/getZones:getZones", "cn-hangzhou"),
                 ("alicloud:index/getZones:getZones", "cn-shanghai"),
                 ("alicloud:cs/getClusterCredential:getClusterCredential", "cn-hangzhou"),

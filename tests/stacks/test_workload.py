@@ -61,7 +61,7 @@ def test_server_command_probes_and_resources(plan: PlanRun) -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["resources"]["requests"]["cpu"]
-        assert container["image"] == plan.config.image
+        assert "@sha256:" in container["image"]  # the stack's build, pinned (test_image.py)
         assert container["securityContext"]["runAsNonRoot"] is True
 
 
