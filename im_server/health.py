@@ -47,9 +47,14 @@ SELECT current_setting('synchronous_standby_names') AS names,
        pg_is_in_recovery() AS recovery,
        (SELECT count(*) FROM pg_stat_replication
          WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) AS sync_streaming,
-       (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) FROM pg_stat_replication
-         WHERE application_name = $1 AND state = 'streaming'
-         ORDER BY flush_lsn DESC NULLS LAST LIMIT 1) AS standby_behind
+       (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS syncrep_waiting,
+       s.behind AS standby_behind, s.reply AS standby_reply
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (
+    SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) AS behind,
+           extract(epoch FROM reply_time) AS reply
+      FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'
+     ORDER BY flush_lsn DESC NULLS LAST LIMIT 1) AS s ON true
 """
 
 
@@ -81,7 +86,9 @@ class HealthMonitor:
         # value seen, else the standby the stack named.
         self._names = _quote(settings.sync_standby) if settings.sync_standby else ""
         self._missing_since: float | None = None
-        self._degraded = False
+        # The standby's last reply when replication went asynchronous: it is named again only
+        # after a newer one (a hung standby's walsender still looks "streaming" and caught up).
+        self._reply_at_degrade: float | None = None
 
     @property
     def fresh(self) -> bool:
@@ -114,7 +121,12 @@ class HealthMonitor:
                 time.monotonic(),
             )
             return self.state
-        self.state = await self._judge(row)
+        try:
+            self.state = await self._judge(row)
+        except Exception as exc:  # a bug here must not stop the probing (readyz would go stale)
+            log.exception("judging the database probe failed")
+            await self.close()
+            self.state = Health("up", "unknown", f"health check failed: {exc!r}", time.monotonic())
         return self.state
 
     async def _probe(self) -> asyncpg.Record:
@@ -130,28 +142,40 @@ class HealthMonitor:
         if row["recovery"]:
             return Health("up", "blocked", "the database is a read-only standby", now)
         stalled = self.oldest_commit_age()
-        if not self.settings.sync_standby:
-            if stalled > STALL_AFTER:
-                return Health("up", "blocked", f"a commit has waited {stalled:.1f}s", now)
-            return Health("up", "ok", "", now)
+        waiting_on_standby = bool(row["syncrep_waiting"])
         names: str = row["names"]
+        if not self.settings.sync_standby or not names:
+            self._missing_since = None
+        if stalled > STALL_AFTER:
+            why = "for the synchronous standby" if waiting_on_standby else "(database stalled)"
+            stall = Health("up", "blocked", f"a commit has waited {stalled:.1f}s {why}", now)
+        else:
+            stall = None
+        if not self.settings.sync_standby:
+            return stall or Health("up", "ok", "", now)
+        policy = self.settings.sync_policy
         if names:
             self._names = names
-            self._degraded = False
-            if row["sync_streaming"]:
+            # Lost: not streaming, or (a hung standby still looks streaming until
+            # wal_sender_timeout) commits have waited for it longer than the degrade bound.
+            lost = not row["sync_streaming"] or (
+                waiting_on_standby and stalled >= self.settings.sync_degrade_after
+            )
+            if not lost:
                 self._missing_since = None
-                if stalled > STALL_AFTER:
-                    return Health("up", "blocked", f"a commit has waited {stalled:.1f}s", now)
-                return Health("up", "ok", "", now)
+                return stall or Health("up", "ok", "", now)
             self._missing_since = self._missing_since or now
             gone = now - self._missing_since
-            if self.settings.sync_policy == "degrade" and gone >= self.settings.sync_degrade_after:
-                await self._set_names("")
-                self._degraded = True
+            if (
+                policy == "degrade"
+                and max(gone, stalled) >= self.settings.sync_degrade_after
+                and await self._set_names("")
+            ):
+                self._reply_at_degrade = row["standby_reply"] or 0.0
                 return Health(
                     "up",
                     "unprotected",
-                    f"synchronous standby {self.settings.sync_standby} lost {gone:.0f}s ago;"
+                    f"synchronous standby {self.settings.sync_standby} lost;"
                     " replication degraded to asynchronous (policy degrade)",
                     now,
                 )
@@ -159,37 +183,44 @@ class HealthMonitor:
                 "up",
                 "blocked",
                 f"commits wait for synchronous standby {self.settings.sync_standby}, which is"
-                f" not streaming (for {gone:.0f}s; policy {self.settings.sync_policy})",
+                f" not confirming (for {gone:.0f}s; policy {policy})",
                 now,
             )
         # The stack wants a synchronous standby and none is named: degraded by us (or by hand).
-        behind = row["standby_behind"]
+        if stall is not None:
+            return stall
+        behind, reply = row["standby_behind"], row["standby_reply"]
+        if self._reply_at_degrade is None:  # degraded before this node started
+            self._reply_at_degrade = reply or 0.0
+        answered_since = reply is not None and reply > self._reply_at_degrade
         if (
-            self.settings.sync_policy == "degrade"
+            policy == "degrade"
+            and answered_since
             and behind is not None
             and behind <= CAUGHT_UP_BYTES
             and self._names
+            and await self._set_names(self._names)
         ):
-            await self._set_names(self._names)
-            self._degraded = False
-            self._missing_since = None
+            self._reply_at_degrade = None
             return Health("up", "ok", "", now)
         return Health(
             "up",
             "unprotected",
             f"replication to {self.settings.sync_standby} is asynchronous"
             + (" (degraded; it is named again once it streams and has caught up)"
-               if self._degraded or self.settings.sync_policy == "degrade" else ""),
+               if policy == "degrade" else ""),
             now,
         )  # fmt: skip
 
-    async def _set_names(self, value: str) -> None:
+    async def _set_names(self, value: str) -> bool:
         assert self._conn is not None
+        # ALTER SYSTEM takes no parameters; the value is quoted as a literal.
+        literal = "'" + value.replace("'", "''") + "'"
         try:
-            # ALTER SYSTEM takes no parameters; the value is quoted as a literal.
-            literal = "'" + value.replace("'", "''") + "'"
             await self._conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {literal}")
             await self._conn.execute("SELECT pg_reload_conf()")
-            log.warning("synchronous_standby_names set to %r (policy degrade)", value)
-        except asyncpg.PostgresError as exc:
-            log.warning("cannot change synchronous_standby_names: %r", exc)
+        except DB_ERRORS as exc:
+            log.warning("cannot set synchronous_standby_names to %r: %r", value, exc)
+            return False
+        log.warning("synchronous_standby_names set to %r (policy degrade)", value)
+        return True

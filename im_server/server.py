@@ -195,13 +195,28 @@ class SendBatcher:
             self.running[i] = batch
             self.started[i] = time.perf_counter()
             try:
-                await self._commit(batch)
+                await self._commit(i, batch)
             except Exception:
                 log.exception("send batch failed")
+                # Every send is answered: the failure may have come after the commit.
+                for p in batch:
+                    if not p.answered:
+                        p.answered = True
+                        self.server.send_error(
+                            p.conn,
+                            UnavailableError(
+                                ErrorCode.OUTCOME_UNKNOWN,
+                                "internal error during the commit; resend with the same cid",
+                            ),
+                            {"cid": p.item.cid},
+                        )
             finally:
-                self.running[i] = []
-                self.started[i] = 0.0
+                self._done_committing(i)
                 self._finished(len(batch))
+
+    def _done_committing(self, i: int) -> None:
+        self.running[i] = []
+        self.started[i] = 0.0
 
     async def _expire(self) -> None:
         """Answer every send that has waited the send timeout (checked every tenth of it)."""
@@ -211,10 +226,17 @@ class SendBatcher:
             await asyncio.sleep(period)
             limit = time.perf_counter() - (self.timeout - period)
             for i, q in enumerate(self.queues):
-                expired = 0
-                while q and q[0].t0 <= limit:
-                    p = q.popleft()
-                    expired += 1
+                if not q or q[0].t0 > limit:
+                    expired = []
+                else:
+                    # A connection's later sends go with its expired one: left queued, they
+                    # would commit before the client's resend of it (sends commit in order).
+                    conns = {p.conn for p in q if p.t0 <= limit}
+                    expired = [p for p in q if p.conn in conns]
+                    kept = [p for p in q if p.conn not in conns]
+                    q.clear()
+                    q.extend(kept)
+                for p in expired:
                     srv.send_error(
                         p.conn,
                         UnavailableError(
@@ -225,8 +247,8 @@ class SendBatcher:
                         {"cid": p.item.cid},
                     )
                 if expired:
-                    srv.metrics.send_timeouts.inc(expired)
-                    self._finished(expired)
+                    srv.metrics.send_timeouts.inc(len(expired))
+                    self._finished(len(expired))
                 for p in self.running[i]:
                     if not p.answered and p.t0 <= limit:
                         p.answered = True
@@ -242,7 +264,7 @@ class SendBatcher:
                             {"cid": p.item.cid},
                         )
 
-    async def _commit(self, batch: list[_PendingSend]) -> None:
+    async def _commit(self, i: int, batch: list[_PendingSend]) -> None:
         srv = self.server
         m = srv.metrics
         m.batch_size.observe(len(batch))
@@ -252,18 +274,25 @@ class SendBatcher:
             m.db_errors.inc()
             for p in batch:
                 if not p.answered:
+                    p.answered = True
                     srv.send_error(p.conn, exc, {"cid": p.item.cid})
             return
+        # The commit is over: from here on the send timeout has nothing to answer (a slow
+        # fan-out is not a stalled commit, and an acked send must not also get outcome_unknown).
+        self._done_committing(i)
+        late = [p.answered for p in batch]
+        for p in batch:
+            p.answered = True
         now = time.perf_counter()
-        for p, r in zip(batch, results, strict=True):
+        for p, r, answered in zip(batch, results, late, strict=True):
             item = p.item
             if r.status == "ok":
-                if not p.answered:
+                if not answered:
                     p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
                     m.ack_latency.observe(now - p.t0)
                 frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
                 await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
-            elif p.answered:
+            elif answered:
                 continue
             elif r.status == "dup":
                 p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
@@ -350,9 +379,12 @@ class ImServer:
 
     async def _health_loop(self) -> None:
         while True:
-            h = await self.health.check()
-            self.metrics.db_up.set(1 if h.database == "up" else 0)
-            self.metrics.writes_state.state(h.writes)
+            try:
+                h = await self.health.check()
+                self.metrics.db_up.set(1 if h.database == "up" else 0)
+                self.metrics.writes_state.state(h.writes)
+            except Exception:  # the loop must outlive any one probe; readyz goes stale if not
+                log.exception("health check failed")
             await asyncio.sleep(PROBE_EVERY)
 
     def _spawn(self, coro: Any) -> None:
@@ -428,6 +460,11 @@ class ImServer:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.store is not None and not self.batcher.idle.is_set():
+            # A commit still waiting (for a lost synchronous standby) must not be cancelled:
+            # PostgreSQL would end the wait and make it visible unreplicated. Closing the
+            # sockets sends no cancel; the backends keep waiting and commit when they can.
+            self.store.pool.terminate()
         for w in self.batcher.workers:
             w.cancel()
         if self._runner is not None:

@@ -30,6 +30,9 @@ def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
             f"  region {r['name']} ({r['role']}): {nodes},"
             f" PostgreSQL :{r['database']['port']}, NATS :{r['bus']['port']}"
         )
+    from cli.commands.status import render_problems
+
+    render_problems(console, doc.get("problems", []))
     console.print(f"\nendpoint  [bold]{doc['endpoint']}[/bold]")
     console.print("connect   imctl token --user alice   # then hello with that token")
 

@@ -38,16 +38,21 @@ class StatusResult:
         return ExitStatus.OK
 
 
+def render_problems(console: Any, problems: list[Mapping[str, Any]]) -> None:
+    """Each problem with the command to run next (shared by status and deploy)."""
+    for p in problems:
+        console.print(f"[red]✗[/red] {p['region']}: {p['message']} [dim]({p['code']})[/dim]")
+        if p.get("next_command"):
+            console.print(f"    next: {p['next_command']}", markup=False)
+
+
 def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
     from rich.table import Table
 
     mark = "[green]healthy[/green]" if doc["healthy"] else "[red]UNHEALTHY[/red]"
     console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
     console.print(f"endpoint {doc['endpoint']}")
-    for p in doc.get("problems", []):
-        console.print(f"[red]✗[/red] {p['region']}: {p['message']} [dim]({p['code']})[/dim]")
-        if p.get("next_command"):
-            console.print(f"    next: {p['next_command']}", markup=False)
+    render_problems(console, doc.get("problems", []))
     for r in doc["regions"]:
         db, bus = r["database"], r["bus"]
         console.print(

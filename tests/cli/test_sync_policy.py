@@ -8,8 +8,10 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 
 from cli.state import StackFiles
 from cli.targets.local import procs
+from cli.targets.local.postgres import PgInstance
 from cli.targets.local.procs import free_port
 from cli.targets.local.runtime import Region, http_json
 from cli.targets.local.target import LocalTarget
@@ -56,6 +59,21 @@ def _within(seconds: float, what: str, probe: Any) -> Any:
             return got
         assert time.monotonic() < deadline, f"not within {seconds}s: {what}"
         time.sleep(0.2)
+
+
+@contextmanager
+def _frozen(pg: PgInstance) -> Iterator[None]:
+    pid = pg.pid()
+    assert pid is not None
+    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in family:
+        os.kill(p.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for p in family:
+            with suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGCONT)
 
 
 def _node_readyz(region: Region) -> list[tuple[int, dict[str, Any]]]:
@@ -148,37 +166,53 @@ def test_wait_policy_says_writes_are_blocked_and_answers_sends(home: Path) -> No
 
 def test_degrade_policy_keeps_writing_unprotected_then_restores_sync(home: Path) -> None:
     doc = ok_json(home, "deploy", "-s", "d", "--region", "a", "--standby-region", "b",
-                  "--port", str(free_port()), "--sync-policy", "degrade",
-                  "--sync-degrade-after", "1")  # fmt: skip
+                  "--port", str(free_port()))  # fmt: skip
     tok = ok_json(home, "token", "-s", "d", "--user", "alice")["token"]
-    _region(home, "d", "b").pg().kill9()
+    # A hung standby (frozen, not dead: its walsender still looks "streaming" for a while)
+    # under the default policy: writes block, and the way out is to switch the policy.
+    standby = _region(home, "d", "b").pg()
+    with _frozen(standby):
+        # Nothing waits until something commits: one send gets stuck (answered outcome_unknown
+        # after the send timeout, in the background).
+        stuck = threading.Thread(
+            target=lambda: asyncio.run(_raw_send(doc["endpoint"], tok, "d1", SEND_TIMEOUT + 5))
+        )
+        stuck.start()
+        _within(8, "status says writes are blocked",
+                lambda: "writes_blocked" in _codes(ok_json(home, "status", "-s", "d")))  # fmt: skip
+        stuck.join(SEND_TIMEOUT + 10)
+        switched = ok_json(home, "deploy", "-s", "d", "--sync-policy", "degrade",
+                           "--sync-degrade-after", "1")  # fmt: skip
+        assert (
+            any("durability settings changed" in a for a in switched["actions"])
+            or switched["changed"]
+        ), switched
 
-    async def send_one() -> float:
-        t = time.monotonic()
-        async with Client(doc["endpoint"], tok) as c:
-            await c.send({"after": "loss"}, to="bob", timeout=SEND_TIMEOUT)
-        return time.monotonic() - t
+        async def send_one() -> float:
+            t = time.monotonic()
+            async with Client(doc["endpoint"], tok) as c:
+                await c.send({"after": "loss"}, to="bob", timeout=SEND_TIMEOUT)
+            return time.monotonic() - t
 
-    # Acked: the commit waited at most the degrade bound (plus a probe period), not forever.
-    assert asyncio.run(send_one()) < 5
-    st = _within(5, "status says writes are unprotected",
-                 lambda: (d := ok_json(home, "status", "-s", "d")) and
-                 "writes_unprotected" in _codes(d) and d)  # fmt: skip
-    assert "writes_blocked" not in _codes(st) and not st["protected"]
-    assert imctl(home, "status", "-s", "d", "--check").returncode == 10
-    primary = _region(home, "d", "a")
-    for code, body in _node_readyz(primary):
-        assert code == 200 and body["writes"] == "unprotected", body
-    # The standby comes back: the nodes name it again once it has caught up.
-    ok_json(home, "deploy", "-s", "d")
+        # Acked: the commit waited about the degrade bound (plus a probe period), not forever.
+        assert asyncio.run(send_one()) < 8
+        st = _within(5, "status says writes are unprotected",
+                     lambda: (d := ok_json(home, "status", "-s", "d")) and
+                     "writes_unprotected" in _codes(d) and d)  # fmt: skip
+        assert "writes_blocked" not in _codes(st) and not st["protected"]
+        assert imctl(home, "status", "-s", "d", "--check").returncode == 10
+        primary = _region(home, "d", "a")
+        for code, body in _node_readyz(primary):
+            assert code == 200 and body["writes"] == "unprotected", body
 
+    # The standby is back: the nodes name it again once it has caught up.
     def synced() -> bool:
         d = ok_json(home, "status", "-s", "d")
         a = next(r for r in d["regions"] if r["name"] == "a")
         rows = a["replication"]["standbys"] if a["replication"] else []
         return bool(d["healthy"] and rows and rows[0]["sync_state"] == "sync")
 
-    _within(10, "sync replication restored", synced)
+    _within(15, "sync replication restored", synced)
     imctl(home, "destroy", "-s", "d", "--yes")
 
 

@@ -191,7 +191,8 @@ async def drill_traffic(dsn: str, run: str | None) -> dict[str, int]:
 async def clean(dsn: str, run: str | None) -> dict[str, int]:
     """Delete drill conversations (members and messages go with them), and nothing else: a
     conversation is a drill's only if it is the direct conversation of two drill users."""
-    conn = await asyncpg.connect(dsn)
+    # Bounded: with writes blocked (a lost synchronous standby) the DELETE would wait forever.
+    conn = await asyncpg.connect(dsn, command_timeout=60)
     try:
         async with conn.transaction():
             rows = await conn.fetch(

@@ -75,7 +75,8 @@ def problems(cfg: StackConfig, regions: Sequence[Mapping[str, Any]]) -> list[dic
                         f"{deploy}   (or rebuild it: imctl standby rebuild --region {name} {s})",
                     )
                 )
-        if not r["bus"]["running"]:
+        # A standby region's NATS serves nobody until a failover (which starts it).
+        if not r["bus"]["running"] and role == "primary":
             out.append(_problem("bus_down", name, "NATS is not running", deploy))
     order = list(CODES)
     return sorted(out, key=lambda p: order.index(p["code"]))
@@ -111,12 +112,16 @@ def _primary_problems(
         )
     elif blocked and db["answering"]:  # else database_unreachable already says it
         reason = blocked[0].get("writes_reason") or "commits are not finishing"
+        on_standby = "standby" in reason
         out.append(
             _problem(
                 "writes_blocked",
                 name,
                 f"{len(blocked)} node(s) report blocked writes: {reason}",
-                f"imctl logs --node postgres -s {cfg.stack}",
+                f"{deploy}   (to keep writing without the standby: imctl deploy --sync-policy"
+                f" degrade -s {cfg.stack})"
+                if on_standby
+                else f"imctl logs --node postgres -s {cfg.stack}",
             )
         )
     if ready == 0 and r["replicas"] > 0:

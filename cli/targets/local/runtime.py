@@ -288,7 +288,10 @@ class Region:
         while pending:
             for node in list(pending):
                 st = self.node_status(node)
-                if st.ready:
+                # A node that serves but cannot commit (writes blocked: a lost synchronous
+                # standby under policy wait) has started; `status` reports the writes. Waiting
+                # for it would keep deploy from applying --sync-policy degrade, the way out.
+                if st.ready or (st.writes == "blocked" and not st.draining):
                     pending.discard(node)
                 elif not st.alive:
                     tail = procs.log_tail(self.node_log(node), 15)

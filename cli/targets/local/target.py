@@ -208,6 +208,9 @@ class LocalTarget:
             actions += r.reconcile_nodes(step)
             if r.cfg.role == "standby" and cfg.replication == "sync":
                 actions += self._ensure_sync(r, step)
+        from cli.targets.local.health import problems
+
+        statuses = [r.status() for r in regions]
         return {
             "stack": cfg.stack,
             "cloud": "local",
@@ -215,7 +218,9 @@ class LocalTarget:
             "created": new,
             "changed": bool(actions),
             "actions": actions,
-            "regions": [r.status() for r in regions],
+            # What deploy cannot fix by starting processes (e.g. writes blocked): said, not hidden.
+            "problems": problems(cfg, statuses),
+            "regions": statuses,
         }
 
     def _ensure_sync(self, standby: Region, step: Step) -> list[str]:
