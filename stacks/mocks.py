@@ -17,6 +17,7 @@ from typing import Any
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 ACCOUNT_ID = "123456789012"
+ALIBABA_ACCOUNT_ID = "5123456789012345"
 GCP_PROJECT = "imctl-plan"
 
 Json = dict[str, Any]
@@ -81,6 +82,7 @@ class PlanMocks(Mocks):
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._aws_zones,
             "aws:index/getCallerIdentity:getCallerIdentity": self._aws_identity,
             "alicloud:index/getZones:getZones": self._ali_zones,
+            "alicloud:index/getCallerIdentity:getCallerIdentity": self._ali_identity,
             "alicloud:cs/getClusterCredential:getClusterCredential": self._ack_credential,
         }
 
@@ -119,6 +121,15 @@ class PlanMocks(Mocks):
             "accountId": ACCOUNT_ID,
             "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/imctl-plan",
             "userId": "AIDAIMCTLPLANMOCK",
+        }
+
+    @staticmethod
+    def _ali_identity(_: Json, region: str) -> Json:
+        return {
+            "id": ALIBABA_ACCOUNT_ID,
+            "accountId": ALIBABA_ACCOUNT_ID,
+            "arn": f"acs:ram::{ALIBABA_ACCOUNT_ID}:user/imctl-plan",
+            "identityType": "RAMUser",
         }
 
     @staticmethod

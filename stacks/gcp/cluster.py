@@ -29,6 +29,7 @@ class GkeClusterArgs:
     node_max: int
     node_desired: int
     project: str | None = None
+    protect: bool = True  # False only while imctl destroy tears the stack down
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -73,7 +74,9 @@ class GkeCluster(pulumi.ComponentResource):
                 if identity
                 else None
             ),
-            deletion_protection=True,
+            # The provider's default is true, and pulumi destroy cannot delete the cluster
+            # until a deploy has set it false (the teardown deploy does).
+            deletion_protection=args.protect,
             resource_labels=dict(args.labels),
             opts=child,
         )

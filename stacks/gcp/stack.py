@@ -79,6 +79,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_max=config.node_max,
                 node_desired=config.node_desired,
                 project=config.gcp_project,
+                protect=config.protect_data,
             ),
         )
 
@@ -115,7 +116,12 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             cluster_id=cluster.cluster_id,
         )
     backups = BackupBucket(
-        "backups", BackupBucketArgs(provider=providers[config.region], location=config.region)
+        "backups",
+        BackupBucketArgs(
+            provider=providers[config.region],
+            location=config.region,
+            force_destroy=config.teardown,
+        ),
     )
     return CloudInfra(
         regions=regions,
