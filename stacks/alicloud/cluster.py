@@ -63,6 +63,8 @@ class AckCluster(pulumi.ComponentResource):
             # Pulumi and imctl reach the API server from outside the VPC.
             slb_internet_enabled=True,
             encryption_provider_key=key.id,
+            # The provider only turns secrets encryption on with both set explicitly.
+            disable_encryption=False,
             deletion_protection=args.protect,
             addons=[
                 alicloud.cs.ManagedKubernetesAddonArgs(

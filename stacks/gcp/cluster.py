@@ -110,7 +110,12 @@ class GkeCluster(pulumi.ComponentResource):
                 ),
                 labels=dict(args.labels),
             ),
-            opts=child,
+            # Creation size only (changing it replaces the pool): afterwards the autoscaler,
+            # and imctl scale through the resize API, own the count. Without this, the
+            # nodeDesired that imctl scale writes back would rebuild the pool on the next deploy.
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=["initialNodeCount"])
+            ),
         )
         self.cluster_id = self.cluster.id
         self.cluster_name = self.cluster.name

@@ -142,3 +142,17 @@ def test_docs_list_every_config_key() -> None:
     docs = (ROOT / "docs" / "stacks.md").read_text()
     missing = [k.name for k in KEYS if f"| `{k.name}` |" not in docs]
     assert missing == []
+
+
+def test_the_documented_kubernetes_role_is_for_the_default_namespace() -> None:
+    """An operator applying docs/permissions/kubernetes-role.yaml as written must grant imctl
+    its rights where the workload runs by default, not in a namespace nothing uses."""
+    yaml = pytest.importorskip("yaml")
+    role = yaml.safe_load((ROOT / "docs/permissions/kubernetes-role.yaml").read_text())
+    [default] = [k.default for k in KEYS if k.name == "namespace"]
+    assert role["kind"] == "Role"
+    assert (
+        role["metadata"]["namespace"]
+        == default
+        == parse({"cloud": "aws", "region": "us-east-1"}).namespace
+    )
