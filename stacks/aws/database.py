@@ -85,7 +85,10 @@ class DatabasePlumbing(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=30,
             tags=dict(net.tags),
-            opts=child,
+            # Left behind by destroy too: the writer's final snapshot is encrypted with it, and
+            # a deleted key would make the one copy destroy keeps unrestorable. Schedule its
+            # deletion by hand once the snapshot is gone.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         self.subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets", subnet_ids=list(net.subnet_ids), tags=dict(net.tags), opts=child

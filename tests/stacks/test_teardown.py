@@ -117,6 +117,14 @@ NOT_BLOCKING: dict[tuple[str, str], str] = {
 }
 
 
+# Left in the cloud by destroy on purpose (retain_on_delete), and why.
+KEPT: dict[str, str] = {
+    "aws:kms/key:Key/us-east-1-db-base-key": "encrypts the writer's final snapshot",
+    "aws:kms/key:Key/us-west-2-db-base-key": "encrypts the writer's final snapshot after a "
+    "failover",
+}
+
+
 def _sdk_arguments(type_: str) -> list[str]:
     package, module, name = type_.split(":")
     top = module.split("/")[0]
@@ -146,7 +154,7 @@ def protected(plan: PlanRun) -> list[str]:
     """Each registration and flag that would stop or skip a delete."""
     found: list[str] = []
     for reg in _custom(plan):
-        if reg.retain_on_delete:
+        if reg.retain_on_delete and f"{reg.type}/{reg.name}" not in KEPT:
             found.append(f"{reg.type} {reg.name}: retain_on_delete")
         for argument in _sdk_arguments(reg.type):
             rule = _rule(reg.type, argument)
@@ -243,3 +251,15 @@ def test_the_oss_bucket_name_carries_the_account_and_the_stack() -> None:
     assert ALIBABA_ACCOUNT_ID in bucket and bucket.startswith("imctl-plan-")
     # OSS: 3-63 lowercase letters, digits and hyphens, a letter or digit at both ends.
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket), bucket
+
+
+def test_the_key_of_the_final_rds_snapshot_outlives_the_destroy() -> None:
+    """The snapshot destroy keeps is encrypted with its site's key; deleting the key (30 days
+    after destroy) would make it unrestorable."""
+    plan = teardown("aws")
+    keys = {k.id: k for k in plan.find("aws:kms/key:Key")}
+    for region in REGIONS["aws"]:
+        db = args(only(plan, "aws:rds/instance:Instance", region))
+        key = keys[db["kmsKeyId"].rsplit("/", 1)[-1]]
+        assert key.retain_on_delete, region
+        assert f"{key.type}/{key.name}" in KEPT
