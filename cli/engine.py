@@ -1047,8 +1047,8 @@ def destroy(
 
     The databases are deletion-protected and retained when dropped (a failover must never
     delete the old writer), and ``pulumi destroy`` honours both. So the stack is first updated
-    with ``teardown=true``, which lifts them (AWS still takes a final snapshot of the writer),
-    and only then destroyed."""
+    with ``teardown=true``, which lifts them and the clusters', keys' and buckets' protections
+    (AWS still takes a final snapshot of the writer), and only then destroyed."""
     settings = resolve_settings(home, env)
     renderer = EventRenderer(ctx_stack, "destroy", progress, expected_total)
     started = time.monotonic()
@@ -1061,7 +1061,7 @@ def destroy(
             st.up(
                 on_event=EventRenderer(ctx_stack, "up", progress, None),
                 color="never",
-                message=f"imctl destroy -s {ctx_stack}: lift the databases' deletion protection",
+                message=f"imctl destroy -s {ctx_stack}: lift every deletion protection",
                 show_secrets=False,
                 suppress_progress=True,
             )

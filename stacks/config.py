@@ -129,7 +129,7 @@ KEYS: Final[tuple[KeySpec, ...]] = (
     KeySpec(
         "teardown",
         "boolean",
-        "Set by imctl destroy: databases lose deletion protection so pulumi destroy removes them.",
+        "Set by imctl destroy: every deletion protection is lifted so pulumi destroy can finish.",
         "false",
     ),
     # Issue 13 (Kubernetes versions): the cluster's minor version, checked against the
@@ -199,8 +199,9 @@ class StackConfig:
 
     @property
     def protect_data(self) -> bool:
-        """Databases refuse deletion and outlive their removal from the program, except while
-        ``imctl destroy`` tears the stack down (it sets ``teardown`` first)."""
+        """Databases refuse deletion and outlive their removal from the program, and clusters
+        and KMS keys refuse deletion, except while ``imctl destroy`` tears the stack down (it
+        sets ``teardown`` first); buckets then also give up their objects."""
         return not self.teardown
 
     @property

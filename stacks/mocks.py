@@ -17,6 +17,7 @@ from typing import Any
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 ACCOUNT_ID = "123456789012"
+ALIBABA_ACCOUNT_ID = "5123456789012345"
 GCP_PROJECT = "imctl-plan"
 
 Json = dict[str, Any]
@@ -81,8 +82,8 @@ class PlanMocks(Mocks):
             "aws:index/getAvailabilityZones:getAvailabilityZones": self._aws_zones,
             "aws:index/getCallerIdentity:getCallerIdentity": self._aws_identity,
             "alicloud:index/getZones:getZones": self._ali_zones,
-            "alicloud:cs/getClusterCredential:getClusterCredential": self._ack_credential,
             "alicloud:index/getCallerIdentity:getCallerIdentity": self._ali_identity,
+            "alicloud:cs/getClusterCredential:getClusterCredential": self._ack_credential,
             "aws:ecr/getAuthorizationToken:getAuthorizationToken": self._ecr_token,
             "gcp:organizations/getClientConfig:getClientConfig": self._gcp_client,
             "gcp:organizations/getProject:getProject": self._gcp_project,
@@ -163,9 +164,9 @@ class PlanMocks(Mocks):
     @staticmethod
     def _ali_identity(_: Json, region: str) -> Json:
         return {
-            "id": "5123456789012345",
-            "accountId": "5123456789012345",
-            "arn": "acs:ram::5123456789012345:user/imctl-plan",
+            "id": ALIBABA_ACCOUNT_ID,
+            "accountId": ALIBABA_ACCOUNT_ID,
+            "arn": f"acs:ram::{ALIBABA_ACCOUNT_ID}:user/imctl-plan",
             "identityType": "RAMUser",
             "principalId": "imctl-plan",
         }

@@ -45,9 +45,10 @@ def destroy(
 
             ctx.out.confirm_typed(
                 ctx.stack,
-                details=[f"lift the databases' deletion protection (pulumi up, teardown=true),"
+                details=[f"lift every deletion protection (pulumi up, teardown=true),"
                          f" then pulumi destroy: delete every {ctx.cloud} resource of"
-                         f" {ctx.stack!r}, databases and backups included"],
+                         f" {ctx.stack!r}, databases and backups included (AWS keeps the"
+                         f" writer's final snapshot and the key it is encrypted with)"],
             )  # fmt: skip
             try:
                 doc = engine.destroy(

@@ -15,6 +15,9 @@ class BackupBucketArgs:
     provider: pulumi.ProviderResource
     bucket_name: str
     noncurrent_days: int = 90
+    # True only while imctl destroy tears the stack down: a bucket with objects (or old
+    # versions of them) cannot be deleted otherwise.
+    force_destroy: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -32,7 +35,7 @@ class BackupBucket(pulumi.ComponentResource):
             bucket=args.bucket_name,
             storage_class="Standard",
             redundancy_type="ZRS",
-            force_destroy=False,
+            force_destroy=args.force_destroy,
             lifecycle_rules=[
                 rule(
                     id="age-out",

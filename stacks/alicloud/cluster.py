@@ -24,6 +24,7 @@ class AckClusterArgs:
     instance_type: str
     node_min: int
     node_max: int
+    protect: bool = True  # False only while imctl destroy tears the stack down
     tags: Mapping[str, str] = field(default_factory=dict)
     # A minor in ACK support (stacks/k8s_support.py; config kubernetesVersion), pinned so the
     # version a cluster gets is the one the support check looked at.
@@ -46,8 +47,12 @@ class AckCluster(pulumi.ComponentResource):
             description=f"{args.cluster_name}: Kubernetes secrets and node disks",
             automatic_rotation="Enabled",
             rotation_interval="365d",
+            # KMS never deletes a key at once: destroy schedules the deletion, and the key stays
+            # recoverable (CancelKeyDeletion) this long. Kept at 30 through teardown too: a
+            # disk snapshot or backup left behind may still need the key to be read.
             pending_window_in_days=30,
-            deletion_protection="Enabled",
+            # A protected key refuses even the scheduling, so teardown lifts it like the rest.
+            deletion_protection="Enabled" if args.protect else "Disabled",
             tags=dict(args.tags),
             opts=child,
         )
@@ -65,7 +70,9 @@ class AckCluster(pulumi.ComponentResource):
             # Pulumi and imctl reach the API server from outside the VPC.
             slb_internet_enabled=True,
             encryption_provider_key=key.id,
-            deletion_protection=True,
+            # The provider only turns secrets encryption on with both set explicitly.
+            disable_encryption=False,
+            deletion_protection=args.protect,
             addons=[
                 alicloud.cs.ManagedKubernetesAddonArgs(
                     name="terway-eniip", config=json.dumps({"NetworkPolicy": "true"})
@@ -96,6 +103,8 @@ class AckCluster(pulumi.ComponentResource):
             management=alicloud.cs.NodePoolManagementArgs(
                 enable=True, auto_repair=True, auto_upgrade=True, max_unavailable=1
             ),
+            # Read only when the pool is deleted: teardown lets ACK remove it with its nodes.
+            force_delete=not args.protect,
             tags=dict(args.tags),
             opts=child,
         )

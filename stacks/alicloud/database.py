@@ -95,6 +95,11 @@ class RdsInstance(pulumi.ComponentResource):
             security_ips=[args.vpc_cidr],
             security_ip_mode="safety",
             encryption_key=self.key.id,
+            # The workload connects with sslmode=require, which a server without SSL refuses.
+            # "aliyun": a cloud-issued certificate for the instance's internal endpoint (the
+            # provider passes that endpoint when none is named).
+            ssl_action="Open",
+            ca_type="aliyun",
             deletion_protection=args.protect,
             storage_auto_scale="Enable",
             storage_threshold=20,

@@ -62,6 +62,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 instance_type=config.node_instance_type,
                 node_min=config.node_min,
                 node_max=config.node_max,
+                protect=config.protect_data,
                 tags=region_tags,
                 kubernetes_version=config.cluster_version,
             ),
@@ -120,13 +121,17 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             cluster=cluster,
             cluster_id=cluster.cluster_id,
         )
-    # OSS has no account-id invoke to make the name unique; the stack prefix and region do,
-    # with a hash of both when the name would run long.
+    # OSS bucket names are global across all accounts: the account id keeps another
+    # account's stack of the same name from taking it (hashed down when the name runs long).
+    account = alicloud.get_caller_identity(
+        opts=pulumi.InvokeOptions(provider=providers[config.region])
+    )
     backups = BackupBucket(
         "backups",
         BackupBucketArgs(
             provider=providers[config.region],
-            bucket_name=bucket_name(prefix, "oss", config.region),
+            bucket_name=bucket_name(prefix, account.account_id, config.region),
+            force_destroy=config.teardown,
             tags=tags(config.region),
         ),
     )

@@ -16,6 +16,9 @@ class BackupBucketArgs:
     provider: pulumi.ProviderResource
     bucket_name: str
     noncurrent_days: int = 90
+    # True only while imctl destroy tears the stack down: a bucket holding dumps (every
+    # version of them) cannot be deleted otherwise.
+    force_destroy: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -56,7 +59,7 @@ class BackupBucket(pulumi.ComponentResource):
         self.bucket = aws.s3.Bucket(
             f"{name}-bucket",
             bucket=args.bucket_name,
-            force_destroy=False,
+            force_destroy=args.force_destroy,
             tags=dict(args.tags),
             opts=child,
         )

@@ -126,6 +126,9 @@ class EksCluster(pulumi.ComponentResource):
             cluster_name=self.cluster.name,
             addon_name="vpc-cni",
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+            # EKS installs vpc-cni itself when the cluster is created; adopting that copy
+            # with our configuration fails on the conflicting fields unless we overwrite them.
+            resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=child,
         )

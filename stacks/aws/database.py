@@ -62,6 +62,7 @@ class DatabaseArgs:
     storage_gb: int
     backup_retention_days: int
     password: pulumi.Input[str]
+    final_snapshot_id: str  # the writer's; see stacks.naming.final_snapshot_id
     source_arn: pulumi.Input[str] | None = None
     promoted: bool = False
     protect: bool = True  # False only while imctl destroy tears the stack down
@@ -84,7 +85,10 @@ class DatabasePlumbing(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=30,
             tags=dict(net.tags),
-            opts=child,
+            # Left behind by destroy too: the writer's final snapshot is encrypted with it, and
+            # a deleted key would make the one copy destroy keeps unrestorable. Schedule its
+            # deletion by hand once the snapshot is gone.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         self.subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets", subnet_ids=list(net.subnet_ids), tags=dict(net.tags), opts=child
@@ -157,7 +161,7 @@ class Database(pulumi.ComponentResource):
             maintenance_window="sun:04:00-sun:05:00",
             copy_tags_to_snapshot=True,
             skip_final_snapshot=replica,
-            final_snapshot_identifier=f"{name}-final" if writer else None,
+            final_snapshot_identifier=args.final_snapshot_id if writer else None,
             delete_automated_backups=False,
             db_subnet_group_name=plumbing.subnet_group.name,
             vpc_security_group_ids=[plumbing.security_group.id],

@@ -4,6 +4,7 @@ backup bucket in the primary, and Route 53 failover across both."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import pulumi
 import pulumi_aws as aws
@@ -15,7 +16,7 @@ from stacks.aws.dns import FailoverDns, FailoverDnsArgs
 from stacks.aws.network import Network, NetworkArgs
 from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
-from stacks.naming import bucket_name, resource_prefix, tags
+from stacks.naming import bucket_name, final_snapshot_id, resource_prefix, tags
 from stacks.workload.secrets import AppSecrets
 
 VPC_CIDRS = ("10.10.0.0/16", "10.20.0.0/16")  # distinct, so the regions can be peered later
@@ -80,6 +81,9 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
         )
         sites[region] = (cluster, DatabasePlumbing(f"{region}-db-base", db_net), db_net)
 
+    # The teardown deploy is the one a delete follows: its time makes the final snapshot's
+    # name new for each destroy (an older destroy's snapshot is still there).
+    taken_at = datetime.now(UTC) if config.teardown else None
     # The writer's database first: the replica names it as its source.
     regions: dict[str, RegionInfra] = {}
     writer: Database | None = None
@@ -94,6 +98,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 storage_gb=config.db_storage_gb,
                 backup_retention_days=config.db_backup_retention_days,
                 password=secrets.db_password,
+                final_snapshot_id=final_snapshot_id(prefix, config.db_name(region), taken_at),
                 source_arn=None if writer is None else writer.arn,
                 promoted=config.db_promoted(region),
                 protect=config.protect_data,
@@ -115,6 +120,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
         BackupBucketArgs(
             provider=providers[config.region],
             bucket_name=bucket_name(prefix, account.account_id, config.region),
+            force_destroy=config.teardown,
         ),
     )
     return CloudInfra(

@@ -18,6 +18,9 @@ class BackupBucketArgs:
     provider: pulumi.ProviderResource
     location: str
     noncurrent_days: int = 90
+    # True only while imctl destroy tears the stack down: a bucket with objects in it cannot
+    # be deleted otherwise.
+    force_destroy: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -36,7 +39,7 @@ class BackupBucket(pulumi.ComponentResource):
             f"{name}-bucket",
             location=args.location.upper(),
             storage_class="STANDARD",
-            force_destroy=False,
+            force_destroy=args.force_destroy,
             versioning=gcp.storage.BucketVersioningArgs(enabled=True),
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",

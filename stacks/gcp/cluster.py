@@ -29,6 +29,7 @@ class GkeClusterArgs:
     node_max: int
     node_desired: int
     project: str | None = None
+    protect: bool = True  # False only while imctl destroy tears the stack down
     labels: Mapping[str, str] = field(default_factory=dict)
     # The REGULAR channel moves patches and minors forward; this floor keeps a new cluster off
     # a minor past standard support (stacks/k8s_support.py; config kubernetesVersion).
@@ -77,7 +78,9 @@ class GkeCluster(pulumi.ComponentResource):
                 if identity
                 else None
             ),
-            deletion_protection=True,
+            # The provider's default is true, and pulumi destroy cannot delete the cluster
+            # until a deploy has set it false (the teardown deploy does).
+            deletion_protection=args.protect,
             resource_labels=dict(args.labels),
             opts=child,
         )
@@ -111,7 +114,12 @@ class GkeCluster(pulumi.ComponentResource):
                 ),
                 labels=dict(args.labels),
             ),
-            opts=child,
+            # Creation size only (changing it replaces the pool): afterwards the autoscaler,
+            # and imctl scale through the resize API, own the count. Without this, the
+            # nodeDesired that imctl scale writes back would rebuild the pool on the next deploy.
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=["initialNodeCount"])
+            ),
         )
         self.cluster_id = self.cluster.id
         self.cluster_name = self.cluster.name

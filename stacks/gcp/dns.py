@@ -10,6 +10,9 @@ import pulumi
 import pulumi_gcp as gcp
 
 TTL = 60
+# With source_regions set, Compute Engine refuses a check interval under 30 s (the
+# HealthCheck's sourceRegions docs). Down after 3 misses: about 90 s, plus the TTL.
+CHECK_INTERVAL_SECONDS = 30
 # A health check for external endpoints probes from exactly three regions.
 _PROBE_REGIONS = ("us-central1", "europe-west1", "asia-east1", "us-east4")
 
@@ -63,7 +66,7 @@ class FailoverDns(pulumi.ComponentResource):
         else:
             self.health_check = gcp.compute.HealthCheck(
                 f"{name}-health",
-                check_interval_sec=10,
+                check_interval_sec=CHECK_INTERVAL_SECONDS,
                 timeout_sec=5,
                 healthy_threshold=2,
                 unhealthy_threshold=3,

@@ -3,7 +3,7 @@ region, the backup bucket in the primary, and Cloud DNS failover across both."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import pulumi
@@ -11,6 +11,7 @@ import pulumi_gcp as gcp
 
 from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
+from stacks.gcp.apis import ProjectApis, ProjectApisArgs
 from stacks.gcp.backup import BackupBucket, BackupBucketArgs
 from stacks.gcp.cluster import GkeCluster, GkeClusterArgs
 from stacks.gcp.database import Database, DatabaseArgs
@@ -37,16 +38,26 @@ def labels(region: str) -> dict[str, str]:
     return {k: v.lower() for k, v in tags(region).items()}
 
 
-def make_provider(region: str, project: str | None) -> gcp.Provider:
+def make_provider(
+    region: str, project: str | None, apis: Iterable[pulumi.Resource] = ()
+) -> gcp.Provider:
     """One explicit provider per region; no resource falls back to ambient gcloud config for
-    its region (the project comes from config, or the provider's usual sources if unset)."""
+    its region (the project comes from config, or the provider's usual sources if unset).
+    It waits for ``apis``, so whatever is made through it waits for them too."""
     return gcp.Provider(
-        f"gcp-{region}", project=project, region=region, default_labels=labels(region)
+        f"gcp-{region}",
+        project=project,
+        region=region,
+        default_labels=labels(region),
+        opts=pulumi.ResourceOptions(depends_on=list(apis)),
     )
 
 
 def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
-    providers = {r: make_provider(r, config.gcp_project) for r in config.regions}
+    apis = ProjectApis("apis", ProjectApisArgs(project=config.gcp_project))
+    providers = {
+        r: make_provider(r, config.gcp_project, apis.services.values()) for r in config.regions
+    }
     prefix = resource_prefix()
     network = Network("vpc", NetworkArgs(provider=providers[config.region]))
     clusters: dict[str, GkeCluster] = {}
@@ -80,6 +91,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_desired=config.node_desired,
                 project=config.gcp_project,
                 kubernetes_version=config.cluster_version,
+                protect=config.protect_data,
             ),
         )
 
@@ -116,7 +128,12 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
             cluster_id=cluster.cluster_id,
         )
     backups = BackupBucket(
-        "backups", BackupBucketArgs(provider=providers[config.region], location=config.region)
+        "backups",
+        BackupBucketArgs(
+            provider=providers[config.region],
+            location=config.region,
+            force_destroy=config.teardown,
+        ),
     )
     return CloudInfra(
         regions=regions,

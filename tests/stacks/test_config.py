@@ -170,3 +170,17 @@ def test_alicloud_build_needs_the_acr_login_before_deploying() -> None:
     check_registry_login(load("aws", "us-east-1", None, {}), has_acr_password=False)
     given = load("alicloud", "cn-hangzhou", None, {"image": "r.example/im:1"})
     check_registry_login(given, has_acr_password=False)
+
+
+def test_the_documented_kubernetes_role_is_for_the_default_namespace() -> None:
+    """An operator applying docs/permissions/kubernetes-role.yaml as written must grant imctl
+    its rights where the workload runs by default, not in a namespace nothing uses."""
+    yaml = pytest.importorskip("yaml")
+    role = yaml.safe_load((ROOT / "docs/permissions/kubernetes-role.yaml").read_text())
+    [default] = [k.default for k in KEYS if k.name == "namespace"]
+    assert role["kind"] == "Role"
+    assert (
+        role["metadata"]["namespace"]
+        == default
+        == parse({"cloud": "aws", "region": "us-east-1"}).namespace
+    )

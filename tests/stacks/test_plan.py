@@ -146,6 +146,7 @@ def test_an_unmocked_invoke_fails_the_plan() -> None:
                 ("alicloud:index/getCallerIdentity:getCallerIdentity", "cn-hangzhou"),
                 ("alicloud:index/getZones:getZones", "cn-hangzhou"),
                 ("alicloud:index/getZones:getZones", "cn-shanghai"),
+                ("alicloud:index/getCallerIdentity:getCallerIdentity", "cn-hangzhou"),
                 ("alicloud:cs/getClusterCredential:getClusterCredential", "cn-hangzhou"),
                 ("alicloud:cs/getClusterCredential:getClusterCredential", "cn-shanghai"),
             },
@@ -185,6 +186,13 @@ def test_every_cloud_resource_uses_an_explicit_regional_provider(cloud: str) -> 
     plan = run(cloud)
     providers = [r for r in plan.registrations if r.kind == "provider"]
     assert not [p.name for p in providers if p.name.startswith("default")]
+    # GCP's API switches are per project: their provider has no region, and serves only them.
+    project_level = {p.urn for p in providers if p.name == "apis-provider"}
+    assert len(project_level) == (1 if cloud == "gcp" else 0)
+    for r in plan.registrations:
+        if r.provider.rsplit("::", 1)[0] in project_level:
+            assert r.type == "gcp:projects/service:Service", r.urn
+    providers = [p for p in providers if p.urn not in project_level]
     regional = {p.name for p in providers if p.type == f"pulumi:providers:{cloud}"}
     assert regional == {f"{cloud}-{region}" for region in REGIONS[cloud]}
     for p in providers:
