@@ -64,6 +64,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("aws:rds/instance:Instance", "skip_final_snapshot"): _rds_final_snapshot,
     ("aws:s3/bucket:Bucket", "force_destroy"): _flag("forceDestroy", lambda v: v is not True),
+    # A repository holding images cannot be deleted without it (the pushed im-server image).
+    ("aws:ecr/repository:Repository", "force_delete"): _flag(
+        "forceDelete", lambda v: v is not True
+    ),
     # Defaults to true in the provider: only an explicit false lets destroy delete it.
     ("gcp:container/cluster:Cluster", "deletion_protection"): _flag(
         "deletionProtection", lambda v: v is not False
@@ -128,7 +132,8 @@ KEPT: dict[str, str] = {
 def _sdk_arguments(type_: str) -> list[str]:
     package, module, name = type_.split(":")
     top = module.split("/")[0]
-    path = f"pulumi_{package}" if top == "index" else f"pulumi_{package}.{top}"
+    base = "pulumi_" + package.replace("-", "_")  # docker-build -> pulumi_docker_build
+    path = base if top == "index" else f"{base}.{top}"
     cls = getattr(importlib.import_module(path), name)
     return [p for p in inspect.signature(cls._internal_init).parameters if _SUSPECT.search(p)]
 
