@@ -82,6 +82,7 @@ class PlanMocks(Mocks):
             "aws:index/getCallerIdentity:getCallerIdentity": self._aws_identity,
             "alicloud:index/getZones:getZones": self._ali_zones,
             "alicloud:cs/getClusterCredential:getClusterCredential": self._ack_credential,
+            "gcp:organizations/getProject:getProject": self._gcp_project,
         }
 
     # -- invokes -------------------------------------------------------------------------------
@@ -100,6 +101,11 @@ class PlanMocks(Mocks):
                 self.unmocked_invokes.append(args.token)
             return {}
         return handler(args.args, region)
+
+    @staticmethod
+    def _gcp_project(args: Json, region: str) -> Json:
+        project = str(args.get("projectId") or GCP_PROJECT)
+        return {"projectId": project, "number": str(int(_hex(project, 10), 16) % 10**12)}
 
     @staticmethod
     def _aws_zones(_: Json, region: str) -> Json:
@@ -205,6 +211,16 @@ class PlanMocks(Mocks):
                 arn=f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{name}",
                 endpoint=f"https://{_hex(seed, 32).upper()}.gr7.{region}.eks.amazonaws.com",
                 certificateAuthority={"data": _ca(name)},
+                identities=[
+                    {
+                        "oidcs": [
+                            {
+                                "issuer": f"https://oidc.eks.{region}.amazonaws.com/id/"
+                                f"{_hex(seed + '/oidc', 32).upper()}"
+                            }
+                        ]
+                    }
+                ],
             )
             return name
         if typ == "aws:eks/nodeGroup:NodeGroup":
@@ -279,6 +295,10 @@ class PlanMocks(Mocks):
                 url=f"gs://{name}", selfLink=f"https://www.googleapis.com/storage/v1/b/{name}"
             )
             return name
+        if typ == "gcp:serviceaccount/account:Account":
+            email = f"{state.get('accountId')}@{project}.iam.gserviceaccount.com"
+            state.update(email=email, name=f"projects/{project}/serviceAccounts/{email}")
+            return str(state["name"])
         if typ == "gcp:dns/managedZone:ManagedZone":
             state.update(nameServers=[f"ns-cloud-a{i}.googledomains.com." for i in range(1, 5)])
             return f"projects/{project}/managedZones/{name}"
@@ -309,6 +329,9 @@ class PlanMocks(Mocks):
             instance_id = "gtm-cn-" + _hex(seed, 12)
             state.setdefault("publicZoneName", f"{instance_id}.gtm-mock.com")
             return instance_id
+        if typ == "alicloud:ram/accessKey:AccessKey":
+            state.update(secret=_hex(seed + "/secret", 30))
+            return "LTAI" + _hex(seed, 20)
         if typ == "alicloud:dts/synchronizationInstance:SynchronizationInstance":
             return "dts" + _hex(seed, 12)
         return None

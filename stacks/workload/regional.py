@@ -14,6 +14,7 @@ from stacks.workload.nats import CLIENT_USER, Nats, NatsArgs
 from stacks.workload.network_policy import NetworkPolicies, NetworkPoliciesArgs
 from stacks.workload.secrets import AppSecrets
 from stacks.workload.server import ImServer, ImServerArgs
+from stacks.workload.tls import TLS_SECRET
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class Workload(pulumi.ComponentResource):
                 nats_user=CLIENT_USER,
                 nats_password=args.secrets.nats_password,
                 service_annotations=args.service_annotations,
+                tls_secret=TLS_SECRET,
+                plaintext=cfg.plaintext,
             ),
             pulumi.ResourceOptions(
                 parent=self, provider=args.provider, depends_on=[self.namespace_resource, self.nats]

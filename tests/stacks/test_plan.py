@@ -128,7 +128,8 @@ def test_an_unmocked_invoke_fails_the_plan() -> None:
                 ("aws:index/getCallerIdentity:getCallerIdentity", "us-east-1"),
             },
         ),
-        ("gcp", set()),
+        # The project id when gcpProject is unset (Workload Identity needs it; issue 13).
+        ("gcp", {("gcp:organizations/getProject:getProject", "us-central1")}),
         (
             "alicloud",
             {
