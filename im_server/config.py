@@ -46,6 +46,13 @@ class Settings:
     # bus auth (issue 12)
     nats_user: str | None = None
     nats_password: str | None = None
+    # TLS (issue 13): with a certificate, clients' wss:// is served on tls_port as well as the
+    # plain port (which stays for in-cluster probes and scrapes). The files are re-read when they
+    # change (cert-manager renews them in the mounted Secret) every tls_reload_seconds.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_port: int = 8443
+    tls_reload_seconds: float = 60.0
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -121,7 +128,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         sync_degrade_after=_float(env, "IM_SYNC_DEGRADE_AFTER_SECONDS", 5.0, 0.5, 3600),
         # bus auth (issue 12)
         **_nats_credentials(env, nats_url),
+        # TLS (issue 13)
+        **_tls_files(env),
+        tls_port=_int(env, "IM_TLS_PORT", 8443, 0, 65535),
+        tls_reload_seconds=_float(env, "IM_TLS_RELOAD_SECONDS", 60.0, 0.1, 86400),
     )
+
+
+def _tls_files(env: Mapping[str, str]) -> dict[str, str | None]:
+    """IM_TLS_CERT_FILE / IM_TLS_KEY_FILE, both or neither: a certificate without its key (or
+    the reverse) is a broken mount, better refused at start than found by the first client."""
+    cert = env.get("IM_TLS_CERT_FILE") or None
+    key = env.get("IM_TLS_KEY_FILE") or None
+    if (cert is None) != (key is None):
+        raise ConfigError("IM_TLS_CERT_FILE and IM_TLS_KEY_FILE must be set together")
+    return {"tls_cert_file": cert, "tls_key_file": key}
 
 
 def _nats_credentials(env: Mapping[str, str], url: str | None) -> dict[str, str | None]:

@@ -15,6 +15,7 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -324,6 +325,7 @@ class ImServer:
         self._bus_was_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
+        self.tls_port: int | None = None  # bound by listen() when a certificate is configured
         # Frames larger than this are cut off by aiohttp (close 1009); between max_frame and
         # this the client gets a frame_too_large error and keeps its session.
         self.hard_cap = max(4 * settings.max_frame, 1024 * 1024)
@@ -428,7 +430,42 @@ class ImServer:
             await web.TCPSite(
                 self._runner, host, global_port, reuse_port=True, backlog=4096
             ).start()
+        cert, key = self.settings.tls_cert_file, self.settings.tls_key_file
+        if cert and key:
+            # TLS (issue 13): the clients' wss:// port; the plain port above stays for probes
+            # and scrapes inside the cluster. Started last, so its address is the last one.
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(cert, key)
+            await web.TCPSite(
+                self._runner,
+                host,
+                self.settings.tls_port,
+                ssl_context=tls,
+                reuse_port=True,
+                backlog=4096,
+            ).start()
+            self.tls_port = self._runner.addresses[-1][1]
+            self._spawn(self._tls_reload(tls, cert, key))
         return bound
+
+    async def _tls_reload(self, tls: ssl.SSLContext, cert: str, key: str) -> None:
+        """Load a renewed certificate into the live context: new handshakes get it, sessions
+        already open keep theirs. A Secret volume swaps its files atomically, so a change shows
+        as a new inode; a pair caught half-written is retried on the next round."""
+        seen = _file_stamps(cert, key)
+        while True:
+            await asyncio.sleep(self.settings.tls_reload_seconds)
+            now = _file_stamps(cert, key)
+            if now == seen:
+                continue
+            try:
+                tls.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("TLS certificate not reloaded (%s); keeping the current one", exc)
+                continue
+            seen = now
+            log.info("TLS certificate reloaded from %s", cert)
 
     async def drain(self) -> None:
         """Readiness off, clients told to reconnect, in-flight sends finish, close 1012."""
@@ -782,6 +819,19 @@ _TYPE_NAMES: dict[type, str] = {
     protocol.GroupMembers: "group_members",
     protocol.Ping: "ping",
 }
+
+
+def _file_stamps(*paths: str) -> tuple[tuple[int, int, int], ...]:
+    """(inode, mtime, size) of each path, following symlinks; zeros for a missing file."""
+    stamps = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append((0, 0, 0))
+        else:
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
 
 
 def _rid_ref(req: protocol.Request) -> dict[str, str]:

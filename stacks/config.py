@@ -28,6 +28,10 @@ CLOUDS: Final[tuple[Cloud, ...]] = ("aws", "gcp", "alicloud")
 PRESTOP_SLEEP_SECONDS: Final = 5
 TERMINATION_MARGIN_SECONDS: Final = 10
 
+# TLS (issue 13)
+LETSENCRYPT: Final = "https://acme-v02.api.letsencrypt.org/directory"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 # The architectures the clouds' default node types run; the build must produce the same one.
@@ -140,6 +144,13 @@ KEYS: Final[tuple[KeySpec, ...]] = (
         "Kubernetes minor version of the clusters (e.g. 1.35); empty: the cloud's default.",
         "",
     ),
+    # TLS (issue 13): wss:// on 443 with a certificate cert-manager gets by DNS-01 in the stack's
+    # zone; plain ws:// on 80 only when asked for.
+    KeySpec(
+        "plaintext", "boolean", "Also serve plain ws:// on port 80 (wss:// on 443 always).", "false"
+    ),
+    KeySpec("acmeEmail", "string", "Contact address for the ACME account; empty: none.", ""),
+    KeySpec("acmeServer", "string", "ACME directory URL that issues the certificate.", LETSENCRYPT),
 )
 KEY_NAMES: Final = frozenset(k.name for k in KEYS)
 
@@ -188,6 +199,10 @@ class StackConfig:
     image_pull_secret: str | None = None
     image_platform: str = "linux/amd64"
     acr_username: str | None = None
+    # TLS (issue 13)
+    plaintext: bool = False
+    acme_email: str | None = None
+    acme_server: str = LETSENCRYPT
 
     @property
     def cluster_version(self) -> str:
@@ -258,6 +273,11 @@ class StackConfig:
     @property
     def dns_name(self) -> str:
         return f"{self.hostname}.{self.domain}"
+
+    @property
+    def endpoint(self) -> str:
+        """What clients connect to: the global name over TLS."""
+        return f"wss://{self.dns_name}/ws"
 
     @property
     def termination_grace_seconds(self) -> int:
@@ -498,7 +518,29 @@ def parse(values: Mapping[str, str]) -> StackConfig:
         image_pull_secret=pull_secret,
         image_platform=platform,
         acr_username=merged["acrUsername"].strip() or None,
+        # TLS (issue 13)
+        plaintext=_bool(merged, "plaintext"),
+        acme_email=_acme_email(merged["acmeEmail"]),
+        acme_server=_acme_server(merged["acmeServer"]),
     )
+
+
+def _acme_email(raw: str) -> str | None:
+    email = raw.strip()
+    if email and not _EMAIL.match(email):
+        raise ConfigError(f"acmeEmail {email!r} is not an email address", key="acmeEmail")
+    return email or None
+
+
+def _acme_server(raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith("https://"):
+        raise ConfigError(
+            f"acmeServer {url!r} is not an https:// ACME directory URL",
+            f"e.g. {LETSENCRYPT} (or Let's Encrypt's staging directory for trials)",
+            key="acmeServer",
+        )
+    return url
 
 
 def load(

@@ -1,8 +1,9 @@
 """What a cloud package hands to the cloud-agnostic program, and what the program exports.
 
 Each cloud package (``stacks.aws``, ``stacks.gcp``, ``stacks.alicloud``) has a ``stack`` module
-with ``deploy(config, secrets) -> CloudInfra`` and ``global_dns(config, infra, endpoints) ->
-GlobalDns``; the program runs the shared workload on every cluster in between.
+with ``deploy(config, secrets) -> CloudInfra``, ``global_dns(config, infra, endpoints) ->
+GlobalDns`` and ``dns01(config, infra, dns, region) -> Dns01``; the program runs the shared
+workload on every cluster between the first two, and cert-manager after the zone exists.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stacks.config import StackConfig
 if TYPE_CHECKING:
     from stacks.config import Role
     from stacks.workload.secrets import AppSecrets
+    from stacks.workload.tls import Dns01
 
 DB_NAME = "im"
 DB_USER = "im"
@@ -62,6 +64,11 @@ class CloudStack(Protocol):
     def global_dns(
         self, config: StackConfig, infra: CloudInfra, endpoints: Mapping[str, pulumi.Output[str]]
     ) -> GlobalDns: ...
+
+    # TLS (issue 13): how cert-manager in ``region`` answers DNS-01 in the stack's zone.
+    def dns01(
+        self, config: StackConfig, infra: CloudInfra, dns: GlobalDns, region: str
+    ) -> Dns01: ...
 
 
 def database_url(

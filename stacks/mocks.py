@@ -107,6 +107,11 @@ class PlanMocks(Mocks):
         return handler(args.args, region)
 
     @staticmethod
+    def _gcp_project(args: Json, region: str) -> Json:
+        project = str(args.get("projectId") or GCP_PROJECT)
+        return {"projectId": project, "number": str(int(_hex(project, 10), 16) % 10**12)}
+
+    @staticmethod
     def _aws_zones(_: Json, region: str) -> Json:
         names = [f"{region}{suffix}" for suffix in "abcd"]
         return {
@@ -256,6 +261,16 @@ class PlanMocks(Mocks):
                 arn=f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{name}",
                 endpoint=f"https://{_hex(seed, 32).upper()}.gr7.{region}.eks.amazonaws.com",
                 certificateAuthority={"data": _ca(name)},
+                identities=[
+                    {
+                        "oidcs": [
+                            {
+                                "issuer": f"https://oidc.eks.{region}.amazonaws.com/id/"
+                                f"{_hex(seed + '/oidc', 32).upper()}"
+                            }
+                        ]
+                    }
+                ],
             )
             return name
         if typ == "aws:eks/nodeGroup:NodeGroup":
@@ -348,6 +363,10 @@ class PlanMocks(Mocks):
                 registryUri=f"{location}-docker.pkg.dev/{project}/{repo_id}",
             )
             return f"projects/{project}/locations/{location}/repositories/{repo_id}"
+        if typ == "gcp:serviceaccount/account:Account":
+            email = f"{state.get('accountId')}@{project}.iam.gserviceaccount.com"
+            state.update(email=email, name=f"projects/{project}/serviceAccounts/{email}")
+            return str(state["name"])
         if typ == "gcp:dns/managedZone:ManagedZone":
             state.update(nameServers=[f"ns-cloud-a{i}.googledomains.com." for i in range(1, 5)])
             return f"projects/{project}/managedZones/{name}"
@@ -389,6 +408,9 @@ class PlanMocks(Mocks):
                 }
             ]
             return f"{state.get('namespace')}/{state.get('name')}"
+        if typ == "alicloud:ram/accessKey:AccessKey":
+            state.update(secret=_hex(seed + "/secret", 30))
+            return "LTAI" + _hex(seed, 20)
         if typ == "alicloud:dts/synchronizationInstance:SynchronizationInstance":
             return "dts" + _hex(seed, 12)
         return None

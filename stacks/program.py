@@ -68,6 +68,7 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     from stacks.image import image_source
     from stacks.workload.regional import Workload, WorkloadArgs
     from stacks.workload.secrets import AppSecrets, AppSecretsArgs
+    from stacks.workload.tls import CertManager, CertManagerArgs
 
     cloud = cloud_stack(config.cloud)
     secrets = AppSecrets("app-secrets", AppSecretsArgs(provider=random.Provider("random")))
@@ -75,6 +76,7 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
     image = image_source(config, infra.providers)
 
     workloads: dict[str, Workload] = {}
+    k8s_providers: dict[str, k8s.Provider] = {}
     for region, r in infra.regions.items():
         k8s_provider = k8s.Provider(
             f"k8s-{region}",
@@ -82,6 +84,7 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=r.cluster),
         )
+        k8s_providers[region] = k8s_provider
         workloads[region] = Workload(
             f"{region}-workload",
             WorkloadArgs(
@@ -99,6 +102,22 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
             ),
         )
     dns = cloud.global_dns(config, infra, {region: w.endpoint for region, w in workloads.items()})
+    # TLS (issue 13): each cluster gets its own certificate for the global name, by DNS-01 in
+    # the zone just declared; im-server's pods wait for the Secret it lands in.
+    for region, w in workloads.items():
+        CertManager(
+            f"{region}-tls",
+            CertManagerArgs(
+                provider=k8s_providers[region],
+                dns01=cloud.dns01(config, infra, dns, region),
+                dns_name=config.dns_name,
+                namespace=w.namespace,
+                acme_server=config.acme_server,
+                acme_email=config.acme_email,
+                namespace_resource=w.namespace_resource,
+            ),
+            pulumi.ResourceOptions(parent=w),
+        )
 
     return {
         "cloud": config.cloud,
@@ -121,6 +140,8 @@ def build(config: StackConfig, today: date | None = None) -> dict[str, Any]:
         },
         "hosted_zone_id": dns.hosted_zone_id,
         "dns_name": dns.dns_name,
+        # What clients connect to (the CLI prints it as it is).
+        "endpoint": config.endpoint,
         "backup_bucket": infra.backup_bucket,
         "kubeconfig": pulumi.Output.secret(infra.regions[config.writer_region].kubeconfig),
         "kubeconfigs": pulumi.Output.secret(

@@ -121,7 +121,9 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         f" {doc.get('duration_seconds', 0):.0f}s; changes {doc.get('changes', {})}"
     )
     outputs = doc.get("outputs", {})
-    if outputs.get("dns_name"):
+    if outputs.get("endpoint"):  # the stack says how clients connect (wss:// since issue 13)
+        console.print(f"endpoint  {outputs['endpoint']}")
+    elif outputs.get("dns_name"):
         console.print(f"endpoint  ws://{outputs['dns_name']}/ws")
 
 

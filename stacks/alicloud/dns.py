@@ -90,12 +90,13 @@ class GlobalDns(pulumi.ComponentResource):
                 alicloud.dns.MonitorConfig(
                     f"{name}-{region}-health",
                     addr_pool_id=pool.id,
-                    protocol_type="HTTP",
+                    # TLS (issue 13): the clients' port; 80 is closed unless plaintext is asked.
+                    protocol_type="HTTPS",
                     interval=60,
                     timeout=5000,
                     evaluation_count=3,
                     monitor_extend_info=json.dumps(
-                        {"port": 80, "path": "/readyz", "host": args.hostname, "failureRate": 50}
+                        {"port": 443, "path": "/readyz", "host": args.hostname, "failureRate": 50}
                     ),
                     # The probe node of the provider's own example; add nodes (city/ISP codes
                     # from the GTM console) to stop one carrier's trouble causing a failover.

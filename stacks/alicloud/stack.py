@@ -15,6 +15,7 @@ from stacks.alicloud.database import DtsSync, DtsSyncArgs, RdsArgs, RdsInstance
 from stacks.alicloud.dns import GlobalDns as AlidnsGlobalDns
 from stacks.alicloud.dns import GlobalDnsArgs
 from stacks.alicloud.network import Network, NetworkArgs
+from stacks.alicloud.tls import dns01 as dns01  # TLS (issue 13): part of the CloudStack
 from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
 from stacks.naming import bucket_name, resource_prefix, tags

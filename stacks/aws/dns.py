@@ -43,11 +43,13 @@ class FailoverDns(pulumi.ComponentResource):
         self.records: dict[str, aws.route53.Record] = {}
         failover = len(args.endpoints) > 1
         for region, endpoint in args.endpoints.items():
+            # TLS (issue 13): clients' port 443 (80 is closed unless plaintext is asked for);
+            # Route 53 does not validate the certificate, which names the global name.
             self.health_checks[region] = aws.route53.HealthCheck(
                 f"{name}-{region}-health",
-                type="HTTP",
+                type="HTTPS",
                 fqdn=endpoint,
-                port=80,
+                port=443,
                 resource_path="/readyz",
                 request_interval=10,
                 failure_threshold=3,

@@ -14,6 +14,7 @@ from stacks.aws.cluster import EksCluster, EksClusterArgs
 from stacks.aws.database import Database, DatabaseArgs, DatabaseNetworkArgs, DatabasePlumbing
 from stacks.aws.dns import FailoverDns, FailoverDnsArgs
 from stacks.aws.network import Network, NetworkArgs
+from stacks.aws.tls import dns01 as dns01  # TLS (issue 13): part of the CloudStack
 from stacks.config import StackConfig
 from stacks.contract import CloudInfra, GlobalDns, RegionInfra
 from stacks.naming import bucket_name, final_snapshot_id, resource_prefix, tags

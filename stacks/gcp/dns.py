@@ -70,8 +70,9 @@ class FailoverDns(pulumi.ComponentResource):
                 timeout_sec=5,
                 healthy_threshold=2,
                 unhealthy_threshold=3,
-                http_health_check=gcp.compute.HealthCheckHttpHealthCheckArgs(
-                    port=80, request_path="/readyz"
+                # TLS (issue 13): the clients' port; 80 is closed unless plaintext is asked for.
+                https_health_check=gcp.compute.HealthCheckHttpsHealthCheckArgs(
+                    port=443, request_path="/readyz"
                 ),
                 source_regions=probe_regions(args.endpoints),
                 opts=child,

@@ -17,6 +17,8 @@ from stacks.gcp.cluster import GkeCluster, GkeClusterArgs
 from stacks.gcp.database import Database, DatabaseArgs
 from stacks.gcp.dns import FailoverDns, FailoverDnsArgs
 from stacks.gcp.network import Network, NetworkArgs, Subnet, SubnetArgs
+from stacks.gcp.tls import dns01 as dns01  # TLS (issue 13): part of the CloudStack
+from stacks.gcp.tls import project_id
 from stacks.naming import resource_prefix, tags
 from stacks.workload.secrets import AppSecrets
 
@@ -60,6 +62,8 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
     }
     prefix = resource_prefix()
     network = Network("vpc", NetworkArgs(provider=providers[config.region]))
+    # TLS (issue 13): Workload Identity (cert-manager's DNS-01 identity) needs the project.
+    project = project_id(config, providers[config.region])
     clusters: dict[str, GkeCluster] = {}
     # Sites in configured order: ranges and names stay put when a failover swaps the roles.
     for index, region in enumerate(config.regions):
@@ -89,7 +93,7 @@ def deploy(config: StackConfig, secrets: AppSecrets) -> CloudInfra:
                 node_min=config.node_min,
                 node_max=config.node_max,
                 node_desired=config.node_desired,
-                project=config.gcp_project,
+                project=project,
                 kubernetes_version=config.cluster_version,
                 protect=config.protect_data,
             ),

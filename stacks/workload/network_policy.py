@@ -1,11 +1,11 @@
 """NetworkPolicies: deny by default, then open exactly the paths the workload uses.
 
-Ingress: the load balancer and Prometheus reach im-server on 8080; only im-server reaches NATS
-clients on 4222; NATS peers reach each other on 6222. NATS's monitoring port (8222) is opened to
-no pod: its /connz and /subsz list every client and subject (user ids), and the kubelet's probes
-need no rule (traffic from a pod's own node is always allowed). Egress of im-server and the
-migration Job: DNS, NATS in the namespace, PostgreSQL on 5432 (the database's address differs per
-cloud, so the port, not the address, is the boundary).
+Ingress: the load balancer reaches im-server on 8443 (TLS) and 8080 (plain, which Prometheus
+scrapes too); only im-server reaches NATS clients on 4222; NATS peers reach each other on 6222.
+NATS's monitoring port (8222) is opened to no pod: its /connz and /subsz list every client and
+subject (user ids), and the kubelet's probes need no rule (traffic from a pod's own node is always
+allowed). Egress of im-server and the migration Job: DNS, NATS in the namespace, PostgreSQL on
+5432 (the database's address differs per cloud, so the port, not the address, is the boundary).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from stacks.workload.nats import CLIENT_PORT, CLUSTER_PORT
-from stacks.workload.server import HTTP_PORT
+from stacks.workload.server import HTTP_PORT, TLS_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,9 @@ class NetworkPolicies(pulumi.ComponentResource):
                 ),
                 policy_types=["Ingress", "Egress"],
                 # Clients arrive through the cloud load balancer from anywhere.
-                ingress=[np.NetworkPolicyIngressRuleArgs(ports=[_port(HTTP_PORT)])],
+                ingress=[
+                    np.NetworkPolicyIngressRuleArgs(ports=[_port(HTTP_PORT), _port(TLS_PORT)])
+                ],
                 egress=[
                     np.NetworkPolicyEgressRuleArgs(ports=[_port(53, "UDP"), _port(53, "TCP")]),
                     np.NetworkPolicyEgressRuleArgs(to=[_pods("nats")], ports=[_port(CLIENT_PORT)]),

@@ -17,6 +17,7 @@ from stacks.workload.prometheus_stack import PrometheusStack, PrometheusStackArg
 from stacks.workload.pull_secret import PULL_SECRET_NAME, pull_secret
 from stacks.workload.secrets import AppSecrets
 from stacks.workload.server import ImServer, ImServerArgs
+from stacks.workload.tls import TLS_SECRET
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class Workload(pulumi.ComponentResource):
                 nats_user=CLIENT_USER,
                 nats_password=args.secrets.nats_password,
                 service_annotations=args.service_annotations,
+                tls_secret=TLS_SECRET,
+                plaintext=cfg.plaintext,
             ),
             pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=server_deps),
         )

@@ -24,6 +24,9 @@ from stacks.workload.placement import (
 )
 
 HTTP_PORT: Final = 8080
+# TLS (issue 13): clients' wss:// port in the pod; 8080 stays plain for probes and scrapes.
+TLS_PORT: Final = 8443
+TLS_MOUNT: Final = "/etc/im-server/tls"
 SERVER_UID: Final = 10001  # the non-root user of the Dockerfile
 LABELS: Final = {"app": "im-server", "app.kubernetes.io/part-of": "imctl"}
 MIGRATE_LABELS: Final = {"app": "im-server-migrate", "app.kubernetes.io/part-of": "imctl"}
@@ -51,6 +54,9 @@ class ImServerArgs:
     nats_password: pulumi.Input[str]
     service_annotations: Mapping[str, str] = field(default_factory=dict)
     image_pull_secret: str | None = None
+    # TLS (issue 13): the Secret (tls.crt, tls.key) cert-manager keeps current; None: no TLS.
+    tls_secret: str | None = None
+    plaintext: bool = False  # also expose plain HTTP/ws:// on port 80
 
 
 def _pull_secrets(args: ImServerArgs) -> list[k8s.core.v1.LocalObjectReferenceArgs] | None:
@@ -85,7 +91,46 @@ def server_env(args: ImServerArgs) -> list[k8s.core.v1.EnvVarArgs]:
                 field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.name")
             ),
         ),
+        *_tls_env(args),
     ]
+
+
+def _tls_env(args: ImServerArgs) -> list[k8s.core.v1.EnvVarArgs]:
+    if args.tls_secret is None:
+        return []
+    return [
+        k8s.core.v1.EnvVarArgs(name="IM_TLS_CERT_FILE", value=f"{TLS_MOUNT}/tls.crt"),
+        k8s.core.v1.EnvVarArgs(name="IM_TLS_KEY_FILE", value=f"{TLS_MOUNT}/tls.key"),
+        k8s.core.v1.EnvVarArgs(name="IM_TLS_PORT", value=str(TLS_PORT)),
+    ]
+
+
+def _tls_volume(
+    secret: str,
+) -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
+    # Mounted as a directory (no subPath): the kubelet then swaps in renewed files, which the
+    # server picks up. Until cert-manager has written the Secret the pod waits to start.
+    return (
+        k8s.core.v1.VolumeArgs(
+            name="tls",
+            secret=k8s.core.v1.SecretVolumeSourceArgs(secret_name=secret, default_mode=0o440),
+        ),
+        k8s.core.v1.VolumeMountArgs(name="tls", mount_path=TLS_MOUNT, read_only=True),
+    )
+
+
+def service_ports(args: ImServerArgs) -> list[k8s.core.v1.ServicePortArgs]:
+    """443 to the TLS port; 80 to the plain one only when asked for (or without TLS)."""
+    ports = []
+    if args.tls_secret is not None:
+        ports.append(
+            k8s.core.v1.ServicePortArgs(name="https", port=443, target_port="https", protocol="TCP")
+        )
+    if args.plaintext or args.tls_secret is None:
+        ports.append(
+            k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http", protocol="TCP")
+        )
+    return ports
 
 
 def _tmp_volume() -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
@@ -108,6 +153,15 @@ class ImServer(pulumi.ComponentResource):
         ns = args.namespace
         meta = k8s.meta.v1.ObjectMetaArgs
         tmp_volume, tmp_mount = _tmp_volume()
+        volumes, mounts = [tmp_volume], [tmp_mount]
+        container_ports = [k8s.core.v1.ContainerPortArgs(name="http", container_port=HTTP_PORT)]
+        if args.tls_secret is not None:
+            tls_volume, tls_mount = _tls_volume(args.tls_secret)
+            volumes.append(tls_volume)
+            mounts.append(tls_mount)
+            container_ports.append(
+                k8s.core.v1.ContainerPortArgs(name="https", container_port=TLS_PORT)
+            )
 
         self.secret = k8s.core.v1.Secret(
             f"{name}-secret",
@@ -181,7 +235,7 @@ class ImServer(pulumi.ComponentResource):
             image=args.image,
             command=["im-server"],
             args=["serve", "--host", "0.0.0.0", "--port", str(HTTP_PORT)],
-            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=HTTP_PORT)],
+            ports=container_ports,
             env=server_env(args),
             readiness_probe=k8s.core.v1.ProbeArgs(
                 http_get=k8s.core.v1.HTTPGetActionArgs(path="/readyz", port="http"),
@@ -204,7 +258,7 @@ class ImServer(pulumi.ComponentResource):
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "500m", "memory": "512Mi"}, limits={"memory": "1Gi"}
             ),
-            volume_mounts=[tmp_mount],
+            volume_mounts=mounts,
             security_context=restricted_container(SERVER_UID),
         )
         depends: list[pulumi.Resource] = [self.secret]
@@ -239,7 +293,7 @@ class ImServer(pulumi.ComponentResource):
                         security_context=restricted_pod(SERVER_UID),
                         affinity=anti_affinity("im-server"),
                         topology_spread_constraints=zone_spread("im-server"),
-                        volumes=[tmp_volume],
+                        volumes=volumes,
                         containers=[container],
                     ),
                 ),
@@ -261,11 +315,7 @@ class ImServer(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="LoadBalancer",
                 selector={"app": "im-server"},
-                ports=[
-                    k8s.core.v1.ServicePortArgs(
-                        name="http", port=80, target_port="http", protocol="TCP"
-                    )
-                ],
+                ports=service_ports(args),
             ),
             opts=child,
         )

@@ -164,4 +164,4 @@ def test_route53_failover_records_follow_the_health_checks(plan: PlanRun) -> Non
         assert record["setIdentifier"] == region
         assert record["healthCheckId"] == checks[endpoints[region]].id
         check = args(checks[endpoints[region]])
-        assert (check["type"], check["resourcePath"], check["port"]) == ("HTTP", "/readyz", 80)
+        assert (check["type"], check["resourcePath"], check["port"]) == ("HTTPS", "/readyz", 443)

@@ -106,7 +106,7 @@ def test_cloud_dns_fails_over_from_primary_to_standby(plan: PlanRun) -> None:
     policy = record["routingPolicy"]
     check = only(plan, "gcp:compute/healthCheck:HealthCheck")
     assert policy["healthCheck"] == check.id
-    assert args(check)["httpHealthCheck"]["requestPath"] == "/readyz"
+    assert args(check)["httpsHealthCheck"]["requestPath"] == "/readyz"
     assert len(args(check)["sourceRegions"]) == 3
     primary_backup = policy["primaryBackup"]
     assert primary_backup["primary"]["externalEndpoints"] == [endpoints[PRIMARY]]

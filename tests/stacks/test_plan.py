@@ -140,6 +140,8 @@ def test_an_unmocked_invoke_fails_the_plan() -> None:
                 ("gcp:organizations/getProject:getProject", "us-east1"),
             },
         ),
+        # The project id when gcpProject is unset (Workload Identity needs it; issue 13).
+        ("gcp", {("gcp:organizations/getProject:getProject", "us-central1")}),
         (
             "alicloud",
             {

@@ -163,8 +163,9 @@ def test_load_balancer_service_and_endpoint_output(plan: PlanRun) -> None:
         service = k8s(plan, "kubernetes:core/v1:Service", "im-server", region)
         spec = args(service)["spec"]
         assert spec["type"] == "LoadBalancer"
+        # TLS (issue 13): 443 only; plain 80 with plaintext=true (tests/stacks/test_tls.py).
         assert spec["ports"] == [
-            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+            {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
         ]
         [ingress] = service.state["status"]["loadBalancer"]["ingress"]
         # The Output the DNS records and the stack outputs use is the Service's address.

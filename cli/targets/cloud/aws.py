@@ -144,7 +144,13 @@ class AwsOps:
         self._clients: dict[tuple[str, str], Any] = {}
         self._kubes: dict[str, KubeApi] = {}
         self._poll = poll_interval
-        self._readyz = readyz
+        # A wss:// stack (issue 13) answers /readyz on 443 with a certificate for its name.
+        tls_name = outputs.tls_name
+        self._readyz = (
+            (lambda endpoint: http_readyz(endpoint, tls_name=tls_name))
+            if readyz is http_readyz and tls_name is not None
+            else readyz
+        )
         self._max_lag = planned_max_lag_seconds
         self._catchup_timeout = catchup_timeout
 

@@ -303,7 +303,8 @@ def failover_changes(
 # --- /readyz ---------------------------------------------------------------------------------
 
 
-def http_readyz(endpoint: str, timeout: float = 2.0) -> bool:
-    """True when ``http://<endpoint>/readyz`` answers 200; anything else (refused, DNS, 503,
-    slow) is False: status reports it, it never decides anything destructive on it."""
-    return readyz(endpoint, timeout) == "ok"
+def http_readyz(endpoint: str, timeout: float = 2.0, tls_name: str | None = None) -> bool:
+    """True when ``http://<endpoint>/readyz`` (with ``tls_name``: https on 443, the certificate
+    checked against that name) answers 200; anything else (refused, DNS, 503, slow) is False:
+    status reports it, it never decides anything destructive on it."""
+    return readyz(endpoint, timeout, tls_name) == "ok"

@@ -6,9 +6,12 @@ No cloud SDK here, and nothing heavier than the standard library."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import secrets
+import socket
+import ssl
 import string
 import time
 import urllib.error
@@ -175,8 +178,12 @@ def endpoint_url(endpoint: str, path: str) -> str:
     return base.rstrip("/") + path
 
 
-def readyz(endpoint: str, timeout: float = 2.0) -> str:
-    """``ok``, ``HTTP <code>`` or ``unreachable: <why>`` for the Service's /readyz."""
+def readyz(endpoint: str, timeout: float = 2.0, tls_name: str | None = None) -> str:
+    """``ok``, ``HTTP <code>`` or ``unreachable: <why>`` for the Service's /readyz. With
+    ``tls_name`` (a wss:// stack) over TLS on 443 of the region's own load balancer, checking the
+    certificate against that name: the balancer's address is not in it."""
+    if tls_name is not None and "://" not in endpoint:
+        return _readyz_tls(endpoint, tls_name, timeout)
     url = endpoint_url(endpoint, "/readyz")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -185,6 +192,22 @@ def readyz(endpoint: str, timeout: float = 2.0) -> str:
         return f"HTTP {exc.code}"
     except (OSError, ValueError) as exc:
         return f"unreachable: {exc}"
+
+
+def _readyz_tls(address: str, name: str, timeout: float) -> str:
+    context = ssl.create_default_context()
+    try:
+        with (
+            socket.create_connection((address, 443), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            conn = http.client.HTTPConnection(name, 443, timeout=timeout)
+            conn.sock = tls  # already connected: http.client sends over it as it is
+            conn.request("GET", "/readyz")
+            status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return f"unreachable: {exc}"
+    return "ok" if status == 200 else f"HTTP {status}"
 
 
 # --- the workload through KubeApi -------------------------------------------------------------
@@ -542,7 +565,7 @@ class RegionalOps(ABC):
             except ImctlError as exc:
                 info["db_state"] = f"unknown: {exc.message}"
             info["workload"] = workload_status(self.kube, r)
-            info["readyz"] = readyz(r.endpoint, self._readyz_timeout)
+            info["readyz"] = readyz(r.endpoint, self._readyz_timeout, self.outputs.tls_name)
             regions[name] = info
         doc: dict[str, Any] = {
             "cloud": self._cloud,
@@ -550,7 +573,7 @@ class RegionalOps(ABC):
             "primary_region": self.outputs.primary_region,
             "standby_region": self.outputs.standby_region,
             "dns_name": self.outputs.dns_name,
-            "endpoint": self.outputs.dns_name,
+            "endpoint": self.outputs.endpoint,
             "regions": regions,
         }
         if self.outputs.standby_region:

@@ -49,6 +49,17 @@ class CloudOutputs:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def endpoint(self) -> str:
+        """What clients connect to: the stack's ``endpoint`` output, else (a stack from before
+        TLS, issue 13) plain ws:// on the global name."""
+        return str(self.extra.get("endpoint") or f"ws://{self.dns_name}/ws")
+
+    @property
+    def tls_name(self) -> str | None:
+        """The name the regions' certificates carry, when the endpoint is wss://."""
+        return self.dns_name if self.endpoint.startswith("wss://") else None
+
+    @property
     def primary(self) -> RegionOutputs:
         return self.regions[self.primary_region]
 
