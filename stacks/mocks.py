@@ -107,11 +107,6 @@ class PlanMocks(Mocks):
         return handler(args.args, region)
 
     @staticmethod
-    def _gcp_project(args: Json, region: str) -> Json:
-        project = str(args.get("projectId") or GCP_PROJECT)
-        return {"projectId": project, "number": str(int(_hex(project, 10), 16) % 10**12)}
-
-    @staticmethod
     def _aws_zones(_: Json, region: str) -> Json:
         names = [f"{region}{suffix}" for suffix in "abcd"]
         return {
