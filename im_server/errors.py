@@ -35,6 +35,7 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     DRAINING = "draining"
     INTERNAL = "internal"
+    WATCH_LIMIT = "watch_limit"
 
 
 # Codes a client may retry unchanged (same cid): nothing was committed.
