@@ -91,8 +91,9 @@ def add_routes(app: web.Application, server: ImServer) -> None:
     async def tokens(request: web.Request, body: dict[str, Any]) -> web.Response:
         user = _user(body.get("user"), "user")
         ttl = body.get("ttl", 3600)
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 365 * 86400:
-            raise _BadRequest("'ttl' must be seconds from 1 to 31536000")
+        top = server.settings.max_token_ttl  # a longer token would be refused at hello
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= top:
+            raise _BadRequest(f"'ttl' must be seconds from 1 to {top}")
         token = auth.mint(server.settings.jwt_secret, user, ttl)
         return web.json_response(
             {"user": user, "token": token, "expires_at": int(time.time()) + ttl}

@@ -12,6 +12,11 @@ from im_server.errors import AuthError, ErrorCode
 from im_server.protocol import USER_ID_RE
 
 ALGORITHM = "HS256"
+# Longest token lifetime accepted (IM_MAX_TOKEN_TTL's default) and minted (imctl, admin API):
+# a leaked token must not be good for decades, and a session ends when its token does.
+MAX_TOKEN_TTL = 30 * 86400
+# Clocks of the minting host and the node may differ a little.
+CLOCK_SKEW = 300
 # What the read-only digest credential is derived for (see digest_token).
 DIGEST_SCOPE = b"im-admin:digest:v1"
 
@@ -25,8 +30,17 @@ def mint(secret: str, user: str, ttl_seconds: int = 3600, now: float | None = No
     return jwt.encode({"sub": user, "iat": issued, "exp": issued + ttl_seconds}, secret, ALGORITHM)
 
 
-def verify(secret: str, token: str) -> str:
+def verify(secret: str, token: str, max_ttl: int = MAX_TOKEN_TTL) -> str:
     """Return the user id of a valid token, or raise AuthError saying why not."""
+    return verify_claims(secret, token, max_ttl)[0]
+
+
+def verify_claims(
+    secret: str, token: str, max_ttl: int = MAX_TOKEN_TTL, now: float | None = None
+) -> tuple[str, int]:
+    """The user id and expiry (Unix seconds) of a valid token; AuthError saying why not.
+
+    A token whose ``exp`` lies more than ``max_ttl`` ahead is refused, whoever signed it."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
@@ -38,7 +52,10 @@ def verify(secret: str, token: str) -> str:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not USER_ID_RE.match(sub):
         raise AuthError(ErrorCode.AUTH_FAILED, "token subject is not a valid user id")
-    return sub
+    exp = int(claims["exp"])  # PyJWT checked it is a number in the future
+    if exp - (time.time() if now is None else now) > max_ttl + CLOCK_SKEW:
+        raise AuthError(ErrorCode.AUTH_FAILED, f"token lifetime is over {max_ttl} seconds")
+    return sub, exp
 
 
 def digest_token(admin_token: str) -> str:

@@ -31,6 +31,10 @@ def presence_subject(user: str) -> str:
     return f"im.p.{user}"
 
 
+# Every presence change in the cluster ('>' also matches user ids with dots in them).
+PRESENCE_ALL = "im.p.>"
+
+
 PRESENCE_QUERY = "im.pq"
 
 
@@ -38,7 +42,7 @@ class Bus(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def subscribe(self, subject: str) -> None: ...
+    async def subscribe(self, subject: str, *, flush: bool = True) -> None: ...
 
     async def unsubscribe(self, subject: str) -> None: ...
 
@@ -131,12 +135,13 @@ class NatsBus:
         except Exception:
             log.exception("bus handler failed for %s", msg.subject)
 
-    async def subscribe(self, subject: str) -> None:
+    async def subscribe(self, subject: str, *, flush: bool = True) -> None:
         if subject in self._subs or self._nc is None:
             return
         self._subs[subject] = await self._nc.subscribe(subject, cb=self._on_msg)
         # Make sure the server has the SUB before the caller relies on it (welcome, resume).
-        if self._connected:
+        # Callers subscribing many subjects at once flush once, after the last.
+        if flush and self._connected:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
 

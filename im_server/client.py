@@ -27,6 +27,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from im_server.protocol import MAX_RESUME
+
 log = logging.getLogger("im_server.client")
 
 _AUTH_CODES = {"auth_failed", "token_expired", "bad_version"}
@@ -117,6 +119,8 @@ class Client:
         self._server_asked_after: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.fatal: ServerError | None = None
+        # The server ended the session because the token expired (error, then close 1008).
+        self._expired: ServerError | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -207,7 +211,9 @@ class Client:
             hello: dict[str, Any] = {"type": "hello", "v": 1, "token": self._token_now()}
             if self.device:
                 hello["device"] = self.device
-            resume = {c: st.next - 1 for c, st in self._convs.items() if st.next > 1}
+            seen = ((c, st.next - 1) for c, st in self._convs.items() if st.next > 1)
+            # The server refuses a longer resume; the rest is caught up by _resync (convs).
+            resume = dict(itertools.islice(seen, MAX_RESUME))
             if resume:
                 hello["resume"] = resume
             await ws.send_str(orjson.dumps(hello).decode())
@@ -242,6 +248,11 @@ class Client:
                     break
             self._ws = None
             self._connected.clear()
+            expired, self._expired = self._expired, None
+            if expired is not None and not callable(self._token):
+                # The same token would only be refused again: fatal, like at hello. A token
+                # callable is asked for a fresh one by the reconnect.
+                raise expired
 
     # --- inbound --------------------------------------------------------------------------
 
@@ -302,6 +313,8 @@ class Client:
             if not fut.done():
                 fut.set_exception(err)
         else:
+            if err.code == "token_expired":
+                self._expired = err
             self.events.put_nowait(f)
 
     async def _resend_later(self, cid: str, after: float) -> None:

@@ -53,6 +53,15 @@ class Settings:
     tls_key_file: str | None = None
     tls_port: int = 8443
     tls_reload_seconds: float = 60.0
+    # client limits (issue 12)
+    max_outbound_bytes: int = 4 * 1024 * 1024
+    max_inflight_requests: int = 16
+    max_watch_per_session: int = 1000
+    max_watched_per_node: int = 5_000
+    max_token_ttl: int = 30 * 86400
+    metrics_token: str | None = None
+    header_timeout: float = 10.0
+    max_connections: int = 0  # 0: RLIMIT_NOFILE minus headroom, taken when the node listens
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -86,6 +95,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     if raw not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
     return raw
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("IM_METRICS_TOKEN") or None
+    if token is not None and len(token) < 16:
+        raise ConfigError("IM_METRICS_TOKEN must be at least 16 characters when set")
+    return token
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +148,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         **_tls_files(env),
         tls_port=_int(env, "IM_TLS_PORT", 8443, 0, 65535),
         tls_reload_seconds=_float(env, "IM_TLS_RELOAD_SECONDS", 60.0, 0.1, 86400),
+        # client limits (issue 12)
+        max_outbound_bytes=_int(env, "IM_MAX_OUTBOUND_BYTES", 4 * 1024 * 1024, 65536, 1 << 34),
+        max_inflight_requests=_int(env, "IM_MAX_INFLIGHT_REQUESTS", 16, 1, 10_000),
+        max_watch_per_session=_int(env, "IM_MAX_WATCH_PER_SESSION", 1000, 1, 1_000_000),
+        max_watched_per_node=_int(env, "IM_MAX_WATCHED_PER_NODE", 5_000, 1, 10_000_000),
+        max_token_ttl=_int(env, "IM_MAX_TOKEN_TTL", 30 * 86400, 60, 365 * 86400),
+        metrics_token=_metrics_token(env),
+        header_timeout=_float(env, "IM_HEADER_TIMEOUT", 10.0, 0.05, 3600),
+        max_connections=_int(env, "IM_MAX_CONNECTIONS", 0, 0, 10_000_000),
     )
 
 

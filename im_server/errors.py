@@ -41,6 +41,7 @@ class ErrorCode(enum.StrEnum):
     DRAINING = "draining"
     OUTCOME_UNKNOWN = "outcome_unknown"
     INTERNAL = "internal"
+    WATCH_LIMIT = "watch_limit"
 
 
 # Codes a client may retry unchanged (same cid): nothing was committed, or (outcome_unknown)

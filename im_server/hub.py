@@ -10,7 +10,8 @@ from typing import Any, Final, Protocol
 import orjson
 
 from im_server import protocol
-from im_server.bus import PRESENCE_QUERY, Bus, presence_subject, user_subject
+from im_server.bus import PRESENCE_ALL, PRESENCE_QUERY, Bus, presence_subject, user_subject
+from im_server.errors import ErrorCode, LimitError
 
 log = logging.getLogger("im_server.hub")
 
@@ -57,8 +58,6 @@ class Hub:
                 if not ws:
                     del self.watchers[user]
                     self.remote_online.pop(user, None)
-                    if self.bus is not None:
-                        await self.bus.unsubscribe(presence_subject(user))
         if not devices:
             del self.by_user[s.user]
             if self.bus is not None:
@@ -158,19 +157,37 @@ class Hub:
             for s in watchers:
                 s.push(frame, "presence")
 
-    async def watch(self, s: Session, users: Iterable[str]) -> list[str]:
-        """Start sending ``s`` presence changes of ``users``; return those online now."""
-        mine = self.watching.setdefault(s.id, set())
-        fresh = []
-        for user in users:
+    async def watch(
+        self, s: Session, users: Iterable[str], per_session: int, per_node: int
+    ) -> list[str]:
+        """Start sending ``s`` presence changes of ``users``; return those online now.
+
+        Every distinct watched user costs a bus subscription, so both the users one session
+        watches and the users this node watches are capped; a request over either cap is
+        refused whole (nothing of it is watched)."""
+        mine = self.watching.get(s.id, set())
+        new = [u for u in dict.fromkeys(users) if u not in mine]
+        if len(mine) + len(new) > per_session:
+            raise LimitError(
+                ErrorCode.WATCH_LIMIT, f"a session may watch at most {per_session} users"
+            )
+        fresh = [u for u in new if u not in self.watchers]
+        if len(self.watchers) + len(fresh) > per_node:
+            raise LimitError(
+                ErrorCode.WATCH_LIMIT, f"this node watches its limit of {per_node} users"
+            )
+        # Registered before the first await, so concurrent watches count each other.
+        mine = self.watching.setdefault(s.id, mine)
+        for user in new:
             mine.add(user)
-            if user not in self.watchers:
-                self.watchers[user] = set()
-                fresh.append(user)
-                if self.bus is not None:
-                    await self.bus.subscribe(presence_subject(user))
-            self.watchers[user].add(s)
+            self.watchers.setdefault(user, set()).add(s)
         if fresh and self.bus is not None:
+            # One subscription to every presence change, not one per watched user: a NATS
+            # subscription costs ~6 KB here (a task and a queue each), and freeing 300,000 of
+            # them after a watch flood did not give the memory back. Events of users nobody
+            # here watches are dropped in _remote_presence; they are as frequent as sessions
+            # starting and ending anywhere, a few bytes each.
+            await self.bus.subscribe(PRESENCE_ALL)
             for raw in await self.bus.gather(PRESENCE_QUERY, orjson.dumps(fresh), 0.05):
                 answer = orjson.loads(raw)
                 if answer.get("node") == self.node_id:

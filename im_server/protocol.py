@@ -6,6 +6,7 @@ is can be tested by calling functions. ``docs/protocol.md`` is the prose version
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ MAX_SYNC_LIMIT = 500
 MAX_GROUP_MEMBERS = 1000
 MAX_TITLE = 200
 MAX_WATCH = 1000
+# One resume query per entry: bounded like the convs list a client can learn them from.
+MAX_RESUME = 1000
 
 
 # --- client -> server ---------------------------------------------------------------------
@@ -131,6 +134,7 @@ class _Fields:
 
     obj: dict[str, Any]
     ftype: str
+    raw: str | bytes
     # rid/cid of the frame, so an error can be matched to the request that caused it.
     ref: dict[str, str] = field(default_factory=dict)
 
@@ -187,7 +191,7 @@ def parse_request(data: str | bytes) -> Request:
     ftype = obj.get("type")
     if not isinstance(ftype, str):
         raise FrameError(ErrorCode.BAD_FRAME, "frame needs a string field 'type'")
-    f = _Fields(obj, ftype)
+    f = _Fields(obj, ftype, data)
     for key in ("rid", "cid"):
         ref = obj.get(key)
         if isinstance(ref, str) and len(ref) <= MAX_CID:
@@ -212,8 +216,10 @@ def _hello(f: _Fields) -> Hello:
     token = f.string("token", max_len=8192)
     device = f.opt_string("device", max_len=64)
     raw_resume = f.obj.get("resume") or {}
-    if not isinstance(raw_resume, dict) or len(raw_resume) > 10_000:
-        raise f._fail("resume", "an object mapping conversation id to the last seq seen")
+    if not isinstance(raw_resume, dict) or len(raw_resume) > MAX_RESUME:
+        raise f._fail(
+            "resume", f"an object mapping at most {MAX_RESUME} conversation ids to a last seq"
+        )
     resume: dict[str, int] = {}
     for conv, seq in raw_resume.items():
         if (
@@ -241,7 +247,40 @@ def _send(f: _Fields) -> Send:
         body = orjson.dumps(f.obj["body"]).decode()
     except orjson.JSONEncodeError:  # valid JSON, but nested deeper than the encoder writes
         raise f._fail("body", "a JSON value nested at most 254 levels deep") from None
+    raw = f.raw if isinstance(f.raw, str) else f.raw.decode()  # orjson checked the UTF-8
+    if _LONG_DIGITS.search(raw) and not _ints_fit(raw):
+        raise f._fail("body", f"JSON whose integers are from {_INT_MIN} to {_INT_MAX}")
     return Send(cid, conv, to, body)
+
+
+# orjson reads a wider integer as a float, so 2**70 would be stored and pushed as
+# 1.1805916207174113e+21: a silent change of the body. Refused instead (bad_frame): a body is
+# stored byte for byte or not at all, and an application needing big numbers sends strings.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# Any integer out of range has at least 19 digits; only then is the frame parsed again, with
+# the standard library, which shows the integers (digits inside strings do not count).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+class _WideInt(ValueError):
+    pass
+
+
+def _checked_int(text: str) -> int:
+    if len(text) > 21:  # before int(): a 100 KB digit string would be slow to convert
+        raise _WideInt
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _WideInt
+    return value
+
+
+def _ints_fit(raw: str) -> bool:
+    try:
+        json.loads(raw, parse_int=_checked_int)
+    except _WideInt:
+        return False
+    return True
 
 
 def _sync(f: _Fields) -> Sync:

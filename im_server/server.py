@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
+import hmac
 import logging
 import os
 import random
+import resource
 import secrets
 import signal
 import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ from im_server.bus import PRESENCE_QUERY, NatsBus, user_subject
 from im_server.config import Settings
 from im_server.errors import (
     AccessError,
+    AuthError,
     ErrorCode,
     FrameError,
     ImError,
@@ -47,6 +54,9 @@ log = logging.getLogger("im_server")
 CLOSE_GOING_AWAY_RESTART = 1012  # "service restart": the client should reconnect
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+# A refused hello is answered and closed; waiting for a hostile client to answer the close
+# would hold the connection (up to aiohttp's 10 s close timeout) for nothing.
+REFUSED_CLOSE_WAIT = 0.1
 
 
 class Connection:
@@ -55,10 +65,16 @@ class Connection:
     __slots__ = (
         "bucket",
         "closed",
+        "expires",
         "id",
+        "inflight",
         "max_out",
+        "max_out_bytes",
         "metrics",
         "out",
+        "out_bytes",
+        "room",
+        "tasks",
         "user",
         "writer",
         "ws",
@@ -73,36 +89,78 @@ class Connection:
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
         self.max_out = settings.max_outbound_frames
+        # Never below a few of the largest frames a session may be sent (a msg of max_frame).
+        self.max_out_bytes = max(settings.max_outbound_bytes, 4 * settings.max_frame)
+        # Characters, not bytes: the queue holds str, and counting is O(1) this way.
+        self.out_bytes = 0
+        self.inflight = 0  # requests spawned as tasks and not yet answered
+        self.expires = 0  # the token's exp (Unix seconds), once hello is accepted
+        # Those of them nobody needs once the session is gone (reads): cancelled at its end,
+        # so a client that pipelines and leaves does not leave queries queued for the pool.
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.room: asyncio.Future[None] | None = None  # set when out_bytes falls to half the cap
         self.bucket = TokenBucket(settings.rate_per_sec, settings.rate_burst, time.monotonic())
 
     def push(self, frame: str, kind: str) -> None:
         if self.closed:
             return
         self.out.append(frame)
+        self.out_bytes += len(frame)
         counter = self.metrics.out_by_type.get(kind)
         if counter is not None:
             counter.inc()
-        if len(self.out) > self.max_out:
+        if len(self.out) > self.max_out or self.out_bytes > self.max_out_bytes:
             # A client that does not read would hold unbounded memory. Dropping it loses nothing:
             # everything pushed is in PostgreSQL, and the client resyncs on reconnect.
             self.metrics.dropped_slow.inc()
             self.out.clear()
+            self.out_bytes = 0
             self.out.append(
                 protocol.error(ErrorCode.SLOW_CONSUMER, "too many unread frames", retryable=True)
             )
-            self.closed = True
+            self.shut()
             asyncio.get_running_loop().create_task(self._close_after_flush(CLOSE_TRY_AGAIN))
             return
         if self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._write())
 
+    def shut(self) -> None:
+        """No more pushes; whoever waits for room stops waiting."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.room is not None:
+            self.room.set_result(None)
+            self.room = None
+
+    async def wait_room(self) -> None:
+        """Wait until at most half the outbound byte cap is queued (or the session ends).
+
+        Request replies wait here before their query runs, so a client that asks without
+        reading stalls its own requests instead of being sent (and holding) their answers;
+        with at most ``max_inflight_requests`` replies of at most ``reply_budget`` each, the
+        queue stays under the cap and a client that reads is never cut off as slow."""
+        while not self.closed and self.out_bytes > self.max_out_bytes // 2:
+            if self.room is None:
+                self.room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.room)
+
+    def reply_budget(self, max_inflight: int) -> int:
+        return max(16 * 1024, self.max_out_bytes // (2 * max_inflight))
+
     async def _write(self) -> None:
         try:
             while self.out:
-                await self.ws.send_str(self.out.popleft())
+                frame = self.out.popleft()
+                self.out_bytes -= len(frame)
+                if self.room is not None and self.out_bytes <= self.max_out_bytes // 2:
+                    self._wake()
+                await self.ws.send_str(frame)
         except (ConnectionError, RuntimeError):
-            self.closed = True
             self.out.clear()
+            self.out_bytes = 0
+            self.shut()
         finally:
             self.writer = None
 
@@ -110,17 +168,20 @@ class Connection:
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
-    async def _close_after_flush(self, code: int, message: bytes = b"") -> None:
+    async def _close_after_flush(
+        self, code: int, message: bytes = b"", wait: float | None = None
+    ) -> None:
         if self.writer is None and self.out:
             self.writer = asyncio.get_running_loop().create_task(self._write())
         with contextlib.suppress(Exception):
             await self.flush()
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=message)
+            # Past ``wait`` aiohttp stops waiting for the client's close and drops the socket.
+            await asyncio.wait_for(self.ws.close(code=code, message=message), wait)
 
-    async def close(self, code: int, message: bytes = b"") -> None:
-        self.closed = True
-        await self._close_after_flush(code, message)
+    async def close(self, code: int, message: bytes = b"", wait: float | None = None) -> None:
+        self.shut()
+        await self._close_after_flush(code, message, wait)
 
 
 @dataclass(slots=True)
@@ -329,6 +390,10 @@ class ImServer:
         # Frames larger than this are cut off by aiohttp (close 1009); between max_frame and
         # this the client gets a frame_too_large error and keeps its session.
         self.hard_cap = max(4 * settings.max_frame, 1024 * 1024)
+        # client limits (issue 12)
+        self._sessions_ended = 0  # when to give memory back (_trim_loop)
+        self._trim_task: asyncio.Task[None] | None = None
+        self.gate: _Gate | None = None  # connections on the public ports, set by listen()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -394,9 +459,25 @@ class ImServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @web.middleware
+    async def _body_deadline(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # The header timeout ends when the headers are in; a body trickled in byte by byte
+        # would hold the connection for as long as the client likes.
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(self.settings.header_timeout):
+                    await request.read()
+            except TimeoutError:
+                return web.json_response({"error": "request body too slow"}, status=408)
+        result: web.StreamResponse = await handler(request)
+        return result
+
     def app(self) -> web.Application:
         # Admin bodies (a group of 1,000 members) can exceed one chat frame.
-        app = web.Application(client_max_size=max(self.settings.max_frame, 1024 * 1024))
+        app = web.Application(
+            client_max_size=max(self.settings.max_frame, 1024 * 1024),
+            middlewares=[self._body_deadline],
+        )
         app.router.add_get("/ws", self.ws_handler)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -419,17 +500,25 @@ class ImServer:
         shared port, it is how an operator reaches one particular node. ``global_port`` is a
         second shared port, the clients' endpoint, bound only by nodes of the primary region.
         """
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        # Not in _tasks: those are the work a test waits to see finish; this never does.
+        self._trim_task = asyncio.get_running_loop().create_task(self._trim_loop())
+        s = self.settings
+        # aiohttp's keep-alive timer starts when a connection is accepted and closes it while
+        # no complete request has arrived: a header timeout against slowloris (and the idle
+        # limit of keep-alive connections). An upgraded WebSocket is past it.
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, keepalive_timeout=s.header_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_port=True, backlog=4096)
-        await site.start()
+        assert self._runner.server is not None
+        self.gate = _Gate(self._runner.server, s.max_connections or _default_max_connections())
+        await _GatedSite(self._runner, host, port, self.gate).start()
         bound: int = self._runner.addresses[0][1]
         if health_port is not None:
+            # Not gated: probes and operators still get in when the public port is full.
             await web.TCPSite(self._runner, host, health_port).start()
         if global_port is not None:
-            await web.TCPSite(
-                self._runner, host, global_port, reuse_port=True, backlog=4096
-            ).start()
+            await _GatedSite(self._runner, host, global_port, self.gate).start()
         cert, key = self.settings.tls_cert_file, self.settings.tls_key_file
         if cert and key:
             # TLS (issue 13): the clients' wss:// port; the plain port above stays for probes
@@ -437,14 +526,7 @@ class ImServer:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.minimum_version = ssl.TLSVersion.TLSv1_2
             tls.load_cert_chain(cert, key)
-            await web.TCPSite(
-                self._runner,
-                host,
-                self.settings.tls_port,
-                ssl_context=tls,
-                reuse_port=True,
-                backlog=4096,
-            ).start()
+            await _GatedSite(self._runner, host, self.settings.tls_port, self.gate, tls).start()
             self.tls_port = self._runner.addresses[-1][1]
             self._spawn(self._tls_reload(tls, cert, key))
         return bound
@@ -466,6 +548,27 @@ class ImServer:
                 continue
             seen = now
             log.info("TLS certificate reloaded from %s", cert)
+
+    async def _trim_loop(self) -> None:
+        """Give memory freed by ended sessions back to the OS.
+
+        glibc returns only the top of its heap by itself; the tasks, frames and bus
+        subscriptions of sessions that came and went leave free pages below live objects. After
+        an attack of 1,000 watch sessions the node stayed ~45 MB above its idle RSS; after
+        ``malloc_trim`` within ~5 MB (tests/im_server/test_hostile_memory.py). It walks the
+        heap (a millisecond or so), so it runs at most every few seconds and only after sessions
+        ended."""
+        if _malloc_trim is None:
+            return
+        seen = self._sessions_ended
+        while True:
+            await asyncio.sleep(5.0)
+            if self._sessions_ended != seen:
+                seen = self._sessions_ended
+                # Ended sessions leave reference cycles (aiohttp requests, exceptions with their
+                # frames) that wait for a full collection, which comes rarely on a large heap.
+                gc.collect()
+                _malloc_trim(0)
 
     async def drain(self) -> None:
         """Readiness off, clients told to reconnect, in-flight sends finish, close 1012."""
@@ -495,6 +598,8 @@ class ImServer:
         self.drained.set()
 
     async def stop(self) -> None:
+        if self._trim_task is not None:
+            self._trim_task.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self.store is not None and not self.batcher.idle.is_set():
@@ -539,6 +644,15 @@ class ImServer:
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        want = self.settings.metrics_token
+        if want is not None:
+            got = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {want}".encode()):
+                return web.json_response(
+                    {"error": {"code": "unauthorized", "message": "metrics need the bearer token"}},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return web.Response(
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -549,20 +663,36 @@ class ImServer:
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
         if self.draining:
             return web.json_response({"error": "draining"}, status=503)
-        ws = web.WebSocketResponse(max_msg_size=self.hard_cap, heartbeat=30.0)
+        # No permessage-deflate: zlib state costs ~280 KB per connection (a 32 KB window each
+        # way plus the deflate tables; aiohttp cannot shrink the window a client offers), and
+        # freed zlib buffers fragment the heap so RSS did not come back after churn (measured:
+        # 1,000 bad-token hellos held ~280 MB with it, ~30 MB without). Chat frames are a few
+        # hundred bytes of JSON: little to gain.
+        ws = web.WebSocketResponse(max_msg_size=self.hard_cap, heartbeat=30.0, compress=False)
         await ws.prepare(request)
         conn = Connection(ws, self.metrics, self.settings)
         self.conns.add(conn)
         self.metrics.connections.inc()
+        expiry: asyncio.TimerHandle | None = None
         try:
             if await self._hello(conn):
+                # A session lives no longer than its token: a revoked user (no new token) is
+                # out within the token's lifetime, not whenever the connection happens to drop.
+                expiry = asyncio.get_running_loop().call_later(
+                    max(0.0, conn.expires - time.time()), self._expire, conn
+                )
                 await self._serve(conn)
         except Exception:
             log.exception("session failed")
             self.send_error(conn, ImError(ErrorCode.INTERNAL, "internal error"), None)
             await conn.close(1011)
         finally:
-            conn.closed = True
+            if expiry is not None:
+                expiry.cancel()
+            conn.shut()
+            for task in list(conn.tasks):
+                task.cancel()
+            self._sessions_ended += 1
             self.conns.discard(conn)
             self.metrics.connections.dec()
             if conn.user:
@@ -582,9 +712,13 @@ class ImServer:
             "error",
         )
 
+    def _expire(self, conn: Connection) -> None:
+        self.send_error(conn, AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired"), None)
+        self._spawn(conn.close(CLOSE_POLICY, ErrorCode.TOKEN_EXPIRED.value.encode()))
+
     async def _refuse(self, conn: Connection, exc: ImError) -> bool:
         self.send_error(conn, exc, None)
-        await conn.close(CLOSE_POLICY, exc.code.value.encode())
+        await conn.close(CLOSE_POLICY, exc.code.value.encode(), wait=REFUSED_CLOSE_WAIT)
         return False
 
     async def _hello(self, conn: Connection) -> bool:
@@ -609,7 +743,7 @@ class ImServer:
             req = protocol.parse_request(msg.data)
             if not isinstance(req, protocol.Hello):
                 raise FrameError(ErrorCode.NOT_AUTHENTICATED, "the first frame must be hello")
-            user = auth.verify(s.jwt_secret, req.token)
+            user, conn.expires = auth.verify_claims(s.jwt_secret, req.token, s.max_token_ttl)
         except ImError as exc:
             return await self._refuse(conn, exc)
         self.metrics.in_by_type["hello"].inc()
@@ -630,13 +764,23 @@ class ImServer:
         conn.push(protocol.welcome(user, conn.id, int(time.time() * 1000), self.node_id), "welcome")
         await self.hub.attach(conn)
         for conv, after in req.resume.items():
+            # Each entry is a query: it pays a rate-limit token like a sync frame (waiting for
+            # one rather than failing: the client asked for nothing else yet), and waits for
+            # the client to read what was already sent.
+            # The bucket says how long until its next token: nothing to wait on but the clock.
+            while (wait_ms := conn.bucket.take(time.monotonic())) and not conn.closed:  # noqa: ASYNC110
+                await asyncio.sleep(wait_ms / 1000)
+            await conn.wait_room()
+            if conn.closed:
+                break
             await self._resume(conn, conv, after)
         return True
 
     async def _resume(self, conn: Connection, conv: str, after: int) -> None:
+        budget = conn.reply_budget(self.settings.max_inflight_requests)
         try:
             msgs, more, last_seq = await self.store.sync(
-                conn.user, conv, after, protocol.MAX_SYNC_LIMIT
+                conn.user, conv, after, protocol.MAX_SYNC_LIMIT, budget
             )
         except ImError as exc:
             self.send_error(conn, exc, {"conv": conv})
@@ -725,13 +869,33 @@ class ImServer:
             self.send_error(
                 conn, FrameError(ErrorCode.ALREADY_AUTHENTICATED, "hello was already sent"), None
             )
+        elif conn.inflight >= self.settings.max_inflight_requests:
+            # Each request is a task (and maybe a query): a pipelining client gets a bounded
+            # number of them, the rest are refused like an empty token bucket.
+            self.send_error(
+                conn,
+                LimitError(
+                    ErrorCode.RATE_LIMITED,
+                    f"at most {self.settings.max_inflight_requests} requests in flight",
+                    retry_after_ms=100,
+                ),
+                ref,
+            )
         else:
-            self._spawn(self._request(conn, req))
+            conn.inflight += 1
+            task = asyncio.get_running_loop().create_task(self._request(conn, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if not isinstance(req, _NOT_CANCELLED):
+                conn.tasks.add(task)
+                task.add_done_callback(conn.tasks.discard)
 
     async def _request(self, conn: Connection, req: protocol.Request) -> None:
         ref = _rid_ref(req)
         try:
-            await self._handle(conn, req)
+            await conn.wait_room()
+            if not conn.closed:
+                await self._handle(conn, req)
         except ImError as exc:
             if isinstance(exc, UnavailableError):
                 self.metrics.db_errors.inc()
@@ -739,12 +903,17 @@ class ImServer:
         except Exception:
             log.exception("request %s failed", type(req).__name__)
             self.send_error(conn, ImError(ErrorCode.INTERNAL, "internal error"), ref)
+        finally:
+            conn.inflight -= 1
 
     async def _handle(self, conn: Connection, req: protocol.Request) -> None:
         store = self.store
         user = conn.user
         if isinstance(req, protocol.Sync):
-            msgs, more, last_seq = await store.sync(user, req.conv, req.after_seq, req.limit)
+            budget = conn.reply_budget(self.settings.max_inflight_requests)
+            msgs, more, last_seq = await store.sync(
+                user, req.conv, req.after_seq, req.limit, budget
+            )
             items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
             conn.push(protocol.batch(req.rid, req.conv, items, more, last_seq), "batch")
         elif isinstance(req, protocol.Read):
@@ -760,7 +929,10 @@ class ImServer:
             frame = protocol.typing(req.conv, user)
             await self.hub.deliver([u for u in members if u != user], frame, "typing")
         elif isinstance(req, protocol.Watch):
-            online = await self.hub.watch(conn, req.users)
+            s = self.settings
+            online = await self.hub.watch(
+                conn, req.users, s.max_watch_per_session, s.max_watched_per_node
+            )
             conn.push(
                 protocol.reply("watching", req.rid, users=list(req.users), online=online), "reply"
             )
@@ -800,6 +972,121 @@ class ImServer:
         await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)
 
 
+def _default_max_connections() -> int:
+    """Below the descriptor limit by a margin for the database pool, NATS, the health port,
+    logs and a burst of accepts: past the limit accept() fails and nobody gets in."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(64, soft - max(256, soft // 5))
+
+
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 28\r\nConnection: close\r\n\r\n{"error": "too many connections"}'
+)
+
+
+class _Gate:
+    """Counts connections on the public ports and turns away those over the cap.
+
+    The count is taken when the protocol is made (at accept), not when aiohttp registers the
+    connection a loop iteration later, so a burst of accepts cannot overshoot it."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], cap: int) -> None:
+        self.factory = factory
+        self.cap = cap
+        self.open = 0
+        self.refused = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open >= self.cap:
+            self.refused += 1
+            return _Refused()
+        self.open += 1
+        return _Counted(self, self.factory())
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_REFUSAL)  # a few bytes, no parsing: cheap at any rate
+        transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """Forwards everything to aiohttp's handler; gives its slot back when the socket closes."""
+
+    __slots__ = ("gate", "inner")
+
+    def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
+        self.gate = gate
+        self.inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gate.open -= 1
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _GatedSite(web.BaseSite):
+    """A shared (SO_REUSEPORT) public port whose connections pass through a _Gate."""
+
+    __slots__ = ("_gate", "_host", "_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        gate: _Gate,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, backlog=4096, ssl_context=ssl_context)
+        self._host = host
+        self._port = port
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._gate,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=True,
+            ssl=self._ssl_context,
+        )
+
+
+def _libc_malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return fn  # None off glibc (musl, macOS): nothing to trim there
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
 def _frame_bytes(data: str) -> int:
     # The limit is in bytes on the wire; isascii() is O(1) and avoids encoding the common case.
     return len(data) if data.isascii() else len(data.encode())
@@ -832,6 +1119,11 @@ def _file_stamps(*paths: str) -> tuple[tuple[int, int, int], ...]:
         else:
             stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
     return tuple(stamps)
+
+
+# Never cancelled halfway: these commit and then push to other members, or (watch) hold bus
+# subscriptions that a cancellation at the wrong await would orphan.
+_NOT_CANCELLED = (protocol.GroupCreate, protocol.GroupAdd, protocol.GroupRemove, protocol.Watch)
 
 
 def _rid_ref(req: protocol.Request) -> dict[str, str]:

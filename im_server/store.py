@@ -201,9 +201,13 @@ class Store:
         return int(row["last_seq"])
 
     async def sync(
-        self, user: str, conv: str, after_seq: int, limit: int
+        self, user: str, conv: str, after_seq: int, limit: int, max_bytes: int = 1 << 62
     ) -> tuple[list[StoredMessage], bool, int]:
-        """Messages after ``after_seq`` in seq order, whether more follow, and the last seq."""
+        """Messages after ``after_seq`` in seq order, whether more follow, and the last seq.
+
+        At most ``limit`` messages, and none that starts past ``max_bytes`` of bodies (the first
+        one always comes): the cut is made in PostgreSQL, so a hostile ``sync`` of a history of
+        large messages never brings more than about ``max_bytes`` into this process."""
         try:
             pair = direct_members(conv)
             if pair is not None and user not in pair:
@@ -217,15 +221,20 @@ class Store:
                         return [], False, 0
                     raise
                 rows = await conn.fetch(
-                    "SELECT seq, sender, im_ms(ts) AS ts, body FROM messages"
-                    " WHERE conv = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    "SELECT seq, sender, ts, body FROM ("
+                    " SELECT seq, sender, im_ms(ts) AS ts, body,"
+                    "  sum(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before"
+                    " FROM messages WHERE conv = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    ") m WHERE before < $4 ORDER BY seq",
                     conv,
                     after_seq,
                     limit + 1,
+                    max_bytes,
                 )
         except DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-        more = len(rows) > limit
+        # Seqs are dense, so a last row below last_seq means the byte budget cut the batch.
+        more = len(rows) > limit or (bool(rows) and rows[-1]["seq"] < last_seq)
         msgs = [StoredMessage(r["seq"], r["sender"], r["ts"], r["body"]) for r in rows[:limit]]
         return msgs, more, last_seq
 

@@ -21,7 +21,7 @@ def _render_token(console: Any, doc: Mapping[str, Any]) -> None:
 def token(
     tctx: typer.Context,
     user: Annotated[str, typer.Option(help="User id (the token's sub).")],
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds (at most 30 days).")] = 3600,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -35,8 +35,9 @@ def token(
     def body() -> DocResult:
         from im_server import auth
 
-        if not 1 <= ttl <= 365 * 86400:
-            raise UsageError(f"--ttl must be 1 to 31536000 seconds, got {ttl}")
+        # The nodes refuse tokens that live longer than IM_MAX_TOKEN_TTL (default this).
+        if not 1 <= ttl <= auth.MAX_TOKEN_TTL:
+            raise UsageError(f"--ttl must be 1 to {auth.MAX_TOKEN_TTL} seconds, got {ttl}")
         from cli.targets.local.drill import is_drill_user
 
         if is_drill_user(user):

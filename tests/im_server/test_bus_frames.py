@@ -75,7 +75,7 @@ class FakeBus:
     def __init__(self) -> None:
         self.replies: list[tuple[str, bytes]] = []
 
-    async def subscribe(self, subject: str) -> None:
+    async def subscribe(self, subject: str, *, flush: bool = True) -> None:
         pass
 
     async def unsubscribe(self, subject: str) -> None:
@@ -103,7 +103,7 @@ async def test_on_bus_drops_malformed_frames_and_still_pushes_good_ones() -> Non
     bob, carol = FakeSession("bob"), FakeSession("carol")
     await hub.attach(bob)
     await hub.attach(carol)
-    await hub.watch(carol, ["bob"])
+    await hub.watch(carol, ["bob"], per_session=1000, per_node=5000)
     for subject, payload in MALFORMED:
         await hub.on_bus(subject, payload, "_INBOX.x")  # must not raise
     await hub.on_bus("im.x.bob", b"n9\nmsg\n" + GOOD_MSG.encode(), None)
