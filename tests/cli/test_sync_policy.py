@@ -6,29 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
-import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.state import StackFiles
 from cli.targets.local import procs
-from cli.targets.local.postgres import PgInstance
 from cli.targets.local.procs import free_port
 from cli.targets.local.runtime import Region, http_json
 from cli.targets.local.target import LocalTarget
 from im_server.client import Client
 from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
+from tests.im_server.test_write_stall import frozen
 
 pytestmark = pytest.mark.slow
 
@@ -59,21 +55,6 @@ def _within(seconds: float, what: str, probe: Any) -> Any:
             return got
         assert time.monotonic() < deadline, f"not within {seconds}s: {what}"
         time.sleep(0.2)
-
-
-@contextmanager
-def _frozen(pg: PgInstance) -> Iterator[None]:
-    pid = pg.pid()
-    assert pid is not None
-    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for p in family:
-        os.kill(p.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for p in family:
-            with suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGCONT)
 
 
 def _node_readyz(region: Region) -> list[tuple[int, dict[str, Any]]]:
@@ -140,20 +121,12 @@ def test_wait_policy_says_writes_are_blocked_and_answers_sends(home: Path) -> No
     assert asyncio.run(_count(primary.dsn(), "w1")) == 1
     _within(5, "healthy again", lambda: ok_json(home, "status", "-s", "w")["healthy"])
     # A frozen primary database is reported within 5 s (status itself does not hang on it).
-    pid = primary.pg().pid()
-    assert pid is not None
-    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for p in family:
-        os.kill(p.pid, signal.SIGSTOP)
-    try:
+    with frozen(primary.pg()):
         t2 = time.monotonic()
         st = ok_json(home, "status", "-s", "w")
         assert time.monotonic() - t2 < 5
         assert _codes(st)[0] == "database_unreachable", st["problems"]
         assert "--force" in st["problems"][0]["next_command"]  # the way out if a is lost
-    finally:
-        for p in family:
-            os.kill(p.pid, signal.SIGCONT)
     # No node ready is a problem of its own.
     for n in primary.node_ids():
         info = procs.read_pid_file(primary.nodes_dir / f"{n}.pid")
@@ -171,7 +144,7 @@ def test_degrade_policy_keeps_writing_unprotected_then_restores_sync(home: Path)
     # A hung standby (frozen, not dead: its walsender still looks "streaming" for a while)
     # under the default policy: writes block, and the way out is to switch the policy.
     standby = _region(home, "d", "b").pg()
-    with _frozen(standby):
+    with frozen(standby):
         # Nothing waits until something commits: one send gets stuck (answered outcome_unknown
         # after the send timeout, in the background).
         stuck = threading.Thread(
