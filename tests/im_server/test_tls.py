@@ -38,7 +38,9 @@ def _write_cert(directory: Path, serial: int) -> tuple[str, str]:
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("im.test")]
+            ),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -117,3 +119,24 @@ def test_tls_settings_come_in_pairs() -> None:
     assert from_env(ENV).tls_cert_file is None
     with pytest.raises(ConfigError, match="IM_TLS_KEY_FILE"):
         from_env({**ENV, "IM_TLS_CERT_FILE": "/c"})
+
+
+async def test_cloud_operations_read_the_digest_over_tls_by_the_certificates_name(
+    server_factory: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With wss:// only, port 80 is closed: imctl's snapshot and restore content checks go to
+    the balancer on 443 and check the certificate against the stack's name, not the address."""
+    from cli.targets.cloud.day2_util import DigestUnavailable, fetch_digest, readyz
+
+    cert, key = _write_cert(tmp_path, serial=1)
+    im = await server_factory(tls_cert_file=cert, tls_key_file=key, tls_port=0)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # the "public CA" this test trusts
+    endpoint = f"127.0.0.1:{im.server.tls_port}"
+    admin = im.settings.admin_token
+    assert admin is not None
+    doc = await asyncio.to_thread(fetch_digest, endpoint, admin, 5.0, "im.test")
+    assert doc["node"] == im.server.node_id and "max_seq" in doc
+    assert await asyncio.to_thread(readyz, endpoint, 5.0, "im.test") in ("ok", "HTTP 503")
+    with pytest.raises(DigestUnavailable) as wrong:  # a certificate for another name
+        await asyncio.to_thread(fetch_digest, endpoint, admin, 5.0, "other.test")
+    assert "certificate verify failed" in wrong.value.message and wrong.value.transient

@@ -182,32 +182,47 @@ def readyz(endpoint: str, timeout: float = 2.0, tls_name: str | None = None) -> 
     """``ok``, ``HTTP <code>`` or ``unreachable: <why>`` for the Service's /readyz. With
     ``tls_name`` (a wss:// stack) over TLS on 443 of the region's own load balancer, checking the
     certificate against that name: the balancer's address is not in it."""
-    if tls_name is not None and "://" not in endpoint:
-        return _readyz_tls(endpoint, tls_name, timeout)
-    url = endpoint_url(endpoint, "/readyz")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return "ok" if resp.status == 200 else f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
+        status, _ = http_get(endpoint, "/readyz", {}, timeout, tls_name)
     except (OSError, ValueError) as exc:
-        return f"unreachable: {exc}"
+        return f"unreachable: {getattr(exc, 'reason', None) or exc}"
+    return "ok" if status == 200 else f"HTTP {status}"
 
 
-def _readyz_tls(address: str, name: str, timeout: float) -> str:
+def http_get(
+    endpoint: str,
+    path: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    tls_name: str | None = None,
+    limit: int = 1 << 16,
+) -> tuple[int, bytes]:
+    """GET ``path`` on a region's endpoint: (status, at most ``limit`` bytes of body). Plain
+    HTTP on ``endpoint`` (host[:port] or a URL), or with ``tls_name`` HTTPS on 443 of the
+    endpoint's address, the certificate checked against ``tls_name``. Raises OSError when the
+    endpoint cannot be reached."""
+    if tls_name is None or "://" in endpoint:
+        request = urllib.request.Request(endpoint_url(endpoint, path), headers=dict(headers))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return int(resp.status), resp.read(limit)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read(limit)
+    # The outputs name the balancer by address alone (its TLS port is 443); host:port as well.
+    host, _, port = endpoint.partition(":")
     context = ssl.create_default_context()
     try:
         with (
-            socket.create_connection((address, 443), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=name) as tls,
+            socket.create_connection((host, int(port or 443)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=tls_name) as tls,
         ):
-            conn = http.client.HTTPConnection(name, 443, timeout=timeout)
+            conn = http.client.HTTPConnection(tls_name, 443, timeout=timeout)
             conn.sock = tls  # already connected: http.client sends over it as it is
-            conn.request("GET", "/readyz")
-            status = conn.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
-        return f"unreachable: {exc}"
-    return "ok" if status == 200 else f"HTTP {status}"
+            conn.request("GET", path, headers=dict(headers))
+            resp = conn.getresponse()
+            return int(resp.status), resp.read(limit)
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from exc
 
 
 # --- the workload through KubeApi -------------------------------------------------------------
@@ -776,47 +791,47 @@ def digest_of(values: Any) -> dict[str, int] | None:
     return out
 
 
-def fetch_digest(endpoint: str, admin_token: str, timeout: float) -> dict[str, Any]:
-    """GET <endpoint>/admin/digest (``endpoint`` as in the outputs: host[:port], or a URL) with
-    the read-only credential derived from ``admin_token``. Raises DigestUnavailable."""
-    url = endpoint_url(endpoint, "/admin/digest")
-    request = urllib.request.Request(
-        url,
-        headers={
-            "Authorization": f"Bearer {digest_token(admin_token)}",
-            "Accept": "application/json",
-        },
+def fetch_digest(
+    endpoint: str, admin_token: str, timeout: float, tls_name: str | None = None
+) -> dict[str, Any]:
+    """GET <endpoint>/admin/digest (``endpoint`` as in the outputs: host[:port], or a URL; over
+    TLS with ``tls_name``, see http_get) with the read-only credential derived from
+    ``admin_token``. Raises DigestUnavailable."""
+    url = (
+        f"https://{tls_name}/admin/digest (via {endpoint})"
+        if tls_name and "://" not in endpoint
+        else endpoint_url(endpoint, "/admin/digest")
     )
+    headers = {"Authorization": f"Bearer {digest_token(admin_token)}", "Accept": "application/json"}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body = resp.read(1 << 16)
-    except urllib.error.HTTPError as exc:
-        try:
-            code = str(json.loads(exc.read(1 << 16))["error"]["code"])
-        except Exception:
-            code = ""
-        if exc.code == 404 and code == "admin_disabled":
-            raise DigestUnavailable(
-                f"{url}: the admin API is off in the pods (IM_ADMIN_TOKEN unset)", transient=False
-            ) from None
-        if exc.code == 404:
-            raise DigestUnavailable(
-                f"{url}: not found (an im-server older than this imctl?)", transient=False
-            ) from None
-        if exc.code in (401, 403):
-            raise DigestUnavailable(
-                f"{url}: HTTP {exc.code}, the pods do not accept the admin token of Secret"
-                f" {SECRET_NAME}",
-                transient=False,
-            ) from None
-        raise DigestUnavailable(
-            f"{url}: HTTP {exc.code}" + (f" {code}" if code else ""), transient=True
-        ) from None
+        status, body = http_get(endpoint, "/admin/digest", headers, timeout, tls_name)
+    except OSError as exc:  # refused, DNS, timeout, TLS (URLError and SSLError are OSErrors)
+        # Before ValueError: a failed certificate check is both. It may be one being issued.
+        raise DigestUnavailable(f"{url} unreachable: {exc}", transient=True) from None
     except ValueError as exc:  # a malformed endpoint
         raise DigestUnavailable(f"{url}: {exc}", transient=False) from None
-    except OSError as exc:  # refused, DNS, timeout (URLError is an OSError)
-        reason = getattr(exc, "reason", exc)
-        raise DigestUnavailable(f"{url} unreachable: {reason}", transient=True) from None
+    if status != 200:
+        try:
+            code = str(json.loads(body)["error"]["code"])
+        except Exception:
+            code = ""
+        if status == 404 and code == "admin_disabled":
+            raise DigestUnavailable(
+                f"{url}: the admin API is off in the pods (IM_ADMIN_TOKEN unset)", transient=False
+            )
+        if status == 404:
+            raise DigestUnavailable(
+                f"{url}: not found (an im-server older than this imctl?)", transient=False
+            )
+        if status in (401, 403):
+            raise DigestUnavailable(
+                f"{url}: HTTP {status}, the pods do not accept the admin token of Secret"
+                f" {SECRET_NAME}",
+                transient=False,
+            )
+        raise DigestUnavailable(
+            f"{url}: HTTP {status}" + (f" {code}" if code else ""), transient=True
+        )
     try:
         doc = json.loads(body)
     except ValueError:
@@ -880,6 +895,12 @@ def _unusable(
     return None
 
 
+def _digest_url(region: RegionOutputs) -> str:
+    if region.tls_name:
+        return f"https://{region.tls_name}/admin/digest (resolve it to {region.endpoint})"
+    return endpoint_url(region.endpoint, "/admin/digest")
+
+
 def await_digest(
     endpoint: str,
     admin_token: str,
@@ -890,6 +911,7 @@ def await_digest(
     interval: float,
     progress: Progress,
     what: str,
+    tls_name: str | None = None,
 ) -> dict[str, Any]:
     """Ask until an answer comes from a pod that is not draining, reads the ``expect``ed
     database and (``fresh_after``, a wall-clock time) was started after it; at least once, for
@@ -899,7 +921,9 @@ def await_digest(
     while True:
         left = end - time.monotonic()
         try:
-            doc = fetch_digest(endpoint, admin_token, max(1.0, min(DIGEST_REQUEST_TIMEOUT, left)))
+            doc = fetch_digest(
+                endpoint, admin_token, max(1.0, min(DIGEST_REQUEST_TIMEOUT, left)), tls_name
+            )
             why = _unusable(doc, expect, fresh_after)
             if why is None:
                 return doc
@@ -955,6 +979,7 @@ def snapshot_digest(
             interval=interval,
             progress=progress,
             what="content digest",
+            tls_name=region.tls_name,
         )
     except Exception as exc:
         why = exc.message if isinstance(exc, ImctlError) else f"{type(exc).__name__}: {exc}"
@@ -1032,11 +1057,12 @@ def check_restore_content(
             interval=interval,
             progress=progress,
             what="restored content",
+            tls_name=region.tls_name,
         )
     except DigestUnavailable as exc:
         raise ContentUnverified(
             f"{unverified}: {exc.message}",
-            f"check by hand: GET http://{region.endpoint}/admin/digest with the admin token"
+            f"check by hand: GET {_digest_url(region)} with the admin token"
             f" and compare with `imctl snapshot show {rc.snapshot}`; {back}",
             restored=rc.restored,
         ) from None

@@ -35,6 +35,9 @@ class RegionOutputs:
     namespace: str = "imctl"
     deployment: str = "im-server"
     kubeconfig: str | None = None  # secret; absent: KUBECONFIG with a context named <region>
+    # The name the region's certificate carries when the stack serves wss:// (its balancer's
+    # address is not in it); None: plain HTTP on the endpoint. Set from the top-level outputs.
+    tls_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,13 @@ class CloudOutputs:
             lacking = [k for k in _REGION_KEYS if not r.get(k)]
             if lacking:
                 raise UsageError(f"{source}: region {name} lacks {', '.join(lacking)}")
-            known = {k: r[k] for k in RegionOutputs.__dataclass_fields__ if k in r and k != "name"}
-            regions[name] = RegionOutputs(name=name, **known)
+            known = {
+                k: r[k]
+                for k in RegionOutputs.__dataclass_fields__
+                if k in r and k not in ("name", "tls_name")
+            }
+            tls = doc["dns_name"] if str(doc.get("endpoint", "")).startswith("wss://") else None
+            regions[name] = RegionOutputs(name=name, tls_name=tls, **known)
         if doc["primary_region"] not in regions:
             raise UsageError(f"{source}: primary_region {doc['primary_region']!r} has no entry")
         standby = doc.get("standby_region") or None
