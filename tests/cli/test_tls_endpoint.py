@@ -52,12 +52,15 @@ def test_outputs_know_a_wss_stack_and_its_certificate_name() -> None:
 
 
 def test_readyz_of_a_wss_stack_goes_to_443_with_the_global_name(monkeypatch: Any) -> None:
-    seen: list[tuple[str, str]] = []
+    # The TLS request itself is tested against a real listener in tests/im_server/test_tls.py.
+    seen: list[tuple[str, str, str | None]] = []
 
-    def fake(address: str, name: str, timeout: float) -> str:
-        seen.append((address, name))
-        return "ok"
+    def fake(
+        endpoint: str, path: str, headers: Any, timeout: float, tls_name: str | None = None
+    ) -> tuple[int, bytes]:
+        seen.append((endpoint, path, tls_name))
+        return 200, b"{}"
 
-    monkeypatch.setattr(day2_util, "_readyz_tls", fake)
+    monkeypatch.setattr(day2_util, "http_get", fake)
     assert day2_util.readyz("lb.example.net", 1.0, "im.example.com") == "ok"
-    assert seen == [("lb.example.net", "im.example.com")]
+    assert seen == [("lb.example.net", "/readyz", "im.example.com")]
