@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from cli.errors import (
+    CredentialsError,
     ImctlError,
     Locked,
     PreconditionFailed,
@@ -49,7 +50,6 @@ from cli.errors import (
     StackNotFound,
     UsageError,
 )
-from cli.targets.cloud.ops import CredentialsError
 
 if TYPE_CHECKING:
     from pulumi import automation as auto

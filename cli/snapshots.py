@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from cli.errors import ExitStatus, ImctlError, OperationTimeout, PreconditionFailed
+from cli.errors import ExitStatus, OperationTimeout
 
 Progress = Callable[[str], AbstractContextManager[None]]
 """``ctx.out.step``: ``with progress("restoring"): ...`` shows a line or a spinner with timing."""
@@ -36,25 +36,6 @@ MANIFEST_FORMAT = 1
 # Without --timeout an operation is still bounded, so no subprocess can hang a CI job forever.
 NO_TIMEOUT_BOUND = 24 * 3600.0
 _MAX_LISTED = 10
-
-
-class SnapshotNotFound(ImctlError):
-    """Exit 1, not 6: 6 means "no such stack", and scripts must be able to tell them apart."""
-
-    status = ExitStatus.ERROR
-    code = "snapshot_not_found"
-
-
-class SnapshotCorrupt(PreconditionFailed):
-    code = "snapshot_corrupt"
-
-
-class ContentMismatch(PreconditionFailed):
-    code = "content_mismatch"
-
-
-class SmokeTestFailed(PreconditionFailed):
-    code = "smoke_test_failed"
 
 
 # --- deadlines -----------------------------------------------------------------------------

@@ -18,18 +18,20 @@ from typing import Any
 import pytest
 
 from cli.errors import (
+    CredentialsError,
     ExitStatus,
     OperationTimeout,
+    Partial,
     PreconditionFailed,
     ResourceFailure,
+    RestoredContentMismatch,
+    SnapshotNotFound,
     UsageError,
 )
-from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud import day2_util
-from cli.targets.cloud.day2_util import Partial, RestoredContentMismatch
 from cli.targets.cloud.gcp import GcpOps
 from cli.targets.cloud.kube import FakeKube
-from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
@@ -185,6 +187,14 @@ def test_workload_contract_matches_the_stacks() -> None:
     assert f'DB_USER = "{day2_util.DB_USER}"' in contract
     assert "db_port: int = 5432" in contract
     assert '"?sslmode=require"' in contract
+
+
+def test_outputs_of_another_cloud_are_a_usage_error(kubes: Kubes) -> None:
+    # Exit 2 on every cloud (it was 10 here and 2 on AWS): the caller named the wrong file.
+    wrong = CloudOutputs.from_json({**OUTPUTS, "cloud": "alicloud"})
+    with pytest.raises(UsageError, match="describe a alicloud stack, not gcp") as err:
+        GcpOps(wrong, kubes, project=PROJECT)
+    assert err.value.status is ExitStatus.USAGE
 
 
 def test_gcp_ops_satisfies_the_protocol(fake: GcpFake, kubes: Kubes) -> None:

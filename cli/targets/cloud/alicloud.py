@@ -24,10 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from cli.errors import ImctlError, PreconditionFailed, ResourceFailure
-
 # The local target's error: every target raises the same one for an unknown id.
-from cli.snapshots import SnapshotNotFound
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    PreconditionFailed,
+    ResourceFailure,
+    SnapshotNotFound,
+)
 from cli.targets.cloud.day2_util import (
     DB_PORT,
     DB_USER,
@@ -52,7 +56,7 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 DTS_VERSION = "2020-01-01"

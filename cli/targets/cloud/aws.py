@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cli.errors import (
+    CredentialsError,
+    FailoverIncomplete,
     ImctlError,
     OperationTimeout,
     PreconditionFailed,
     ResourceFailure,
+    SnapshotNotFound,
     UsageError,
 )
-from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.aws_support import (
     Deadline,
     aws_call,
@@ -41,7 +43,6 @@ from cli.targets.cloud.day2_util import (
     DIGEST_FIELDS,
     SECRET_DB_URL_KEY,
     SECRET_NAME,
-    Partial,
     RestoreContent,
     check_restore_content,
     digest_of,
@@ -50,7 +51,7 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 STACK_TAG = "imctl:stack"
@@ -87,15 +88,6 @@ _DB_FAILED = frozenset(
     }
 )
 _NODEGROUP_FAILED = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DELETING", "DEGRADED"})
-
-
-class FailoverIncomplete(Partial):
-    """The new primary serves, a later step (DNS) failed: exit 12, with the result so far."""
-
-    def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
-        super().__init__(message, hint)
-        self.result = result
-        self.details = result
 
 
 def default_session() -> Any:

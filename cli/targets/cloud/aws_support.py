@@ -13,9 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, ResourceFailure
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+)
 from cli.targets.cloud.day2_util import readyz
-from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.ops import Progress
 
 # Error codes AWS services answer when the caller's identity or its permissions are the problem:
 # the fix is on the operator's side (profile, session, policy), never a retry.

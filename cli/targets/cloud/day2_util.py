@@ -24,16 +24,19 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cli.errors import (
-    ExitStatus,
+    ContentUnverified,
+    CredentialsError,
+    DigestUnavailable,
     ImctlError,
     OperationTimeout,
+    Partial,
     PreconditionFailed,
     ResourceFailure,
+    RestoredContentMismatch,
     UsageError,
 )
-from cli.snapshots import ContentMismatch
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from im_server.auth import digest_token
 from im_server.config import database_identity
@@ -56,14 +59,6 @@ DEFAULT_FAILOVER_REPLICAS = 2
 
 # Without --timeout an operation is still bounded, so nothing waits on a cloud forever.
 NO_TIMEOUT_BOUND = 24 * 3600.0
-
-
-class Partial(ImctlError):
-    """Exit 12: the switch happened (a database was promoted, a Secret repointed) but a later
-    step failed; the message says what is done and the hint what is left."""
-
-    status = ExitStatus.PARTIAL
-    code = "partial"
 
 
 def partial(done: str, exc: BaseException, left: str) -> Partial:
@@ -508,7 +503,9 @@ class RegionalOps(ABC):
         readyz_timeout: float,
     ) -> None:
         if outputs.cloud != cloud:
-            raise PreconditionFailed(f"these outputs are for {outputs.cloud!r}, not {cloud}")
+            # Exit 2 as on AWS and in load_outputs: the caller named the wrong file or cloud;
+            # nothing about the stack itself is in the way.
+            raise UsageError(f"these outputs describe a {outputs.cloud} stack, not {cloud}")
         self.outputs = outputs
         self.kube = kube
         self._cloud = cloud
@@ -733,39 +730,6 @@ CONTENT_SETTLE_SECONDS = 120.0
 CLOCK_SKEW_SECONDS = 5.0
 # Pointing the workload back after a failed check is not cut short by --timeout.
 ROLLBACK_MIN_SECONDS = 300.0
-
-
-class DigestUnavailable(ImctlError):
-    """No usable digest; ``transient``: asking again may help (unreachable, 5xx, a pod that is
-    draining or still on another database)."""
-
-    code = "digest_unavailable"
-
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-class ContentUnverified(Partial):
-    """Exit 12: the restored database is in service, but its content could not be checked.
-    ``restored`` names it: the caller records that the workload runs on it."""
-
-    code = "content_unverified"
-
-    def __init__(self, message: str, hint: str, *, restored: str) -> None:
-        super().__init__(message, hint)
-        self.restored = restored
-
-
-class RestoredContentMismatch(ContentMismatch):
-    """Exit 10 (the local target's ``content_mismatch``): the restored data lacks what was
-    committed before the snapshot or has gaps; the workload was pointed back at the previous
-    database where there was one. ``result`` holds the check."""
-
-    def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
-        super().__init__(message, hint)
-        self.result = result
-        self.details = result
 
 
 def _where(identity: Any) -> str:

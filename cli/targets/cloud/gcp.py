@@ -20,10 +20,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from cli.errors import ImctlError, PreconditionFailed, PrerequisiteMissing, ResourceFailure
-
 # The local target's error: every target raises the same one for an unknown id.
-from cli.snapshots import SnapshotNotFound
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    PreconditionFailed,
+    PrerequisiteMissing,
+    ResourceFailure,
+    SnapshotNotFound,
+)
 from cli.targets.cloud.day2_util import (
     DB_PORT,
     DB_USER,
@@ -49,7 +54,7 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
+from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

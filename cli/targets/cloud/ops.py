@@ -10,14 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from cli.errors import ExitStatus, ImctlError
-
 Progress = Callable[[str], None]
-
-
-class CredentialsError(ImctlError):
-    status = ExitStatus.AUTH
-    code = "credentials"
 
 
 class CloudOps(Protocol):

@@ -41,14 +41,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli.errors import ImctlError, PreconditionFailed, ResourceFailure, UsageError
+from cli.errors import (
+    ContentMismatch,
+    ImctlError,
+    PreconditionFailed,
+    ResourceFailure,
+    SmokeTestFailed,
+    SnapshotCorrupt,
+    SnapshotNotFound,
+    UsageError,
+)
 from cli.snapshots import (
     DIGEST_SQL,
     MANIFEST_FORMAT,
     MEMBERS_SQL,
     SNAPSHOT_ID_RE,
     ContentDigest,
-    ContentMismatch,
     CreateResult,
     Deadline,
     DeleteResult,
@@ -58,10 +66,7 @@ from cli.snapshots import (
     RestoreResult,
     RestoreTarget,
     ShowResult,
-    SmokeTestFailed,
-    SnapshotCorrupt,
     SnapshotInfo,
-    SnapshotNotFound,
     VerifyResult,
     diff_content,
     manifest_digest,
