@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cli.deadline import Deadline, poll
 from cli.errors import (
     CredentialsError,
     FailoverIncomplete,
@@ -23,8 +24,10 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
+from cli.progress import Note
 from cli.targets.cloud.aws_support import (
-    Deadline,
+    STILL_WAITING_EVERY,
+    TIMEOUT_HINT,
     aws_call,
     aws_pages,
     failover_changes,
@@ -36,7 +39,6 @@ from cli.targets.cloud.aws_support import (
     tag_value,
     tags_of,
     utc_stamp,
-    wait_for,
     with_host,
 )
 from cli.targets.cloud.day2_util import (
@@ -51,7 +53,6 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 
 STACK_TAG = "imctl:stack"
@@ -177,10 +178,21 @@ class AwsOps:
         what: str,
         probe: Callable[[], tuple[bool, str]],
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
         limit: float | None = None,
     ) -> str:
-        return wait_for(what, probe, deadline, progress, interval=self._poll, limit=limit)
+        _, state = poll(
+            probe,
+            done=lambda r: r[0],
+            state=lambda r: r[1],
+            what=what,
+            deadline=deadline,
+            progress=progress,
+            interval=self._poll,
+            limit=limit,
+            still_every=STILL_WAITING_EVERY,
+        )
+        return state
 
     def _describe_db(self, region: str, instance_id: str) -> dict[str, Any] | None:
         rds = self._client("rds", region)
@@ -197,7 +209,7 @@ class AwsOps:
         region: str,
         instance_id: str,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
         *,
         promoted: bool = False,
     ) -> dict[str, Any]:
@@ -228,7 +240,7 @@ class AwsOps:
         return latest
 
     def _rename_db(
-        self, region: str, old: str, new: str, deadline: Deadline, progress: Progress
+        self, region: str, old: str, new: str, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         rds = self._client("rds", region)
         progress(f"renaming DB instance {old} to {new}")
@@ -343,7 +355,7 @@ class AwsOps:
         replicas: int | None,
         min_replicas: int | None,
         max_replicas: int | None,
-        progress: Progress,
+        progress: Note,
         timeout: float,
     ) -> dict[str, Any]:
         if nodes is None and replicas is None and min_replicas is None and max_replicas is None:
@@ -359,7 +371,7 @@ class AwsOps:
         if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
             raise UsageError(f"--min {min_replicas} is more than --max {max_replicas}")
         r = self.outputs.region(region or self.outputs.primary_region)
-        deadline = Deadline(timeout, "scale")
+        deadline = Deadline(timeout, operation="scale", hint=TIMEOUT_HINT)
         result: dict[str, Any] = {"region": r.name}
 
         grow_nodes_first = False
@@ -381,7 +393,7 @@ class AwsOps:
         return result
 
     def _scale_deployment(
-        self, r: RegionOutputs, replicas: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, replicas: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         kube = self._kube(r.name)
         kube.scale_deployment(r.namespace, r.deployment, replicas)
@@ -394,7 +406,7 @@ class AwsOps:
         return {"name": r.deployment, "replicas": desired, "ready": ready}
 
     def _wait_drained(
-        self, r: RegionOutputs, kube: KubeApi, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, kube: KubeApi, deadline: Deadline, progress: Note
     ) -> None:
         def probe() -> tuple[bool, str]:
             _, ready = kube.get_replicas(r.namespace, r.deployment)
@@ -418,7 +430,7 @@ class AwsOps:
         ng: dict[str, Any],
         nodes: int,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> dict[str, Any]:
         eks = self._client("eks", r.name)
         before = {k: int(ng["scalingConfig"][k]) for k in ("minSize", "maxSize", "desiredSize")}
@@ -540,10 +552,8 @@ class AwsOps:
             f"{self.outputs.dns_name})",
         )
 
-    def snapshot_create(
-        self, note: str | None, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout, "snapshot create")
+    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
+        deadline = Deadline(timeout, operation="snapshot create", hint=TIMEOUT_HINT)
         started = time.monotonic()
         r = self.outputs.primary
         rds = self._client("rds", r.name)
@@ -613,10 +623,8 @@ class AwsOps:
         region, snap = self._find_snapshot(snapshot_id)
         return self._snapshot_info(region, snap)
 
-    def snapshot_delete(
-        self, snapshot_id: str, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout, "snapshot delete")
+    def snapshot_delete(self, snapshot_id: str, progress: Note, timeout: float) -> dict[str, Any]:
+        deadline = Deadline(timeout, operation="snapshot delete", hint=TIMEOUT_HINT)
         region, snap = self._find_snapshot(snapshot_id)
         sid = snap["DBSnapshotIdentifier"]
         rds = self._client("rds", region)
@@ -646,13 +654,13 @@ class AwsOps:
         self,
         snapshot_id: str,
         target: Literal["new", "in-place"],
-        progress: Progress,
+        progress: Note,
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         if target not in ("new", "in-place"):
             raise UsageError(f"restore target must be new or in-place, got {target!r}")
-        deadline = Deadline(timeout, "restore")
+        deadline = Deadline(timeout, operation="restore", hint=TIMEOUT_HINT)
         started = time.monotonic()
         r = self.outputs.primary
         # Everything that can refuse does so before anything is created.
@@ -764,7 +772,7 @@ class AwsOps:
         }
 
     def _restore_instance(
-        self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Progress
+        self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Note
     ) -> None:
         rds = self._client("rds", region)
         # A dict: the source may carry the tag from an earlier restore, and RDS refuses a
@@ -813,7 +821,7 @@ class AwsOps:
         new_id: str,
         old_renamed: str,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> dict[str, Any]:
         """Give the restored instance the original name (and so the original endpoint)."""
         self._rename_db(r.name, r.db_instance_id, old_renamed, deadline, progress)
@@ -854,7 +862,7 @@ class AwsOps:
         return failover_pair(sets, self.outputs.dns_name)
 
     def _fence(
-        self, r: RegionOutputs, deadline: Deadline, progress: Progress, *, strict: bool
+        self, r: RegionOutputs, deadline: Deadline, progress: Note, *, strict: bool
     ) -> tuple[int | None, str | None]:
         """Scale the old primary's Deployment to 0 (its HPA leaves a zero Deployment alone).
 
@@ -885,10 +893,10 @@ class AwsOps:
             return None, str(exc)
 
     def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
+        self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
         started = time.monotonic()
-        deadline = Deadline(timeout, "failover")
+        deadline = Deadline(timeout, operation="failover", hint=TIMEOUT_HINT)
         o = self.outputs
         new = o.region(to_region)
         if to_region == o.primary_region:
@@ -999,7 +1007,7 @@ class AwsOps:
         new: RegionOutputs,
         old: RegionOutputs,
         unfence_to: int | None,
-        progress: Progress,
+        progress: Note,
     ) -> None:
         progress(f"promoting {new.db_instance_id} ({new.name})")
         rds = self._client("rds", new.name)
@@ -1015,7 +1023,7 @@ class AwsOps:
                 self._unfence(old, unfence_to, progress)
             raise
 
-    def _unfence(self, r: RegionOutputs, replicas: int, progress: Progress) -> str:
+    def _unfence(self, r: RegionOutputs, replicas: int, progress: Note) -> str:
         try:
             self._kube(r.name).scale_deployment(r.namespace, r.deployment, replicas)
         except Exception as exc:
@@ -1072,7 +1080,7 @@ class AwsOps:
         old: RegionOutputs,
         fenced_replicas: int | None,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> float:
         """After the fence: wait for a ReplicaLag of 0 measured after it. If none comes, put
         the old primary's replicas back and refuse: nothing was promoted."""
@@ -1106,7 +1114,7 @@ class AwsOps:
         return 0.0
 
     def _repoint_dns(
-        self, changes: list[dict[str, Any]], deadline: Deadline, progress: Progress
+        self, changes: list[dict[str, Any]], deadline: Deadline, progress: Note
     ) -> str | None:
         if not changes:
             progress("Route 53 already points at the new primary")

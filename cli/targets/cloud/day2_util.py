@@ -23,20 +23,20 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from cli.deadline import Deadline, poll
 from cli.errors import (
     ContentUnverified,
     CredentialsError,
     DigestUnavailable,
     ImctlError,
-    OperationTimeout,
     Partial,
     PreconditionFailed,
     ResourceFailure,
     RestoredContentMismatch,
     UsageError,
 )
+from cli.progress import Note
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from im_server.auth import digest_token
 from im_server.config import database_identity
@@ -57,71 +57,10 @@ DNS_TYPES = ("A", "AAAA", "CNAME")
 # Pods the new primary gets when the old one had none to give (fenced at zero, or unreachable).
 DEFAULT_FAILOVER_REPLICAS = 2
 
-# Without --timeout an operation is still bounded, so nothing waits on a cloud forever.
-NO_TIMEOUT_BOUND = 24 * 3600.0
-
 
 def partial(done: str, exc: BaseException, left: str) -> Partial:
     why = exc.message if isinstance(exc, ImctlError) else f"{type(exc).__name__}: {exc}"
     return Partial(f"{done}, but then: {why}", left)
-
-
-class Deadline:
-    """One ``timeout`` for a whole operation, checked between steps and by every poll."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        bound = seconds if seconds is not None and seconds > 0 else NO_TIMEOUT_BOUND
-        self._end = time.monotonic() + bound
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
-    def error(self, during: str, hint: str = "") -> OperationTimeout:
-        limit = f"{self.seconds:g}s" if self.seconds else "the built-in bound"
-        return OperationTimeout(
-            f"timed out ({limit}) {during}",
-            hint or "raise --timeout; the cloud keeps working on what was started",
-        )
-
-    def check(self, during: str, hint: str = "") -> None:
-        if self.expired():
-            raise self.error(during, hint)
-
-
-def poll(
-    fetch: Callable[[], T],
-    *,
-    done: Callable[[T], bool],
-    state: Callable[[T], str],
-    what: str,
-    deadline: Deadline,
-    progress: Progress,
-    interval: float,
-    unknown_hint: str = "",
-) -> T:
-    """Call ``fetch`` until ``done``; report each new state. On the deadline the outcome is
-    unknown, and the error says so (the caller's hint says where to look)."""
-    t0 = time.monotonic()
-    last = ""
-    while True:
-        value = fetch()
-        current = state(value)
-        if current != last:
-            progress(f"{what}: {current}")
-            last = current
-        if done(value):
-            return value
-        if deadline.remaining() <= 0:
-            raise OperationTimeout(
-                f"{what}: still {current} after {time.monotonic() - t0:.0f}s;"
-                " the outcome is unknown",
-                unknown_hint or "the cloud keeps working on it; check before retrying",
-            )
-        time.sleep(min(interval, max(deadline.remaining(), 0.0)))
 
 
 def new_password(length: int = 32) -> str:
@@ -245,7 +184,7 @@ def fence_workload(
     *,
     best_effort: bool,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
     interval: float,
 ) -> Fence:
     """Scale the old primary's Deployment to zero and wait until no pod of it is ready, so no
@@ -292,7 +231,7 @@ def fence_workload(
 
 
 def unfence_workload(
-    kube: Callable[[str], KubeApi], region: RegionOutputs, replicas: int, progress: Progress
+    kube: Callable[[str], KubeApi], region: RegionOutputs, replicas: int, progress: Note
 ) -> None:
     """Undo a fence after a planned switchover was abandoned before anything was promoted."""
     progress(f"{region.name}: restoring {region.deployment} to {replicas} replica(s)")
@@ -305,7 +244,7 @@ def bring_up(
     replicas: int,
     *,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> None:
     api = kube(region.name)
     progress(f"{region.name}: scaling {region.deployment} to {replicas} replica(s)")
@@ -319,7 +258,7 @@ def repoint_and_roll(
     url: str | None,
     *,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> None:
     """Write the new IM_DATABASE_URL (if any) into the workload Secret, then a rolling restart
     so every pod reads it, and wait for the rollout."""
@@ -351,7 +290,7 @@ def scale_workload(
     min_replicas: int | None,
     max_replicas: int | None,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     api = kube(region.name)
@@ -477,7 +416,7 @@ class Switch:
     new: RegionOutputs
     force: bool
     deadline: Deadline
-    progress: Progress
+    progress: Note
     # What the pre-flight read of the standby's replication feed, if the cloud has one to read
     # (Alibaba's DTS job); the catch-up wait refreshes it, and the promotion acts on the latest.
     feed: dict[str, Any] | None = None
@@ -531,7 +470,7 @@ class RegionalOps(ABC):
 
     @abstractmethod
     def _scale_pool(
-        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]: ...
 
     @abstractmethod
@@ -604,7 +543,7 @@ class RegionalOps(ABC):
         replicas: int | None,
         min_replicas: int | None,
         max_replicas: int | None,
-        progress: Progress,
+        progress: Note,
         timeout: float,
     ) -> dict[str, Any]:
         check_scale_args(nodes, replicas, min_replicas, max_replicas)
@@ -627,7 +566,7 @@ class RegionalOps(ABC):
         return out
 
     def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
+        self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         old, new = failover_regions(
@@ -873,7 +812,7 @@ def await_digest(
     fresh_after: float | None,
     budget: float,
     interval: float,
-    progress: Progress,
+    progress: Note,
     what: str,
     tls_name: str | None = None,
 ) -> dict[str, Any]:
@@ -909,7 +848,7 @@ def snapshot_digest(
     region: RegionOutputs,
     *,
     interval: float,
-    progress: Progress,
+    progress: Note,
     budget: float | None = None,
     instance_host: str | None = None,
 ) -> tuple[dict[str, int] | None, list[str]]:
@@ -985,7 +924,7 @@ def check_restore_content(
     *,
     remaining: float,
     interval: float,
-    progress: Progress,
+    progress: Note,
     settle: float | None = None,
 ) -> dict[str, Any]:
     """After the roll: read the restored data's digest through the endpoint and check it
