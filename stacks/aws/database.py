@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.contract import DB_NAME, DB_USER
+from stacks.workload_contract import DB_NAME, DB_USER
 
 ENGINE_VERSION = "16"
 PARAMETER_FAMILY = "postgres16"

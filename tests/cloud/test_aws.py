@@ -49,7 +49,6 @@ from cli.targets.cloud.aws_support import (
     map_aws_error,
     with_host,
 )
-from cli.targets.cloud.kube import FakeKube
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from cli.targets.local.procs import free_port
@@ -73,6 +72,7 @@ from tests.cloud.aws_fixtures import (
     build_world,
 )
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
+from tests.cloud.fake_kube import FakeKube
 
 ROOT = Path(__file__).resolve().parents[2]
 # moto keeps its state per process, not per server: world names must be unique across modules.

@@ -36,11 +36,7 @@ from cli.errors import (
 )
 from cli.progress import Note
 from cli.targets.cloud.day2_util import (
-    DB_PORT,
-    DB_USER,
     DNS_TYPES,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
     RegionalOps,
     RestoreContent,
     Switch,
@@ -58,6 +54,7 @@ from cli.targets.cloud.day2_util import (
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
 DTS_VERSION = "2020-01-01"
 LIST_WINDOW_DAYS = 90  # DescribeBackups wants a short time range; backups older than this hide

@@ -43,8 +43,6 @@ from cli.targets.cloud.aws_support import (
 )
 from cli.targets.cloud.day2_util import (
     DIGEST_FIELDS,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
     RestoreContent,
     check_restore_content,
     digest_of,
@@ -54,6 +52,7 @@ from cli.targets.cloud.day2_util import (
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import SECRET_DB_URL_KEY, SECRET_NAME
 
 STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
@@ -61,7 +60,6 @@ RESTORED_FROM_TAG = "imctl:restored-from"
 # The content digest read just before a snapshot was requested, one tag per figure (a tag value
 # cannot hold JSON): imctl:digest-messages, imctl:digest-max-seq, ...
 DIGEST_TAG_PREFIX = "imctl:digest-"
-# The workload's Secret and key (stacks/workload/server.py; not imported: that pulls in Pulumi).
 # A planned switchover starts only if the standby was at most this far behind (seconds): the
 # alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
 PLANNED_MAX_LAG_SECONDS = 30.0

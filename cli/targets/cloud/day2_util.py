@@ -40,17 +40,16 @@ from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from im_server.auth import digest_token
 from im_server.config import database_identity
+from stacks.workload_contract import (
+    DB_NAME,
+    DB_USER,
+    SECRET_ADMIN_TOKEN_KEY,
+    SECRET_DB_URL_KEY,
+    SECRET_NAME,
+)
 
 T = TypeVar("T")
 
-# The workload's contract, as stacks/contract.py and stacks/workload/server.py define it. Not
-# imported from there: those modules import Pulumi, which a day-2 command must not load. A test
-# reads both files and checks these values against them.
-DB_USER = "im"
-DB_NAME = "im"
-DB_PORT = 5432
-SECRET_NAME = "im-server"
-SECRET_DB_URL_KEY = "database-url"
 # The record types a failover rewrites for the stack's DNS name.
 DNS_TYPES = ("A", "AAAA", "CNAME")
 
@@ -647,8 +646,6 @@ class RegionalOps(ABC):
 # the request) and that every conversation is dense. What is compared is monotonic on a live
 # stack (nothing deletes messages), so "at least" is exact for what was committed before.
 
-# The Secret key of IM_ADMIN_TOKEN (stacks/workload/server.py).
-SECRET_ADMIN_TOKEN_KEY = "admin-token"
 # What a snapshot records; the first four never go down on a live stack.
 DIGEST_MONOTONIC = ("messages", "conversations", "max_seq", "latest_ms")
 DIGEST_FIELDS = (*DIGEST_MONOTONIC, "non_dense", "at_ms")

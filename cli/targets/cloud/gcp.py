@@ -33,11 +33,7 @@ from cli.errors import (
 )
 from cli.progress import Note
 from cli.targets.cloud.day2_util import (
-    DB_PORT,
-    DB_USER,
     DNS_TYPES,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
     RegionalOps,
     RestoreContent,
     Switch,
@@ -56,6 +52,7 @@ from cli.targets.cloud.day2_util import (
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
