@@ -15,9 +15,13 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import cli.errors
-from cli.errors import ExitStatus, ImctlError
+from cli.errors import ExitStatus, ImctlError, UsageError
+from cli.targets.cloud.outputs import CloudOutputs
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "cli"
@@ -226,3 +230,48 @@ def test_the_docstring_draws_every_class_with_its_exit_code() -> None:
     for name, status in EXIT_CODES.items():
         line = next((ln for ln in doc.splitlines() if f" {name} " in f" {ln} "), "")
         assert f"exit {int(status)}" in line, f"{name} is not drawn with exit {int(status)}"
+
+
+def _ops(cloud: str, outputs: CloudOutputs) -> Any:
+    from tests.cloud.fake_kube import FakeKube
+
+    def kube(region: str) -> FakeKube:
+        return FakeKube()
+
+    if cloud == "aws":
+        from cli.targets.cloud.aws import AwsOps
+
+        return AwsOps(outputs, kube)
+    if cloud == "gcp":
+        from cli.targets.cloud.gcp import GcpOps
+
+        return GcpOps(outputs, kube, project="p")
+    from cli.targets.cloud.alicloud import AlicloudOps
+
+    return AlicloudOps(outputs, kube, access_key_id="k", access_key_secret="s")
+
+
+@pytest.mark.parametrize(
+    ("cloud", "other"), [("aws", "gcp"), ("gcp", "alicloud"), ("alicloud", "aws")]
+)
+def test_outputs_of_another_cloud_exit_2_on_every_cloud(cloud: str, other: str) -> None:
+    # It was 2 on AWS and 10 on GCP and Alibaba: the caller named the wrong file or --cloud.
+    doc = {
+        "cloud": other,
+        "primary_region": "r1",
+        "regions": {
+            "r1": {
+                "cluster_name": "c",
+                "nodegroup_name": "n",
+                "db_instance_id": "d",
+                "endpoint": "e",
+            }
+        },
+        "hosted_zone_id": "z",
+        "dns_name": "im.example.com",
+        "backup_bucket": "b",
+    }
+    outputs = CloudOutputs.from_json(doc)
+    with pytest.raises(UsageError, match=f"describe a {other} stack, not {cloud}") as err:
+        _ops(cloud, outputs)
+    assert err.value.status is ExitStatus.USAGE

@@ -196,14 +196,6 @@ def test_the_workload_contract_is_one_module_without_pulumi() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_outputs_of_another_cloud_are_a_usage_error(kubes: Kubes) -> None:
-    # Exit 2 on every cloud (it was 10 here and 2 on AWS): the caller named the wrong file.
-    wrong = CloudOutputs.from_json({**OUTPUTS, "cloud": "alicloud"})
-    with pytest.raises(UsageError, match="describe a alicloud stack, not gcp") as err:
-        GcpOps(wrong, kubes, project=PROJECT)
-    assert err.value.status is ExitStatus.USAGE
-
-
 def test_gcp_ops_satisfies_the_protocol(fake: GcpFake, kubes: Kubes) -> None:
     ops: CloudOps = make_ops(fake, kubes)
     assert ops is not None
