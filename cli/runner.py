@@ -21,8 +21,7 @@ from cli import journal
 from cli.context import Context
 from cli.errors import ExitStatus, ImctlError, InternalError, Interrupted, StackNotFound
 from cli.locks import StackLock, utc_now_iso
-
-Render = Callable[[Any, Mapping[str, Any]], None]
+from cli.output import Render
 
 
 @dataclass
