@@ -1,6 +1,6 @@
-"""The names and ports the deployed workload answers to, for the stacks that create it and for
-imctl's day-2 code that finds it again (repoints the Secret, scales the Deployment, reads the
-digest). One home, so the two cannot drift apart.
+"""What the stacks deploy and imctl's day-2 code relies on: the names and ports the workload
+answers to (to repoint its Secret, scale its Deployment, read its digest) and the replica lag
+the stacks alarm on. One home, so the two cannot drift apart.
 
 Standard library only: a day-2 command must not load Pulumi (tests/cloud/test_gcp.py checks it
 in a fresh interpreter).
@@ -23,3 +23,7 @@ SECRET_ADMIN_TOKEN_KEY: Final = "admin-token"
 DEPLOYMENT_NAME: Final = "im-server"
 HTTP_PORT: Final = 8080
 TLS_PORT: Final = 8443
+
+# The standby lag (seconds) the stacks alarm on: the data an unplanned failover would lose. A
+# planned switchover starts only when the standby is at most this far behind.
+REPLICA_LAG_ALARM_SECONDS: Final = 30

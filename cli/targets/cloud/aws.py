@@ -52,7 +52,7 @@ from cli.targets.cloud.day2_util import (
 )
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
-from stacks.workload_contract import SECRET_DB_URL_KEY, SECRET_NAME
+from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS, SECRET_DB_URL_KEY, SECRET_NAME
 
 STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
@@ -60,9 +60,7 @@ RESTORED_FROM_TAG = "imctl:restored-from"
 # The content digest read just before a snapshot was requested, one tag per figure (a tag value
 # cannot hold JSON): imctl:digest-messages, imctl:digest-max-seq, ...
 DIGEST_TAG_PREFIX = "imctl:digest-"
-# A planned switchover starts only if the standby was at most this far behind (seconds): the
-# alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
-PLANNED_MAX_LAG_SECONDS = 30.0
+PLANNED_MAX_LAG_SECONDS = float(REPLICA_LAG_ALARM_SECONDS)
 # How recent a ReplicaLag datapoint must be to count as known.
 LAG_WINDOW = timedelta(minutes=5)
 # Route 53 is global; its API is served from us-east-1.
