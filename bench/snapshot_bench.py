@@ -33,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from cli.snapshots import Deadline
+from cli.deadline import Deadline
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.procs import free_port
 from cli.targets.local.snapshots import DUMP, LocalSnapshots

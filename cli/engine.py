@@ -4,8 +4,9 @@ uses Pulumi's Automation API (``pulumi.automation``).
 What it does, per call: resolve where state and secrets live (``resolve_settings``), find and
 version-check the ``pulumi`` CLI, open the stack (project ``imctl``, the inline program from
 ``stacks.program``), write the config the imctl flags asked for, run the operation with engine
-events turned into ``ProgressEvent`` calls on a ``Progress`` the command provides, and turn
-every Pulumi failure into an ``ImctlError`` with the CLI's exit code:
+events turned into ``ProgressEvent`` calls on an ``EventSink`` the command provides (the engine
+only emits them; cli/progress_view.py and cli/output.py draw them), and turn every Pulumi
+failure into an ``ImctlError`` with the CLI's exit code:
 
     ConcurrentUpdateError / backend lock      Locked               11
     StackNotFoundError                        StackNotFound         6
@@ -27,20 +28,20 @@ when it runs, so ``imctl --help`` stays cheap and a missing SDK is an error with
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from cli.errors import (
+    CredentialsError,
     ImctlError,
     Locked,
     PreconditionFailed,
@@ -49,12 +50,11 @@ from cli.errors import (
     StackNotFound,
     UsageError,
 )
-from cli.targets.cloud.ops import CredentialsError
+from cli.progress import EventSink, NullSink, ProgressEvent
 
 if TYPE_CHECKING:
     from pulumi import automation as auto
 
-    from cli.context import Context
     from cli.targets.cloud.outputs import CloudOutputs
 
 PROJECT: Final = "imctl"
@@ -91,138 +91,6 @@ _PROGRAM_CONFIG_PREFIX: Final = "imctl config:"
 Operation = Literal["up", "preview", "destroy", "refresh"]
 
 
-# --- progress -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressEvent:
-    """One engine event, reduced to what a person or a CI log needs.
-
-    ``kind``: ``start`` (the engine began), ``resource_started``, ``resource_done``,
-    ``resource_failed``, ``diagnostic`` (warnings and errors), ``summary`` (the engine finished).
-    ``done``/``total`` count resource steps: ``total`` is the steps announced so far, or the
-    caller's ``expected_total`` when larger (Pulumi does not know the total up front).
-    """
-
-    kind: str
-    stack: str
-    operation: str
-    sequence: int
-    done: int
-    total: int
-    op: str | None = None  # create, update, same, delete, replace, ...
-    urn: str | None = None
-    type: str | None = None
-    name: str | None = None
-    severity: str | None = None
-    message: str | None = None
-    changes: Mapping[str, int] | None = None
-    duration_seconds: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"event": self.kind}
-        for f in fields(self)[1:]:
-            value = getattr(self, f.name)
-            if value is not None:
-                doc[f.name] = dict(value) if isinstance(value, Mapping) else value
-        return doc
-
-
-class Progress(Protocol):
-    """What the command hands the engine. Called from the engine's event thread, one event at a
-    time; it must not raise (an exception is swallowed so a broken display cannot fail a
-    deploy) and must not block for long (the CLI waits for the event stream to drain)."""
-
-    def event(self, event: ProgressEvent) -> None: ...
-
-
-class NullProgress:
-    def event(self, event: ProgressEvent) -> None:
-        return None
-
-
-class JsonLinesProgress:
-    """``-o json``: one JSON object per event on stderr; stdout keeps the one result document."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def event(self, event: ProgressEvent) -> None:
-        line = json.dumps(event.to_json(), sort_keys=True)
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-
-
-_PAST: Final = {
-    "create": "created",
-    "update": "updated",
-    "delete": "deleted",
-    "replace": "replaced",
-    "same": "unchanged",
-    "read": "read",
-    "refresh": "refreshed",
-    "create-replacement": "created replacement",
-    "delete-replaced": "deleted replaced",
-    "import": "imported",
-    "discard": "discarded",
-}
-
-
-class LineProgress:
-    """Plain lines for people (``emit`` is e.g. ``ctx.out.info``): every changed resource,
-    warnings and errors, the summary. Unchanged resources only with ``verbose``: a re-deploy
-    would otherwise print a hundred "unchanged" lines."""
-
-    def __init__(self, emit: Callable[[str], None], *, verbose: bool = False) -> None:
-        self._emit = emit
-        self._verbose = verbose
-
-    def event(self, event: ProgressEvent) -> None:
-        text = self.format(event)
-        if text is not None:
-            self._emit(text)
-
-    def format(self, e: ProgressEvent) -> str | None:
-        where = f"[{e.done}/{e.total}]"
-        if e.kind == "start":
-            return f"pulumi {e.operation} on stack {e.stack} ..."
-        if e.kind == "resource_done":
-            if e.op in ("same", "read") and not self._verbose:
-                return None
-            verb = _PAST.get(e.op or "", e.op or "done")
-            if e.operation == "preview":
-                verb = f"would be {verb}" if e.op != "same" else verb
-            return f"{where} {verb}: {e.type} {e.name}"
-        if e.kind == "resource_started":
-            return f"{where} {e.op}: {e.type} {e.name} ..." if self._verbose else None
-        if e.kind == "resource_failed":
-            return f"{where} FAILED: {e.type} {e.name}"
-        if e.kind == "diagnostic":
-            subject = f" ({e.name})" if e.name else ""
-            return f"{e.severity}{subject}: {e.message}"
-        if e.kind == "summary":
-            changes = ", ".join(
-                f"{n} {_PAST.get(op, op)}" for op, n in sorted((e.changes or {}).items()) if n
-            )
-            took = f" in {e.duration_seconds:.0f}s" if e.duration_seconds is not None else ""
-            return f"pulumi {e.operation} finished{took}: {changes or 'no changes'}"
-        return None
-
-
-def progress_for(ctx: Context) -> Progress:
-    """The default Progress for a command: JSON lines on stderr with ``-o json``, a live Rich bar
-    on a terminal (cli/output.py; the command ends it with ``ctx.out.end_engine_progress()``),
-    plain lines through ``ctx.out.info`` otherwise (CI, pipes, log files)."""
-    if ctx.json:
-        return JsonLinesProgress(ctx.env.stderr)
-    live = ctx.out.engine_progress()
-    if live is not None:
-        return live
-    return LineProgress(ctx.out.info, verbose=ctx.verbose)
-
-
 @dataclass(frozen=True, slots=True)
 class Failure:
     urn: str
@@ -251,7 +119,7 @@ def _clean(message: str) -> str:
 
 
 class EventRenderer:
-    """The ``on_event`` callback: counts steps, records failures, feeds ``Progress``.
+    """The ``on_event`` callback: counts steps, records failures, feeds ``EventSink``.
 
     Pulumi calls it from its gRPC thread (or log-watcher thread on older CLIs), hence the lock.
     """
@@ -260,12 +128,12 @@ class EventRenderer:
         self,
         stack: str,
         operation: Operation,
-        progress: Progress | None = None,
+        progress: EventSink | None = None,
         expected_total: int | None = None,
     ) -> None:
         self.stack = stack
         self.operation = operation
-        self._progress: Progress = progress or NullProgress()
+        self._progress: EventSink = progress or NullSink()
         self._expected = expected_total or 0
         self._lock = threading.Lock()
         self._started: set[tuple[str, str]] = set()
@@ -962,7 +830,7 @@ def deploy(
     *,
     home: Path,
     env: Mapping[str, str],
-    progress: Progress | None = None,
+    progress: EventSink | None = None,
     secret_config: Mapping[str, str] | None = None,
     expected_total: int | None = None,
     message: str | None = None,
@@ -1009,7 +877,7 @@ def preview(
     *,
     home: Path,
     env: Mapping[str, str],
-    progress: Progress | None = None,
+    progress: EventSink | None = None,
     expected_total: int | None = None,
 ) -> dict[str, Any]:
     """``pulumi preview``: what deploy would change, asking the cloud (needs credentials).
@@ -1038,7 +906,7 @@ def destroy(
     *,
     home: Path,
     env: Mapping[str, str],
-    progress: Progress | None = None,
+    progress: EventSink | None = None,
     expected_total: int | None = None,
     remove: bool = False,
 ) -> dict[str, Any]:
@@ -1091,7 +959,7 @@ def refresh(
     *,
     home: Path,
     env: Mapping[str, str],
-    progress: Progress | None = None,
+    progress: EventSink | None = None,
     expected_total: int | None = None,
 ) -> dict[str, Any]:
     """``pulumi refresh``: read every resource back from the cloud into the stack's state

@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.context import Context, Env, OutputFormat
+from cli.context import Context, OutputFormat
+from cli.env import Env
 from cli.errors import UsageError
 
 STACK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")

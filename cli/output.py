@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 from cli.errors import Cancelled, ImctlError, UsageError
 
@@ -24,14 +24,29 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
     from rich.status import Status
 
-    from cli.context import Context
-    from cli.engine import ProgressEvent
+    from cli.env import Env
+    from cli.progress import ProgressEvent
 
 Render = Callable[[Any, Mapping[str, Any]], None]
 
 
+class Settings(Protocol):
+    """What the output reads of the invocation (a ``cli.context.Context``), read live."""
+
+    @property
+    def env(self) -> Env: ...
+    @property
+    def json(self) -> bool: ...
+    @property
+    def verbose(self) -> bool: ...
+    @property
+    def no_color(self) -> bool: ...
+    @property
+    def yes(self) -> bool: ...
+
+
 class Output:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Settings) -> None:
         self._ctx = ctx
         self._env = ctx.env
         self._json = ctx.json
@@ -324,7 +339,7 @@ class RichEngineProgress:
     """
 
     def __init__(self, console: Console, *, verbose: bool = False) -> None:
-        from cli.engine import LineProgress
+        from cli.progress_view import LineProgress
 
         self._console = console
         self._format = LineProgress(lambda _text: None, verbose=verbose).format

@@ -19,10 +19,9 @@ import typer
 
 from cli import journal
 from cli.context import Context
-from cli.errors import ExitStatus, ImctlError, StackNotFound
+from cli.errors import ExitStatus, ImctlError, InternalError, Interrupted, StackNotFound
 from cli.locks import StackLock, utc_now_iso
-
-Render = Callable[[Any, Mapping[str, Any]], None]
+from cli.output import Render
 
 
 @dataclass
@@ -44,17 +43,6 @@ class Result(Protocol):
 
 
 R = TypeVar("R", bound=Result)
-
-
-class Interrupted(ImctlError):
-    status = ExitStatus.INTERRUPTED
-    code = "interrupted"
-
-
-class InternalError(ImctlError):
-    """An exception no command anticipated: a bug, or an environment nobody planned for."""
-
-    code = "internal_error"
 
 
 def existing_stacks(ctx: Context) -> list[str]:

@@ -17,74 +17,30 @@ from __future__ import annotations
 import builtins
 import json
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from cli.errors import ExitStatus, ImctlError, OperationTimeout, PreconditionFailed
-
-Progress = Callable[[str], AbstractContextManager[None]]
-"""``ctx.out.step``: ``with progress("restoring"): ...`` shows a line or a spinner with timing."""
+from cli.deadline import Deadline
+from cli.errors import ExitStatus
+from cli.progress import Step
 
 RestoreTarget = Literal["new", "in-place"]
 RESTORE_TARGETS: tuple[RestoreTarget, ...] = ("new", "in-place")
 
 SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 MANIFEST_FORMAT = 1
-# Without --timeout an operation is still bounded, so no subprocess can hang a CI job forever.
-NO_TIMEOUT_BOUND = 24 * 3600.0
 _MAX_LISTED = 10
-
-
-class SnapshotNotFound(ImctlError):
-    """Exit 1, not 6: 6 means "no such stack", and scripts must be able to tell them apart."""
-
-    status = ExitStatus.ERROR
-    code = "snapshot_not_found"
-
-
-class SnapshotCorrupt(PreconditionFailed):
-    code = "snapshot_corrupt"
-
-
-class ContentMismatch(PreconditionFailed):
-    code = "content_mismatch"
-
-
-class SmokeTestFailed(PreconditionFailed):
-    code = "smoke_test_failed"
 
 
 # --- deadlines -----------------------------------------------------------------------------
 
 
-class Deadline:
-    """``--timeout SECONDS`` for a whole operation: checked between steps, and what is left is
-    handed to every subprocess, so one slow pg_restore cannot outlive the operation."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        self._end = time.monotonic() + (seconds if seconds is not None else NO_TIMEOUT_BOUND)
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
-    def check(self, before: str) -> None:
-        if self.expired():
-            raise self.error(before)
-
-    def error(self, during: str) -> OperationTimeout:
-        limit = f"{self.seconds:g}s" if self.seconds is not None else "the built-in bound"
-        return OperationTimeout(
-            f"timed out ({limit}) {during}",
-            "raise --timeout; what was interrupted was cleaned up (see the message), and the "
-            "stack's current data stays in service unless the switch had started",
-        )
+# What a local timeout leaves behind: the steps clean up after themselves.
+TIMEOUT_HINT = (
+    "raise --timeout; what was interrupted was cleaned up (see the message), and the "
+    "stack's current data stays in service unless the switch had started"
+)
 
 
 # --- the content digest ----------------------------------------------------------------------
@@ -394,7 +350,7 @@ class SnapshotStore(Protocol):
     - ``deadline`` is honoured between steps and passed to every subprocess or API wait.
     """
 
-    def create(self, note: str | None, deadline: Deadline, progress: Progress) -> CreateResult: ...
+    def create(self, note: str | None, deadline: Deadline, progress: Step) -> CreateResult: ...
 
     def list(self) -> ListResult: ...
 
@@ -405,7 +361,7 @@ class SnapshotStore(Protocol):
     def prune(self, keep: int, previous_data: bool) -> DeleteResult: ...
 
     def verify(
-        self, snapshot_id: str, deep: bool, deadline: Deadline, progress: Progress
+        self, snapshot_id: str, deep: bool, deadline: Deadline, progress: Step
     ) -> VerifyResult: ...
 
     def restore_plan(self, snapshot_id: str, target: RestoreTarget) -> builtins.list[str]:
@@ -413,5 +369,5 @@ class SnapshotStore(Protocol):
         ...
 
     def restore(
-        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Progress
+        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Step
     ) -> RestoreResult: ...

@@ -22,8 +22,9 @@ from aiohttp import web
 
 from im_server import auth
 from im_server.config import database_identity
+from im_server.conversations import USER_ID_RE
 from im_server.errors import AccessError, ErrorCode, ImError
-from im_server.protocol import CONV_ID_RE, MAX_GROUP_MEMBERS, MAX_TITLE, USER_ID_RE
+from im_server.protocol import CONV_ID_RE, MAX_GROUP_MEMBERS, MAX_TITLE
 
 if TYPE_CHECKING:
     from im_server.server import ImServer

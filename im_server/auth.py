@@ -8,8 +8,8 @@ import time
 
 import jwt
 
+from im_server.conversations import USER_ID_RE
 from im_server.errors import AuthError, ErrorCode
-from im_server.protocol import USER_ID_RE
 
 ALGORITHM = "HS256"
 # Longest token lifetime accepted (IM_MAX_TOKEN_TTL's default) and minted (imctl, admin API):

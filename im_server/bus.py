@@ -23,16 +23,31 @@ log = logging.getLogger("im_server.bus")
 Handler = Callable[[str, bytes, str | None], Awaitable[None]]
 
 
+# Every subject the nodes use is built and taken apart here, and nowhere else.
+_USER_PREFIX = "im.u."
+_PRESENCE_PREFIX = "im.p."
+
+
 def user_subject(user: str) -> str:
-    return f"im.u.{user}"
+    return f"{_USER_PREFIX}{user}"
 
 
 def presence_subject(user: str) -> str:
-    return f"im.p.{user}"
+    return f"{_PRESENCE_PREFIX}{user}"
+
+
+def user_of(subject: str) -> str | None:
+    """The user a ``user_subject`` names (not yet validated); None for any other subject."""
+    return subject[len(_USER_PREFIX) :] if subject.startswith(_USER_PREFIX) else None
+
+
+def presence_user_of(subject: str) -> str | None:
+    """The user a ``presence_subject`` names (not yet validated); None for any other subject."""
+    return subject[len(_PRESENCE_PREFIX) :] if subject.startswith(_PRESENCE_PREFIX) else None
 
 
 # Every presence change in the cluster ('>' also matches user ids with dots in them).
-PRESENCE_ALL = "im.p.>"
+PRESENCE_ALL = f"{_PRESENCE_PREFIX}>"
 
 
 PRESENCE_QUERY = "im.pq"

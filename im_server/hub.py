@@ -9,8 +9,16 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from im_server import protocol
-from im_server.bus import PRESENCE_ALL, PRESENCE_QUERY, Bus, presence_subject, user_subject
+from im_server import conversations, protocol
+from im_server.bus import (
+    PRESENCE_ALL,
+    PRESENCE_QUERY,
+    Bus,
+    presence_subject,
+    presence_user_of,
+    user_of,
+    user_subject,
+)
 from im_server.errors import ErrorCode, LimitError
 
 log = logging.getLogger("im_server.hub")
@@ -94,22 +102,22 @@ class Hub:
         The bus is authenticated, but a node must not push a client whatever arrives: a bug
         or a leaked credential would otherwise reach every session, and one bad frame used to
         raise out of here."""
-        if subject.startswith("im.u."):
-            push = _user_frame(subject[5:], data)
+        if (user := user_of(subject)) is not None:
+            push = _user_frame(user, data)
             if push is None:
                 self._drop("user", subject)
                 return
             origin, kind, frame = push
             if origin != self.node_id:  # our own publish was delivered locally already
-                self.push_local(subject[5:], frame, kind)
-        elif subject.startswith("im.p."):
-            change = _presence_frame(subject[5:], data)
+                self.push_local(user, frame, kind)
+        elif (user := presence_user_of(subject)) is not None:
+            change = _presence_frame(user, data)
             if change is None:
                 self._drop("presence", subject)
                 return
             node, online = change
             if node != self.node_id:
-                self._remote_presence(subject[5:], node, online)
+                self._remote_presence(user, node, online)
         elif subject == PRESENCE_QUERY:
             asked = _presence_query(data)
             if asked is None or not reply_to:
@@ -205,7 +213,7 @@ _MAX_PRESENCE_QUERY: Final = protocol.MAX_WATCH
 
 def _user_frame(user: str, data: bytes) -> tuple[str, str, str] | None:
     """(origin node, kind, frame) from their three lines, frame a JSON object of that kind."""
-    if not protocol.USER_ID_RE.match(user):
+    if not conversations.USER_ID_RE.match(user):
         return None
     parts = data.split(b"\n", 2)
     if len(parts) != 3:
@@ -235,7 +243,7 @@ def _msg_shape(f: dict[str, Any]) -> bool:
     return (
         _str_matching(f.get("conv"), protocol.CONV_ID_RE)
         and _is_int(f.get("seq"), 1)
-        and _str_matching(f.get("from"), protocol.USER_ID_RE)
+        and _str_matching(f.get("from"), conversations.USER_ID_RE)
         and _is_int(f.get("ts"))
         and "body" in f
     )
@@ -243,7 +251,7 @@ def _msg_shape(f: dict[str, Any]) -> bool:
 
 def _typing_shape(f: dict[str, Any]) -> bool:
     return _str_matching(f.get("conv"), protocol.CONV_ID_RE) and _str_matching(
-        f.get("user"), protocol.USER_ID_RE
+        f.get("user"), conversations.USER_ID_RE
     )
 
 
@@ -257,7 +265,7 @@ _PUSH_SHAPES: Final[dict[str, Callable[[dict[str, Any]], bool]]] = {
 
 def _presence_frame(user: str, data: bytes) -> tuple[str, bool] | None:
     """(node, online) from the lines ``<node>`` and ``online`` or ``offline``."""
-    if not protocol.USER_ID_RE.match(user):
+    if not conversations.USER_ID_RE.match(user):
         return None
     try:
         node, status = data.decode().split("\n", 1)

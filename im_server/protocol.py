@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
+from im_server.conversations import USER_ID_RE, direct_members
 from im_server.errors import ErrorCode, FrameError
 
 PROTOCOL_VERSION = 1
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")  # \Z: "$" would accept a final "\n"
 # Conversation ids are ours (d:alice:bob, g:<hex>); the bound keeps a hostile id from being big.
 CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}\Z")
 MAX_CID = 64
@@ -366,23 +366,6 @@ CLIENT_FRAME_TYPES = frozenset(_PARSERS)
 def error_ref(exc: BaseException) -> dict[str, str]:
     """The rid/cid of the request an error answers, when the frame had one."""
     return exc.ref if isinstance(exc, FrameError) else {}
-
-
-def direct_conv_id(a: str, b: str) -> str:
-    """One stable id per pair of users, whoever sends first. ':' cannot occur in a user id."""
-    lo, hi = (a, b) if a <= b else (b, a)
-    return f"d:{lo}:{hi}"
-
-
-def direct_members(conv: str) -> tuple[str, str] | None:
-    """The pair of a canonical direct id; None for anything else (so d:b:a is not a 2nd chat)."""
-    parts = conv.split(":")
-    if len(parts) != 3 or parts[0] != "d":
-        return None
-    a, b = parts[1], parts[2]
-    if not (USER_ID_RE.match(a) and USER_ID_RE.match(b)) or a > b:
-        return None
-    return a, b
 
 
 # --- server -> client ---------------------------------------------------------------------

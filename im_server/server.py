@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from im_server import auth, protocol
+from im_server import auth, conversations, protocol
 from im_server.bus import PRESENCE_QUERY, NatsBus, user_subject
 from im_server.config import Settings
 from im_server.errors import (
@@ -860,7 +860,7 @@ class ImServer:
             conv = (
                 req.conv
                 if req.conv is not None
-                else protocol.direct_conv_id(conn.user, req.to or "")
+                else conversations.direct_conv_id(conn.user, req.to or "")
             )
             self.batcher.submit(SendItem(conn.user, req.cid, conv, req.body), conn)
         elif isinstance(req, protocol.Ping):

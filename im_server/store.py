@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from im_server.conversations import direct_members
 from im_server.errors import AccessError, ErrorCode, UnavailableError
-from im_server.protocol import direct_members
 
 # Errors that mean "try the whole transaction again": a concurrent duplicate (sender, cid)
 # committed first, or PostgreSQL broke a lock cycle.

@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 import pulumi
 
 from stacks.config import StackConfig
+from stacks.workload_contract import DB_NAME, DB_PORT, DB_USER
 
 if TYPE_CHECKING:
     from stacks.config import Role
     from stacks.workload.secrets import AppSecrets
     from stacks.workload.tls import Dns01
-
-DB_NAME = "im"
-DB_USER = "im"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +37,7 @@ class RegionInfra:
     cluster: pulumi.Resource
     # The id the cloud's cluster API takes, where that is not the name (GKE, ACK).
     cluster_id: pulumi.Output[str] | None = None
-    db_port: int = 5432
+    db_port: int = DB_PORT
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,7 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
 def _cloud_deploy(
     ctx: Any, region: str | None, standby_region: str | None, sets: list[str]
 ) -> dict[str, Any]:
-    from cli import engine
+    from cli import engine, progress_view
 
     cfg = engine.stack_config(region, standby_region, parse_sets(sets))
     ctx.out.confirm(
@@ -144,7 +144,7 @@ def _cloud_deploy(
     try:
         doc: dict[str, Any] = engine.deploy(
             ctx.stack, ctx.cloud, cfg, home=ctx.env.home, env=ctx.env.environ,
-            progress=engine.progress_for(ctx),
+            progress=progress_view.progress_for(ctx),
         )  # fmt: skip
     finally:  # also on failure: a live bar left running would redraw over the error
         ctx.out.end_engine_progress()

@@ -41,7 +41,7 @@ def destroy(
 
     def body() -> DocResult:
         if ctx.cloud != "local":
-            from cli import engine
+            from cli import engine, progress_view
 
             ctx.out.confirm_typed(
                 ctx.stack,
@@ -53,7 +53,7 @@ def destroy(
             try:
                 doc = engine.destroy(
                     ctx.stack, home=ctx.env.home, env=ctx.env.environ,
-                    progress=engine.progress_for(ctx),
+                    progress=progress_view.progress_for(ctx),
                 )  # fmt: skip
             finally:  # also on failure: a live bar left running would redraw over the error
                 ctx.out.end_engine_progress()

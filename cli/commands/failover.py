@@ -91,7 +91,7 @@ def failover(
 
     def body() -> DocResult:
         if ctx.cloud != "local":
-            from cli.targets.cloud.day2_util import Partial
+            from cli.errors import Partial
             from cli.targets.cloud.factory import cloud_ops
 
             ops = cloud_ops(ctx, outputs)

@@ -93,7 +93,7 @@ def restore(
                 ctx.out.confirm_typed(ctx.stack, details=plan)
             else:
                 ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
-            from cli.targets.cloud.day2_util import RestoredContentMismatch
+            from cli.errors import RestoredContentMismatch
 
             managed = outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
             recorded: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.context import Context
+from cli.deadline import Deadline
 from cli.errors import UsageError
 from cli.options import (
     GROUP_EPILOG,
@@ -26,8 +27,8 @@ from cli.options import (
 )
 from cli.runner import DocResult, run
 from cli.snapshots import (
+    TIMEOUT_HINT,
     CreateResult,
-    Deadline,
     DeleteResult,
     ListResult,
     ShowResult,
@@ -91,7 +92,7 @@ def render_either(render: Any) -> Any:
 def deadline(timeout: float | None) -> Deadline:
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}")
-    return Deadline(timeout)
+    return Deadline(timeout, hint=TIMEOUT_HINT)
 
 
 def _mb(n: int) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_alicloud as alicloud
 
-from stacks.contract import DB_NAME, DB_USER
+from stacks.workload_contract import DB_NAME, DB_USER
 
 ENGINE_VERSION = "16.0"
 DTS_DELAY_ALARM_SECONDS = "30"

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from stacks.contract import DB_NAME, DB_USER
+from stacks.workload_contract import DB_NAME, DB_USER, REPLICA_LAG_ALARM_SECONDS
 
 ENGINE_VERSION = "16"
 PARAMETER_FAMILY = "postgres16"
-# Alarm when the standby is this many seconds behind: the data an unplanned failover would lose.
-REPLICA_LAG_ALARM_SECONDS = 30
 
 
 # A promoted replica carries these from its source; declaring them on an instance that exists

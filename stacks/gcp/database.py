@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from stacks.contract import DB_NAME, DB_USER
+from stacks.workload_contract import DB_NAME, DB_USER
 
 DATABASE_VERSION = "POSTGRES_16"
 PITR_LOG_DAYS = 7  # the most Enterprise edition keeps

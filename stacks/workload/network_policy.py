@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from stacks.workload.nats import CLIENT_PORT, CLUSTER_PORT
-from stacks.workload.server import HTTP_PORT, TLS_PORT
+from stacks.workload_contract import DB_PORT, HTTP_PORT, TLS_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class NetworkPolicies(pulumi.ComponentResource):
                 egress=[
                     np.NetworkPolicyEgressRuleArgs(ports=[_port(53, "UDP"), _port(53, "TCP")]),
                     np.NetworkPolicyEgressRuleArgs(to=[_pods("nats")], ports=[_port(CLIENT_PORT)]),
-                    np.NetworkPolicyEgressRuleArgs(ports=[_port(5432)]),
+                    np.NetworkPolicyEgressRuleArgs(ports=[_port(DB_PORT)]),
                 ],
             ),
             opts=child,

@@ -22,15 +22,21 @@ from stacks.workload.placement import (
     restricted_pod,
     zone_spread,
 )
+from stacks.workload_contract import (
+    DEPLOYMENT_NAME,
+    HTTP_PORT,
+    SECRET_ADMIN_TOKEN_KEY,
+    SECRET_DB_URL_KEY,
+    SECRET_NAME,
+    TLS_PORT,
+)
 
-HTTP_PORT: Final = 8080
-# TLS (issue 13): clients' wss:// port in the pod; 8080 stays plain for probes and scrapes.
-TLS_PORT: Final = 8443
+# TLS (issue 13): TLS_PORT is clients' wss:// port in the pod; HTTP_PORT stays plain for
+# probes and scrapes.
 TLS_MOUNT: Final = "/etc/im-server/tls"
 SERVER_UID: Final = 10001  # the non-root user of the Dockerfile
 LABELS: Final = {"app": "im-server", "app.kubernetes.io/part-of": "imctl"}
 MIGRATE_LABELS: Final = {"app": "im-server-migrate", "app.kubernetes.io/part-of": "imctl"}
-SECRET_NAME: Final = "im-server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +82,9 @@ def _secret_env(name: str, key: str) -> k8s.core.v1.EnvVarArgs:
 
 def server_env(args: ImServerArgs) -> list[k8s.core.v1.EnvVarArgs]:
     return [
-        _secret_env("IM_DATABASE_URL", "database-url"),
+        _secret_env("IM_DATABASE_URL", SECRET_DB_URL_KEY),
         _secret_env("IM_JWT_SECRET", "jwt-secret"),
-        _secret_env("IM_ADMIN_TOKEN", "admin-token"),
+        _secret_env("IM_ADMIN_TOKEN", SECRET_ADMIN_TOKEN_KEY),
         k8s.core.v1.EnvVarArgs(name="IM_NATS_URL", value=args.nats_url),
         # Env from the Secret, not args: the pod spec (args included) is readable more widely
         # than the Secret, and the server reads its bus login from these two variables.
@@ -143,7 +149,7 @@ def _tmp_volume() -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
 
 class ImServer(pulumi.ComponentResource):
     endpoint: pulumi.Output[str]
-    deployment_name: str = "im-server"
+    deployment_name: str = DEPLOYMENT_NAME
 
     def __init__(
         self, name: str, args: ImServerArgs, opts: pulumi.ResourceOptions | None = None
@@ -168,9 +174,9 @@ class ImServer(pulumi.ComponentResource):
             metadata=meta(name=SECRET_NAME, namespace=ns, labels=LABELS),
             type="Opaque",
             string_data={
-                "database-url": args.database_url,
+                SECRET_DB_URL_KEY: args.database_url,
                 "jwt-secret": args.jwt_secret,
-                "admin-token": args.admin_token,
+                SECRET_ADMIN_TOKEN_KEY: args.admin_token,
                 "nats-user": args.nats_user,
                 "nats-password": args.nats_password,
             },
@@ -208,7 +214,7 @@ class ImServer(pulumi.ComponentResource):
                                     image=args.image,
                                     command=["im-server"],
                                     args=["migrate"],
-                                    env=[_secret_env("IM_DATABASE_URL", "database-url")],
+                                    env=[_secret_env("IM_DATABASE_URL", SECRET_DB_URL_KEY)],
                                     volume_mounts=[tmp_mount],
                                     security_context=restricted_container(SERVER_UID),
                                     resources=k8s.core.v1.ResourceRequirementsArgs(

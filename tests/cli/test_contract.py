@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from cli import journal
 from cli.commands import doctor
-from cli.context import Context, Env, OutputFormat
+from cli.context import Context, OutputFormat
+from cli.env import Env
 from cli.errors import Cancelled, ExitStatus, PrerequisiteMissing, ResourceFailure, UsageError
 from cli.main import app
 from cli.runner import run

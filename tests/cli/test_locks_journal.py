@@ -21,7 +21,8 @@ import typer
 from typer.testing import CliRunner
 
 from cli import journal
-from cli.context import Context, Env, OutputFormat
+from cli.context import Context, OutputFormat
+from cli.env import Env
 from cli.errors import ExitStatus, Locked, ResourceFailure
 from cli.locks import StackLock, lock_path, read_holder
 from cli.main import app

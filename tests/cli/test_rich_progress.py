@@ -15,11 +15,12 @@ from typing import Any, cast
 import pytest
 from rich.console import Console
 
-from cli import engine
-from cli.context import Context, Env, OutputFormat
-from cli.engine import ProgressEvent
+from cli import progress_view
+from cli.context import Context, OutputFormat
+from cli.env import Env
 from cli.errors import ImctlError
 from cli.output import RichEngineProgress
+from cli.progress import ProgressEvent
 
 DB = "aws:rds/instance:Instance"
 VPC = "aws:ec2/vpc:Vpc"
@@ -158,7 +159,7 @@ def _ctx(tmp_path: Path, *, tty: bool, environ: dict[str, str] | None = None, **
 
 def test_progress_for_json_lines_with_output_json_even_on_a_tty(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, tty=True, output=OutputFormat.JSON)
-    assert isinstance(engine.progress_for(ctx), engine.JsonLinesProgress)
+    assert isinstance(progress_view.progress_for(ctx), progress_view.JsonLinesProgress)
 
 
 @pytest.mark.parametrize(
@@ -169,8 +170,8 @@ def test_progress_for_plain_lines_without_a_live_terminal(
     tmp_path: Path, tty: bool, environ: dict[str, str]
 ) -> None:
     ctx = _ctx(tmp_path, tty=tty, environ=environ)
-    progress = engine.progress_for(ctx)
-    assert isinstance(progress, engine.LineProgress)
+    progress = progress_view.progress_for(ctx)
+    assert isinstance(progress, progress_view.LineProgress)
     progress.event(_run()[2])
     ctx.out.end_engine_progress()  # nothing live: a no-op
     assert isinstance(ctx.env.stderr, io.StringIO)
@@ -179,7 +180,7 @@ def test_progress_for_plain_lines_without_a_live_terminal(
 
 def test_progress_for_rich_on_a_tty_and_the_error_lands_below_the_bar(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, tty=True)
-    progress = engine.progress_for(ctx)
+    progress = progress_view.progress_for(ctx)
     assert isinstance(progress, RichEngineProgress)
     for e in _run()[:3]:
         progress.event(e)

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from cli.deadline import Deadline
 from cli.errors import OperationTimeout
 from cli.snapshots import (
     ContentDigest,
     ConvDigest,
-    Deadline,
     diff_content,
     manifest_digest,
     torn_conversations,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cli.targets.cloud.kube import FakeKube
 from cli.targets.cloud.outputs import CloudOutputs
+from tests.cloud.fake_kube import FakeKube
 
 ACCOUNT = "123456789012"  # moto's default account
 EAST, WEST = "us-east-1", "us-west-2"

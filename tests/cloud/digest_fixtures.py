@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.targets.cloud.kube import FakeKube, KubeApi
+from cli.targets.cloud.kube import KubeApi
 from cli.targets.local.procs import free_port
 from im_server import auth
 from im_server.client import Client
 from im_server.config import database_identity
+from tests.cloud.fake_kube import FakeKube
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "im-server"

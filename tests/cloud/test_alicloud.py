@@ -15,16 +15,17 @@ from typing import Any
 import pytest
 
 from cli.errors import (
+    CredentialsError,
     ExitStatus,
     OperationTimeout,
     PreconditionFailed,
     ResourceFailure,
+    RestoredContentMismatch,
+    SnapshotNotFound,
     UsageError,
 )
-from cli.snapshots import SnapshotNotFound
 from cli.targets.cloud.alicloud import RDS_METHODS, AlicloudOps
-from cli.targets.cloud.day2_util import RestoredContentMismatch
-from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes

@@ -29,9 +29,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from cli.errors import ExitStatus, OperationTimeout, PreconditionFailed, ResourceFailure, UsageError
-from cli.snapshots import SnapshotNotFound
-from cli.targets.cloud.aws import AwsOps, FailoverIncomplete, default_session
+from cli.errors import (
+    ContentUnverified,
+    CredentialsError,
+    ExitStatus,
+    FailoverIncomplete,
+    OperationTimeout,
+    PreconditionFailed,
+    ResourceFailure,
+    RestoredContentMismatch,
+    SnapshotNotFound,
+    UsageError,
+)
+from cli.targets.cloud.aws import AwsOps, default_session
 from cli.targets.cloud.aws_support import (
     failover_changes,
     failover_pair,
@@ -39,9 +49,7 @@ from cli.targets.cloud.aws_support import (
     map_aws_error,
     with_host,
 )
-from cli.targets.cloud.day2_util import ContentUnverified, RestoredContentMismatch
-from cli.targets.cloud.kube import FakeKube
-from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from cli.targets.local.procs import free_port
 from im_server.migrate import migrate
@@ -64,6 +72,7 @@ from tests.cloud.aws_fixtures import (
     build_world,
 )
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
+from tests.cloud.fake_kube import FakeKube
 
 ROOT = Path(__file__).resolve().parents[2]
 # moto keeps its state per process, not per server: world names must be unique across modules.

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import engine
-from cli.context import Env
+from cli.env import Env
 from cli.main import app
 from cli.targets.cloud import aws as aws_module
 from cli.targets.cloud import factory

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from cli import engine
+from cli import engine, progress_view
 from cli.errors import ExitStatus, ImctlError, PreconditionFailed
+from cli.progress import ProgressEvent
 from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.fake_pulumi import PASSPHRASE, FakePulumi
 
@@ -35,9 +36,9 @@ REGIONS = {"region": "us-east-1", "standbyRegion": "us-west-2"}
 
 class Recorder:
     def __init__(self) -> None:
-        self.events: list[engine.ProgressEvent] = []
+        self.events: list[ProgressEvent] = []
 
-    def event(self, event: engine.ProgressEvent) -> None:
+    def event(self, event: ProgressEvent) -> None:
         self.events.append(event)
 
     def kinds(self) -> list[str]:
@@ -208,7 +209,7 @@ def test_events_become_progress_calls_and_json_lines(fake: FakePulumi) -> None:
     assert (warning[0].message or "").startswith("deprecated")
 
     stream = io.StringIO()
-    doc = _deploy(fake, {}, progress=engine.JsonLinesProgress(stream))
+    doc = _deploy(fake, {}, progress=progress_view.JsonLinesProgress(stream))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 1 + 7 + 7 + 2  # start, pre + done per step, warning, summary
     assert lines[-1] == {
@@ -222,7 +223,7 @@ def test_events_become_progress_calls_and_json_lines(fake: FakePulumi) -> None:
 
     printed: list[str] = []
     fake.env["FAKE_PULUMI_RESOURCES"] = "3"
-    _deploy(fake, {}, progress=engine.LineProgress(printed.append))
+    _deploy(fake, {}, progress=progress_view.LineProgress(printed.append))
     assert printed[0] == "pulumi up on stack dev ..."
     assert "[9/9] created: aws:index/thing:Thing2 us-west-2-r2" in printed
     assert not any("unchanged:" in line for line in printed)  # sames only with verbose
@@ -243,7 +244,7 @@ def test_older_cli_streams_events_through_a_file(
 
 def test_a_broken_display_does_not_fail_the_deploy(fake: FakePulumi) -> None:
     class Broken:
-        def event(self, event: engine.ProgressEvent) -> None:
+        def event(self, event: ProgressEvent) -> None:
             raise ValueError("terminal went away")
 
     assert _deploy(fake, progress=Broken())["result"] == "succeeded"

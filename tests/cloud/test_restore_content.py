@@ -10,13 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cli.targets.cloud.day2_util import (
-    DigestUnavailable,
-    await_digest,
-    check_restored,
-    digest_of,
-    fetch_digest,
-)
+from cli.errors import DigestUnavailable
+from cli.targets.cloud.day2_util import await_digest, check_restored, digest_of, fetch_digest
 from cli.targets.local.procs import free_port
 from im_server import auth
 from im_server.config import database_identity

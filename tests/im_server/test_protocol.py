@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from im_server import conversations as c
 from im_server import protocol as p
 from im_server.errors import ErrorCode, FrameError
 
@@ -239,12 +240,12 @@ def test_send_body_nested_deeper_than_the_encoder_allows_is_a_frame_error() -> N
 
 
 def test_direct_conv_id_is_the_same_for_both_orders() -> None:
-    assert p.direct_conv_id("alice", "bob") == p.direct_conv_id("bob", "alice") == "d:alice:bob"
-    assert p.direct_conv_id("Bob", "alice") == "d:Bob:alice"  # byte order, not case-folded
-    assert p.direct_conv_id("alice", "alice") == "d:alice:alice"
-    assert p.direct_members("d:alice:bob") == ("alice", "bob")
-    assert p.direct_members("g:abc") is None
-    assert p.direct_members("d:a:b:c") is None
+    assert c.direct_conv_id("alice", "bob") == c.direct_conv_id("bob", "alice") == "d:alice:bob"
+    assert c.direct_conv_id("Bob", "alice") == "d:Bob:alice"  # byte order, not case-folded
+    assert c.direct_conv_id("alice", "alice") == "d:alice:alice"
+    assert c.direct_members("d:alice:bob") == ("alice", "bob")
+    assert c.direct_members("g:abc") is None
+    assert c.direct_members("d:a:b:c") is None
 
 
 # --- server frames -------------------------------------------------------------------------
@@ -423,5 +424,5 @@ def test_valid_send_body_round_trips(to: str, body: Any) -> None:
     req = p.parse_request(_frame(type="send", cid="c", to=to, body=body))
     assert isinstance(req, p.Send)
     assert orjson.loads(req.body) == body
-    pushed = orjson.loads(p.msg(p.direct_conv_id("me", to), 1, "me", 0, req.body))
+    pushed = orjson.loads(p.msg(c.direct_conv_id("me", to), 1, "me", 0, req.body))
     assert pushed["body"] == body

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from im_server.conversations import direct_conv_id
 from im_server.migrate import migrate
-from im_server.protocol import direct_conv_id
 from im_server.store import SendItem, Store
 
 

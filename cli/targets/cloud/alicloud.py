@@ -24,17 +24,19 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from cli.errors import ImctlError, PreconditionFailed, ResourceFailure
+from cli.deadline import Deadline, poll
 
 # The local target's error: every target raises the same one for an unknown id.
-from cli.snapshots import SnapshotNotFound
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    PreconditionFailed,
+    ResourceFailure,
+    SnapshotNotFound,
+)
+from cli.progress import Note
 from cli.targets.cloud.day2_util import (
-    DB_PORT,
-    DB_USER,
     DNS_TYPES,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
-    Deadline,
     RegionalOps,
     RestoreContent,
     Switch,
@@ -42,7 +44,6 @@ from cli.targets.cloud.day2_util import (
     database_url,
     left_for_inspection,
     new_password,
-    poll,
     record_type,
     relative_name,
     repoint_and_roll,
@@ -52,8 +53,8 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
 DTS_VERSION = "2020-01-01"
 LIST_WINDOW_DAYS = 90  # DescribeBackups wants a short time range; backups older than this hide
@@ -356,7 +357,7 @@ class AlicloudOps(RegionalOps):
         return self._call(lambda: client.call_api(params, request, _runtime()), what, mutation=True)
 
     def _scale_pool(
-        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         """ACK adds nodes with ScaleClusterNodePool and removes them through the pool's desired
         size. With auto scaling on (as the stack creates it) it refuses manual sizing, so the
@@ -448,9 +449,7 @@ class AlicloudOps(RegionalOps):
         out["total"] = int((pool.get("status") or {}).get("total_nodes") or 0)
         return out
 
-    def snapshot_create(
-        self, note: str | None, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
+    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
         deadline = Deadline(timeout)
         r = self.outputs.primary
         # Read just before the request, and reported; ApsaraDB has nowhere to keep it with the
@@ -571,9 +570,7 @@ class AlicloudOps(RegionalOps):
     def snapshot_show(self, snapshot_id: str) -> dict[str, Any]:
         return self._snapshot(self._backup(snapshot_id))
 
-    def snapshot_delete(
-        self, snapshot_id: str, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
+    def snapshot_delete(self, snapshot_id: str, progress: Note, timeout: float) -> dict[str, Any]:
         deadline = Deadline(timeout)
         r = self.outputs.primary
         backup = self._backup(snapshot_id)
@@ -623,7 +620,7 @@ class AlicloudOps(RegionalOps):
         self,
         snapshot_id: str,
         target: Literal["new", "in-place"],
-        progress: Progress,
+        progress: Note,
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
@@ -751,7 +748,7 @@ class AlicloudOps(RegionalOps):
         }
 
     def _wait_running(
-        self, region: str, instance: str, deadline: Deadline, progress: Progress
+        self, region: str, instance: str, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         return poll(
             lambda: self._attribute(region, instance),
@@ -857,7 +854,7 @@ class AlicloudOps(RegionalOps):
         )
 
     def _wait_synced(
-        self, standby: RegionOutputs, fenced_at: float, deadline: Deadline, progress: Progress
+        self, standby: RegionOutputs, fenced_at: float, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         def fetch() -> dict[str, Any]:
             return self._dts_job(standby) or {"Status": "missing"}
@@ -884,7 +881,7 @@ class AlicloudOps(RegionalOps):
         )
 
     def _stop_dts(
-        self, standby: RegionOutputs, job: Mapping[str, Any], deadline: Deadline, progress: Progress
+        self, standby: RegionOutputs, job: Mapping[str, Any], deadline: Deadline, progress: Note
     ) -> None:
         """Pause the synchronization, so nothing from the old primary lands in the new one."""
         progress(f"suspending DTS job {job.get('DtsJobId')} into {standby.db_instance_id}")

@@ -13,16 +13,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cli.deadline import Deadline, poll
 from cli.errors import (
+    CredentialsError,
+    FailoverIncomplete,
     ImctlError,
     OperationTimeout,
     PreconditionFailed,
     ResourceFailure,
+    SnapshotNotFound,
     UsageError,
 )
-from cli.snapshots import SnapshotNotFound
+from cli.progress import Note
 from cli.targets.cloud.aws_support import (
-    Deadline,
+    STILL_WAITING_EVERY,
+    TIMEOUT_HINT,
     aws_call,
     aws_pages,
     failover_changes,
@@ -34,14 +39,10 @@ from cli.targets.cloud.aws_support import (
     tag_value,
     tags_of,
     utc_stamp,
-    wait_for,
     with_host,
 )
 from cli.targets.cloud.day2_util import (
     DIGEST_FIELDS,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
-    Partial,
     RestoreContent,
     check_restore_content,
     digest_of,
@@ -50,8 +51,8 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS, SECRET_DB_URL_KEY, SECRET_NAME
 
 STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
@@ -59,10 +60,7 @@ RESTORED_FROM_TAG = "imctl:restored-from"
 # The content digest read just before a snapshot was requested, one tag per figure (a tag value
 # cannot hold JSON): imctl:digest-messages, imctl:digest-max-seq, ...
 DIGEST_TAG_PREFIX = "imctl:digest-"
-# The workload's Secret and key (stacks/workload/server.py; not imported: that pulls in Pulumi).
-# A planned switchover starts only if the standby was at most this far behind (seconds): the
-# alarm threshold of the stack's replica-lag alarm (stacks/aws/database.py).
-PLANNED_MAX_LAG_SECONDS = 30.0
+PLANNED_MAX_LAG_SECONDS = float(REPLICA_LAG_ALARM_SECONDS)
 # How recent a ReplicaLag datapoint must be to count as known.
 LAG_WINDOW = timedelta(minutes=5)
 # Route 53 is global; its API is served from us-east-1.
@@ -87,15 +85,6 @@ _DB_FAILED = frozenset(
     }
 )
 _NODEGROUP_FAILED = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DELETING", "DEGRADED"})
-
-
-class FailoverIncomplete(Partial):
-    """The new primary serves, a later step (DNS) failed: exit 12, with the result so far."""
-
-    def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
-        super().__init__(message, hint)
-        self.result = result
-        self.details = result
 
 
 def default_session() -> Any:
@@ -185,10 +174,21 @@ class AwsOps:
         what: str,
         probe: Callable[[], tuple[bool, str]],
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
         limit: float | None = None,
     ) -> str:
-        return wait_for(what, probe, deadline, progress, interval=self._poll, limit=limit)
+        _, state = poll(
+            probe,
+            done=lambda r: r[0],
+            state=lambda r: r[1],
+            what=what,
+            deadline=deadline,
+            progress=progress,
+            interval=self._poll,
+            limit=limit,
+            still_every=STILL_WAITING_EVERY,
+        )
+        return state
 
     def _describe_db(self, region: str, instance_id: str) -> dict[str, Any] | None:
         rds = self._client("rds", region)
@@ -205,7 +205,7 @@ class AwsOps:
         region: str,
         instance_id: str,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
         *,
         promoted: bool = False,
     ) -> dict[str, Any]:
@@ -236,7 +236,7 @@ class AwsOps:
         return latest
 
     def _rename_db(
-        self, region: str, old: str, new: str, deadline: Deadline, progress: Progress
+        self, region: str, old: str, new: str, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         rds = self._client("rds", region)
         progress(f"renaming DB instance {old} to {new}")
@@ -351,7 +351,7 @@ class AwsOps:
         replicas: int | None,
         min_replicas: int | None,
         max_replicas: int | None,
-        progress: Progress,
+        progress: Note,
         timeout: float,
     ) -> dict[str, Any]:
         if nodes is None and replicas is None and min_replicas is None and max_replicas is None:
@@ -367,7 +367,7 @@ class AwsOps:
         if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
             raise UsageError(f"--min {min_replicas} is more than --max {max_replicas}")
         r = self.outputs.region(region or self.outputs.primary_region)
-        deadline = Deadline(timeout, "scale")
+        deadline = Deadline(timeout, operation="scale", hint=TIMEOUT_HINT)
         result: dict[str, Any] = {"region": r.name}
 
         grow_nodes_first = False
@@ -389,7 +389,7 @@ class AwsOps:
         return result
 
     def _scale_deployment(
-        self, r: RegionOutputs, replicas: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, replicas: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         kube = self._kube(r.name)
         kube.scale_deployment(r.namespace, r.deployment, replicas)
@@ -402,7 +402,7 @@ class AwsOps:
         return {"name": r.deployment, "replicas": desired, "ready": ready}
 
     def _wait_drained(
-        self, r: RegionOutputs, kube: KubeApi, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, kube: KubeApi, deadline: Deadline, progress: Note
     ) -> None:
         def probe() -> tuple[bool, str]:
             _, ready = kube.get_replicas(r.namespace, r.deployment)
@@ -426,7 +426,7 @@ class AwsOps:
         ng: dict[str, Any],
         nodes: int,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> dict[str, Any]:
         eks = self._client("eks", r.name)
         before = {k: int(ng["scalingConfig"][k]) for k in ("minSize", "maxSize", "desiredSize")}
@@ -548,10 +548,8 @@ class AwsOps:
             f"{self.outputs.dns_name})",
         )
 
-    def snapshot_create(
-        self, note: str | None, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout, "snapshot create")
+    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
+        deadline = Deadline(timeout, operation="snapshot create", hint=TIMEOUT_HINT)
         started = time.monotonic()
         r = self.outputs.primary
         rds = self._client("rds", r.name)
@@ -621,10 +619,8 @@ class AwsOps:
         region, snap = self._find_snapshot(snapshot_id)
         return self._snapshot_info(region, snap)
 
-    def snapshot_delete(
-        self, snapshot_id: str, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
-        deadline = Deadline(timeout, "snapshot delete")
+    def snapshot_delete(self, snapshot_id: str, progress: Note, timeout: float) -> dict[str, Any]:
+        deadline = Deadline(timeout, operation="snapshot delete", hint=TIMEOUT_HINT)
         region, snap = self._find_snapshot(snapshot_id)
         sid = snap["DBSnapshotIdentifier"]
         rds = self._client("rds", region)
@@ -654,13 +650,13 @@ class AwsOps:
         self,
         snapshot_id: str,
         target: Literal["new", "in-place"],
-        progress: Progress,
+        progress: Note,
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         if target not in ("new", "in-place"):
             raise UsageError(f"restore target must be new or in-place, got {target!r}")
-        deadline = Deadline(timeout, "restore")
+        deadline = Deadline(timeout, operation="restore", hint=TIMEOUT_HINT)
         started = time.monotonic()
         r = self.outputs.primary
         # Everything that can refuse does so before anything is created.
@@ -772,7 +768,7 @@ class AwsOps:
         }
 
     def _restore_instance(
-        self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Progress
+        self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Note
     ) -> None:
         rds = self._client("rds", region)
         # A dict: the source may carry the tag from an earlier restore, and RDS refuses a
@@ -821,7 +817,7 @@ class AwsOps:
         new_id: str,
         old_renamed: str,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> dict[str, Any]:
         """Give the restored instance the original name (and so the original endpoint)."""
         self._rename_db(r.name, r.db_instance_id, old_renamed, deadline, progress)
@@ -862,7 +858,7 @@ class AwsOps:
         return failover_pair(sets, self.outputs.dns_name)
 
     def _fence(
-        self, r: RegionOutputs, deadline: Deadline, progress: Progress, *, strict: bool
+        self, r: RegionOutputs, deadline: Deadline, progress: Note, *, strict: bool
     ) -> tuple[int | None, str | None]:
         """Scale the old primary's Deployment to 0 (its HPA leaves a zero Deployment alone).
 
@@ -893,10 +889,10 @@ class AwsOps:
             return None, str(exc)
 
     def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
+        self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
         started = time.monotonic()
-        deadline = Deadline(timeout, "failover")
+        deadline = Deadline(timeout, operation="failover", hint=TIMEOUT_HINT)
         o = self.outputs
         new = o.region(to_region)
         if to_region == o.primary_region:
@@ -1007,7 +1003,7 @@ class AwsOps:
         new: RegionOutputs,
         old: RegionOutputs,
         unfence_to: int | None,
-        progress: Progress,
+        progress: Note,
     ) -> None:
         progress(f"promoting {new.db_instance_id} ({new.name})")
         rds = self._client("rds", new.name)
@@ -1023,7 +1019,7 @@ class AwsOps:
                 self._unfence(old, unfence_to, progress)
             raise
 
-    def _unfence(self, r: RegionOutputs, replicas: int, progress: Progress) -> str:
+    def _unfence(self, r: RegionOutputs, replicas: int, progress: Note) -> str:
         try:
             self._kube(r.name).scale_deployment(r.namespace, r.deployment, replicas)
         except Exception as exc:
@@ -1080,7 +1076,7 @@ class AwsOps:
         old: RegionOutputs,
         fenced_replicas: int | None,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> float:
         """After the fence: wait for a ReplicaLag of 0 measured after it. If none comes, put
         the old primary's replicas back and refuse: nothing was promoted."""
@@ -1114,7 +1110,7 @@ class AwsOps:
         return 0.0
 
     def _repoint_dns(
-        self, changes: list[dict[str, Any]], deadline: Deadline, progress: Progress
+        self, changes: list[dict[str, Any]], deadline: Deadline, progress: Note
     ) -> str | None:
         if not changes:
             progress("Route 53 already points at the new primary")

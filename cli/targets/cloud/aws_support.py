@@ -7,15 +7,18 @@ botocore is imported only inside ``map_aws_error``, when there is an exception t
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, ResourceFailure
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    PreconditionFailed,
+    ResourceFailure,
+)
 from cli.targets.cloud.day2_util import readyz
-from cli.targets.cloud.ops import CredentialsError, Progress
 
 # Error codes AWS services answer when the caller's identity or its permissions are the problem:
 # the fix is on the operator's side (profile, session, policy), never a retry.
@@ -53,6 +56,11 @@ _CREDENTIALS_HINT = (
 )
 # Waits report an unchanged state again after this long, so a slow step never looks hung.
 STILL_WAITING_EVERY = 30.0
+# What an AWS timeout leaves behind: the calls already made keep going.
+TIMEOUT_HINT = (
+    "AWS may still finish what was started: `imctl status` shows where things stand; "
+    "running the operation again picks up from there where it can"
+)
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -122,59 +130,6 @@ def aws_pages(doing: str, client: Any, operation: str, key: str, **kwargs: Any) 
 
     aws_call(doing, fetch)
     return items
-
-
-class Deadline:
-    """One operation's ``timeout``, shared by all of its waits."""
-
-    def __init__(self, seconds: float, operation: str) -> None:
-        self.seconds = seconds
-        self.operation = operation
-        self._end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def timeout(self, during: str) -> OperationTimeout:
-        return OperationTimeout(
-            f"{self.operation}: timed out after {self.seconds:g}s {during}",
-            "AWS may still finish what was started: `imctl status` shows where things stand; "
-            "running the operation again picks up from there where it can",
-        )
-
-
-Probe = Callable[[], tuple[bool, str]]
-
-
-def wait_for(
-    what: str,
-    probe: Probe,
-    deadline: Deadline,
-    progress: Progress,
-    *,
-    interval: float,
-    limit: float | None = None,
-) -> str:
-    """Poll ``probe`` (-> (done, state); it raises on a failed state) until done.
-
-    ``limit`` bounds this wait below the operation's deadline. Reports every state change, and
-    an unchanged state every STILL_WAITING_EVERY seconds."""
-    start = time.monotonic()
-    end = start + min(deadline.remaining(), limit if limit is not None else float("inf"))
-    last_state: str | None = None
-    last_report = start
-    while True:
-        done, state = probe()
-        now = time.monotonic()
-        if state != last_state or now - last_report >= STILL_WAITING_EVERY:
-            suffix = f" ({now - start:.0f}s)" if state == last_state else ""
-            progress(f"{what}: {state}{suffix}")
-            last_state, last_report = state, now
-        if done:
-            return state
-        if now >= end:
-            raise deadline.timeout(f"waiting for {what} (last state: {state})")
-        time.sleep(max(0.0, min(interval, end - now)))
 
 
 # --- identifiers --------------------------------------------------------------------------

@@ -23,110 +23,43 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from cli.deadline import Deadline, poll
 from cli.errors import (
-    ExitStatus,
+    ContentUnverified,
+    CredentialsError,
+    DigestUnavailable,
     ImctlError,
-    OperationTimeout,
+    Partial,
     PreconditionFailed,
     ResourceFailure,
+    RestoredContentMismatch,
     UsageError,
 )
-from cli.snapshots import ContentMismatch
+from cli.progress import Note
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from im_server.auth import digest_token
 from im_server.config import database_identity
+from stacks.workload_contract import (
+    DB_NAME,
+    DB_USER,
+    SECRET_ADMIN_TOKEN_KEY,
+    SECRET_DB_URL_KEY,
+    SECRET_NAME,
+)
 
 T = TypeVar("T")
 
-# The workload's contract, as stacks/contract.py and stacks/workload/server.py define it. Not
-# imported from there: those modules import Pulumi, which a day-2 command must not load. A test
-# reads both files and checks these values against them.
-DB_USER = "im"
-DB_NAME = "im"
-DB_PORT = 5432
-SECRET_NAME = "im-server"
-SECRET_DB_URL_KEY = "database-url"
 # The record types a failover rewrites for the stack's DNS name.
 DNS_TYPES = ("A", "AAAA", "CNAME")
 
 # Pods the new primary gets when the old one had none to give (fenced at zero, or unreachable).
 DEFAULT_FAILOVER_REPLICAS = 2
 
-# Without --timeout an operation is still bounded, so nothing waits on a cloud forever.
-NO_TIMEOUT_BOUND = 24 * 3600.0
-
-
-class Partial(ImctlError):
-    """Exit 12: the switch happened (a database was promoted, a Secret repointed) but a later
-    step failed; the message says what is done and the hint what is left."""
-
-    status = ExitStatus.PARTIAL
-    code = "partial"
-
 
 def partial(done: str, exc: BaseException, left: str) -> Partial:
     why = exc.message if isinstance(exc, ImctlError) else f"{type(exc).__name__}: {exc}"
     return Partial(f"{done}, but then: {why}", left)
-
-
-class Deadline:
-    """One ``timeout`` for a whole operation, checked between steps and by every poll."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        bound = seconds if seconds is not None and seconds > 0 else NO_TIMEOUT_BOUND
-        self._end = time.monotonic() + bound
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
-    def error(self, during: str, hint: str = "") -> OperationTimeout:
-        limit = f"{self.seconds:g}s" if self.seconds else "the built-in bound"
-        return OperationTimeout(
-            f"timed out ({limit}) {during}",
-            hint or "raise --timeout; the cloud keeps working on what was started",
-        )
-
-    def check(self, during: str, hint: str = "") -> None:
-        if self.expired():
-            raise self.error(during, hint)
-
-
-def poll(
-    fetch: Callable[[], T],
-    *,
-    done: Callable[[T], bool],
-    state: Callable[[T], str],
-    what: str,
-    deadline: Deadline,
-    progress: Progress,
-    interval: float,
-    unknown_hint: str = "",
-) -> T:
-    """Call ``fetch`` until ``done``; report each new state. On the deadline the outcome is
-    unknown, and the error says so (the caller's hint says where to look)."""
-    t0 = time.monotonic()
-    last = ""
-    while True:
-        value = fetch()
-        current = state(value)
-        if current != last:
-            progress(f"{what}: {current}")
-            last = current
-        if done(value):
-            return value
-        if deadline.remaining() <= 0:
-            raise OperationTimeout(
-                f"{what}: still {current} after {time.monotonic() - t0:.0f}s;"
-                " the outcome is unknown",
-                unknown_hint or "the cloud keeps working on it; check before retrying",
-            )
-        time.sleep(min(interval, max(deadline.remaining(), 0.0)))
 
 
 def new_password(length: int = 32) -> str:
@@ -250,7 +183,7 @@ def fence_workload(
     *,
     best_effort: bool,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
     interval: float,
 ) -> Fence:
     """Scale the old primary's Deployment to zero and wait until no pod of it is ready, so no
@@ -297,7 +230,7 @@ def fence_workload(
 
 
 def unfence_workload(
-    kube: Callable[[str], KubeApi], region: RegionOutputs, replicas: int, progress: Progress
+    kube: Callable[[str], KubeApi], region: RegionOutputs, replicas: int, progress: Note
 ) -> None:
     """Undo a fence after a planned switchover was abandoned before anything was promoted."""
     progress(f"{region.name}: restoring {region.deployment} to {replicas} replica(s)")
@@ -310,7 +243,7 @@ def bring_up(
     replicas: int,
     *,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> None:
     api = kube(region.name)
     progress(f"{region.name}: scaling {region.deployment} to {replicas} replica(s)")
@@ -324,7 +257,7 @@ def repoint_and_roll(
     url: str | None,
     *,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> None:
     """Write the new IM_DATABASE_URL (if any) into the workload Secret, then a rolling restart
     so every pod reads it, and wait for the rollout."""
@@ -356,7 +289,7 @@ def scale_workload(
     min_replicas: int | None,
     max_replicas: int | None,
     deadline: Deadline,
-    progress: Progress,
+    progress: Note,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     api = kube(region.name)
@@ -482,7 +415,7 @@ class Switch:
     new: RegionOutputs
     force: bool
     deadline: Deadline
-    progress: Progress
+    progress: Note
     # What the pre-flight read of the standby's replication feed, if the cloud has one to read
     # (Alibaba's DTS job); the catch-up wait refreshes it, and the promotion acts on the latest.
     feed: dict[str, Any] | None = None
@@ -508,7 +441,9 @@ class RegionalOps(ABC):
         readyz_timeout: float,
     ) -> None:
         if outputs.cloud != cloud:
-            raise PreconditionFailed(f"these outputs are for {outputs.cloud!r}, not {cloud}")
+            # Exit 2 as on AWS and in load_outputs: the caller named the wrong file or cloud;
+            # nothing about the stack itself is in the way.
+            raise UsageError(f"these outputs describe a {outputs.cloud} stack, not {cloud}")
         self.outputs = outputs
         self.kube = kube
         self._cloud = cloud
@@ -534,7 +469,7 @@ class RegionalOps(ABC):
 
     @abstractmethod
     def _scale_pool(
-        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]: ...
 
     @abstractmethod
@@ -607,7 +542,7 @@ class RegionalOps(ABC):
         replicas: int | None,
         min_replicas: int | None,
         max_replicas: int | None,
-        progress: Progress,
+        progress: Note,
         timeout: float,
     ) -> dict[str, Any]:
         check_scale_args(nodes, replicas, min_replicas, max_replicas)
@@ -630,7 +565,7 @@ class RegionalOps(ABC):
         return out
 
     def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
+        self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
         deadline = Deadline(timeout)
         old, new = failover_regions(
@@ -711,8 +646,6 @@ class RegionalOps(ABC):
 # the request) and that every conversation is dense. What is compared is monotonic on a live
 # stack (nothing deletes messages), so "at least" is exact for what was committed before.
 
-# The Secret key of IM_ADMIN_TOKEN (stacks/workload/server.py).
-SECRET_ADMIN_TOKEN_KEY = "admin-token"
 # What a snapshot records; the first four never go down on a live stack.
 DIGEST_MONOTONIC = ("messages", "conversations", "max_seq", "latest_ms")
 DIGEST_FIELDS = (*DIGEST_MONOTONIC, "non_dense", "at_ms")
@@ -733,39 +666,6 @@ CONTENT_SETTLE_SECONDS = 120.0
 CLOCK_SKEW_SECONDS = 5.0
 # Pointing the workload back after a failed check is not cut short by --timeout.
 ROLLBACK_MIN_SECONDS = 300.0
-
-
-class DigestUnavailable(ImctlError):
-    """No usable digest; ``transient``: asking again may help (unreachable, 5xx, a pod that is
-    draining or still on another database)."""
-
-    code = "digest_unavailable"
-
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-class ContentUnverified(Partial):
-    """Exit 12: the restored database is in service, but its content could not be checked.
-    ``restored`` names it: the caller records that the workload runs on it."""
-
-    code = "content_unverified"
-
-    def __init__(self, message: str, hint: str, *, restored: str) -> None:
-        super().__init__(message, hint)
-        self.restored = restored
-
-
-class RestoredContentMismatch(ContentMismatch):
-    """Exit 10 (the local target's ``content_mismatch``): the restored data lacks what was
-    committed before the snapshot or has gaps; the workload was pointed back at the previous
-    database where there was one. ``result`` holds the check."""
-
-    def __init__(self, message: str, hint: str, result: dict[str, Any]) -> None:
-        super().__init__(message, hint)
-        self.result = result
-        self.details = result
 
 
 def _where(identity: Any) -> str:
@@ -909,7 +809,7 @@ def await_digest(
     fresh_after: float | None,
     budget: float,
     interval: float,
-    progress: Progress,
+    progress: Note,
     what: str,
     tls_name: str | None = None,
 ) -> dict[str, Any]:
@@ -945,7 +845,7 @@ def snapshot_digest(
     region: RegionOutputs,
     *,
     interval: float,
-    progress: Progress,
+    progress: Note,
     budget: float | None = None,
     instance_host: str | None = None,
 ) -> tuple[dict[str, int] | None, list[str]]:
@@ -1021,7 +921,7 @@ def check_restore_content(
     *,
     remaining: float,
     interval: float,
-    progress: Progress,
+    progress: Note,
     settle: float | None = None,
 ) -> dict[str, Any]:
     """After the roll: read the restored data's digest through the endpoint and check it

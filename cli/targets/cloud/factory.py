@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cli.errors import UsageError
-from cli.targets.cloud.ops import CloudOps, CredentialsError
+from cli.errors import CredentialsError, UsageError
+from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs, load_file
 
 if TYPE_CHECKING:

@@ -20,17 +20,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from cli.errors import ImctlError, PreconditionFailed, PrerequisiteMissing, ResourceFailure
+from cli.deadline import Deadline, poll
 
 # The local target's error: every target raises the same one for an unknown id.
-from cli.snapshots import SnapshotNotFound
+from cli.errors import (
+    CredentialsError,
+    ImctlError,
+    PreconditionFailed,
+    PrerequisiteMissing,
+    ResourceFailure,
+    SnapshotNotFound,
+)
+from cli.progress import Note
 from cli.targets.cloud.day2_util import (
-    DB_PORT,
-    DB_USER,
     DNS_TYPES,
-    SECRET_DB_URL_KEY,
-    SECRET_NAME,
-    Deadline,
     RegionalOps,
     RestoreContent,
     Switch,
@@ -39,7 +42,6 @@ from cli.targets.cloud.day2_util import (
     digest_of,
     left_for_inspection,
     new_password,
-    poll,
     record_type,
     repoint_and_roll,
     since,
@@ -49,8 +51,8 @@ from cli.targets.cloud.day2_util import (
     workload_secret,
 )
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.ops import CredentialsError, Progress
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
@@ -179,7 +181,7 @@ class GcpOps(RegionalOps):
         return dict(result or {})
 
     def _wait_sql(
-        self, op: Mapping[str, Any], what: str, deadline: Deadline, progress: Progress
+        self, op: Mapping[str, Any], what: str, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         first = [dict(op)]
 
@@ -211,7 +213,7 @@ class GcpOps(RegionalOps):
         location: str,
         what: str,
         deadline: Deadline,
-        progress: Progress,
+        progress: Note,
     ) -> dict[str, Any]:
         name = f"projects/{self.project}/locations/{location}/operations/{op['name']}"
         first = [dict(op)]
@@ -333,7 +335,7 @@ class GcpOps(RegionalOps):
         return [_rrset_summary(s) for s in self._rrsets()]
 
     def _scale_pool(
-        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Progress
+        self, r: RegionOutputs, nodes: int, deadline: Deadline, progress: Note
     ) -> dict[str, Any]:
         """GKE sizes a regional pool per zone: ``nodes`` is the total, rounded up to a multiple
         of the pool's zone count. The autoscaler's bounds are widened to include it, or it
@@ -388,9 +390,7 @@ class GcpOps(RegionalOps):
         self._wait_gke(op, r.name, f"resize of {r.nodegroup_name}", deadline, progress)
         return out
 
-    def snapshot_create(
-        self, note: str | None, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
+    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
         deadline = Deadline(timeout)
         instance = self.outputs.primary.db_instance_id
         # Read just before the request: everything it counts was committed before the backup.
@@ -461,9 +461,7 @@ class GcpOps(RegionalOps):
         instance = self.outputs.primary.db_instance_id
         return self._snapshot(self._backup_run(instance, snapshot_id))
 
-    def snapshot_delete(
-        self, snapshot_id: str, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
+    def snapshot_delete(self, snapshot_id: str, progress: Note, timeout: float) -> dict[str, Any]:
         deadline = Deadline(timeout)
         instance = self.outputs.primary.db_instance_id
         self._backup_run(instance, snapshot_id)  # a clear not-found before any mutation
@@ -489,7 +487,7 @@ class GcpOps(RegionalOps):
         self,
         snapshot_id: str,
         target: Literal["new", "in-place"],
-        progress: Progress,
+        progress: Note,
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
@@ -710,7 +708,7 @@ class GcpOps(RegionalOps):
         )
 
     def _wait_caught_up(
-        self, instance: str, fenced_at: float, deadline: Deadline, progress: Progress
+        self, instance: str, fenced_at: float, deadline: Deadline, progress: Note
     ) -> tuple[float, str]:
 
         def after_fence(at: str | None) -> bool:

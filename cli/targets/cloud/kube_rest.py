@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from cli.errors import (
+    CredentialsError,
     OperationTimeout,
     PrerequisiteMissing,
     ResourceFailure,
     UsageError,
 )
-from cli.targets.cloud.ops import CredentialsError
 
 if TYPE_CHECKING:
     from cli.targets.cloud.outputs import RegionOutputs

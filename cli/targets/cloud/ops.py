@@ -10,14 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from cli.errors import ExitStatus, ImctlError
-
-Progress = Callable[[str], None]
-
-
-class CredentialsError(ImctlError):
-    status = ExitStatus.AUTH
-    code = "credentials"
+from cli.progress import Note
 
 
 class CloudOps(Protocol):
@@ -33,13 +26,11 @@ class CloudOps(Protocol):
         replicas: int | None,
         min_replicas: int | None,
         max_replicas: int | None,
-        progress: Progress,
+        progress: Note,
         timeout: float,
     ) -> dict[str, Any]: ...
 
-    def snapshot_create(
-        self, note: str | None, progress: Progress, timeout: float
-    ) -> dict[str, Any]:
+    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
         """-> {"id","created_at","size_bytes"?,"status","location","digest","warnings"}; the
         digest (None when the application could not give one) is read just before the
         snapshot is requested."""
@@ -50,14 +41,14 @@ class CloudOps(Protocol):
     def snapshot_show(self, snapshot_id: str) -> dict[str, Any]: ...
 
     def snapshot_delete(
-        self, snapshot_id: str, progress: Progress, timeout: float
+        self, snapshot_id: str, progress: Note, timeout: float
     ) -> dict[str, Any]: ...
 
     def restore(
         self,
         snapshot_id: str,
         target: Literal["new", "in-place"],
-        progress: Progress,
+        progress: Note,
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
@@ -73,7 +64,7 @@ class CloudOps(Protocol):
         ...
 
     def failover(
-        self, to_region: str, force: bool, progress: Progress, timeout: float
+        self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
         """-> {"from_region","to_region","mode","rto_seconds","data_loss_bound",...}"""
         ...

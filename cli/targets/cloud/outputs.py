@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UsageError
+from stacks.workload_contract import DEPLOYMENT_NAME
 
 CLOUDS = ("aws", "gcp", "alicloud")
 _REGION_KEYS = ("cluster_name", "nodegroup_name", "db_instance_id", "endpoint")
@@ -33,7 +34,7 @@ class RegionOutputs:
     endpoint: str
     role: str = "primary"
     namespace: str = "imctl"
-    deployment: str = "im-server"
+    deployment: str = DEPLOYMENT_NAME
     kubeconfig: str | None = None  # secret; absent: KUBECONFIG with a context named <region>
     # The name the region's certificate carries when the stack serves wss:// (its balancer's
     # address is not in it); None: plain HTTP on the endpoint. Set from the top-level outputs.

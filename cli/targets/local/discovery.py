@@ -20,20 +20,20 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from cli.progress import Note
 from cli.targets.local import procs
 
 if TYPE_CHECKING:
     from cli.targets.local.runtime import Region
 
 Kind = Literal["node", "nats", "postgres"]
-Step = Callable[[str], None]
 PG_STOP_TIMEOUT = 30.0
 NATS_STOP_TIMEOUT = 10.0
 
@@ -312,7 +312,7 @@ def _adoptable(region: Region, f: Found) -> str | None:
     return None
 
 
-def settle(region: Region, step: Step) -> list[str]:
+def settle(region: Region, step: Note) -> list[str]:
     """Deploy's part: record an orphan that is exactly what the region should run (adopt), stop
     every other one. Returns the actions, each saying which and why."""
     actions = []
@@ -335,7 +335,7 @@ def settle(region: Region, step: Step) -> list[str]:
 
 
 def stop_leftovers(
-    stack_dir: Path, regions: Sequence[Region], drain_grace: float, step: Step
+    stack_dir: Path, regions: Sequence[Region], drain_grace: float, step: Note
 ) -> list[str]:
     """Destroy's part: whatever of the stack still runs after the regions were stopped
     through their pid files."""

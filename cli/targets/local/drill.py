@@ -15,18 +15,16 @@ import asyncio
 import contextlib
 import secrets as secrets_mod
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from cli.progress import Note
 from cli.state import StackConfig
 from cli.targets.local.target import LocalTarget
 from im_server import auth
 from im_server.client import Ack, Client, Message
-
-Step = Callable[[str], None]
 
 DRILL_PREFIX = "imctl-drill."
 DRILL_MAX_LAG = 16 * 1024 * 1024
@@ -82,7 +80,7 @@ async def drill(
     pairs: int = 4,
     warmup: float = 1.0,
     after: float = 1.0,
-    step: Step,
+    step: Note,
 ) -> dict[str, Any]:
     """Run a drill. The caller has checked the plan (``target.failover_plan``): nothing here
     may be the first to find out that the failover cannot happen."""

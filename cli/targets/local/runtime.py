@@ -15,7 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,13 +29,13 @@ from cli.errors import (
     ResourceFailure,
     StateInvalid,
 )
+from cli.progress import Note
 from cli.state import RegionConfig, Secrets, write_atomic
 from cli.statecheck import FileCheck
-from cli.targets.local import discovery, procs
+from cli.targets.local import procs
 from cli.targets.local.nats import NatsProcess
 from cli.targets.local.postgres import PgInstance
 
-Step = Callable[[str], None]
 DATABASE = "im"
 NODE_READY_TIMEOUT = 30.0
 NODE_ID_RE = re.compile(r"n[1-9][0-9]{0,3}")
@@ -307,7 +306,7 @@ class Region:
             if pending:
                 time.sleep(0.05)
 
-    def ensure_nodes(self, replicas: int, step: Step) -> list[str]:
+    def ensure_nodes(self, replicas: int, step: Note) -> list[str]:
         """Nodes n1..nN alive and ready; returns what was started.
 
         A running node whose durability settings (the IM_SYNC_* variables) are not what the
@@ -350,7 +349,7 @@ class Region:
         self._pid_file(node).unlink(missing_ok=True)
         return clean
 
-    def remove_nodes(self, keep: int, step: Step) -> list[str]:
+    def remove_nodes(self, keep: int, step: Note) -> list[str]:
         """Drain every node past ``keep`` (newest first, in parallel); return those removed."""
         extra = [n for n in self.node_ids() if int(n[1:]) > keep]
         if not extra:
@@ -369,7 +368,7 @@ class Region:
 
     # --- database and bus -----------------------------------------------------------------
 
-    def ensure_database(self, step: Step, *, migrate: bool = True) -> list[str]:
+    def ensure_database(self, step: Note, *, migrate: bool = True) -> list[str]:
         if self.cfg.role == "standby":
             return self.ensure_standby_database(step)
         actions = []
@@ -385,7 +384,7 @@ class Region:
             step(a)
         return actions + (self.migrate(step) if migrate else [])
 
-    def migrate(self, step: Step) -> list[str]:
+    def migrate(self, step: Note) -> list[str]:
         from im_server.migrate import migrate
 
         applied = asyncio.run(migrate(self.dsn()))
@@ -395,7 +394,7 @@ class Region:
         step(msg)
         return [msg]
 
-    def ensure_standby_database(self, step: Step) -> list[str]:
+    def ensure_standby_database(self, step: Note) -> list[str]:
         from cli.targets.local import replication
 
         assert self.upstream is not None, "a standby needs its primary region"
@@ -412,7 +411,7 @@ class Region:
             step(a)
         return actions
 
-    def ensure_bus(self, step: Step) -> list[str]:
+    def ensure_bus(self, step: Note) -> list[str]:
         """NATS running with the stack's credentials, and every node able to log in to it.
 
         Turning authentication on for a running stack (its secrets just gained the password)
@@ -448,7 +447,7 @@ class Region:
         nats.start()
         return f"{verb} NATS on 127.0.0.1:{nats.port}"
 
-    def _roll_nodes_for_bus(self, step: Step) -> list[str]:
+    def _roll_nodes_for_bus(self, step: Note) -> list[str]:
         stale = [n for n in self.node_ids() if self._lacks_bus_credentials(n)]
         for node in stale:
             step(f"restarting im-server {node} with the bus credentials")
@@ -475,6 +474,10 @@ class Region:
         port = port or self.cfg.port
         if any(self.node_status(n).alive for n in self.node_ids()):
             return
+        # discovery's functions take a Region: imported here, not at the top, so the two
+        # modules do not import each other.
+        from cli.targets.local import discovery
+
         if discovery.nodes_running(self):  # ours, even with their pid files gone
             return
         if not procs.port_is_free("127.0.0.1", port):
@@ -483,10 +486,10 @@ class Region:
                 f"pick another --port, or stop what listens: ss -ltnp 'sport = :{port}'",
             )
 
-    def reconcile(self, step: Step) -> list[str]:
+    def reconcile(self, step: Note) -> list[str]:
         return self.reconcile_data(step) + self.reconcile_nodes(step)
 
-    def reconcile_data(self, step: Step) -> list[str]:
+    def reconcile_data(self, step: Note) -> list[str]:
         """PostgreSQL (without migrations) and NATS up."""
         if self.cfg.role == "fenced":
             return []  # stays down until `imctl standby rebuild`
@@ -495,7 +498,7 @@ class Region:
         actions += self.ensure_bus(step)
         return actions
 
-    def reconcile_nodes(self, step: Step) -> list[str]:
+    def reconcile_nodes(self, step: Note) -> list[str]:
         """Migrations (primary), then the im-server nodes the region should run."""
         if self.cfg.role == "fenced":
             return []
@@ -512,6 +515,8 @@ class Region:
         """Make sure nothing of this region can take a write: kill -9 its nodes and NATS, and
         stop its PostgreSQL at once (``kill_db``: kill -9 it too, as losing the machine would).
         Returns the pids signalled."""
+        from cli.targets.local import discovery  # see check_port
+
         killed = []
         for node in self.node_ids():
             info = self._node_info(node)
@@ -538,7 +543,7 @@ class Region:
             killed.append(pid)
         return killed
 
-    def stop_all(self, step: Step) -> list[str]:
+    def stop_all(self, step: Note) -> list[str]:
         actions = [f"drained node {n}" for n in self.remove_nodes(0, step)]
         nats = self.nats()
         if nats.is_alive():
@@ -555,6 +560,8 @@ class Region:
     # --- status ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        from cli.targets.local import discovery  # see check_port
+
         nodes = [self.node_status(n) for n in self.node_ids()]
         pg = self.pg()
         pg_pid = pg.pid()

@@ -41,27 +41,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli.errors import ImctlError, PreconditionFailed, ResourceFailure, UsageError
+from cli.deadline import Deadline
+from cli.errors import (
+    ContentMismatch,
+    ImctlError,
+    PreconditionFailed,
+    ResourceFailure,
+    SmokeTestFailed,
+    SnapshotCorrupt,
+    SnapshotNotFound,
+    UsageError,
+)
+from cli.progress import Step
 from cli.snapshots import (
     DIGEST_SQL,
     MANIFEST_FORMAT,
     MEMBERS_SQL,
     SNAPSHOT_ID_RE,
     ContentDigest,
-    ContentMismatch,
     CreateResult,
-    Deadline,
     DeleteResult,
     FileCheck,
     ListResult,
-    Progress,
     RestoreResult,
     RestoreTarget,
     ShowResult,
-    SmokeTestFailed,
-    SnapshotCorrupt,
     SnapshotInfo,
-    SnapshotNotFound,
     VerifyResult,
     diff_content,
     manifest_digest,
@@ -380,7 +385,7 @@ class LocalSnapshots:
             problems.append("the manifest lists no files")
         return checks, problems
 
-    def _verified(self, snapshot_id: str, progress: Progress) -> tuple[Path, dict[str, Any]]:
+    def _verified(self, snapshot_id: str, progress: Step) -> tuple[Path, dict[str, Any]]:
         path, manifest = self._load(snapshot_id)
         with progress(f"verifying snapshot {snapshot_id} (sha256 of every file)"):
             _checks, problems = self._check_files(path, manifest)
@@ -419,7 +424,7 @@ class LocalSnapshots:
                 removed.append(p.name)
         return removed
 
-    def create(self, note: str | None, deadline: Deadline, progress: Progress) -> CreateResult:
+    def create(self, note: str | None, deadline: Deadline, progress: Step) -> CreateResult:
         t0 = time.monotonic()
         cfg, region = self._primary()
         pg = self._running_pg(region)
@@ -582,7 +587,7 @@ class LocalSnapshots:
     # --- verify --------------------------------------------------------------------------
 
     def verify(
-        self, snapshot_id: str, deep: bool, deadline: Deadline, progress: Progress
+        self, snapshot_id: str, deep: bool, deadline: Deadline, progress: Step
     ) -> VerifyResult:
         t0 = time.monotonic()
         path, manifest = self._load(snapshot_id)
@@ -719,7 +724,7 @@ class LocalSnapshots:
             )
 
     def restore(
-        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Progress
+        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Step
     ) -> RestoreResult:
         cfg, region = self._primary()
         if target == "new":
@@ -754,7 +759,7 @@ class LocalSnapshots:
         dump: Path,
         expected: ContentDigest,
         deadline: Deadline,
-        progress: Progress,
+        progress: Step,
     ) -> RestoreResult:
         live = region.pg()
         staging = PgInstance(
@@ -805,7 +810,7 @@ class LocalSnapshots:
             nodes_killed=killed,
         )
 
-    def _drain(self, region: Region, progress: Progress) -> builtins.list[str]:
+    def _drain(self, region: Region, progress: Step) -> builtins.list[str]:
         nodes = region.node_ids()
         if not nodes:
             return []
@@ -816,13 +821,13 @@ class LocalSnapshots:
             clean = list(pool.map(region.stop_node, nodes))
         return [n for n, ok in zip(nodes, clean, strict=True) if not ok]
 
-    def _start_nodes(self, region: Region, progress: Progress) -> None:
+    def _start_nodes(self, region: Region, progress: Step) -> None:
         with progress(f"starting {region.cfg.replicas} im-server node(s)"):
             region.ensure_bus(_quiet)
             region.ensure_nodes(region.cfg.replicas, _quiet)
 
     def _switch(
-        self, region: Region, staging: PgInstance, snapshot_id: str, progress: Progress
+        self, region: Region, staging: PgInstance, snapshot_id: str, progress: Step
     ) -> tuple[Path, dict[str, float], builtins.list[str]]:
         """Drain, stop the live PostgreSQL, swap data directories, start, restart the nodes.
         A failure before the nodes are back puts the old data back into service."""
@@ -878,7 +883,7 @@ class LocalSnapshots:
             _discard(staging)
 
     def _smoke_test(
-        self, region: Region, previous: Path | None, progress: Progress, timings: dict[str, float]
+        self, region: Region, previous: Path | None, progress: Step, timings: dict[str, float]
     ) -> dict[str, Any]:
         url = f"ws://127.0.0.1:{region.cfg.port}/ws"
         t0 = time.monotonic()
@@ -907,7 +912,7 @@ class LocalSnapshots:
         dump: Path,
         expected: ContentDigest,
         deadline: Deadline,
-        progress: Progress,
+        progress: Step,
     ) -> RestoreResult:
         live = self._running_pg(region)
         timings: dict[str, float] = {}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
+from cli.progress import Note
 from cli.state import (
     DEFAULT_PORT,
     DEFAULT_REPLICAS,
@@ -22,7 +23,6 @@ from cli.state import (
 from cli.targets.local import discovery, procs
 from cli.targets.local.runtime import Region, SyncWatch
 
-Step = Callable[[str], None]
 DEFAULT_REGION = "local"
 
 
@@ -175,7 +175,7 @@ class LocalTarget:
         region: str | None,
         replicas: int | None,
         port: int | None,
-        step: Step,
+        step: Note,
         standby_region: str | None = None,
         replication: str | None = None,
         *,
@@ -223,7 +223,7 @@ class LocalTarget:
             "regions": statuses,
         }
 
-    def _ensure_sync(self, standby: Region, step: Step) -> list[str]:
+    def _ensure_sync(self, standby: Region, step: Note) -> list[str]:
         """Synchronous replication, switched on only once the standby streams (before that,
         every commit on the primary would wait for it)."""
         from cli.targets.local import replication as rep
@@ -277,7 +277,7 @@ class LocalTarget:
             "regions": regions,
         }
 
-    def scale(self, replicas: int, region: str | None, step: Step) -> dict[str, Any]:
+    def scale(self, replicas: int, region: str | None, step: Note) -> dict[str, Any]:
         validate_replicas(replicas)
         cfg = self.files.load_config()
         rc = cfg.region(region) if region else cfg.primary
@@ -313,7 +313,7 @@ class LocalTarget:
         lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
         return lines
 
-    def destroy(self, keep_data: bool, step: Step) -> dict[str, Any]:
+    def destroy(self, keep_data: bool, step: Note) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
         regions = self.regions(cfg)
@@ -424,7 +424,7 @@ class LocalTarget:
         force: bool,
         max_lag: int,
         confirm: Callable[[dict[str, Any]], None],
-        step: Step,
+        step: Note,
         timeout: float = 120.0,
     ) -> dict[str, Any]:
         from cli.targets.local import replication as rep
@@ -480,7 +480,7 @@ class LocalTarget:
         info["status"] = self.status()
         return info
 
-    def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Step) -> None:
+    def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Note) -> None:
         """The old primary follows the new one: it was stopped cleanly after the standby had
         everything, so it can stream the new timeline; pg_rewind or a fresh copy otherwise."""
         from cli.targets.local import replication as rep
@@ -501,7 +501,7 @@ class LocalTarget:
         if cfg.replication == "sync":
             rep.set_synchronous(dst.pg(), src.cfg.name)
 
-    def rebuild_standby(self, region: str, step: Step) -> dict[str, Any]:
+    def rebuild_standby(self, region: str, step: Note) -> dict[str, Any]:
         from cli.targets.local import replication as rep
 
         cfg = self.files.load_config()
