@@ -38,7 +38,7 @@ def token(
         # The nodes refuse tokens that live longer than IM_MAX_TOKEN_TTL (default this).
         if not 1 <= ttl <= auth.MAX_TOKEN_TTL:
             raise UsageError(f"--ttl must be 1 to {auth.MAX_TOKEN_TTL} seconds, got {ttl}")
-        from cli.targets.local.drill import is_drill_user
+        from cli.targets.local.drill_users import is_drill_user
 
         if is_drill_user(user):
             raise UsageError(

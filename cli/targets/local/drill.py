@@ -22,18 +22,12 @@ import asyncpg
 
 from cli.progress import Note
 from cli.state import StackConfig
+from cli.targets.local.drill_users import conversations_like, drill_users
 from cli.targets.local.target import LocalTarget
 from im_server import auth
 from im_server.client import Ack, Client, Message
 
-DRILL_PREFIX = "imctl-drill."
 DRILL_MAX_LAG = 16 * 1024 * 1024
-# Direct conversations between two drill users (a LIKE pattern).
-_DRILL_CONVS = "d:imctl-drill.%:imctl-drill.%"
-
-
-def is_drill_user(user: str) -> bool:
-    return user.startswith(DRILL_PREFIX)
 
 
 @dataclass
@@ -89,14 +83,13 @@ async def drill(
     url = target.endpoint(cfg)
     from_region = cfg.primary.name
     run_id = secrets_mod.token_hex(4)
-    prefix_users = f"{DRILL_PREFIX}{run_id}."
+    users = drill_users(run_id, pairs)
     load = _Load()
     stop = asyncio.Event()
     clients: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        for p in range(pairs):
-            s_user, r_user = f"{prefix_users}s{p}", f"{prefix_users}r{p}"
+        for s_user, r_user in users:
             s = Client(url, auth.mint(secrets.jwt_secret, s_user, 3600), backoff_max=0.5)
             r = Client(url, auth.mint(secrets.jwt_secret, r_user, 3600), backoff_max=0.5)
             clients += [s, r]
@@ -138,7 +131,7 @@ async def drill(
     try:
         rows = await conn.fetch(
             "SELECT conv, seq FROM messages WHERE conv LIKE $1 ORDER BY conv, seq",
-            _like_prefix(f"d:{prefix_users}") + "%",
+            conversations_like(run_id),
         )
     finally:
         await conn.close()
@@ -151,7 +144,7 @@ async def drill(
     return {
         "stack": cfg.stack,
         "run": run_id,
-        "drill_users": [f"{prefix_users}{k}{p}" for p in range(pairs) for k in "sr"],
+        "drill_users": [u for pair in users for u in pair],
         "drill_conversations": len(by_conv),
         "clean_with": f"imctl drill clean --run {run_id} -s {cfg.stack}",
         "from_region": from_region,
@@ -168,10 +161,6 @@ async def drill(
     }
 
 
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 async def drill_traffic(dsn: str, run: str | None) -> dict[str, int]:
     """How many drill conversations and messages there are (of one run, or of all)."""
     conn = await asyncpg.connect(dsn)
@@ -179,7 +168,7 @@ async def drill_traffic(dsn: str, run: str | None) -> dict[str, int]:
         row = await conn.fetchrow(
             "SELECT count(*) AS convs, coalesce(sum(c.last_seq), 0) AS messages"
             " FROM conversations c WHERE c.id LIKE $1",
-            _pattern(run),
+            conversations_like(run),
         )
     finally:
         await conn.close()
@@ -194,15 +183,9 @@ async def clean(dsn: str, run: str | None) -> dict[str, int]:
     try:
         async with conn.transaction():
             rows = await conn.fetch(
-                "DELETE FROM conversations WHERE id LIKE $1 RETURNING last_seq", _pattern(run)
+                "DELETE FROM conversations WHERE id LIKE $1 RETURNING last_seq",
+                conversations_like(run),
             )
     finally:
         await conn.close()
     return {"conversations": len(rows), "messages": sum(int(r["last_seq"]) for r in rows)}
-
-
-def _pattern(run: str | None) -> str:
-    if run is None:
-        return _DRILL_CONVS
-    p = _like_prefix(f"{DRILL_PREFIX}{run}.")
-    return f"d:{p}%:{p}%"
