@@ -18,6 +18,8 @@ from typing import Any, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.workload.helm import pinned_release
+
 CHART: Final = "kube-prometheus-stack"
 # prometheus-operator v0.93.1; tests/stacks/crds holds the CRDs of exactly this chart version.
 CHART_VERSION: Final = "88.5.3"
@@ -102,18 +104,15 @@ class PrometheusStack(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.release = k8s.helm.v3.Release(
+        self.release = pinned_release(
             f"{name}-release",
             name=RELEASE_NAME,
-            namespace=NAMESPACE,
             chart=CHART,
             version=CHART_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
+            repo=CHART_REPO,
+            namespace=NAMESPACE,
             values=values(),
             timeout=TIMEOUT_SECONDS,
-            # A failed first install is rolled back instead of left half-made for the next up.
-            atomic=True,
-            cleanup_on_fail=True,
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[self.namespace])
             ),

@@ -20,6 +20,8 @@ from typing import Any, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
+from stacks.workload.helm import pinned_release
+
 CERT_MANAGER_VERSION: Final = "v1.21.1"
 CERT_MANAGER_REPO: Final = "https://charts.jetstack.io"
 CERT_MANAGER_NAMESPACE: Final = "cert-manager"
@@ -119,16 +121,15 @@ class CertManager(pulumi.ComponentResource):
             "crds": {"enabled": True, "keep": True},
             "serviceAccount": {"annotations": dict(args.dns01.controller_annotations)},
         }
-        self.release = k8s.helm.v3.Release(
+        # Atomic: done once the webhook serves; a ClusterIssuer sent before would be refused.
+        self.release = pinned_release(
             f"{name}-cert-manager",
             name=CERT_MANAGER_RELEASE,
             chart="cert-manager",
             version=CERT_MANAGER_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CERT_MANAGER_REPO),
+            repo=CERT_MANAGER_REPO,
             namespace=CERT_MANAGER_NAMESPACE,
             values=values,
-            # Wait for the webhook to serve: a ClusterIssuer sent before it would be refused.
-            atomic=True,
             timeout=600,
             opts=in_ns,
         )
@@ -146,17 +147,14 @@ class CertManager(pulumi.ComponentResource):
         if args.dns01.webhook is not None:
             hook = args.dns01.webhook
             after = [self.release] + ([self.credentials] if self.credentials else [])
-            self.webhook = k8s.helm.v3.Release(
+            self.webhook = pinned_release(
                 f"{name}-{hook.name}",
                 name=hook.name,
                 chart=hook.chart,
                 version=hook.version,
-                repository_opts=(
-                    k8s.helm.v3.RepositoryOptsArgs(repo=hook.repo) if hook.repo else None
-                ),
+                repo=hook.repo,
                 namespace=CERT_MANAGER_NAMESPACE,
-                values=dict(hook.values),
-                atomic=True,
+                values=hook.values,
                 timeout=600,
                 opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=after)),
             )
