@@ -57,7 +57,7 @@ class Bus(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def subscribe(self, subject: str, *, flush: bool = True) -> None: ...
+    async def subscribe(self, subject: str) -> None: ...
 
     async def unsubscribe(self, subject: str) -> None: ...
 
@@ -150,13 +150,12 @@ class NatsBus:
         except Exception:
             log.exception("bus handler failed for %s", msg.subject)
 
-    async def subscribe(self, subject: str, *, flush: bool = True) -> None:
+    async def subscribe(self, subject: str) -> None:
         if subject in self._subs or self._nc is None:
             return
         self._subs[subject] = await self._nc.subscribe(subject, cb=self._on_msg)
         # Make sure the server has the SUB before the caller relies on it (welcome, resume).
-        # Callers subscribing many subjects at once flush once, after the last.
-        if flush and self._connected:
+        if self._connected:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
 

@@ -98,11 +98,6 @@ class HealthMonitor:
     def ready(self) -> bool:
         return self.fresh and self.state.database == "up" and self.state.writes != "blocked"
 
-    async def run(self) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(PROBE_EVERY)
-
     async def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import hmac
 import logging
@@ -1079,9 +1078,9 @@ class _GatedSite(web.BaseSite):
 
 
 def _libc_malloc_trim() -> Any:
-    name = ctypes.util.find_library("c")
-    fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    return fn  # None off glibc (musl, macOS): nothing to trim there
+    # The process's own symbols (libc is linked already): find_library("c") would run
+    # `ldconfig -p` in a subprocess on every import of this module.
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)  # None off glibc: nothing to trim
 
 
 _malloc_trim = _libc_malloc_trim()

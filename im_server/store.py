@@ -131,13 +131,6 @@ class Store:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def ping(self) -> None:
-        try:
-            async with self.pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1")
-        except DB_ERRORS as exc:
-            raise _unavailable(exc) from exc
-
     # --- messages -------------------------------------------------------------------------
 
     async def send_batch(self, items: Sequence[SendItem]) -> list[SendResult]:

@@ -75,7 +75,7 @@ class FakeBus:
     def __init__(self) -> None:
         self.replies: list[tuple[str, bytes]] = []
 
-    async def subscribe(self, subject: str, *, flush: bool = True) -> None:
+    async def subscribe(self, subject: str) -> None:
         pass
 
     async def unsubscribe(self, subject: str) -> None:

@@ -486,9 +486,6 @@ class Region:
                 f"pick another --port, or stop what listens: ss -ltnp 'sport = :{port}'",
             )
 
-    def reconcile(self, step: Note) -> list[str]:
-        return self.reconcile_data(step) + self.reconcile_nodes(step)
-
     def reconcile_data(self, step: Note) -> list[str]:
         """PostgreSQL (without migrations) and NATS up."""
         if self.cfg.role == "fenced":
