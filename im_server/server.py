@@ -453,10 +453,11 @@ class ImServer:
                 log.exception("health check failed")
             await asyncio.sleep(PROBE_EVERY)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     @web.middleware
     async def _body_deadline(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -882,9 +883,7 @@ class ImServer:
             )
         else:
             conn.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._request(conn, req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = self._spawn(self._request(conn, req))
             if not isinstance(req, _NOT_CANCELLED):
                 conn.tasks.add(task)
                 task.add_done_callback(conn.tasks.discard)

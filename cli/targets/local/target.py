@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
@@ -297,18 +298,20 @@ class LocalTarget:
             "started": started,
             "drained": removed,
             "orphans": settled,
-            "nodes": target.status()["nodes"],
+            # Only the nodes: the full status would probe PostgreSQL and scan processes again.
+            "nodes": [asdict(target.node_status(n)) for n in target.node_ids()],
         }
 
     def destroy_plan(self) -> list[str]:
         cfg = self.files.load_config()
         lines = []
-        for r in self.regions(cfg):
+        regions = self.regions(cfg)
+        for r in regions:
             alive = sum(1 for n in r.node_ids() if r.node_status(n).alive)
             lines.append(
                 f"region {r.cfg.name}: stop {alive} im-server node(s), NATS and PostgreSQL"
             )
-        untracked = discovery.untracked(self.files.dir, self.regions(cfg))
+        untracked = discovery.untracked(self.files.dir, regions)
         lines += [f"stop {f}, running without a pid file" for f in untracked]
         lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
         return lines
