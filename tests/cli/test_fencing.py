@@ -4,8 +4,6 @@ back as a second primary, not even through ``deploy``. Real processes, the real 
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,30 +12,14 @@ import pytest
 
 from cli.targets.local.procs import free_port
 from im_server.client import Client
-from tests.cli.test_local_e2e import imctl, ok_json
+from tests.cli.test_local_e2e import alive, imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-fence-"))
-    root.chmod(0o711)
-    yield root
-    for stack in (root / "stacks").glob("*") if (root / "stacks").exists() else []:
-        imctl(root, "destroy", "-s", stack.name, "--yes")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
-
-
-def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    yield from imctl_home("imctl-fence-")
 
 
 def processes_in(directory: Path) -> list[int]:

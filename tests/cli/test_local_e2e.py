@@ -44,6 +44,18 @@ def ok_json(home: Path, *args: str) -> dict[str, Any]:
     return doc
 
 
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie counts as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def imctl_home(prefix: str) -> Iterator[Path]:
     """An IMCTL_HOME for a test module; every stack in it is destroyed afterwards."""
     # Under /tmp with o+x: PostgreSQL runs as an unprivileged user and must reach its data.

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.targets.local.procs import free_port
-from tests.cli.test_local_e2e import imctl, imctl_home, ok_json
+from tests.cli.test_local_e2e import alive, imctl, imctl_home, ok_json
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +43,6 @@ def state_files(home: Path) -> dict[Path, bytes]:
     paths = [d / "config.json", d / "secrets.json", r / "ports.json", r / "nats" / "nats.pid"]
     paths += [*sorted((r / "nodes").glob("*.pid")), r / "pg" / "data" / "postmaster.pid"]
     return {p: p.read_bytes() for p in paths if p.exists()}
-
-
-def running(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +157,7 @@ def test_a_bad_value_stops_every_command_and_changes_nothing(
             assert str(path) in err["message"], (args, err)
             assert key in err["message"] and err["hint"], (args, err)
             assert state_files(home) == files, args  # no file written, none removed
-            assert running(deployed["pids"]) == deployed["pids"], args  # nothing stopped
+            assert alive(deployed["pids"]) == deployed["pids"], args  # nothing stopped
     finally:
         path.write_bytes(original)
     assert ok_json(home, "status", "--check")["healthy"] is True
@@ -205,7 +193,7 @@ def test_not_json_and_stray_pid_files_are_refused(home: Path, deployed: dict[str
         assert not secrets.exists()
     finally:
         secrets.write_bytes(original)
-    assert running(deployed["pids"]) == deployed["pids"]
+    assert alive(deployed["pids"]) == deployed["pids"]
     assert ok_json(home, "status", "--check")["healthy"] is True
 
 
@@ -244,7 +232,7 @@ def test_a_node_and_nats_without_pid_files_are_seen_adopted_and_stopped(home: Pa
     (r / "nodes" / "n2.pid").unlink()
     scaled = ok_json(home, "scale", *s, "--replicas", "1")
     assert any("n2" in a and "runs 1 node" in a for a in scaled["orphans"]), scaled
-    assert running([n2]) == []
+    assert alive([n2]) == []
 
     # destroy stops what has no pid file
     (region,) = ok_json(home, "status", *s)["regions"]
@@ -254,5 +242,5 @@ def test_a_node_and_nats_without_pid_files_are_seen_adopted_and_stopped(home: Pa
     (r / "pg" / "data" / "postmaster.pid").unlink()  # pg_ctl cannot stop it now
     assert _orphans(home, stack) == {"n1": n1, "nats": nats, "postgres": pg}
     ok_json(home, "destroy", *s, "--yes")
-    assert running([n1, nats, pg]) == []
+    assert alive([n1, nats, pg]) == []
     assert not stack_dir(home, stack).exists()

@@ -81,10 +81,11 @@ async def test_an_acked_send_is_not_also_answered_outcome_unknown_during_a_slow_
     b.start(1)
     log: list[tuple[str, str]] = []
     b.submit(SendItem("a", "x1", "d:a:b", "{}"), Conn("c", log))  # type: ignore[arg-type]
-    await asyncio.sleep(TIMEOUT * 3)
+    await asyncio.sleep(TIMEOUT * 1.2)  # the commit is over, the fan-out still running
+    assert b.oldest_commit_age() == 0.0  # a slow fan-out is not a stalled commit
+    await asyncio.wait_for(b.idle.wait(), 5)
+    await asyncio.sleep(TIMEOUT / 5)  # two rounds of the timeout's check: nothing more comes
     assert _acked(log) == ["x1"] and answers == [], (log, answers)
-    # and the fan-out did not count as a stalled commit
-    assert b.oldest_commit_age() == 0.0
     for w in b.workers:
         w.cancel()
 
@@ -109,7 +110,7 @@ async def test_an_expired_send_takes_its_connections_later_sends_with_it() -> No
     await asyncio.sleep(TIMEOUT * 0.3)
     b.submit(SendItem("a", "B", "d:a:b", "{}"), c)  # type: ignore[arg-type]  # after A: goes too
     b.submit(SendItem("o", "Q", "d:b:o", "{}"), other)  # type: ignore[arg-type]  # unrelated
-    await asyncio.sleep(TIMEOUT * 3)
+    await asyncio.wait_for(b.idle.wait(), 5)
     by_cid = {cid: code for cid, code, _ in answers}
     # P's commit outlived the timeout: outcome unknown (then no ack). A and B never reached the
     # database: unavailable, so the client resends them in order. Q, another connection's,
@@ -131,7 +132,7 @@ async def test_a_batch_that_fails_unexpectedly_still_answers_every_send() -> Non
     log: list[tuple[str, str]] = []
     for cid in ("x1", "x2"):
         b.submit(SendItem("a", cid, "d:a:b", "{}"), Conn("c", log))  # type: ignore[arg-type]
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(b.idle.wait(), 5)
     assert sorted(answers) == [("x1", "outcome_unknown", "c"), ("x2", "outcome_unknown", "c")]
     assert b.idle.is_set()
     for w in b.workers:

@@ -28,12 +28,6 @@ def plan(request: pytest.FixtureRequest) -> PlanRun:
     return run(request.param)
 
 
-def _one(plan: PlanRun, type_: str, region: str) -> Registration:
-    found = in_region(plan, type_, region)
-    assert len(found) == 1, f"expected one {type_} in {region}, got {len(found)}"
-    return found[0]
-
-
 def _release(plan: PlanRun, region: str, name: str) -> Registration:
     [reg] = [r for r in in_region(plan, RELEASE, region) if args(r)["name"] == name]
     return reg
@@ -96,24 +90,24 @@ def test_cert_manager_is_a_pinned_release_with_its_crds(plan: PlanRun) -> None:
 def test_issuer_and_certificate_come_after_the_crds(plan: PlanRun) -> None:
     for region in REGIONS[plan.config.cloud]:
         release = _release(plan, region, "cert-manager")
-        issuer = _one(plan, ISSUER, region)
-        certificate = _one(plan, CERTIFICATE, region)
+        issuer = only(plan, ISSUER, region)
+        certificate = only(plan, CERTIFICATE, region)
         assert release.urn in issuer.dependencies
         assert issuer.urn in certificate.dependencies
 
 
 def test_certificate_for_the_dns_name_lands_in_the_servers_secret(plan: PlanRun) -> None:
     for region in REGIONS[plan.config.cloud]:
-        cert = args(_one(plan, CERTIFICATE, region))
+        cert = args(only(plan, CERTIFICATE, region))
         assert cert["metadata"]["namespace"] == plan.config.namespace
         assert cert["spec"]["dnsNames"] == ["im.example.com"]
         assert cert["spec"]["secretName"] == "im-server-tls"
         assert cert["spec"]["issuerRef"] == {
             "group": "cert-manager.io",
             "kind": "ClusterIssuer",
-            "name": args(_one(plan, ISSUER, region))["metadata"]["name"],
+            "name": args(only(plan, ISSUER, region))["metadata"]["name"],
         }
-        acme = args(_one(plan, ISSUER, region))["spec"]["acme"]
+        acme = args(only(plan, ISSUER, region))["spec"]["acme"]
         assert acme["server"] == "https://acme-v02.api.letsencrypt.org/directory"
         [solver] = acme["solvers"]
         assert solver["selector"] == {"dnsNames": ["im.example.com"]}
@@ -123,7 +117,7 @@ def test_aws_cert_manager_assumes_a_txt_only_role_on_the_zone_through_irsa() -> 
     plan = run("aws")
     zone = only(plan, "aws:route53/zone:Zone").state["zoneId"]
     for region in REGIONS["aws"]:
-        solver = args(_one(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
+        solver = args(only(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
         assert solver == {"route53": {"region": region, "hostedZoneID": zone}}
         [role] = [
             r for r in in_region(plan, "aws:iam/role:Role", region) if "cert-manager" in r.name
@@ -156,7 +150,7 @@ def test_gcp_cert_manager_acts_as_a_dns_service_account_through_workload_identit
     project = GCP_PROJECT  # the mocked getProject: the helpers' config has no gcpProject
     zone = only(plan, "gcp:dns/managedZone:ManagedZone").state["name"]
     for region in REGIONS["gcp"]:
-        solver = args(_one(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
+        solver = args(only(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
         assert solver == {"cloudDNS": {"project": project, "hostedZoneName": zone}}
         [account] = in_region(plan, "gcp:serviceaccount/account:Account", region)
         [binding] = in_region(plan, "gcp:serviceaccount/iAMMember:IAMMember", region)
@@ -172,14 +166,14 @@ def test_gcp_cert_manager_acts_as_a_dns_service_account_through_workload_identit
             "iam.gke.io/gcp-service-account": account.state["email"]
         }
         # The cluster runs Workload Identity even with gcpProject unset (the helpers' config).
-        cluster = args(_one(plan, "gcp:container/cluster:Cluster", region))
+        cluster = args(only(plan, "gcp:container/cluster:Cluster", region))
         assert cluster["workloadIdentityConfig"] == {"workloadPool": f"{project}.svc.id.goog"}
 
 
 def test_alicloud_webhook_solver_uses_a_key_limited_to_the_domains_records() -> None:
     plan = run("alicloud")
     for region in REGIONS["alicloud"]:
-        solver = args(_one(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
+        solver = args(only(plan, ISSUER, region))["spec"]["acme"]["solvers"][0]["dns01"]
         webhook = args(_release(plan, region, "alidns-webhook"))
         assert webhook["version"] == "0.1.5"
         assert solver["webhook"]["groupName"] == webhook["values"]["groupName"]
@@ -194,7 +188,7 @@ def test_alicloud_webhook_solver_uses_a_key_limited_to_the_domains_records() -> 
         cert_manager = _release(plan, region, "cert-manager")
         assert cert_manager.urn in _release(plan, region, "alidns-webhook").dependencies
         assert (
-            _release(plan, region, "alidns-webhook").urn in _one(plan, ISSUER, region).dependencies
+            _release(plan, region, "alidns-webhook").urn in only(plan, ISSUER, region).dependencies
         )
 
 
