@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -320,25 +321,30 @@ class Region:
         if started:
             step(f"started im-server {', '.join(started)} on port {self.cfg.port}")
         self._wait_ready(wanted)
-        for node in wanted:
-            if node not in started and self._settings_drifted(node):
-                step(f"restarting im-server {node}: its durability settings changed")
-                self.stop_node(node)
-                self._start_node(node)
-                self._wait_ready([node])
-                started.append(node)
-        return started
+        drifted = [n for n in wanted if n not in started and self._env_drifted(n, NO_SYNC.env())]
+        self._restart_nodes(drifted, "its durability settings changed", step)
+        return started + drifted
 
-    def _settings_drifted(self, node: str) -> bool:
+    def _env_drifted(self, node: str, keys: Iterable[str]) -> bool:
+        """A live node whose environment differs from what it would start with now in any of
+        ``keys``. Unreadable counts as drifted: a restart is cheap next to a wrong setting."""
         info = self._node_info(node)
-        if info is None:
+        if info is None or not procs.is_alive(info):
             return False
         want = self.node_env(f"{self.cfg.name}-{node}")
         try:
             have = psutil.Process(info.pid).environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
-        return any(have.get(k, "") != want[k] for k in NO_SYNC.env())
+        except psutil.Error:
+            return True
+        return any(have.get(k, "") != want.get(k, "") for k in keys)
+
+    def _restart_nodes(self, nodes: list[str], why: str, step: Note) -> None:
+        """One at a time, each ready before the next goes, so the others keep serving."""
+        for node in nodes:
+            step(f"restarting im-server {node}: {why}")
+            self.stop_node(node)
+            self._start_node(node)
+            self._wait_ready([node])
 
     def stop_node(self, node: str) -> bool:
         """Drain (SIGTERM) and wait; True if it exited by itself within the grace."""
@@ -448,26 +454,9 @@ class Region:
         return f"{verb} NATS on 127.0.0.1:{nats.port}"
 
     def _roll_nodes_for_bus(self, step: Note) -> list[str]:
-        stale = [n for n in self.node_ids() if self._lacks_bus_credentials(n)]
-        for node in stale:
-            step(f"restarting im-server {node} with the bus credentials")
-            self.stop_node(node)
-            self._start_node(node)
-            self._wait_ready([node])
+        stale = [n for n in self.node_ids() if self._env_drifted(n, ["IM_NATS_PASSWORD"])]
+        self._restart_nodes(stale, "it needs the bus credentials", step)
         return [f"restarted node {n} with bus credentials" for n in stale]
-
-    def _lacks_bus_credentials(self, node: str) -> bool:
-        """A live node whose environment does not carry the current NATS password."""
-        import psutil  # type: ignore[import-untyped, unused-ignore]
-
-        info = self._node_info(node)
-        if info is None or not procs.is_alive(info):
-            return False
-        try:
-            env = psutil.Process(info.pid).environ()
-        except psutil.Error:
-            return True  # cannot tell; a restart is cheap next to a node cut off the bus
-        return bool(env.get("IM_NATS_PASSWORD") != self.secrets.nats_password)
 
     def check_port(self, port: int | None = None) -> None:
         """The endpoint port must be ours or free; a foreign listener would split traffic."""
