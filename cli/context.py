@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cli.env import Env
 from cli.output import Output
+from cli.targets.base import Operator
 
 
 class OutputFormat(enum.StrEnum):
@@ -44,3 +45,17 @@ class Context:
         if self._out is None:
             self._out = Output(self)
         return self._out
+
+    @property
+    def operator(self) -> Operator:
+        """How the targets' verbs report and ask, through this invocation's output."""
+        from cli import progress_view
+
+        return Operator(
+            note=self.out.info,
+            step=self.out.step,
+            confirm=self.out.confirm,
+            confirm_typed=self.out.confirm_typed,
+            engine_progress=lambda: progress_view.progress_for(self),
+            end_engine_progress=self.out.end_engine_progress,
+        )

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
@@ -22,25 +22,8 @@ from cli.context import Context
 from cli.errors import ExitStatus, ImctlError, InternalError, Interrupted, StackNotFound
 from cli.locks import StackLock, utc_now_iso
 from cli.output import Render
-
-
-@dataclass
-class DocResult:
-    """A command's result that is a JSON document, with a fixed exit status by default."""
-
-    doc: dict[str, Any]
-    exit_status: ExitStatus = ExitStatus.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
-
-
-class Result(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
-
-    @property
-    def exit_status(self) -> ExitStatus: ...
-
+from cli.results import Result
+from cli.targets.choose import keeps_stack_dir
 
 R = TypeVar("R", bound=Result)
 
@@ -138,16 +121,19 @@ def run(
     render: Render,
     *,
     mutating: bool,
-    create_stack: bool = False,
+    create_stack: bool | None = None,
 ) -> NoReturn:
     """Run ``body`` under the CLI contract and exit with its status; never returns.
 
     ``create_stack``: the stack directory need not exist (deploy creates it; history and
-    doctor check for themselves). ``mutating``: hold the stack lock for the whole body and
-    append a journal record, also when the body fails.
+    doctor check for themselves); by default, only the targets whose stacks live elsewhere
+    (a cloud's state is in its Pulumi backend) go without one. ``mutating``: hold the stack
+    lock for the whole body and append a journal record, also when the body fails.
     """
     started_at, t0 = utc_now_iso(), time.monotonic()
     journaled = False
+    if create_stack is None:
+        create_stack = not keeps_stack_dir(ctx.cloud)
     try:
         if not create_stack and not ctx.stack_dir.is_dir():
             raise stack_not_found(ctx)

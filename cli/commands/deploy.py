@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
-from cli.runner import DocResult, run
-from cli.state import StackFiles
+from cli.results import Result
+from cli.runner import run
+from cli.targets.base import DeployRequest
+from cli.targets.choose import target_for
 
 
 def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
@@ -87,31 +88,22 @@ def deploy(
         "sync_degrade_after": sync_degrade_after,
     }
 
-    def body() -> DocResult:
-        if ctx.cloud != "local":
-            if sync_policy is not None or sync_degrade_after is not None:
-                raise UsageError(
-                    "--sync-policy and --sync-degrade-after are for the local target",
-                    "managed databases in the clouds replicate on their own terms",
-                )
-            return DocResult(_cloud_deploy(ctx, region, standby_region, set_ or []))
-        if set_:
-            raise UsageError("--set is for cloud stacks", "the local target takes flags")
-        from cli.targets.local.target import LocalTarget
-
-        target = LocalTarget(StackFiles(ctx.stack_dir))
-        return DocResult(
-            target.deploy(
-                region, replicas, port, ctx.out.info, standby_region, replication,
-                sync_policy=sync_policy, sync_degrade_after=sync_degrade_after,
-            )
+    def body() -> Result:
+        target = target_for(
+            ctx, port=port, replication=replication, sync_policy=sync_policy,
+            sync_degrade_after=sync_degrade_after, set=set_,
         )  # fmt: skip
+        req = DeployRequest(
+            region, standby_region, replicas, port, replication, sync_policy, sync_degrade_after,
+            parse_sets(set_ or []),
+        )  # fmt: skip
+        return target.deploy(req, ctx.operator)
 
     run(ctx, "deploy", args, body, _render, mutating=True, create_stack=True)
 
 
 def _render(console: Any, doc: Mapping[str, Any]) -> None:
-    if doc.get("cloud", "local") == "local":
+    if "regions" in doc:  # the local target: each region's processes
         _render_deploy(console, doc)
         return
     res = doc.get("resources", {})
@@ -125,27 +117,3 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"endpoint  {outputs['endpoint']}")
     elif outputs.get("dns_name"):
         console.print(f"endpoint  ws://{outputs['dns_name']}/ws")
-
-
-def _cloud_deploy(
-    ctx: Any, region: str | None, standby_region: str | None, sets: list[str]
-) -> dict[str, Any]:
-    from cli import engine, progress_view
-
-    cfg = engine.stack_config(region, standby_region, parse_sets(sets))
-    ctx.out.confirm(
-        f"Deploy stack {ctx.stack!r} to {ctx.cloud}?",
-        details=[
-            f"pulumi up: creates or updates billable resources on {ctx.cloud}"
-            f" ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'stored config'})",
-            f"preview what it creates offline: imctl plan --cloud {ctx.cloud} --region ...",
-        ],
-    )
-    try:
-        doc: dict[str, Any] = engine.deploy(
-            ctx.stack, ctx.cloud, cfg, home=ctx.env.home, env=ctx.env.environ,
-            progress=progress_view.progress_for(ctx),
-        )  # fmt: skip
-    finally:  # also on failure: a live bar left running would redraw over the error
-        ctx.out.end_engine_progress()
-    return doc

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus, UsageError
 from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import DocResult, run
-from cli.state import StackFiles
+from cli.results import Result
+from cli.runner import run
+from cli.targets.choose import target_for
 
 app = typer.Typer(
     help="Rehearse operations under load and measure them.",
@@ -21,22 +18,6 @@ app = typer.Typer(
     epilog=GROUP_EPILOG,
     rich_markup_mode=None,
 )
-
-
-@dataclass
-class DrillResult:
-    doc: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        # A drill that lost or duplicated acked messages failed, whatever else went right.
-        bad = self.doc["acked_missing"] or self.doc["duplicates"] or self.doc["seq_gaps"]
-        if bad and self.doc["data_loss_bound"].get("acked_messages") == 0:
-            return ExitStatus.ERROR
-        return ExitStatus.OK
 
 
 def _render_drill(console: Any, doc: Mapping[str, Any]) -> None:
@@ -75,48 +56,11 @@ def failover(
     """Fail over while clients stream; report RTO, lost and duplicated messages."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DrillResult:
-        from cli.targets.local.drill import DRILL_MAX_LAG, drill
-        from cli.targets.local.target import LocalTarget
-
-        _local_only(ctx.cloud, "drill failover")
-        if not 1 <= pairs <= 64:
-            raise UsageError(f"--pairs must be between 1 and 64, got {pairs}")
-        target = LocalTarget(StackFiles(ctx.stack_dir))
-        cfg = target.files.load_config()
-        standbys = [r.name for r in cfg.regions if r.role == "standby"]
-        dest = to_region or (standbys[0] if len(standbys) == 1 else None)
-        if dest is None:
-            raise UsageError(
-                "name the standby with --to-region",
-                f"standbys: {', '.join(standbys) or 'none (deploy with --standby-region)'}",
-            )
-        # Every check the failover makes, before anything is written or killed.
-        _, src, _, info = target.failover_plan(dest, force, DRILL_MAX_LAG)
-        what = "kill -9 every process of" if force else "switch over from"
-        ctx.out.confirm(
-            f"Drill: {what} region {src.cfg.name} to {dest} under load?",
-            details=[
-                "this is a real failover of this stack",
-                f"{pairs} drill user pair(s) write to their own conversations;"
-                " remove them later with `imctl drill clean`",
-                *info["steps"],
-            ],
-        )
-        return DrillResult(
-            asyncio.run(drill(target, dest, force=force, pairs=pairs, step=ctx.out.info))
-        )
+    def body() -> Result:
+        return target_for(ctx).drill_failover(to_region, force, pairs, ctx.operator)
 
     run(ctx, "drill-failover", {"to_region": to_region, "force": force, "pairs": pairs}, body,
         _render_drill, mutating=True)  # fmt: skip
-
-
-def _local_only(cloud: str, verb: str) -> None:
-    if cloud != "local":
-        raise UsageError(
-            f"`imctl {verb}` is for the local target, not {cloud}",
-            "in a cloud, rehearse with `imctl failover --dry-run --cloud ...`",
-        )
 
 
 def _render_clean(console: Any, doc: Mapping[str, Any]) -> None:
@@ -146,28 +90,7 @@ def clean(
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DocResult:
-        from cli.targets.local import drill as drills
-        from cli.targets.local.target import LocalTarget
-
-        _local_only(ctx.cloud, "drill clean")
-        if run_id is not None and not re.fullmatch(r"[0-9a-f]{8}", run_id):
-            raise UsageError(
-                f"--run must be the 8 hex digits a drill reported, got {run_id!r}",
-                "`imctl history` lists past drills",
-            )
-        target = LocalTarget(StackFiles(ctx.stack_dir))
-        cfg = target.files.load_config()
-        primary = next(r for r in target.regions(cfg) if r.cfg.name == cfg.primary.name)
-        found = asyncio.run(drills.drill_traffic(primary.dsn(), run_id))
-        doc: dict[str, Any] = {"stack": cfg.stack, "run": run_id, **found}
-        if not found["conversations"]:
-            return DocResult(doc)
-        ctx.out.confirm(
-            f"Delete {found['conversations']} drill conversation(s) with {found['messages']}"
-            f" message(s) from stack {cfg.stack!r}?",
-            details=["only direct conversations between two drill users (imctl-drill.*)"],
-        )
-        return DocResult({**doc, **asyncio.run(drills.clean(primary.dsn(), run_id))})
+    def body() -> Result:
+        return target_for(ctx).drill_clean(run_id, ctx.operator)
 
     run(ctx, "drill-clean", {"run": run_id}, body, _render_clean, mutating=True)

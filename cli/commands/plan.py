@@ -13,7 +13,8 @@ import typer
 
 from cli.errors import PreconditionFailed, UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
-from cli.runner import DocResult, run
+from cli.results import DocResult
+from cli.runner import run
 
 
 def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:

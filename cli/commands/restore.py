@@ -14,11 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.commands.snapshot import SnapshotId, Timeout, cloud_ops_for, deadline, render_either, store
-from cli.errors import ExitStatus, ImctlError, PreconditionFailed
+from cli.commands.snapshot import SnapshotId, Timeout
 from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
-from cli.runner import DocResult, run
-from cli.snapshots import RestoreResult, RestoreTarget
+from cli.results import Result
+from cli.runner import run
+from cli.targets.base import RestoreRequest, RestoreWhere
+from cli.targets.choose import target_for
 
 
 class Target(enum.StrEnum):
@@ -27,6 +28,9 @@ class Target(enum.StrEnum):
 
 
 def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
+    if "timings" not in doc:
+        _render_cloud_restore(console, doc)
+        return
     t = doc["timings"]
     console.print(
         f"[green]✓[/green] restored snapshot [bold]{doc['id']}[/bold] into region "
@@ -49,6 +53,23 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
             f"  the replaced data is kept in {doc['previous_data']} "
             "(`imctl snapshot prune --keep N --previous-data` removes it)"
         )
+
+
+def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
+    console.print(
+        f"[green]✓[/green] restored snapshot [bold]{doc.get('snapshot_id')}[/bold] into"
+        f" {doc.get('instance_id')} ({doc.get('target')}), in {doc.get('duration_s')}s"
+    )
+    verified = doc.get("verified") or {}
+    if verified:
+        facts = ", ".join(f"{k} {v}" for k, v in verified.items() if not isinstance(v, Mapping))
+        console.print(f"  verified: {facts}", markup=False)
+    if doc.get("previous_instance_id"):
+        console.print(f"  the previous instance {doc['previous_instance_id']} is kept, untouched")
+    for w in doc.get("warnings") or []:
+        console.print(f"  [yellow]warning[/yellow] {w}", markup=False)
+    for step in doc.get("next_steps") or []:
+        console.print(f"  next: {step}", markup=False)
 
 
 def restore(
@@ -74,107 +95,11 @@ def restore(
 ) -> None:
     """Restore snapshot ID into the stack: verify, restore, compare, switch, smoke-test."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
-    where: RestoreTarget = "in-place" if target is Target.IN_PLACE else "new"
+    where: RestoreWhere = "in-place" if target is Target.IN_PLACE else "new"
 
-    def body() -> RestoreResult | DocResult:
-        deadline(timeout)  # a bad --timeout fails before anyone is asked anything
-        if ctx.cloud != "local":
-            ops = cloud_ops_for(ctx, outputs)
-            plan = [
-                f"restore {snapshot_id} into a NEW {ctx.cloud} database instance"
-                + (", then swap it in place of the current one" if where == "in-place" else ""),
-                "repoint the im-server Secret at it and roll the Deployment",
-                "check the restored content through the endpoint (/admin/digest) against the "
-                "digest recorded with the snapshot; if it lacks anything, point the Secret back "
-                "and roll again (exit 10)",
-                "the current instance is kept, untouched",
-            ]
-            if where == "in-place":
-                ctx.out.confirm_typed(ctx.stack, details=plan)
-            else:
-                ctx.out.confirm(f"Restore {snapshot_id} on {ctx.cloud}?", details=plan)
-            from cli.errors import RestoredContentMismatch
-
-            managed = outputs is None and not ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
-            recorded: dict[str, Any] = {}
-
-            def switching(instance: str) -> None:
-                # Recorded before the Secret moves, so no failure after it (a stuck rollout, a
-                # timeout, an unverifiable check) can leave a deploy free to point it back.
-                if (
-                    managed
-                    and where == "new"
-                    and record_restore(ctx, where, instance, recorded) is not ExitStatus.OK
-                ):
-                    raise PreconditionFailed(
-                        f"could not record {instance} in the stack config"
-                        f" ({recorded['config_error']}); the workload was not switched",
-                        recorded["hint"],
-                    )
-
-            try:
-                doc = ops.restore(snapshot_id, where, ctx.out.info, timeout or 3600, switching)
-            except RestoredContentMismatch as exc:
-                # Pointed back at the previous database: nothing is left for a deploy to undo.
-                if recorded and exc.result.get("rolled_back"):
-                    record_restore(ctx, "in-place", "", {})
-                raise
-            steps = [*recorded.pop("next_steps", []), *doc.get("next_steps", [])]
-            doc = {"cloud": ctx.cloud, **doc, **recorded, "next_steps": steps}
-            if not managed:
-                doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
-                return DocResult(doc)
-            if where == "in-place":  # the stack's own instance holds the restored data now
-                return DocResult(doc, record_restore(ctx, where, str(doc["instance_id"]), doc))
-            return DocResult(doc)
-        snapshots = store(ctx)
-        plan = snapshots.restore_plan(snapshot_id, where)
-        if where == "in-place":
-            ctx.out.confirm_typed(ctx.stack, details=plan)
-        else:
-            ctx.out.confirm(f"Restore snapshot {snapshot_id} into stack {ctx.stack!r}?",
-                            details=plan)  # fmt: skip
-        # The clock starts after the answer: a person reading the plan is not the operation.
-        return snapshots.restore(snapshot_id, where, deadline(timeout), ctx.out.step)
+    def body() -> Result:
+        req = RestoreRequest(snapshot_id, where, timeout)
+        return target_for(ctx, outputs=outputs).restore(req, ctx.operator)
 
     args = {"id": snapshot_id, "target": where, "timeout": timeout}
-    run(ctx, "restore", args, body, render_either(_render_restore), mutating=True,
-        create_stack=ctx.cloud != "local")  # fmt: skip
-
-
-def record_restore(
-    ctx: Any, where: RestoreTarget, instance: str, doc: dict[str, Any]
-) -> ExitStatus:
-    """Tell the stack which instance the workload runs on after a cloud restore.
-
-    Into a NEW instance: the stack does not manage it, and a deploy would point the workload
-    back at the stack's own instance, losing what was written since; ``restoredInstance``
-    makes the program refuse until the operator decides. In place: the stack's instance holds
-    the restored data, so the mark (from an earlier restore) is cleared."""
-    from cli import engine
-
-    value = instance if where == "new" else ""
-    try:
-        changed = engine.set_config(
-            ctx.stack, ctx.cloud, {"restoredInstance": value}, home=ctx.env.home,
-            env=ctx.env.environ,
-        )  # fmt: skip
-    except ImctlError as exc:
-        doc["config_written"] = False
-        doc["config_error"] = exc.message
-        doc["hint"] = (
-            f"record it before any deploy: imctl deploy --set restoredInstance={value}"
-            " (the deploy then refuses, so the workload is not pointed back)"
-            if value
-            else "clear it: imctl deploy --set restoredInstance="
-        )
-        return ExitStatus.PARTIAL
-    doc["config_written"] = changed
-    if where == "new":
-        doc.setdefault("next_steps", []).insert(
-            0,
-            f"deploys of stack {ctx.stack} refuse while the workload runs on {instance}, which"
-            " the stack does not manage: keep the restore with --target in-place (AWS, GCP), or"
-            " go back to the stack's instance with imctl deploy --set restoredInstance=",
-        )
-    return ExitStatus.OK
+    run(ctx, "restore", args, body, _render_restore, mutating=True)

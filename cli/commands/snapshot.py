@@ -11,8 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.context import Context
-from cli.deadline import Deadline
 from cli.errors import UsageError
 from cli.options import (
     GROUP_EPILOG,
@@ -25,17 +23,9 @@ from cli.options import (
     Yes,
     make_context,
 )
-from cli.runner import DocResult, run
-from cli.snapshots import (
-    TIMEOUT_HINT,
-    CreateResult,
-    DeleteResult,
-    ListResult,
-    ShowResult,
-    SnapshotStore,
-    VerifyResult,
-)
-from cli.state import StackFiles
+from cli.results import Result
+from cli.runner import run
+from cli.targets.choose import target_for
 
 app = typer.Typer(
     name="snapshot",
@@ -57,58 +47,33 @@ SnapshotId = Annotated[str, typer.Argument(metavar="ID", help="Snapshot id (imct
 MAX_NOTE = 500
 
 
-def store(ctx: Context) -> SnapshotStore:
-    """The local target's SnapshotStore (clouds go through their ops: see _cloud)."""
-    if ctx.cloud != "local":
-        raise UsageError(
-            f"this snapshot command is local-only; on --cloud {ctx.cloud} use create, list,"
-            " show and delete (the cloud's own retention prunes, its backups are checksummed)",
-        )
-    from cli.targets.local.snapshots import LocalSnapshots
-
-    return LocalSnapshots(StackFiles(ctx.stack_dir))
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB"
 
 
-def cloud_ops_for(ctx: Context, outputs: str | None) -> Any:
-    from cli.targets.cloud.factory import cloud_ops
-
-    return cloud_ops(ctx, outputs)
-
-
-def render_either(render: Any) -> Any:
-    """A renderer that hands cloud documents to the generic cloud renderer."""
-
-    def pick(console: Any, doc: Mapping[str, Any]) -> None:
-        if doc.get("cloud", "local") != "local":
-            from cli.targets.cloud.factory import render_cloud
-
-            render_cloud(console, doc)
-        else:
-            render(console, doc)
-
-    return pick
-
-
-def deadline(timeout: float | None) -> Deadline:
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}")
-    return Deadline(timeout, hint=TIMEOUT_HINT)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _count(n: Any) -> str:
+    return "-" if n is None else str(n)
 
 
 # --- create ---------------------------------------------------------------------------------
 
 
 def _render_create(console: Any, doc: Mapping[str, Any]) -> None:
-    console.print(
-        f"[green]✓[/green] snapshot [bold]{doc['id']}[/bold]: {doc['messages']} messages in "
-        f"{doc['conversations']} conversations, {_mb(doc['size_bytes'])} "
-        f"({doc['duration_s']:.1f}s)"
-    )
-    console.print(f"  {doc['location']}")
+    if "messages" in doc and "duration_s" in doc:  # counted while it was taken
+        console.print(
+            f"[green]✓[/green] snapshot [bold]{doc['id']}[/bold]: {doc['messages']} messages in "
+            f"{doc['conversations']} conversations, {_mb(doc['size_bytes'])} "
+            f"({doc['duration_s']:.1f}s)"
+        )
+    else:  # a cloud's backup: the digest read just before it is what a restore checks
+        digest = doc.get("digest") or {}
+        held = f"at least {digest['messages']} messages" if digest else "no content digest"
+        console.print(
+            f"[green]✓[/green] snapshot [bold]{doc['id']}[/bold] {doc.get('status') or ''}: {held}"
+        )
+    console.print(f"  {doc.get('location') or '-'}", markup=False)
+    for w in doc.get("warnings") or []:
+        console.print(f"  [yellow]warning[/yellow] {w}", markup=False)
 
 
 @app.command("create")
@@ -127,18 +92,13 @@ def create(
     """Take a consistent snapshot of the primary's data while traffic flows."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> CreateResult | DocResult:
+    def body() -> Result:
         if note is not None and len(note) > MAX_NOTE:
             raise UsageError(f"--note is limited to {MAX_NOTE} characters")
-        limit = deadline(timeout)
-        if ctx.cloud != "local":
-            doc = cloud_ops_for(ctx, outputs).snapshot_create(note, ctx.out.info, timeout or 3600)
-            return DocResult({"cloud": ctx.cloud, **doc})
-        return store(ctx).create(note, limit, ctx.out.step)
+        return target_for(ctx, outputs=outputs).snapshot_create(note, timeout, ctx.operator)
 
     args = {"note": note, "timeout": timeout}
-    run(ctx, "snapshot create", args, body, render_either(_render_create), mutating=True,
-        create_stack=ctx.cloud != "local")  # fmt: skip
+    run(ctx, "snapshot create", args, body, _render_create, mutating=True)
 
 
 # --- list / show ----------------------------------------------------------------------------
@@ -150,14 +110,15 @@ def _render_list(console: Any, doc: Mapping[str, Any]) -> None:
     if not doc["snapshots"]:
         console.print("no snapshots (take one: imctl snapshot create)")
     else:
-        t = Table("id", "created", "messages", "size", "note")
+        t = Table("id", "created", "status", "messages", "size", "note")
         for s in doc["snapshots"]:
-            t.add_row(s["id"], s["created_at"], str(s["messages"]), _mb(s["size_bytes"]),
-                      s["note"] or "")  # fmt: skip
+            t.add_row(s["id"], s.get("created_at") or "-", s.get("status") or "complete",
+                      _count(s.get("messages")), _mb(s.get("size_bytes")),
+                      s.get("note") or "")  # fmt: skip
         console.print(t)
-    for name in doc["incomplete"]:
+    for name in doc.get("incomplete") or []:
         console.print(f"[yellow]incomplete:[/yellow] {name} (`imctl snapshot prune` removes it)")
-    for p in doc["previous_data"]:
+    for p in doc.get("previous_data") or []:
         console.print(
             f"kept by a restore: {p['path']} ({_mb(p['size_bytes'])}; "
             "`imctl snapshot prune --previous-data` removes it)"
@@ -178,22 +139,32 @@ def list_(
     """List the stack's snapshots, oldest first."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ListResult | DocResult:
-        if ctx.cloud != "local":
-            return DocResult({"cloud": ctx.cloud, **cloud_ops_for(ctx, outputs).snapshot_list()})
-        return store(ctx).list()
+    def body() -> Result:
+        return target_for(ctx, outputs=outputs).snapshot_list()
 
-    run(ctx, "snapshot list", {}, body, render_either(_render_list), mutating=False,
-        create_stack=ctx.cloud != "local")  # fmt: skip
+    run(ctx, "snapshot list", {}, body, _render_list, mutating=False)
 
 
 def _render_show(console: Any, doc: Mapping[str, Any]) -> None:
-    m = doc["manifest"]
+    console.print(
+        f"snapshot [bold]{doc['id']}[/bold]  ({doc.get('stack') or '-'}/{doc.get('region')})"
+    )
+    console.print(f"  created      {doc.get('created_at') or '-'}")
+    console.print(f"  location     {doc.get('location') or '-'}", markup=False)
+    console.print(f"  note         {doc.get('note') or '-'}", markup=False)
+    m = doc.get("manifest")
+    if m is None:  # a cloud's backup: what the cloud says of it, and the recorded digest
+        console.print(f"  status       {doc.get('status') or '-'}")
+        digest = doc.get("digest")
+        if digest:
+            console.print(
+                f"  digest       at least {digest['messages']} messages in"
+                f" {digest['conversations']} conversations"
+            )
+        else:
+            console.print("  digest       none recorded: a restore cannot check the content")
+        return
     content = m["content"]
-    console.print(f"snapshot [bold]{doc['id']}[/bold]  ({doc['stack']}/{doc['region']})")
-    console.print(f"  created      {doc['created_at']}")
-    console.print(f"  location     {doc['location']}")
-    console.print(f"  note         {doc['note'] or '-'}")
     console.print(f"  postgresql   {m['postgresql']['server_version']} ({m['format']}, "
                   f"{m['compression']})")  # fmt: skip
     console.print(
@@ -220,15 +191,10 @@ def show(
     digest)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> ShowResult | DocResult:
-        if ctx.cloud != "local":
-            doc = cloud_ops_for(ctx, outputs).snapshot_show(snapshot_id)
-            return DocResult({"cloud": ctx.cloud, **doc})
-        return store(ctx).show(snapshot_id)
+    def body() -> Result:
+        return target_for(ctx, outputs=outputs).snapshot_show(snapshot_id)
 
-    args = {"id": snapshot_id}
-    run(ctx, "snapshot show", args, body, render_either(_render_show), mutating=False,
-        create_stack=ctx.cloud != "local")  # fmt: skip
+    run(ctx, "snapshot show", {"id": snapshot_id}, body, _render_show, mutating=False)
 
 
 # --- delete / prune -------------------------------------------------------------------------
@@ -237,13 +203,14 @@ def show(
 def _render_delete(console: Any, doc: Mapping[str, Any]) -> None:
     for name in doc["deleted"]:
         console.print(f"[green]✓[/green] deleted {name}")
-    for path in doc["previous_data_deleted"]:
+    previous = doc.get("previous_data_deleted") or []
+    for path in previous:
         console.print(f"[green]✓[/green] deleted {path}")
-    if doc["kept"]:
+    if doc.get("kept"):
         console.print(f"kept {', '.join(doc['kept'])}")
-    if not doc["deleted"] and not doc["previous_data_deleted"]:
+    if not doc["deleted"] and not previous:
         console.print("nothing to delete")
-    else:
+    elif doc.get("freed_bytes") is not None:
         console.print(f"freed {_mb(doc['freed_bytes'])}")
 
 
@@ -262,14 +229,10 @@ def delete(
     """Delete one snapshot."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DeleteResult | DocResult:
-        if ctx.cloud != "local":
-            doc = cloud_ops_for(ctx, outputs).snapshot_delete(snapshot_id, ctx.out.info, 1800)
-            return DocResult({"cloud": ctx.cloud, **doc})
-        return store(ctx).delete(snapshot_id)
+    def body() -> Result:
+        return target_for(ctx, outputs=outputs).snapshot_delete(snapshot_id, None, ctx.operator)
 
-    run(ctx, "snapshot delete", {"id": snapshot_id}, body, render_either(_render_delete),
-        mutating=True, create_stack=ctx.cloud != "local")  # fmt: skip
+    run(ctx, "snapshot delete", {"id": snapshot_id}, body, _render_delete, mutating=True)
 
 
 @app.command("prune")
@@ -293,8 +256,8 @@ def prune(
     """Keep the newest N snapshots, delete the rest (and unfinished ones)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DeleteResult:
-        return store(ctx).prune(keep, previous_data)
+    def body() -> Result:
+        return target_for(ctx).snapshot_prune(keep, previous_data, ctx.operator)
 
     args = {"keep": keep, "previous_data": previous_data}
     run(ctx, "snapshot prune", args, body, _render_delete, mutating=True)
@@ -345,9 +308,8 @@ def verify(
     """Check a snapshot's files against its manifest (exit 10 when anything differs)."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> VerifyResult:
-        limit = deadline(timeout)
-        return store(ctx).verify(snapshot_id, deep, limit, ctx.out.step)
+    def body() -> Result:
+        return target_for(ctx).snapshot_verify(snapshot_id, deep, timeout, ctx.operator)
 
     args = {"id": snapshot_id, "deep": deep, "timeout": timeout}
     run(ctx, "snapshot verify", args, body, _render_verify, mutating=False)

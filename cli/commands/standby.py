@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import DocResult, run
-from cli.state import StackFiles
+from cli.results import Result
+from cli.runner import run
+from cli.targets.choose import target_for
 
 app = typer.Typer(
     help="Standby region operations.",
@@ -40,14 +41,7 @@ def rebuild(
     """Wipe REGION's database and copy the primary into it (pg_basebackup), then stream."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> DocResult:
-        from cli.targets.local.target import LocalTarget
-
-        target = LocalTarget(StackFiles(ctx.stack_dir))
-        ctx.out.confirm(
-            f"Rebuild region {region!r} as the standby?",
-            details=[f"delete {region}'s database and copy the primary into it"],
-        )
-        return DocResult(target.rebuild_standby(region, ctx.out.info))
+    def body() -> Result:
+        return target_for(ctx).standby_rebuild(region, ctx.operator)
 
     run(ctx, "standby-rebuild", {"region": region}, body, _render_rebuild, mutating=True)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from cli.errors import ExitStatus
 from cli.options import (
     Cloud,
     NoColor,
@@ -19,23 +17,9 @@ from cli.options import (
     Yes,
     make_context,
 )
+from cli.results import Result
 from cli.runner import run
-from cli.state import StackFiles
-
-
-@dataclass
-class StatusResult:
-    doc: dict[str, Any]
-    check: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        if self.check and not self.doc.get("healthy"):
-            return ExitStatus.PRECONDITION
-        return ExitStatus.OK
+from cli.targets.choose import target_for
 
 
 def render_problems(console: Any, problems: list[Mapping[str, Any]]) -> None:
@@ -46,14 +30,24 @@ def render_problems(console: Any, problems: list[Mapping[str, Any]]) -> None:
             console.print(f"    next: {p['next_command']}", markup=False)
 
 
-def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
+def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    mark = "[green]healthy[/green]" if doc.get("healthy") else "[red]UNHEALTHY[/red]"
+    console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
+    console.print(f"endpoint {doc.get('endpoint') or '-'}")
+    render_problems(console, doc.get("problems", []))
+    for w in doc.get("warnings") or []:
+        console.print(f"[yellow]warning[/yellow] {w}", markup=False)
+    regions = doc.get("regions") or []
+    if isinstance(regions, Mapping):  # a cloud: regions by name
+        _render_cloud_regions(console, doc)
+    else:
+        _render_local_regions(console, regions)
+
+
+def _render_local_regions(console: Any, regions: list[Mapping[str, Any]]) -> None:
     from rich.table import Table
 
-    mark = "[green]healthy[/green]" if doc["healthy"] else "[red]UNHEALTHY[/red]"
-    console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
-    console.print(f"endpoint {doc['endpoint']}")
-    render_problems(console, doc.get("problems", []))
-    for r in doc["regions"]:
+    for r in regions:
         db, bus = r["database"], r["bus"]
         console.print(
             f"\nregion [bold]{r['name']}[/bold] ({r['role']}) port {r['port']}  "
@@ -114,29 +108,32 @@ def status(
     """Show nodes, database and bus per region, with health."""
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
-    def body() -> StatusResult:
-        if ctx.cloud != "local":
-            from cli.targets.cloud.factory import load_outputs, ops_for
+    def body() -> Result:
+        return target_for(ctx, outputs=outputs).status(check)
 
-            outs = load_outputs(ctx, outputs)
-            doc = {"cloud": ctx.cloud, "stack": ctx.stack, **ops_for(ctx, outs).status()}
-            # Operations recorded in the config that the deployed stack does not reflect yet.
-            notes = [str(n) for k in ("roles_note", "restore_note") if (n := outs.extra.get(k))]
-            if notes:
-                doc["warnings"] = [*notes, *doc.get("warnings", [])]
-            return StatusResult(doc, check)
-        from cli.targets.local.target import LocalTarget
-
-        return StatusResult(LocalTarget(StackFiles(ctx.stack_dir)).status(), check)
-
-    run(ctx, "status", {"check": check}, body, _render, mutating=False,
-        create_stack=ctx.cloud != "local")  # fmt: skip
+    run(ctx, "status", {"check": check}, body, _render, mutating=False)
 
 
-def _render(console: Any, doc: Mapping[str, Any]) -> None:
-    if doc.get("cloud", "local") != "local":
-        from cli.targets.cloud.factory import render_cloud
-
-        render_cloud(console, doc)
-    else:
-        _render_status(console, doc)
+def _render_cloud_regions(console: Any, doc: Mapping[str, Any]) -> None:
+    for name, r in doc["regions"].items():
+        db = r.get("database") or {}
+        db_state = db.get("status") or r.get("db_state") or "unknown"
+        work = r.get("workload") or {}
+        pods = (
+            f"{work.get('ready')}/{work.get('desired')} pods ready"
+            if "desired" in work
+            else f"pods: {work.get('error', 'unknown')}"
+        )
+        readyz = r.get("readyz")
+        ready = "ok" if readyz is True else ("not ready" if readyz is False else readyz)
+        instance = r.get("db_instance_id") or "-"
+        console.print(
+            f"\nregion [bold]{name}[/bold] ({r.get('role')})  database {instance}: {db_state}"
+            f"  {pods}  /readyz {ready}",
+            highlight=False,
+        )
+        if r.get("endpoint"):
+            console.print(f"  endpoint {r['endpoint']}", markup=False)
+    lag = doc.get("replica_lag_seconds")
+    if lag is not None:
+        console.print(f"standby lag {lag}s")

@@ -10,7 +10,8 @@ import typer
 
 from cli.errors import UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
-from cli.runner import DocResult, run
+from cli.results import DocResult
+from cli.runner import run
 from cli.state import StackFiles
 
 

@@ -21,7 +21,9 @@ import typer
 from typer.testing import CliRunner
 
 from cli import journal
-from cli.commands import doctor
+from cli import prereqs
+from cli.targets.cloud import prereqs as cloud_prereqs
+from cli.targets.local import prereqs as local_prereqs
 from cli.context import Context, OutputFormat
 from cli.env import Env
 from cli.errors import Cancelled, ExitStatus, PrerequisiteMissing, ResourceFailure, UsageError
@@ -529,15 +531,15 @@ def test_doctor_port_in_use_by_someone_else_vs_this_stack(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        monkeypatch.setattr(doctor, "DEFAULT_PORT", port)
+        monkeypatch.setattr(local_prereqs, "DEFAULT_PORT", port)
         ctx = Context(env=make_env(home))
-        [foreign] = doctor.check_ports(ctx)
+        [foreign] = local_prereqs.check_ports(ctx.stack, ctx.stack_dir)
         assert not foreign.ok and f"port {port}" in foreign.detail and "ss -ltnp" in foreign.fix
 
         ctx.stack_dir.mkdir(parents=True)
         config = {"regions": [{"name": "r1", "port": port, "replicas": 2, "role": "primary"}]}
         (ctx.stack_dir / "config.json").write_text(json.dumps(config))
-        [mine] = doctor.check_ports(ctx)
+        [mine] = local_prereqs.check_ports(ctx.stack, ctx.stack_dir)
         assert mine.ok and "in use by stack 'dev'" in mine.detail
 
 
@@ -558,18 +560,18 @@ def test_doctor_cloud_checks(home: Path, tmp_path: Path) -> None:
     # Looked up, not imported (other tests in this process may have imported them already).
     assert not {m for m in imported_by_doctor if m.startswith(("pulumi_aws", "boto3"))}
 
-    assert doctor.check_credentials("aws", {"AWS_PROFILE": "ops"}).ok
+    assert cloud_prereqs.check_credentials("aws", {"AWS_PROFILE": "ops"}).ok
     adc = tmp_path / "adc.json"
     adc.write_text("{}")
-    assert doctor.check_credentials("gcp", {"GOOGLE_APPLICATION_CREDENTIALS": str(adc)}).ok
-    assert not doctor.check_credentials("gcp", {"GOOGLE_APPLICATION_CREDENTIALS": "/no"}).ok
-    assert doctor.check_credentials("alicloud", {"ALIBABA_CLOUD_ACCESS_KEY_ID": "k"}).ok
-    assert not doctor.check_credentials("alicloud", {}).ok
+    assert cloud_prereqs.check_credentials("gcp", {"GOOGLE_APPLICATION_CREDENTIALS": str(adc)}).ok
+    assert not cloud_prereqs.check_credentials("gcp", {"GOOGLE_APPLICATION_CREDENTIALS": "/no"}).ok
+    assert cloud_prereqs.check_credentials("alicloud", {"ALIBABA_CLOUD_ACCESS_KEY_ID": "k"}).ok
+    assert not cloud_prereqs.check_credentials("alicloud", {}).ok
 
     pulumi = empty_bin / "pulumi"
     pulumi.write_text("#!/bin/sh\n")
     pulumi.chmod(0o755)
-    assert doctor.check_pulumi({"PATH": str(empty_bin)}).ok
+    assert cloud_prereqs.check_pulumi({"PATH": str(empty_bin)}).ok
 
 
 def test_doctor_checks_docker_buildx_only_when_the_stack_builds_its_image(
@@ -602,17 +604,17 @@ def test_doctor_checks_docker_buildx_only_when_the_stack_builds_its_image(
     def answer(code: int, out: str = "", err: str = "") -> Any:
         return lambda argv: subprocess.CompletedProcess(argv, code, out, err)
 
-    no_plugin = doctor.check_docker_buildx(path, answer(1, err="'buildx' is not a docker command."))
+    no_plugin = cloud_prereqs.check_docker_buildx(path, answer(1, err="'buildx' is not a docker command."))
     assert not no_plugin.ok and "not a docker command" in no_plugin.detail
-    found = doctor.check_docker_buildx(path, answer(0, out="github.com/docker/buildx v0.17.1"))
+    found = cloud_prereqs.check_docker_buildx(path, answer(0, out="github.com/docker/buildx v0.17.1"))
     assert found.ok and "v0.17.1" in found.detail
 
 
 def test_doctor_optional_failure_does_not_fail() -> None:
-    result = doctor.DoctorResult(
+    result = prereqs.DoctorResult(
         "aws",
-        [doctor.Check("a", True, "fine"), doctor.Check("kubectl", False, "absent", "x", False)],
+        [prereqs.Check("a", True, "fine"), prereqs.Check("kubectl", False, "absent", "x", False)],
     )
     assert result.ok and result.exit_status == ExitStatus.OK
-    result.checks.append(doctor.Check("b", False, "broken", "fix it"))
+    result.checks.append(prereqs.Check("b", False, "broken", "fix it"))
     assert not result.ok and result.exit_status == ExitStatus.PRECONDITION

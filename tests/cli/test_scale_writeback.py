@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cli import engine
-from cli.commands.scale import write_back
+from cli.targets.cloud.records import write_back
 from cli.errors import ExitStatus, UsageError
 
 

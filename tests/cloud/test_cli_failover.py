@@ -107,7 +107,8 @@ def test_forced_failover_is_recorded_and_a_repeat_is_refused(aws: Aws, stack: Fa
     )
     assert code == 0, doc
     assert (doc["from_region"], doc["to_region"]) == (EAST, WEST)
-    assert doc["config_written"] == {"failovers": "1"} and doc["failovers"] == 1
+    details = doc["details"]
+    assert details["config_written"] == {"failovers": "1"} and details["failovers"] == 1
     assert any("imctl deploy -s dev" in step for step in doc["next_steps"])
     assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
         {"Value": aws.world.endpoints[WEST]}
@@ -136,7 +137,7 @@ def test_with_an_outputs_file_nothing_is_written_back(
          "--outputs", str(path)],
     )  # fmt: skip
     assert code == 0, doc
-    assert doc["config_written"] is False
+    assert doc["details"]["config_written"] is False
     assert "failovers" not in engine.config_values("dev", home=stack.home, env=stack.env)
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from cli import engine
-from cli.commands.failover import record_roles
-from cli.commands.restore import record_restore
+from cli.targets.cloud.records import if_promoted, record_roles, record_restore
 from cli.errors import ExitStatus, UsageError
 from tests.cloud.fake_pulumi import FakePulumi
 
@@ -48,7 +47,8 @@ def test_failover_is_counted_and_ops_see_the_new_writer_before_any_deploy(
 ) -> None:
     doc: dict[str, Any] = {}
     assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.OK
-    assert doc["config_written"] == {"failovers": "1"} and doc["failovers"] == 1
+    details = doc["details"]
+    assert details["config_written"] == {"failovers": "1"} and details["failovers"] == 1
     assert "imctl deploy -s dev" in doc["next_steps"][0]
     assert engine.config_values("dev", home=fake.home, env=fake.env)["failovers"] == "1"
     # The deployed outputs still say east; every command reads the config's roles instead.
@@ -62,7 +62,7 @@ def test_a_resumed_failover_is_not_counted_twice(fake: FakePulumi) -> None:
     record_roles(_ctx(fake), WEST, {})
     doc: dict[str, Any] = {}
     assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.OK
-    assert doc["failovers"] == 1 and doc["config_written"] == {}
+    assert doc["details"]["failovers"] == 1 and doc["details"]["config_written"] == {}
 
 
 def test_the_next_deploy_keeps_the_writer_and_failing_back_counts_again(fake: FakePulumi) -> None:
@@ -88,8 +88,8 @@ def test_a_failed_record_is_a_partial_success_with_the_fix(
     monkeypatch.setattr(engine, "set_config", refuse)
     doc: dict[str, Any] = {}
     assert record_roles(_ctx(fake), WEST, doc) is ExitStatus.PARTIAL
-    assert doc["config_written"] is False
-    assert "failovers" in doc["hint"] and WEST in doc["hint"]
+    assert doc["details"]["config_written"] is False
+    assert "failovers" in doc["details"]["hint"] and WEST in doc["details"]["hint"]
 
 
 def test_a_restore_to_a_new_instance_is_recorded_and_in_place_clears_it(fake: FakePulumi) -> None:
@@ -149,8 +149,6 @@ def test_a_deploy_after_a_half_done_destroy_restores_the_databases_protection(
 
 
 def test_a_failover_that_timed_out_names_the_count_to_record(fake: FakePulumi) -> None:
-    from cli.commands.failover import _if_promoted
-
-    assert _if_promoted(_ctx(fake), WEST).endswith("imctl deploy --set failovers=1")
+    assert if_promoted(_ctx(fake), WEST).endswith("imctl deploy --set failovers=1")
     record_roles(_ctx(fake), WEST, {})
-    assert _if_promoted(_ctx(fake), WEST) == f"the stack config already names {WEST} the writer"
+    assert if_promoted(_ctx(fake), WEST) == f"the stack config already names {WEST} the writer"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.commands import doctor
+from cli.targets.cloud import prereqs
 from stacks import k8s_support
 from stacks.config import ConfigError, Undeployable, check_deployable, load
 from stacks.plan import run_plan
@@ -118,17 +118,17 @@ def test_doctor_reads_the_stacks_version_and_judges_it_by_the_date(tmp_path: Pat
     (work / "Pulumi.prod.yaml").write_text(
         'config:\n  imctl:cloud: aws\n  imctl:kubernetesVersion: "1.34"\n'
     )
-    version = doctor.configured_kubernetes_version(tmp_path, {}, "prod")
+    version = prereqs.stack_settings(tmp_path, {}, "prod").kubernetes_version
     assert version == "1.34"
-    assert doctor.configured_kubernetes_version(tmp_path, {}, "other") == ""
+    assert prereqs.stack_settings(tmp_path, {}, "other").kubernetes_version == ""
 
-    extended = doctor.check_kubernetes_version("aws", version, TODAY)
+    extended = prereqs.check_kubernetes_version("aws", version, TODAY)
     assert not extended.ok and not extended.required  # a warning: doctor still exits 0
     assert "2026-12-02" in extended.detail and "1.35" in extended.fix
 
-    dead = doctor.check_kubernetes_version("aws", "1.31", TODAY)
+    dead = prereqs.check_kubernetes_version("aws", "1.31", TODAY)
     assert not dead.ok and dead.required  # exit 10
-    fine = doctor.check_kubernetes_version("aws", "", TODAY)
+    fine = prereqs.check_kubernetes_version("aws", "", TODAY)
     assert fine.ok and "default" in fine.detail
 
 

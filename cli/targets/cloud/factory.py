@@ -10,7 +10,7 @@ from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs, load_file
 
 if TYPE_CHECKING:
-    from cli.context import Context
+    from cli.targets.choose import Invocation as Context
     from cli.targets.cloud.kube import KubeApi
 
 

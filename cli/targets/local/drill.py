@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets as secrets_mod
 import time
 from dataclasses import dataclass, field
@@ -20,14 +21,33 @@ from typing import Any
 
 import asyncpg
 
+from cli.errors import ExitStatus, UsageError
 from cli.progress import Note
+from cli.results import DocResult, Result
 from cli.state import StackConfig
+from cli.targets.base import Operator
 from cli.targets.local.drill_users import conversations_like, drill_users
 from cli.targets.local.target import LocalTarget
 from im_server import auth
 from im_server.client import Ack, Client, Message
 
 DRILL_MAX_LAG = 16 * 1024 * 1024
+
+
+@dataclass
+class DrillResult:
+    doc: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        # A drill that lost or duplicated acked messages failed, whatever else went right.
+        bad = self.doc["acked_missing"] or self.doc["duplicates"] or self.doc["seq_gaps"]
+        if bad and self.doc["data_loss_bound"].get("acked_messages") == 0:
+            return ExitStatus.ERROR
+        return ExitStatus.OK
 
 
 @dataclass
@@ -104,7 +124,7 @@ async def drill(
             step(f"losing region {from_region}: kill -9 of all its processes")
             kill_region(target, cfg, from_region)
         info = await asyncio.to_thread(
-            target.failover,
+            target.failover_sequence().run,
             to_region,
             force=force,
             max_lag=DRILL_MAX_LAG,
@@ -189,3 +209,54 @@ async def clean(dsn: str, run: str | None) -> dict[str, int]:
     finally:
         await conn.close()
     return {"conversations": len(rows), "messages": sum(int(r["last_seq"]) for r in rows)}
+
+
+def run(
+    target: LocalTarget, to_region: str | None, force: bool, pairs: int, op: Operator
+) -> Result:
+    """``imctl drill failover``: every check the failover makes, then the question, then the
+    drill. Nothing is written or killed before the plan has passed."""
+    if not 1 <= pairs <= 64:
+        raise UsageError(f"--pairs must be between 1 and 64, got {pairs}")
+    cfg = target.files.load_config()
+    standbys = [r.name for r in cfg.regions if r.role == "standby"]
+    dest = to_region or (standbys[0] if len(standbys) == 1 else None)
+    if dest is None:
+        raise UsageError(
+            "name the standby with --to-region",
+            f"standbys: {', '.join(standbys) or 'none (deploy with --standby-region)'}",
+        )
+    _, src, _, info = target.failover_sequence().plan(dest, force, DRILL_MAX_LAG)
+    what = "kill -9 every process of" if force else "switch over from"
+    op.confirm(
+        f"Drill: {what} region {src.cfg.name} to {dest} under load?",
+        details=[
+            "this is a real failover of this stack",
+            f"{pairs} drill user pair(s) write to their own conversations;"
+            " remove them later with `imctl drill clean`",
+            *info["steps"],
+        ],
+    )
+    return DrillResult(asyncio.run(drill(target, dest, force=force, pairs=pairs, step=op.note)))
+
+
+def clean_run(target: LocalTarget, run_id: str | None, op: Operator) -> Result:
+    """``imctl drill clean``: count, ask, then delete the drill conversations of one run (or of
+    all runs)."""
+    if run_id is not None and not re.fullmatch(r"[0-9a-f]{8}", run_id):
+        raise UsageError(
+            f"--run must be the 8 hex digits a drill reported, got {run_id!r}",
+            "`imctl history` lists past drills",
+        )
+    cfg = target.files.load_config()
+    primary = next(r for r in target.regions(cfg) if r.cfg.name == cfg.primary.name)
+    found = asyncio.run(drill_traffic(primary.dsn(), run_id))
+    doc: dict[str, Any] = {"stack": cfg.stack, "run": run_id, **found}
+    if not found["conversations"]:
+        return DocResult(doc)
+    op.confirm(
+        f"Delete {found['conversations']} drill conversation(s) with {found['messages']}"
+        f" message(s) from stack {cfg.stack!r}?",
+        details=["only direct conversations between two drill users (imctl-drill.*)"],
+    )
+    return DocResult({**doc, **asyncio.run(clean(primary.dsn(), run_id))})

@@ -1,16 +1,21 @@
-"""The local target: the whole topology on this machine, with real processes."""
+"""The local target: the whole topology on this machine, with real processes.
+
+Deploy, status, scale and destroy are here; the failover sequence is in failover.py, snapshots
+and restore in snapshots.py, drills in drill.py and logs in logs.py, each called from a verb
+of the one Target interface (cli/targets/base.py).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
+from cli.deadline import Deadline
+from cli.errors import PreconditionFailed, UsageError
 from cli.progress import Note
+from cli.results import DocResult, Result, StatusResult
 from cli.state import (
     DEFAULT_PORT,
     DEFAULT_REPLICAS,
@@ -21,8 +26,29 @@ from cli.state import (
     StackConfig,
     StackFiles,
 )
+from cli.targets.base import (
+    DeployRequest,
+    FailoverRequest,
+    LogsRequest,
+    Operator,
+    RestoreRequest,
+    ScaleRequest,
+    Target,
+    check_timeout,
+    describe_bound,
+)
 from cli.targets.local import discovery, procs
-from cli.targets.local.runtime import Region, SyncWatch
+from cli.targets.local.failover import (
+    LocalFailover,
+    plan_document,
+    result_document,
+    sync_watch,
+    wait_streaming,
+)
+from cli.targets.local.runtime import Region
+
+if TYPE_CHECKING:
+    from cli.targets.local.snapshots import LocalSnapshots
 
 DEFAULT_REGION = "local"
 
@@ -42,17 +68,28 @@ def validate_port(p: int) -> int:
     return p
 
 
-def sync_watch(cfg: StackConfig) -> SyncWatch:
-    """What the primary's nodes watch (im_server/health.py): the synchronous standby, if the
-    stack has one now, and the policy for when it is lost."""
-    standbys = cfg.standbys
-    name = standbys[0].name if cfg.replication == "sync" and standbys else ""
-    return SyncWatch(name, cfg.sync_policy, cfg.sync_degrade_after)
+FAILOVER_TIMEOUT = 120.0
+FAILOVER_MAX_LAG = 16 * 1024 * 1024
 
 
-class LocalTarget:
+class LocalTarget(Target):
+    name: ClassVar[str] = "local"
+    options: ClassVar[frozenset[str]] = frozenset(
+        {"--port", "--replication", "--sync-policy", "--sync-degrade-after", "--keep-data",
+         "--max-lag"}
+    )  # fmt: skip
+
     def __init__(self, files: StackFiles) -> None:
+        super().__init__(files.dir.name)
         self.files = files
+
+    def failover_sequence(self) -> LocalFailover:
+        return LocalFailover(self.files, self.regions, self.status_doc)
+
+    def _snapshots(self) -> LocalSnapshots:
+        from cli.targets.local.snapshots import LocalSnapshots
+
+        return LocalSnapshots(self.files)
 
     def regions(self, cfg: StackConfig, secrets: Secrets | None = None) -> list[Region]:
         secrets = secrets or self.files.load_secrets()
@@ -171,21 +208,16 @@ class LocalTarget:
             primary.replicas = replicas
         return cfg, False
 
-    def deploy(
-        self,
-        region: str | None,
-        replicas: int | None,
-        port: int | None,
-        step: Note,
-        standby_region: str | None = None,
-        replication: str | None = None,
-        *,
-        sync_policy: str | None = None,
-        sync_degrade_after: float | None = None,
-    ) -> dict[str, Any]:
+    def deploy(self, req: DeployRequest, op: Operator) -> Result:
+        if req.sets:
+            raise UsageError("--set is for cloud stacks", "the local target takes flags")
+        return DocResult(self._deploy(req, op.note))
+
+    def _deploy(self, req: DeployRequest, step: Note) -> dict[str, Any]:
         cfg, new = self.plan_config(
-            region, replicas, port, standby_region, replication, sync_policy, sync_degrade_after
-        )
+            req.region, req.replicas, req.port, req.standby_region, req.replication,
+            req.sync_policy, req.sync_degrade_after,
+        )  # fmt: skip
         secrets = self.files.load_or_create_secrets()
         regions = self.regions(cfg, secrets)
         for r in regions:
@@ -234,29 +266,16 @@ class LocalTarget:
         rows = {r["standby"]: r for r in rep.primary_view(primary)}
         if rows.get(standby.cfg.name, {}).get("sync_state") == "sync":
             return []
-        self._wait_streaming(standby, 30.0)
+        wait_streaming(standby, 30.0)
         rep.set_synchronous(primary, standby.cfg.name)
         msg = f"synchronous replication {standby.upstream.cfg.name} -> {standby.cfg.name}"
         step(msg)
         return [msg]
 
-    @staticmethod
-    def _wait_streaming(standby: Region, timeout: float) -> None:
-        from cli.targets.local import replication as rep
+    def status(self, check: bool) -> Result:
+        return StatusResult(self.status_doc(), check)
 
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(ImctlError):
-                if rep.standby_state(standby.pg()).streaming:
-                    return
-            if time.monotonic() > deadline:
-                raise OperationTimeout(
-                    f"standby {standby.cfg.name} is not streaming after {timeout:.0f}s",
-                    f"see {standby.root / 'pg' / 'postgres.log'}",
-                )
-            time.sleep(0.1)
-
-    def status(self) -> dict[str, Any]:
+    def status_doc(self) -> dict[str, Any]:
         from cli.targets.local.health import problems
 
         cfg = self.files.load_config()
@@ -278,7 +297,12 @@ class LocalTarget:
             "regions": regions,
         }
 
-    def scale(self, replicas: int, region: str | None, step: Note) -> dict[str, Any]:
+    def scale(self, req: ScaleRequest, op: Operator) -> Result:
+        if req.replicas is None:
+            raise UsageError("--replicas is required", "e.g. imctl scale --replicas 3")
+        return DocResult(self._scale(req.replicas, req.region, op.note))
+
+    def _scale(self, replicas: int, region: str | None, step: Note) -> dict[str, Any]:
         validate_replicas(replicas)
         cfg = self.files.load_config()
         rc = cfg.region(region) if region else cfg.primary
@@ -316,7 +340,14 @@ class LocalTarget:
         lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
         return lines
 
-    def destroy(self, keep_data: bool, step: Note) -> dict[str, Any]:
+    def destroy(self, keep_data: bool, op: Operator) -> Result:
+        plan = self.destroy_plan()
+        if keep_data:
+            plan = [*plan[:-1], f"keep {self.files.dir}"]
+        op.confirm(f"Destroy stack {self.stack!r}?", details=plan)
+        return DocResult(self._destroy(keep_data, op.note))
+
+    def _destroy(self, keep_data: bool, step: Note) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
         regions = self.regions(cfg)
@@ -334,205 +365,108 @@ class LocalTarget:
             "data_dir": None if not keep_data else str(self.files.dir),
         }
 
-    # --- failover -------------------------------------------------------------------------
+    # --- snapshots and restore (snapshots.py) ---------------------------------------------------
 
-    def failover_plan(
-        self, to_region: str, force: bool, max_lag: int
-    ) -> tuple[StackConfig, Region, Region, dict[str, Any]]:
-        """Pre-flight checks; raise PreconditionFailed with the reason when unsafe."""
-        from cli.targets.local import replication as rep
+    def snapshot_create(self, note: str | None, timeout: float | None, op: Operator) -> Result:
+        return self._snapshots().create(note, snapshot_deadline(timeout), op.step)
 
-        cfg = self.files.load_config()
-        regions = {r.cfg.name: r for r in self.regions(cfg)}
-        if to_region not in regions:
-            raise UsageError(
-                f"stack {cfg.stack!r} has no region {to_region!r}",
-                f"regions: {', '.join(regions)}",
-            )
-        dst = regions[to_region]
-        src = regions[cfg.primary.name]
-        if dst.cfg.role != "standby":
-            raise PreconditionFailed(
-                f"region {to_region!r} is the {dst.cfg.role}, not a standby",
-                "`imctl status` shows each region's role",
-            )
-        dst_pg = dst.pg()
-        if not dst_pg.is_running() or not rep.in_recovery(dst_pg):
-            raise PreconditionFailed(
-                f"standby {to_region!r} is not a running standby database",
-                f"`imctl deploy` starts it; `imctl standby rebuild --region {to_region}`"
-                " rebuilds it",
-            )
-        state = rep.standby_state(dst_pg)
-        info: dict[str, Any] = {
-            "from_region": src.cfg.name,
-            "to_region": to_region,
-            "mode": "forced" if force else "planned",
-            "replication": cfg.replication,
-            "standby_streaming": state.streaming,
-        }
-        if not force:
-            src_pg = src.pg()
-            if not src_pg.is_running():
-                raise PreconditionFailed(
-                    f"primary {src.cfg.name!r} is down: a planned switchover needs it",
-                    f"if it is lost, fence it and promote: imctl failover --to-region {to_region}"
-                    " --force",
-                )
-            if not state.streaming:
-                raise PreconditionFailed(
-                    f"standby {to_region!r} is not streaming from {src.cfg.name!r}",
-                    "check `imctl status` and the standby's postgres log",
-                )
-            lag = max(0, rep.current_lsn(src_pg) - state.replay_lsn)
-            info["lag_bytes"] = lag
-            if lag > max_lag:
-                raise PreconditionFailed(
-                    f"standby {to_region!r} is {lag} bytes behind (limit {max_lag})",
-                    "wait for it to catch up, or raise --max-lag",
-                )
-            info["data_loss_bound"] = {"acked_messages": 0, "wal_bytes": 0}
-            info["steps"] = [
-                f"drain the im-server nodes of {src.cfg.name} (clients get reconnect)",
-                f"wait until {to_region} has replayed everything, then stop {src.cfg.name}'s"
-                " PostgreSQL",
-                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
-                f"rejoin {src.cfg.name} as the standby of {to_region}",
-            ]
+    def snapshot_list(self) -> Result:
+        return self._snapshots().list()
+
+    def snapshot_show(self, snapshot_id: str) -> Result:
+        return self._snapshots().show(snapshot_id)
+
+    def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
+        check_timeout(timeout)
+        return self._snapshots().delete(snapshot_id)
+
+    def snapshot_prune(self, keep: int, previous_data: bool, op: Operator) -> Result:
+        return self._snapshots().prune(keep, previous_data)
+
+    def snapshot_verify(
+        self, snapshot_id: str, deep: bool, timeout: float | None, op: Operator
+    ) -> Result:
+        return self._snapshots().verify(snapshot_id, deep, snapshot_deadline(timeout), op.step)
+
+    def restore(self, req: RestoreRequest, op: Operator) -> Result:
+        check_timeout(req.timeout)  # a bad --timeout fails before anyone is asked anything
+        snapshots = self._snapshots()
+        plan = snapshots.restore_plan(req.snapshot_id, req.where)
+        if req.where == "in-place":
+            op.confirm_typed(self.stack, details=plan)
         else:
-            if cfg.replication == "sync":
-                info["data_loss_bound"] = {
-                    "acked_messages": 0,
-                    "wal_bytes": None,
-                    "why": "synchronous replication: every ack waited for the standby's flush",
-                }
-            else:
-                info["data_loss_bound"] = {
-                    "acked_messages": None,
-                    "wal_bytes": None,
-                    "why": "asynchronous replication: WAL the standby had not received is lost;"
-                    " measured after fencing",
-                }
-            info["steps"] = [
-                f"fence {src.cfg.name}: kill its nodes, NATS and PostgreSQL where they still run",
-                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
-                f"{src.cfg.name} stays out until `imctl standby rebuild --region {src.cfg.name}`",
-            ]
-        return cfg, src, dst, info
-
-    def failover(
-        self,
-        to_region: str,
-        *,
-        force: bool,
-        max_lag: int,
-        confirm: Callable[[dict[str, Any]], None],
-        step: Note,
-        timeout: float = 120.0,
-    ) -> dict[str, Any]:
-        from cli.targets.local import replication as rep
-
-        cfg, src, dst, info = self.failover_plan(to_region, force, max_lag)
-        confirm(info)
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        src_pg, dst_pg = src.pg(), dst.pg()
-        if not force:
-            step(f"draining {src.cfg.name}'s im-server nodes")
-            src.remove_nodes(0, step)
-            target = rep.current_lsn(src_pg)
-            step(f"waiting for {dst.cfg.name} to replay up to the last write")
-            while rep.replayed_lsn(dst_pg) < target:
-                if time.monotonic() > deadline:
-                    raise OperationTimeout(
-                        f"{dst.cfg.name} did not catch up in {timeout:.0f}s; nothing was"
-                        f" promoted and {src.cfg.name} is still the primary",
-                        "`imctl deploy` restarts its nodes",
-                    )
-                time.sleep(0.02)
-            step(f"stopping {src.cfg.name}'s PostgreSQL")
-            src_pg.stop()
-        else:
-            step(f"fencing {src.cfg.name}")
-            src.fence(kill_db=False)
-            end = rep.wal_end_of_stopped(src_pg)
-            received = rep.standby_state(dst_pg).receive_lsn
-            wal_lost = None if end is None else max(0, end - received)
-            info["data_loss_bound"]["wal_bytes"] = wal_lost
-            if cfg.replication == "async" and wal_lost == 0:
-                info["data_loss_bound"]["acked_messages"] = 0
-        step(f"promoting {dst.cfg.name}")
-        rep.promote(dst_pg)
-        promoted_at = time.monotonic()
-        # Roles are written before nodes start: a crash from here on leaves the config naming
-        # the new primary, and `imctl deploy` finishes the job.
-        src.cfg.role = "fenced" if force else "standby"
-        dst.cfg.role = "primary"
-        self.files.save_config(cfg)
-        dst.upstream, src.upstream = None, dst
-        dst.sync = sync_watch(cfg)
-        dst.ensure_bus(step)
-        dst.ensure_nodes(dst.cfg.replicas, step)
-        info["rto_seconds"] = round(time.monotonic() - t0, 3)
-        info["promote_seconds"] = round(promoted_at - t0, 3)
-        info["rejoined"] = False
-        if not force:
-            step(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}")
-            self._rejoin(cfg, src, dst, step)
-            info["rejoined"] = True
-        info["status"] = self.status()
-        return info
-
-    def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Note) -> None:
-        """The old primary follows the new one: it was stopped cleanly after the standby had
-        everything, so it can stream the new timeline; pg_rewind or a fresh copy otherwise."""
-        from cli.targets.local import replication as rep
-
-        pg = src.pg()
-        rep.ensure_slot(dst.pg(), src.cfg.name)
-        rep.mark_standby(pg)
-        pg.start()
-        try:
-            self._wait_streaming(src, 15.0)
-        except OperationTimeout:
-            step(f"{src.cfg.name} cannot follow directly; taking a fresh copy")
-            pg.stop(mode="fast")
-            rep.base_backup(dst.pg(), pg, src.cfg.name, self.files.load_secrets().pg_password)
-            pg.start()
-            self._wait_streaming(src, 30.0)
-        src.ensure_bus(step)
-        if cfg.replication == "sync":
-            rep.set_synchronous(dst.pg(), src.cfg.name)
-
-    def rebuild_standby(self, region: str, step: Note) -> dict[str, Any]:
-        from cli.targets.local import replication as rep
-
-        cfg = self.files.load_config()
-        regions = {r.cfg.name: r for r in self.regions(cfg)}
-        if region not in regions:
-            raise UsageError(f"stack {cfg.stack!r} has no region {region!r}")
-        r = regions[region]
-        if r.cfg.role == "primary":
-            raise PreconditionFailed(
-                f"region {region!r} is the primary; only a standby or fenced region is rebuilt"
+            op.confirm(
+                f"Restore snapshot {req.snapshot_id} into stack {self.stack!r}?", details=plan
             )
-        primary = regions[cfg.primary.name]
-        if not primary.pg().is_running():
-            raise PreconditionFailed(f"primary {primary.cfg.name!r} is not running")
-        r.fence(kill_db=False)
-        r.cfg.role = "standby"
-        r.upstream = primary
-        pg = r.pg()
-        step(f"copying {primary.cfg.name} into {region} (pg_basebackup)")
-        rep.drop_slot(primary.pg(), region)
-        rep.base_backup(primary.pg(), pg, region, self.files.load_secrets().pg_password)
-        pg.start()
-        self._wait_streaming(r, 30.0)
-        r.ensure_bus(step)
-        if cfg.replication == "sync":
-            rep.set_synchronous(primary.pg(), region)
-        self.files.save_config(cfg)
-        # The primary's nodes learn that they have a standby again (a rolling restart).
-        primary.sync = sync_watch(cfg)
-        primary.ensure_nodes(primary.cfg.replicas, step)
-        return {"stack": cfg.stack, "region": region, "role": "standby", "status": self.status()}
+        # The clock starts after the answer: a person reading the plan is not the operation.
+        return snapshots.restore(req.snapshot_id, req.where, snapshot_deadline(req.timeout),
+                                 op.step)  # fmt: skip
+
+    # --- failover (failover.py) -----------------------------------------------------------------
+
+    def failover_plan(self, req: FailoverRequest) -> Result:
+        _, _, _, info = self.failover_sequence().plan(req.to_region, req.force, _max_lag(req))
+        return DocResult(plan_document(self.stack, info))
+
+    def failover(self, req: FailoverRequest, op: Operator) -> Result:
+        check_timeout(req.timeout)
+
+        def confirm(info: dict[str, Any]) -> None:
+            op.confirm(
+                f"{info['mode'].capitalize()} failover {info['from_region']} ->"
+                f" {info['to_region']}?",
+                details=[
+                    *info["steps"],
+                    f"data-loss bound: {describe_bound(info['data_loss_bound'])}",
+                ],
+            )
+
+        info = self.failover_sequence().run(
+            req.to_region, force=req.force, max_lag=_max_lag(req), confirm=confirm,
+            step=op.note, timeout=req.timeout or FAILOVER_TIMEOUT,
+        )  # fmt: skip
+        return DocResult(result_document(self.stack, info))
+
+    def standby_rebuild(self, region: str, op: Operator) -> Result:
+        op.confirm(
+            f"Rebuild region {region!r} as the standby?",
+            details=[f"delete {region}'s database and copy the primary into it"],
+        )
+        return DocResult(self.failover_sequence().rebuild_standby(region, op.note))
+
+    # --- drills (drill.py) and logs (logs.py) ---------------------------------------------------
+
+    def drill_failover(
+        self, to_region: str | None, force: bool, pairs: int, op: Operator
+    ) -> Result:
+        from cli.targets.local import drill
+
+        return drill.run(self, to_region, force, pairs, op)
+
+    def drill_clean(self, run_id: str | None, op: Operator) -> Result:
+        from cli.targets.local import drill
+
+        return drill.clean_run(self, run_id, op)
+
+    def logs(self, req: LogsRequest) -> Result:
+        from cli.targets.local import logs
+
+        return DocResult(logs.recent(self, req))
+
+    def follow_logs(self, req: LogsRequest, write: Callable[[str], None]) -> None:
+        from cli.targets.local import logs
+
+        logs.follow(self, req, write)
+
+
+def _max_lag(req: FailoverRequest) -> int:
+    if req.max_lag is not None and req.max_lag < 0:
+        raise UsageError(f"--max-lag must be 0 or more bytes, got {req.max_lag}")
+    return FAILOVER_MAX_LAG if req.max_lag is None else req.max_lag
+
+
+def snapshot_deadline(timeout: float | None) -> Deadline:
+    from cli.snapshots import TIMEOUT_HINT
+
+    check_timeout(timeout)
+    return Deadline(timeout, hint=TIMEOUT_HINT)

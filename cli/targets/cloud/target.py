@@ -1,0 +1,262 @@
+"""A cloud target (aws, gcp, alicloud): deploy and destroy through Pulumi (cli/engine.py), the
+day-2 verbs through the cloud's APIs (``CloudOps``, cli/targets/cloud/factory.py), and the
+write-backs that keep the stack config in step with what those verbs changed
+(cli/targets/cloud/records.py).
+
+A stack whose resource ids come from ``--outputs FILE`` (infrastructure deployed by other
+means) is not imctl's to record in: its results say ``config_written: false``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cli.errors import ExitStatus, ImctlError, Partial, PreconditionFailed, UsageError
+from cli.results import DocResult, Result, StatusResult
+from cli.targets.base import (
+    DeployRequest,
+    FailoverRequest,
+    Operator,
+    RestoreRequest,
+    ScaleRequest,
+    Target,
+    check_timeout,
+    describe_bound,
+    merged,
+)
+from cli.targets.cloud import records
+
+if TYPE_CHECKING:
+    from cli.targets.choose import Invocation
+    from cli.targets.cloud.ops import CloudOps
+    from cli.targets.cloud.outputs import CloudOutputs
+
+FAILOVER_TIMEOUT = 1800.0
+RESTORE_TIMEOUT = 3600.0
+SNAPSHOT_TIMEOUT = 3600.0
+SNAPSHOT_DELETE_TIMEOUT = 1800.0
+SCALE_TIMEOUT = 1800.0
+
+
+class CloudTarget(Target):
+    name: ClassVar[str] = "cloud"
+    options: ClassVar[frozenset[str]] = frozenset(
+        {"--outputs", "--set", "--nodes", "--min", "--max"}
+    )
+
+    def __init__(self, ctx: Invocation, outputs_file: str | None = None) -> None:
+        super().__init__(ctx.stack)
+        self.ctx = ctx
+        self.cloud = ctx.cloud
+        self.outputs_file = outputs_file
+
+    @property
+    def managed(self) -> bool:
+        """Whether the stack is imctl's (its config is where the write-backs go)."""
+        return self.outputs_file is None and not self.ctx.env.environ.get("IMCTL_OUTPUTS_FILE")
+
+    def _outputs(self) -> CloudOutputs:
+        from cli.targets.cloud.factory import load_outputs
+
+        return load_outputs(self.ctx, self.outputs_file)
+
+    def _ops(self, outputs: CloudOutputs | None = None) -> CloudOps:
+        from cli.targets.cloud.factory import ops_for
+
+        return ops_for(self.ctx, outputs if outputs is not None else self._outputs())
+
+    def _doc(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return merged(doc, cloud=self.cloud, stack=self.stack)
+
+    def unsupported(self, verb: str, instead: str) -> UsageError:
+        err = super().unsupported(verb, instead)
+        err.message = err.message.replace("the cloud target", f"the {self.cloud} target")
+        return err
+
+    # --- deploy and destroy: Pulumi -------------------------------------------------------------
+
+    def deploy(self, req: DeployRequest, op: Operator) -> Result:
+        from cli import engine
+
+        if req.replicas is not None:
+            raise UsageError(
+                f"--replicas is not an option of deploy on the {self.cloud} target",
+                "the HPA sizes the Deployment: --set hpaMin=N (or imctl scale --replicas N)",
+            )
+        cfg = engine.stack_config(req.region, req.standby_region, dict(req.sets))
+        op.confirm(
+            f"Deploy stack {self.stack!r} to {self.cloud}?",
+            details=[
+                f"pulumi up: creates or updates billable resources on {self.cloud}"
+                f" ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'stored config'})",
+                f"preview what it creates offline: imctl plan --cloud {self.cloud} --region ...",
+            ],
+        )
+        try:
+            doc: dict[str, Any] = engine.deploy(
+                self.stack, self.cloud, cfg, home=self.ctx.env.home, env=self.ctx.env.environ,
+                progress=op.engine_progress(),
+            )  # fmt: skip
+        finally:
+            op.end_engine_progress()
+        return DocResult(self._doc(doc))
+
+    def destroy(self, keep_data: bool, op: Operator) -> Result:
+        from cli import engine
+
+        op.confirm_typed(
+            self.stack,
+            details=[
+                "lift every deletion protection (pulumi up, teardown=true), then pulumi destroy:"
+                f" delete every {self.cloud} resource of {self.stack!r}, databases and backups"
+                " included (AWS keeps the writer's final snapshot and the key it is encrypted"
+                " with)"
+            ],
+        )
+        try:
+            doc = engine.destroy(
+                self.stack, home=self.ctx.env.home, env=self.ctx.env.environ,
+                progress=op.engine_progress(),
+            )  # fmt: skip
+        finally:
+            op.end_engine_progress()
+        return DocResult(self._doc({**doc, "stopped": [], "data_deleted": True}))
+
+    # --- status and scale -----------------------------------------------------------------------
+
+    def status(self, check: bool) -> Result:
+        outs = self._outputs()
+        doc = self._doc(self._ops(outs).status())
+        # Operations recorded in the config that the deployed stack does not reflect yet.
+        notes = [str(n) for k in ("roles_note", "restore_note") if (n := outs.extra.get(k))]
+        if notes:
+            doc["warnings"] = [*notes, *doc.get("warnings", [])]
+        return StatusResult(doc, check)
+
+    def scale(self, req: ScaleRequest, op: Operator) -> Result:
+        if all(v is None for v in (req.replicas, req.nodes, req.min_replicas, req.max_replicas)):
+            raise UsageError("give --replicas, --nodes, --min or --max")
+        check_timeout(req.timeout)
+        doc = self._doc(
+            self._ops().scale(
+                region=req.region, nodes=req.nodes, replicas=req.replicas,
+                min_replicas=req.min_replicas, max_replicas=req.max_replicas,
+                progress=op.note, timeout=req.timeout or SCALE_TIMEOUT,
+            )
+        )  # fmt: skip
+        if not self.managed:
+            doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
+            return DocResult(doc)
+        status = records.write_back(self.ctx, doc, req.nodes, req.min_replicas, req.max_replicas)
+        return DocResult(doc, status)
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def snapshot_create(self, note: str | None, timeout: float | None, op: Operator) -> Result:
+        check_timeout(timeout)
+        ops = self._ops()
+        return DocResult(self._doc(ops.snapshot_create(note, op.note, timeout or SNAPSHOT_TIMEOUT)))
+
+    def snapshot_list(self) -> Result:
+        return DocResult(self._doc(self._ops().snapshot_list()))
+
+    def snapshot_show(self, snapshot_id: str) -> Result:
+        return DocResult(self._doc(self._ops().snapshot_show(snapshot_id)))
+
+    def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
+        check_timeout(timeout)
+        doc = self._ops().snapshot_delete(snapshot_id, op.note, timeout or SNAPSHOT_DELETE_TIMEOUT)
+        return DocResult(self._doc(doc))
+
+    # --- restore --------------------------------------------------------------------------------
+
+    def restore(self, req: RestoreRequest, op: Operator) -> Result:
+        from cli.errors import RestoredContentMismatch
+
+        check_timeout(req.timeout)
+        ops = self._ops()
+        where = req.where
+        plan = [
+            f"restore {req.snapshot_id} into a NEW {self.cloud} database instance"
+            + (", then swap it in place of the current one" if where == "in-place" else ""),
+            "repoint the im-server Secret at it and roll the Deployment",
+            "check the restored content through the endpoint (/admin/digest) against the "
+            "digest recorded with the snapshot; if it lacks anything, point the Secret back "
+            "and roll again (exit 10)",
+            "the current instance is kept, untouched",
+        ]
+        if where == "in-place":
+            op.confirm_typed(self.stack, details=plan)
+        else:
+            op.confirm(f"Restore {req.snapshot_id} on {self.cloud}?", details=plan)
+        recorded: dict[str, Any] = {}
+
+        def switching(instance: str) -> None:
+            # Recorded before the Secret moves, so no failure after it (a stuck rollout, a
+            # timeout, an unverifiable check) can leave a deploy free to point it back.
+            if (
+                self.managed
+                and where == "new"
+                and records.record_restore(self.ctx, where, instance, recorded) is not ExitStatus.OK
+            ):
+                raise PreconditionFailed(
+                    f"could not record {instance} in the stack config"
+                    f" ({recorded['config_error']}); the workload was not switched",
+                    recorded["hint"],
+                )
+
+        timeout = req.timeout or RESTORE_TIMEOUT
+        try:
+            doc = ops.restore(req.snapshot_id, where, op.note, timeout, switching)
+        except RestoredContentMismatch as exc:
+            # Pointed back at the previous database: nothing is left for a deploy to undo.
+            if recorded and exc.result.get("rolled_back"):
+                records.record_restore(self.ctx, "in-place", "", {})
+            raise
+        steps = [*recorded.pop("next_steps", []), *doc.get("next_steps", [])]
+        doc = self._doc({**doc, **recorded, "next_steps": steps})
+        if not self.managed:
+            doc["config_written"] = False  # not an imctl-managed stack: nothing to write to
+            return DocResult(doc)
+        if where == "in-place":  # the stack's own instance holds the restored data now
+            instance = str(doc["instance_id"])
+            return DocResult(doc, records.record_restore(self.ctx, where, instance, doc))
+        return DocResult(doc)
+
+    # --- failover -------------------------------------------------------------------------------
+
+    def failover_plan(self, req: FailoverRequest) -> Result:
+        plan = self._ops().failover_plan(req.to_region, req.force)
+        return DocResult(self._doc({**plan, "dry_run": True}))
+
+    def failover(self, req: FailoverRequest, op: Operator) -> Result:
+        check_timeout(req.timeout)
+        ops = self._ops()
+        plan = ops.failover_plan(req.to_region, req.force)
+        op.confirm(
+            f"{plan['mode'].capitalize()} failover of the {self.cloud} stack"
+            f" {plan['from_region']} -> {plan['to_region']}?",
+            details=[*plan["steps"], f"data-loss bound: {describe_bound(plan['data_loss_bound'])}"],
+        )
+        try:
+            doc = ops.failover(req.to_region, req.force, op.note, req.timeout or FAILOVER_TIMEOUT)
+        except Partial as exc:
+            # Past the promotion: the roles have moved even though a later step failed.
+            if self.managed:
+                written: dict[str, Any] = {}
+                if records.record_roles(self.ctx, req.to_region, written) is not ExitStatus.OK:
+                    exc.hint = f"{exc.hint}; and {written['details']['hint']}"
+                exc.details = {**(exc.details or {}), **written.get("details", {})}
+            raise exc
+        except ImctlError as exc:
+            # Gave up (timeout) or does not know whether the promotion went through: if it
+            # did, the next deploy must know, or it would undo the failover.
+            if self.managed and (exc.status is ExitStatus.TIMEOUT or exc.code == "outcome_unknown"):
+                exc.hint = f"{exc.hint}; {records.if_promoted(self.ctx, req.to_region)}"
+            raise
+        doc = self._doc(doc)
+        if not self.managed:
+            # Not an imctl-managed stack: nothing to write to.
+            doc.setdefault("details", {})["config_written"] = False
+            return DocResult(doc)
+        return DocResult(doc, records.record_roles(self.ctx, req.to_region, doc))

@@ -1,0 +1,298 @@
+"""Moving the primary role between the local regions: the pre-flight plan, the planned
+switchover and the forced failover, the old primary rejoining, and rebuilding a standby.
+
+The order matters for what a crash leaves behind: roles are written to the stack config right
+after the promotion, before any node starts, so `imctl deploy` finishes an interrupted failover
+instead of undoing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
+from cli.progress import Note
+from cli.state import StackConfig, StackFiles
+from cli.targets.local.runtime import Region, SyncWatch
+
+
+def sync_watch(cfg: StackConfig) -> SyncWatch:
+    """What the primary's nodes watch (im_server/health.py): the synchronous standby, if the
+    stack has one now, and the policy for when it is lost."""
+    standbys = cfg.standbys
+    name = standbys[0].name if cfg.replication == "sync" and standbys else ""
+    return SyncWatch(name, cfg.sync_policy, cfg.sync_degrade_after)
+
+
+def wait_streaming(standby: Region, timeout: float) -> None:
+    from cli.targets.local import replication as rep
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ImctlError):
+            if rep.standby_state(standby.pg()).streaming:
+                return
+        if time.monotonic() > deadline:
+            raise OperationTimeout(
+                f"standby {standby.cfg.name} is not streaming after {timeout:.0f}s",
+                f"see {standby.root / 'pg' / 'postgres.log'}",
+            )
+        time.sleep(0.1)
+
+
+class LocalFailover:
+    """``regions`` builds the stack's regions (LocalTarget.regions); ``status`` is the stack's
+    status document, which a finished failover reports."""
+
+    def __init__(
+        self,
+        files: StackFiles,
+        regions: Callable[[StackConfig], list[Region]],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.files = files
+        self.regions = regions
+        self.status = status
+
+    def plan(
+        self, to_region: str, force: bool, max_lag: int
+    ) -> tuple[StackConfig, Region, Region, dict[str, Any]]:
+        """Pre-flight checks; raise PreconditionFailed with the reason when unsafe."""
+        from cli.targets.local import replication as rep
+
+        cfg = self.files.load_config()
+        regions = {r.cfg.name: r for r in self.regions(cfg)}
+        if to_region not in regions:
+            raise UsageError(
+                f"stack {cfg.stack!r} has no region {to_region!r}",
+                f"regions: {', '.join(regions)}",
+            )
+        dst = regions[to_region]
+        src = regions[cfg.primary.name]
+        if dst.cfg.role != "standby":
+            raise PreconditionFailed(
+                f"region {to_region!r} is the {dst.cfg.role}, not a standby",
+                "`imctl status` shows each region's role",
+            )
+        dst_pg = dst.pg()
+        if not dst_pg.is_running() or not rep.in_recovery(dst_pg):
+            raise PreconditionFailed(
+                f"standby {to_region!r} is not a running standby database",
+                f"`imctl deploy` starts it; `imctl standby rebuild --region {to_region}`"
+                " rebuilds it",
+            )
+        state = rep.standby_state(dst_pg)
+        info: dict[str, Any] = {
+            "from_region": src.cfg.name,
+            "to_region": to_region,
+            "mode": "forced" if force else "planned",
+            "replication": cfg.replication,
+            "standby_streaming": state.streaming,
+        }
+        if not force:
+            src_pg = src.pg()
+            if not src_pg.is_running():
+                raise PreconditionFailed(
+                    f"primary {src.cfg.name!r} is down: a planned switchover needs it",
+                    f"if it is lost, fence it and promote: imctl failover --to-region {to_region}"
+                    " --force",
+                )
+            if not state.streaming:
+                raise PreconditionFailed(
+                    f"standby {to_region!r} is not streaming from {src.cfg.name!r}",
+                    "check `imctl status` and the standby's postgres log",
+                )
+            lag = max(0, rep.current_lsn(src_pg) - state.replay_lsn)
+            info["lag_bytes"] = lag
+            if lag > max_lag:
+                raise PreconditionFailed(
+                    f"standby {to_region!r} is {lag} bytes behind (limit {max_lag})",
+                    "wait for it to catch up, or raise --max-lag",
+                )
+            info["data_loss_bound"] = {"acked_messages": 0, "wal_bytes": 0}
+            info["steps"] = [
+                f"drain the im-server nodes of {src.cfg.name} (clients get reconnect)",
+                f"wait until {to_region} has replayed everything, then stop {src.cfg.name}'s"
+                " PostgreSQL",
+                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
+                f"rejoin {src.cfg.name} as the standby of {to_region}",
+            ]
+        else:
+            if cfg.replication == "sync":
+                info["data_loss_bound"] = {
+                    "acked_messages": 0,
+                    "wal_bytes": None,
+                    "why": "synchronous replication: every ack waited for the standby's flush",
+                }
+            else:
+                info["data_loss_bound"] = {
+                    "acked_messages": None,
+                    "wal_bytes": None,
+                    "why": "asynchronous replication: WAL the standby had not received is lost;"
+                    " measured after fencing",
+                }
+            info["steps"] = [
+                f"fence {src.cfg.name}: kill its nodes, NATS and PostgreSQL where they still run",
+                f"promote {to_region}; start its nodes on the global port {cfg.endpoint_port}",
+                f"{src.cfg.name} stays out until `imctl standby rebuild --region {src.cfg.name}`",
+            ]
+        return cfg, src, dst, info
+
+    def run(
+        self,
+        to_region: str,
+        *,
+        force: bool,
+        max_lag: int,
+        confirm: Callable[[dict[str, Any]], None],
+        step: Note,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        from cli.targets.local import replication as rep
+
+        cfg, src, dst, info = self.plan(to_region, force, max_lag)
+        confirm(info)
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        src_pg, dst_pg = src.pg(), dst.pg()
+        if not force:
+            step(f"draining {src.cfg.name}'s im-server nodes")
+            src.remove_nodes(0, step)
+            target = rep.current_lsn(src_pg)
+            step(f"waiting for {dst.cfg.name} to replay up to the last write")
+            while rep.replayed_lsn(dst_pg) < target:
+                if time.monotonic() > deadline:
+                    raise OperationTimeout(
+                        f"{dst.cfg.name} did not catch up in {timeout:.0f}s; nothing was"
+                        f" promoted and {src.cfg.name} is still the primary",
+                        "`imctl deploy` restarts its nodes",
+                    )
+                time.sleep(0.02)
+            step(f"stopping {src.cfg.name}'s PostgreSQL")
+            src_pg.stop()
+        else:
+            step(f"fencing {src.cfg.name}")
+            src.fence(kill_db=False)
+            end = rep.wal_end_of_stopped(src_pg)
+            received = rep.standby_state(dst_pg).receive_lsn
+            wal_lost = None if end is None else max(0, end - received)
+            info["data_loss_bound"]["wal_bytes"] = wal_lost
+            if cfg.replication == "async" and wal_lost == 0:
+                info["data_loss_bound"]["acked_messages"] = 0
+        step(f"promoting {dst.cfg.name}")
+        rep.promote(dst_pg)
+        promoted_at = time.monotonic()
+        # Roles are written before nodes start: a crash from here on leaves the config naming
+        # the new primary, and `imctl deploy` finishes the job.
+        src.cfg.role = "fenced" if force else "standby"
+        dst.cfg.role = "primary"
+        self.files.save_config(cfg)
+        dst.upstream, src.upstream = None, dst
+        dst.sync = sync_watch(cfg)
+        dst.ensure_bus(step)
+        dst.ensure_nodes(dst.cfg.replicas, step)
+        info["rto_seconds"] = round(time.monotonic() - t0, 3)
+        info["promote_seconds"] = round(promoted_at - t0, 3)
+        info["rejoined"] = False
+        if not force:
+            step(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}")
+            self._rejoin(cfg, src, dst, step)
+            info["rejoined"] = True
+        info["status"] = self.status()
+        return info
+
+    def _rejoin(self, cfg: StackConfig, src: Region, dst: Region, step: Note) -> None:
+        """The old primary follows the new one: it was stopped cleanly after the standby had
+        everything, so it can stream the new timeline; pg_rewind or a fresh copy otherwise."""
+        from cli.targets.local import replication as rep
+
+        pg = src.pg()
+        rep.ensure_slot(dst.pg(), src.cfg.name)
+        rep.mark_standby(pg)
+        pg.start()
+        try:
+            wait_streaming(src, 15.0)
+        except OperationTimeout:
+            step(f"{src.cfg.name} cannot follow directly; taking a fresh copy")
+            pg.stop(mode="fast")
+            rep.base_backup(dst.pg(), pg, src.cfg.name, self.files.load_secrets().pg_password)
+            pg.start()
+            wait_streaming(src, 30.0)
+        src.ensure_bus(step)
+        if cfg.replication == "sync":
+            rep.set_synchronous(dst.pg(), src.cfg.name)
+
+    def rebuild_standby(self, region: str, step: Note) -> dict[str, Any]:
+        from cli.targets.local import replication as rep
+
+        cfg = self.files.load_config()
+        regions = {r.cfg.name: r for r in self.regions(cfg)}
+        if region not in regions:
+            raise UsageError(f"stack {cfg.stack!r} has no region {region!r}")
+        r = regions[region]
+        if r.cfg.role == "primary":
+            raise PreconditionFailed(
+                f"region {region!r} is the primary; only a standby or fenced region is rebuilt"
+            )
+        primary = regions[cfg.primary.name]
+        if not primary.pg().is_running():
+            raise PreconditionFailed(f"primary {primary.cfg.name!r} is not running")
+        r.fence(kill_db=False)
+        r.cfg.role = "standby"
+        r.upstream = primary
+        pg = r.pg()
+        step(f"copying {primary.cfg.name} into {region} (pg_basebackup)")
+        rep.drop_slot(primary.pg(), region)
+        rep.base_backup(primary.pg(), pg, region, self.files.load_secrets().pg_password)
+        pg.start()
+        wait_streaming(r, 30.0)
+        r.ensure_bus(step)
+        if cfg.replication == "sync":
+            rep.set_synchronous(primary.pg(), region)
+        self.files.save_config(cfg)
+        # The primary's nodes learn that they have a standby again (a rolling restart).
+        primary.sync = sync_watch(cfg)
+        primary.ensure_nodes(primary.cfg.replicas, step)
+        return {"stack": cfg.stack, "region": region, "role": "standby", "status": self.status()}
+
+
+def plan_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
+    """``failover --dry-run``: the keys every target gives (cli/targets/base.py), the local
+    facts under ``details``."""
+    facts = ("replication", "standby_streaming", "lag_bytes")
+    return {
+        "cloud": "local",
+        "stack": stack,
+        "mode": info["mode"],
+        "from_region": info["from_region"],
+        "to_region": info["to_region"],
+        "dry_run": True,
+        "steps": info["steps"],
+        "data_loss_bound": info["data_loss_bound"],
+        "details": {k: info[k] for k in facts if k in info},
+    }
+
+
+def result_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A finished failover in the keys every target gives; ``details.status`` is the stack's
+    status right after it."""
+    forced = info["mode"] == "forced"
+    status = info["status"]
+    old = info["from_region"]
+    return {
+        **{k: v for k, v in plan_document(stack, info).items() if k != "steps"},
+        "dry_run": False,
+        "rto_seconds": info["rto_seconds"],
+        "promote_seconds": info["promote_seconds"],
+        # Planned: the old nodes drained and its PostgreSQL stopped before the promotion;
+        # forced: every process of the old region killed first.
+        "fenced": True,
+        "rejoined": info["rejoined"],
+        "endpoint": status["endpoint"],
+        "next_steps": [f"imctl standby rebuild --region {old}"] if forced else [],
+        "warnings": [] if info["rejoined"] or forced else [f"{old} did not rejoin as standby"],
+        "details": {**plan_document(stack, info)["details"], "status": status},
+    }
