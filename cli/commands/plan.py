@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import PreconditionFailed, UsageError
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
-from cli.results import DocResult
+from cli.results import Result
 from cli.runner import run
+from cli.targets.base import DeployRequest
+from cli.targets.choose import target_for
 
 
 def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:
@@ -71,29 +72,9 @@ def plan(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     overrides = parse_sets(set_ or [])
 
-    def body() -> DocResult:
-        if ctx.cloud == "local":
-            raise UsageError(
-                "plan needs --cloud aws, gcp or alicloud",
-                "for the local target, `imctl deploy` is itself idempotent",
-            )
-        from stacks.config import ConfigError, Undeployable
-        from stacks.plan import PlanError, run_plan
-
-        try:
-            with ctx.out.step(f"planning {ctx.cloud} under Pulumi mocks"):
-                doc = run_plan(ctx.cloud, region, standby_region, overrides)
-        except Undeployable as exc:
-            # Well-formed, but a deploy would be refused (exit 10), e.g. a Kubernetes version
-            # past its provider's end of life.
-            raise PreconditionFailed(exc.message, exc.hint) from exc
-        except ConfigError as exc:
-            raise UsageError(exc.message, exc.hint) from exc
-        except PlanError as exc:
-            from cli.errors import ImctlError
-
-            raise ImctlError(str(exc), getattr(exc, "hint", ""), code="plan_failed") from exc
-        return DocResult(dict(doc))
+    def body() -> Result:
+        req = DeployRequest(region, standby_region, sets=overrides)
+        return target_for(ctx).plan(req, ctx.operator)
 
     args = {"region": region, "standby_region": standby_region, "set": overrides}
     run(ctx, "plan", args, body, _render_plan, mutating=False, create_stack=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from cli.errors import UsageError
@@ -192,6 +194,11 @@ class Target(ABC):
     def failover(self, req: FailoverRequest, op: Operator) -> Result:
         """Runs ``failover_plan``'s checks, asks, then acts."""
 
+    @abstractmethod
+    def doctor(self, home: Path, today: date | None = None) -> Result:
+        """The prerequisites for this target, each failed one with its fix (read-only,
+        offline); exit 10 when a required one fails."""
+
     # --- where a target has them -------------------------------------------------------------
 
     def snapshot_verify(
@@ -209,6 +216,16 @@ class Target(ABC):
         raise self.unsupported(
             "standby rebuild", "`imctl deploy` makes a new standby replica in a cloud"
         )
+
+    def plan(self, req: DeployRequest, op: Operator) -> Result:
+        raise self.unsupported(
+            "plan",
+            "for the local target, `imctl deploy` is itself idempotent; plan a cloud"
+            " with --cloud aws, gcp or alicloud",
+        )
+
+    def token(self, user: str, ttl: int) -> Result:
+        raise self.unsupported("token", "tokens are minted with the local target's secret")
 
     def drill_failover(
         self, to_region: str | None, force: bool, pairs: int, op: Operator

@@ -20,15 +20,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli import journal
-from cli import prereqs
-from cli.targets.cloud import prereqs as cloud_prereqs
-from cli.targets.local import prereqs as local_prereqs
+from cli import journal, prereqs
 from cli.context import Context, OutputFormat
 from cli.env import Env
 from cli.errors import Cancelled, ExitStatus, PrerequisiteMissing, ResourceFailure, UsageError
 from cli.main import app
 from cli.runner import run
+from cli.targets.cloud import prereqs as cloud_prereqs
+from cli.targets.local import prereqs as local_prereqs
 
 _UNSET_ENV: dict[str, str | None] = {
     "IMCTL_STACK": None,
@@ -604,9 +603,13 @@ def test_doctor_checks_docker_buildx_only_when_the_stack_builds_its_image(
     def answer(code: int, out: str = "", err: str = "") -> Any:
         return lambda argv: subprocess.CompletedProcess(argv, code, out, err)
 
-    no_plugin = cloud_prereqs.check_docker_buildx(path, answer(1, err="'buildx' is not a docker command."))
+    no_plugin = cloud_prereqs.check_docker_buildx(
+        path, answer(1, err="'buildx' is not a docker command.")
+    )
     assert not no_plugin.ok and "not a docker command" in no_plugin.detail
-    found = cloud_prereqs.check_docker_buildx(path, answer(0, out="github.com/docker/buildx v0.17.1"))
+    found = cloud_prereqs.check_docker_buildx(
+        path, answer(0, out="github.com/docker/buildx v0.17.1")
+    )
     assert found.ok and "v0.17.1" in found.detail
 
 

@@ -275,3 +275,51 @@ def test_outputs_of_another_cloud_exit_2_on_every_cloud(cloud: str, other: str) 
     with pytest.raises(UsageError, match=f"describe a {other} stack, not {cloud}") as err:
         _ops(cloud, outputs)
     assert err.value.status is ExitStatus.USAGE
+
+
+# --- commands: parse, call the target, render -------------------------------------------------
+
+COMMANDS = CLI / "commands"
+# What a command may import of the domain: the interface, its result types and the target
+# chooser; never a target's own modules or the engine (they are behind the Target).
+TARGET_INTERNALS = ("cli.targets.local", "cli.targets.cloud", "cli.engine", "cli.state")
+
+
+def _compares_cloud(tree: ast.AST) -> list[int]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "cloud" for s in sides):
+                found.append(node.lineno)
+    return found
+
+
+def test_no_command_asks_which_target_it_has() -> None:
+    offences: list[str] = []
+    for path in _python_files(COMMANDS):
+        rel = path.relative_to(ROOT)
+        offences += [f"{rel}:{line} compares .cloud" for line in _compares_cloud(
+            ast.parse(path.read_text(), str(path))
+        )]  # fmt: skip
+        for imported in sorted(_imports(path, module_level_only=False)):
+            if _within(imported, TARGET_INTERNALS):
+                offences.append(f"{rel} imports {imported}")
+    assert offences == []
+
+
+def test_the_check_sees_a_comparison_of_the_cloud() -> None:
+    assert _compares_cloud(ast.parse("if ctx.cloud != 'local':\n    pass\n")) == [1]
+    assert _compares_cloud(ast.parse("x = ctx.stack == 'dev'\n")) == []
+
+
+def test_an_option_of_another_target_exits_2_naming_the_target() -> None:
+    from cli.targets.choose import check_options
+
+    with pytest.raises(UsageError, match="--port is not an option of the aws target") as err:
+        check_options("aws", {"--port": 8700})
+    assert "it is for local" in err.value.hint
+    with pytest.raises(UsageError, match="--nodes is not an option of the local target") as err:
+        check_options("local", {"--nodes": 3})
+    assert "aws, gcp, alicloud" in err.value.hint
+    check_options("local", {"--nodes": None, "--port": 8700})  # not given: fine

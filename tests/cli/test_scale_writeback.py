@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from cli import engine
-from cli.targets.cloud.records import write_back
 from cli.errors import ExitStatus, UsageError
+from cli.targets.cloud.records import write_back
 
 
 def _ctx(tmp_path: Path) -> Any:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from cli import engine
-from cli.targets.cloud.records import if_promoted, record_roles, record_restore
 from cli.errors import ExitStatus, UsageError
+from cli.targets.cloud.records import if_promoted, record_restore, record_roles
 from tests.cloud.fake_pulumi import FakePulumi
 
 EAST, WEST = "us-east-1", "us-west-2"

@@ -9,6 +9,8 @@ means) is not imctl's to record in: its results say ``config_written: false``.
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cli.errors import ExitStatus, ImctlError, Partial, PreconditionFailed, UsageError
@@ -121,6 +123,38 @@ class CloudTarget(Target):
         finally:
             op.end_engine_progress()
         return DocResult(self._doc({**doc, "stopped": [], "data_deleted": True}))
+
+    def plan(self, req: DeployRequest, op: Operator) -> Result:
+        """What a deploy would create, from the Pulumi program run under mocks: offline, so
+        it shows what imctl asks for, not what the cloud would accept."""
+        from stacks.config import ConfigError, Undeployable
+        from stacks.plan import PlanError, run_plan
+
+        if req.region is None:
+            raise UsageError(
+                "--region is required", "e.g. imctl plan --cloud aws --region us-east-1"
+            )
+        try:
+            with op.step(f"planning {self.cloud} under Pulumi mocks"):
+                doc = run_plan(self.cloud, req.region, req.standby_region, dict(req.sets))
+        except Undeployable as exc:
+            # Well-formed, but a deploy would be refused (exit 10), e.g. a Kubernetes version
+            # past its provider's end of life.
+            raise PreconditionFailed(exc.message, exc.hint) from exc
+        except ConfigError as exc:
+            raise UsageError(exc.message, exc.hint) from exc
+        except PlanError as exc:
+            raise ImctlError(str(exc), getattr(exc, "hint", ""), code="plan_failed") from exc
+        return DocResult(dict(doc))
+
+    def doctor(self, home: Path, today: date | None = None) -> Result:
+        from cli.prereqs import DoctorResult, common_checks
+        from cli.targets.cloud.prereqs import cloud_checks, stack_settings
+
+        environ = self.ctx.env.environ
+        settings = stack_settings(home, environ, self.stack)
+        checks = common_checks(home) + cloud_checks(self.cloud, environ, settings, today)
+        return DoctorResult(self.cloud, checks)
 
     # --- status and scale -----------------------------------------------------------------------
 

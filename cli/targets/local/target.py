@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cli.deadline import Deadline
@@ -364,6 +366,20 @@ class LocalTarget(Target):
             "data_deleted": not keep_data,
             "data_dir": None if not keep_data else str(self.files.dir),
         }
+
+    def doctor(self, home: Path, today: date | None = None) -> Result:
+        from cli.prereqs import DoctorResult, common_checks
+        from cli.targets.local.prereqs import local_checks
+
+        return DoctorResult(
+            self.name, common_checks(home) + local_checks(self.stack, self.files.dir)
+        )
+
+    def token(self, user: str, ttl: int) -> Result:
+        from cli.targets.tokens import mint
+
+        self.files.load_config()  # a stack that does not exist has no secret to sign with
+        return DocResult(mint(self.files.load_secrets().jwt_secret, user, ttl))
 
     # --- snapshots and restore (snapshots.py) ---------------------------------------------------
 
