@@ -85,6 +85,10 @@ def kube_for_region(
     if found is not None:
         path, text = found
         return KubeRest.from_kubeconfig(text, r.name, base_dir=path.parent, env=env, **kw)
+    if outputs.cloud == "aws":
+        from cli.targets.cloud.eks_access import eks_kube
+
+        return eks_kube(r, env, session=aws_session, **kw)
     raise no_access(
         r,
         "the outputs carry no kubeconfig for it",
