@@ -89,6 +89,10 @@ def kube_for_region(
         from cli.targets.cloud.eks_access import eks_kube
 
         return eks_kube(r, env, session=aws_session, **kw)
+    if outputs.cloud == "gcp":
+        from cli.targets.cloud.gke_access import gke_kube
+
+        return gke_kube(r, outputs, env, credentials=gcp_credentials, **kw)
     raise no_access(
         r,
         "the outputs carry no kubeconfig for it",
