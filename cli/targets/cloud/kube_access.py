@@ -93,9 +93,6 @@ def kube_for_region(
         from cli.targets.cloud.gke_access import gke_kube
 
         return gke_kube(r, outputs, env, credentials=gcp_credentials, **kw)
-    raise no_access(
-        r,
-        "the outputs carry no kubeconfig for it",
-        f"add kubeconfig to region {r.name} in the outputs file",
-        "the cloud CLI's get-credentials command, with the context renamed to the region",
-    )
+    from cli.targets.cloud.ack_access import ack_kube
+
+    return ack_kube(r, env, **kw)
