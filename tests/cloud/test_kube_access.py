@@ -92,9 +92,15 @@ def test_without_kubeconfig_the_home_config_is_read(tmp_path: Path) -> None:
     assert context_for("us-east-1", {"HOME": str(tmp_path)}) is None
 
 
-def test_an_unreadable_kubeconfig_is_named_with_a_hint(tmp_path: Path) -> None:
+def test_an_unreadable_or_broken_kubeconfig_is_named_with_a_hint(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()  # reading a directory fails as an unreadable file would
     with pytest.raises(ImctlError) as info:
         context_for(REGION, {"KUBECONFIG": str(tmp_path / "dir")})
     assert info.value.status is ExitStatus.USAGE
     assert str(tmp_path / "dir") in info.value.message and "KUBECONFIG" in info.value.hint
+
+    (tmp_path / "broken").write_text("[1, 2]")
+    with pytest.raises(ImctlError) as info:
+        context_for(REGION, {"KUBECONFIG": str(tmp_path / "broken")})
+    assert info.value.status is ExitStatus.USAGE
+    assert f"kubeconfig {tmp_path / 'broken'}: " in info.value.message and info.value.hint

@@ -51,7 +51,14 @@ def context_for(region: str, env: Mapping[str, str]) -> tuple[Path, str] | None:
                 f"cannot read kubeconfig {path}: {exc.strerror}",
                 "fix its permissions, or point KUBECONFIG at another file",
             ) from None
-        if region in context_names(text):
+        try:
+            names = context_names(text)
+        except UsageError as exc:  # the parser cannot know which file it was given
+            raise UsageError(
+                f"kubeconfig {path}: {exc.message}",
+                "fix it, or point KUBECONFIG at another file",
+            ) from None
+        if region in names:
             return path, text
     return None
 
