@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import socket
-import ssl
 import stat
 import sys
 import tempfile
@@ -22,10 +21,12 @@ import pytest
 
 from cli.errors import ExitStatus, ImctlError
 from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.kube_access import kube_for_region
 from cli.targets.cloud.kube_rest import RESTARTED_AT, KubeConfig, KubeRest, run_exec_plugin
-from cli.targets.cloud.outputs import RegionOutputs
+from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from stacks import kubeconfig as stack_kubeconfig
 from tests.cloud.fake_kube_api import FakeKubeApi
+from tests.cloud.kube_fixtures import b64, make_pki, tls_api
 
 NS, DEP = "im", "im-server"
 
@@ -226,7 +227,7 @@ def test_exec_plugin_gets_cluster_info_and_spec_env(tmp_path: Path) -> None:
     assert call["extra"] == "1"
 
 
-def test_yaml_kubeconfig_contexts_token_file_and_for_region(
+def test_yaml_kubeconfig_contexts_token_file_and_a_region_context(
     api: FakeKubeApi, tmp_path: Path
 ) -> None:
     (tmp_path / "token").write_text("t0ken\n")
@@ -256,7 +257,9 @@ users:
     assert kube.get_replicas(NS, DEP) == (3, 3)  # the token file is relative to the config
 
     region = RegionOutputs("us-west-2", "c", "ng", "db", "lb.example")  # no kubeconfig output
-    kube = KubeRest.for_region(region, env={"KUBECONFIG": str(config)}, sleep=lambda s: None)
+    outputs = CloudOutputs("aws", "us-west-2", None, {"us-west-2": region}, "Z", "d.example", "b")
+    env = {"KUBECONFIG": str(config)}
+    kube = kube_for_region(outputs, "us-west-2", env, sleep=lambda s: None)
     assert kube.get_replicas(NS, DEP) == (3, 3)
 
     with pytest.raises(ImctlError, match="no context named 'eu-west-1'"):
@@ -266,78 +269,11 @@ users:
 # --- TLS: CA data and client certificates ----------------------------------------------------
 
 
-def _pki(tmp_path: Path) -> dict[str, bytes]:
-    x509 = pytest.importorskip("cryptography.x509", reason="cryptography (from moto) is absent")
-    import ipaddress
-
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def make(cn: str, issuer: Any, signer: Any, ca: bool, san: Any = None) -> tuple[Any, Any]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if san is not None:
-            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return b.sign(signer or key, hashes.SHA256()), key
-
-    ca, ca_key = make("imctl-test-ca", None, None, True)
-    server, server_key = make(
-        "127.0.0.1", ca.subject, ca_key, False, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    user, user_key = make("imctl-operator", ca.subject, ca_key, False)
-
-    def pem(cert: Any) -> bytes:
-        return bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-    def key_pem(key: Any) -> bytes:
-        return bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-    return {
-        "ca": pem(ca),
-        "server": pem(server),
-        "server_key": key_pem(server_key),
-        "user": pem(user),
-        "user_key": key_pem(user_key),
-    }
-
-
 def test_mutual_tls_with_ca_data_and_client_certificate(tmp_path: Path) -> None:
-    pki = _pki(tmp_path)
-    (tmp_path / "server.crt").write_bytes(pki["server"])
-    (tmp_path / "server.key").write_bytes(pki["server_key"])
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
-    tls.load_verify_locations(cadata=pki["ca"].decode())
-    tls.verify_mode = ssl.CERT_REQUIRED
-    api = FakeKubeApi(tokens=set(), tls=tls)
+    pki = make_pki()
     temp_root = Path(tempfile.gettempdir())
     before = set(temp_root.glob("imctl-kube-*"))
-    api.add_deployment(NS, DEP, replicas=2)
-    api.start()
-    try:
-
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode()
-
+    with tls_api(FakeKubeApi(tokens=set()), tmp_path, pki, client_certs=True) as api:
         user = {
             "client-certificate-data": b64(pki["user"]),
             "client-key-data": b64(pki["user_key"]),
@@ -355,5 +291,3 @@ def test_mutual_tls_with_ca_data_and_client_certificate(tmp_path: Path) -> None:
         insecure = client(kubeconfig(api.url, user, **{"insecure-skip-tls-verify": True}))
         assert insecure.get_replicas(NS, DEP)[0] == 3
         assert set(temp_root.glob("imctl-kube-*")) <= before  # the key files were removed
-    finally:
-        api.stop()

@@ -42,9 +42,9 @@ class _KubeCache:
 
     def __call__(self, region: str) -> KubeApi:
         if region not in self.made:
-            from cli.targets.cloud.kube_rest import KubeRest
+            from cli.targets.cloud.kube_access import kube_for_region
 
-            self.made[region] = KubeRest.for_region(self.outputs.region(region), env=self.env)
+            self.made[region] = kube_for_region(self.outputs, region, self.env)
         return self.made[region]
 
 

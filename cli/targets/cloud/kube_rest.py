@@ -8,8 +8,9 @@ Credentials come from a kubeconfig (JSON, as the stacks export it, or kubectl's 
 needs PyYAML, which Pulumi installs): bearer ``token``/``tokenFile``, client certificates
 (``client-certificate(-data)``/``client-key(-data)``), basic auth, or an exec credential
 plugin (``aws eks get-token``, ``gke-gcloud-auth-plugin``) run with the
-``client.authentication.k8s.io`` ExecCredential protocol; its token is cached until shortly
-before it expires and fetched again once if the API answers 401.
+``client.authentication.k8s.io`` ExecCredential protocol, or a ``credentials`` callable (the
+cloud APIs, cli/targets/cloud/kube_access.py). Either credential is cached until shortly before
+it expires and fetched again once if the API answers 401.
 
 Errors map to the CLI's exit codes: 401/403 and a failing credential plugin -> CredentialsError
 (3); a missing plugin -> PrerequisiteMissing (10); 404, an unreachable API or a rollout past its
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -36,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from cli.errors import (
     CredentialsError,
@@ -45,9 +47,6 @@ from cli.errors import (
     ResourceFailure,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from cli.targets.cloud.outputs import RegionOutputs
 
 FIELD_MANAGER: Final = "imctl"
 RESTARTED_AT: Final = "kubectl.kubernetes.io/restartedAt"
@@ -95,6 +94,11 @@ def _named(doc: Mapping[str, Any], section: str, name: str) -> dict[str, Any]:
             return dict(body or {})
     known = ", ".join(str(e.get("name")) for e in doc.get(section) or []) or "none"
     raise UsageError(f"the kubeconfig has no {section[:-1]} named {name!r}", f"it has: {known}")
+
+
+def context_names(text: str) -> list[str]:
+    """The contexts a kubeconfig (JSON or YAML) defines."""
+    return [str(entry.get("name")) for entry in _load_document(text).get("contexts") or []]
 
 
 def _b64(data: str) -> str:
@@ -162,14 +166,16 @@ class KubeConfig:
 
 
 @dataclass
-class _Credential:
+class Credential:
+    """What authenticates one request: a bearer token or a client certificate, and until when."""
+
     token: str | None = field(default=None, repr=False)
     cert_pem: str | None = field(default=None, repr=False)
     key_pem: str | None = field(default=None, repr=False)
     expires_at: float | None = None  # time.time() seconds; None: until the API says 401
 
 
-def _parse_expiry(stamp: str | None) -> float | None:
+def parse_expiry(stamp: str | None) -> float | None:
     if not stamp:
         return None
     try:
@@ -180,7 +186,7 @@ def _parse_expiry(stamp: str | None) -> float | None:
 
 def run_exec_plugin(
     spec: Mapping[str, Any], cluster: Mapping[str, Any], env: Mapping[str, str]
-) -> _Credential:
+) -> Credential:
     """Run a kubeconfig ``exec`` credential plugin the way kubectl does."""
     command = str(spec.get("command") or "")
     if not command:
@@ -242,11 +248,11 @@ def run_exec_plugin(
             f"the credential plugin `{command}` printed no ExecCredential status",
             "run it by hand to see what it says",
         ) from None
-    cred = _Credential(
+    cred = Credential(
         token=status.get("token") or None,
         cert_pem=status.get("clientCertificateData") or None,
         key_pem=status.get("clientKeyData") or None,
-        expires_at=_parse_expiry(status.get("expirationTimestamp")),
+        expires_at=parse_expiry(status.get("expirationTimestamp")),
     )
     if cred.token is None and cred.cert_pem is None:
         raise CredentialsError(f"the credential plugin `{command}` returned no credential")
@@ -293,6 +299,7 @@ class KubeRest:
         retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        credentials: Callable[[], Credential] | None = None,
     ) -> None:
         if not config.server.startswith(("https://", "http://")):
             raise UsageError(f"kube API server {config.server!r} is not an http(s) URL")
@@ -304,9 +311,15 @@ class KubeRest:
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
-        self._cred: _Credential | None = None
+        self._cred: Credential | None = None
         self._opener: urllib.request.OpenerDirector | None = None
         self._opener_cert: str | None = None  # the client cert the opener was built with
+        if credentials is None and config.exec_spec is not None:
+            credentials = functools.partial(
+                run_exec_plugin, config.exec_spec, config.cluster, self.env
+            )
+        # None: the kubeconfig's own static credential, nothing to refresh.
+        self._fetch = credentials
 
     # --- construction -------------------------------------------------------------------
 
@@ -325,41 +338,26 @@ class KubeRest:
             raise UsageError(f"cannot read kubeconfig {p}: {exc.strerror}") from None
         return cls.from_kubeconfig(text, context, base_dir=p.parent, **kw)
 
-    @classmethod
-    def for_region(
-        cls, region: RegionOutputs, env: Mapping[str, str] | None = None, **kw: Any
-    ) -> KubeRest:
-        """The stack output's kubeconfig for ``region``; without one (``--outputs FILE``),
-        ``$KUBECONFIG`` (first file) with a context named after the region."""
-        environ = dict(os.environ) if env is None else env
-        if region.kubeconfig:
-            return cls.from_kubeconfig(region.kubeconfig, env=environ, **kw)
-        path = (environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
-        if not path:
-            home = environ.get("HOME") or str(Path.home())
-            path = str(Path(home) / ".kube" / "config")
-        return cls.from_file(path, context=region.name, env=environ, **kw)
-
     # --- credentials and transport ------------------------------------------------------
 
-    def _credential(self, refresh: bool = False) -> _Credential:
+    def _credential(self, refresh: bool = False) -> Credential:
         c = self.config
-        if c.exec_spec is None:
+        if self._fetch is None:
             token = c.token
             if c.token_file:  # re-read each time: projected tokens rotate on disk
                 token = Path(c.token_file).read_text().strip()
-            return _Credential(token=token, cert_pem=c.cert_pem, key_pem=c.key_pem)
+            return Credential(token=token, cert_pem=c.cert_pem, key_pem=c.key_pem)
         with self._lock:
             cred = self._cred
             fresh = cred is not None and (
                 cred.expires_at is None or cred.expires_at - _EXPIRY_MARGIN > time.time()
             )
             if refresh or cred is None or not fresh:
-                cred = run_exec_plugin(c.exec_spec, c.cluster, self.env)
+                cred = self._fetch()
                 self._cred = cred
             return cred
 
-    def _ssl_context(self, cred: _Credential) -> ssl.SSLContext:
+    def _ssl_context(self, cred: Credential) -> ssl.SSLContext:
         c = self.config
         ctx = (
             ssl.create_default_context(cadata=c.ca_pem)
@@ -386,7 +384,7 @@ class KubeRest:
                 out[scheme] = value
         return out
 
-    def _opener_for(self, cred: _Credential) -> urllib.request.OpenerDirector:
+    def _opener_for(self, cred: Credential) -> urllib.request.OpenerDirector:
         if self._opener is None or self._opener_cert != cred.cert_pem:
             self._opener = urllib.request.build_opener(
                 urllib.request.ProxyHandler(self._proxies()),
@@ -395,7 +393,7 @@ class KubeRest:
             self._opener_cert = cred.cert_pem
         return self._opener
 
-    def _headers(self, cred: _Credential) -> dict[str, str]:
+    def _headers(self, cred: Credential) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "imctl"}
         if cred.token:
             headers["Authorization"] = f"Bearer {cred.token}"
@@ -429,7 +427,7 @@ class KubeRest:
                 return doc if isinstance(doc, dict) else {}
             except urllib.error.HTTPError as exc:
                 status, message = exc.code, _status_message(exc.read())
-                if status == 401 and self.config.exec_spec is not None and not refreshed:
+                if status == 401 and self._fetch is not None and not refreshed:
                     # The cached token died before its stated expiry (revoked, clock skew).
                     refreshed = force = True
                     attempt -= 1

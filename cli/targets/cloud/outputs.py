@@ -5,7 +5,8 @@ From the Pulumi stack's outputs (``imctl deploy --cloud X``), or from a JSON fil
 
     {"cloud": "aws", "primary_region": "us-east-1", "standby_region": "us-west-2",
      "regions": {"us-east-1": {"cluster_name", "nodegroup_name", "db_instance_id", "endpoint",
-                               "role"?, "namespace"?, "deployment"?, "kubeconfig"?}, ...},
+                               "cluster_id"?, "role"?, "namespace"?, "deployment"?,
+                               "kubeconfig"?}, ...},
      "hosted_zone_id": "...", "dns_name": "...", "backup_bucket": "..."}
 """
 
@@ -35,7 +36,10 @@ class RegionOutputs:
     role: str = "primary"
     namespace: str = "imctl"
     deployment: str = DEPLOYMENT_NAME
-    kubeconfig: str | None = None  # secret; absent: KUBECONFIG with a context named <region>
+    kubeconfig: str | None = None  # secret; absent: see kube_access.py for what is used
+    # What the cloud's cluster API takes where that is not the name: ACK's cluster id (c-...),
+    # GKE's full resource name (projects/P/locations/L/clusters/N). The stacks export it.
+    cluster_id: str | None = None
     # The name the region's certificate carries when the stack serves wss:// (its balancer's
     # address is not in it); None: plain HTTP on the endpoint. Set from the top-level outputs.
     tls_name: str | None = None
@@ -108,7 +112,10 @@ class CloudOutputs:
         for name, r in dict(doc["regions"]).items():
             lacking = [k for k in _REGION_KEYS if not r.get(k)]
             if lacking:
-                raise UsageError(f"{source}: region {name} lacks {', '.join(lacking)}")
+                raise UsageError(
+                    f"{source}: region {name} lacks {', '.join(lacking)}",
+                    "see the outputs contract in docs/runbook.md",
+                )
             known = {
                 k: r[k]
                 for k in RegionOutputs.__dataclass_fields__
