@@ -19,6 +19,8 @@ DB_PORT: Final = 5432
 SECRET_NAME: Final = "im-server"
 SECRET_DB_URL_KEY: Final = "database-url"
 SECRET_ADMIN_TOKEN_KEY: Final = "admin-token"
+# Signs the users' tokens: the nodes verify with it, `imctl token --cloud X` mints with it.
+SECRET_JWT_KEY: Final = "jwt-secret"
 
 DEPLOYMENT_NAME: Final = "im-server"
 HTTP_PORT: Final = 8080

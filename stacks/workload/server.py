@@ -27,6 +27,7 @@ from stacks.workload_contract import (
     HTTP_PORT,
     SECRET_ADMIN_TOKEN_KEY,
     SECRET_DB_URL_KEY,
+    SECRET_JWT_KEY,
     SECRET_NAME,
     TLS_PORT,
 )
@@ -83,7 +84,7 @@ def _secret_env(name: str, key: str) -> k8s.core.v1.EnvVarArgs:
 def server_env(args: ImServerArgs) -> list[k8s.core.v1.EnvVarArgs]:
     return [
         _secret_env("IM_DATABASE_URL", SECRET_DB_URL_KEY),
-        _secret_env("IM_JWT_SECRET", "jwt-secret"),
+        _secret_env("IM_JWT_SECRET", SECRET_JWT_KEY),
         _secret_env("IM_ADMIN_TOKEN", SECRET_ADMIN_TOKEN_KEY),
         k8s.core.v1.EnvVarArgs(name="IM_NATS_URL", value=args.nats_url),
         # Env from the Secret, not args: the pod spec (args included) is readable more widely
@@ -175,7 +176,7 @@ class ImServer(pulumi.ComponentResource):
             type="Opaque",
             string_data={
                 SECRET_DB_URL_KEY: args.database_url,
-                "jwt-secret": args.jwt_secret,
+                SECRET_JWT_KEY: args.jwt_secret,
                 SECRET_ADMIN_TOKEN_KEY: args.admin_token,
                 "nats-user": args.nats_user,
                 "nats-password": args.nats_password,

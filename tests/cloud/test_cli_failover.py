@@ -224,3 +224,85 @@ def test_a_restore_pointed_back_after_a_failed_check_clears_the_record(
     assert doc["error"]["details"]["rolled_back"] is True
     # The workload is back on the stack's own instance: nothing for a deploy to undo.
     assert _config(rolling_stack)["restoredInstance"] == ""
+
+
+# --- the one Target interface, through the real command ----------------------------------------
+
+
+def test_a_cloud_dry_run_changes_nothing_and_shows_the_plan(aws: Aws, stack: FakePulumi) -> None:  # noqa: F811
+    before = aws.world.failover_records()
+    code, doc = _imctl(
+        stack,
+        ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--dry-run", "--yes",
+         "-o", "json"],
+    )  # fmt: skip
+    assert code == 0, doc
+    assert doc["dry_run"] is True and (doc["from_region"], doc["to_region"]) == (EAST, WEST)
+    assert doc["steps"] and "acked_messages" in doc["data_loss_bound"]
+    # It used to run the failover: nothing moved, nothing was recorded.
+    assert aws.world.failover_records() == before
+    assert "failovers" not in engine.config_values("dev", home=stack.home, env=stack.env)
+    outs = engine.outputs("dev", home=stack.home, env=stack.env).cloud("dev")
+    assert outs.primary_region == EAST
+
+
+def test_failover_json_has_the_same_common_keys_as_the_local_target(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+) -> None:
+    from cli.targets.base import FAILOVER_KEYS
+
+    code, doc = _imctl(
+        stack, ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"]
+    )
+    assert code == 0, doc
+    assert set(FAILOVER_KEYS) <= set(doc), set(FAILOVER_KEYS) - set(doc)
+    assert set(doc) - set(FAILOVER_KEYS) == set()  # the rest is under details
+
+
+def test_a_token_for_a_cloud_stack_is_signed_with_the_secret_its_pods_verify(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+) -> None:
+    from im_server import auth
+    from stacks.workload_contract import SECRET_JWT_KEY, SECRET_NAME
+    from tests.cloud.aws_fixtures import NAMESPACE
+
+    secret = "k" * 48
+    aws.world.kube(EAST).secrets[(NAMESPACE, SECRET_NAME)] = {SECRET_JWT_KEY: secret}
+    code, doc = _imctl(stack, ["token", "--cloud", "aws", "--user", "alice", "-o", "json"])
+    assert code == 0, doc
+    assert auth.verify(secret, doc["token"]) == "alice"
+
+    del aws.world.kube(EAST).secrets[(NAMESPACE, SECRET_NAME)]
+    code, doc = _imctl(stack, ["token", "--cloud", "aws", "--user", "alice", "-o", "json"])
+    assert code == 10 and SECRET_JWT_KEY in doc["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["deploy", "--port", "8800"], "--port"),
+        (["destroy", "--keep-data"], "--keep-data"),
+        (["failover", "--to-region", WEST, "--max-lag", "10"], "--max-lag"),
+    ],
+)
+def test_an_option_of_the_local_target_exits_2_on_a_cloud(
+    stack: FakePulumi, args: list[str], flag: str
+) -> None:
+    code, doc = _imctl(stack, [*args, "--cloud", "aws", "--yes", "-o", "json"])
+    assert code == 2, doc
+    assert doc["error"]["message"] == f"{flag} is not an option of the aws target"
+    assert "it is for local" in doc["error"]["hint"]
+
+
+def test_cloud_status_prints_as_text_not_as_json(aws: Aws, stack: FakePulumi) -> None:  # noqa: F811
+    stdout = io.StringIO()
+    env = Env(
+        stdout=stdout, stderr=io.StringIO(), stdin_isatty=False, stdout_isatty=False,
+        environ={**stack.env, "CI": "1"}, home=stack.home, stdin=io.StringIO(""),
+    )  # fmt: skip
+    CliRunner().invoke(app, ["status", "--cloud", "aws"], obj=env)
+    text = stdout.getvalue()
+    assert f"region {EAST} (primary)" in text and f"region {WEST} (standby)" in text
+    assert "{" not in text  # no JSON dump

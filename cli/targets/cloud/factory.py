@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,11 @@ class _KubeCache:
 
             self.made[region] = kube_for_region(self.outputs, region, self.env)
         return self.made[region]
+
+
+def kube_clients(ctx: Context, outputs: CloudOutputs) -> Callable[[str], KubeApi]:
+    """A region's Kubernetes client, made once per region on first use."""
+    return _KubeCache(outputs, dict(ctx.env.environ))
 
 
 def ops_for(ctx: Context, outputs: CloudOutputs) -> CloudOps:

@@ -156,6 +156,25 @@ class CloudTarget(Target):
         checks = common_checks(home) + cloud_checks(self.cloud, environ, settings, today)
         return DoctorResult(self.cloud, checks)
 
+    def token(self, user: str, ttl: int) -> Result:
+        """A token signed with the secret the stack's pods verify with, read from the primary
+        region's Secret (the outputs never carry it)."""
+        from cli.targets.cloud.factory import kube_clients
+        from cli.targets.tokens import mint
+        from stacks.workload_contract import SECRET_JWT_KEY, SECRET_NAME
+
+        outs = self._outputs()
+        primary = outs.primary
+        data = kube_clients(self.ctx, outs)(primary.name).get_secret(primary.namespace, SECRET_NAME)
+        secret = data.get(SECRET_JWT_KEY)
+        if not secret:
+            raise PreconditionFailed(
+                f"Secret {primary.namespace}/{SECRET_NAME} in {primary.name} has no"
+                f" {SECRET_JWT_KEY}",
+                "`imctl deploy` recreates it",
+            )
+        return DocResult(self._doc(mint(secret, user, ttl)))
+
     # --- status and scale -----------------------------------------------------------------------
 
     def status(self, check: bool) -> Result:
