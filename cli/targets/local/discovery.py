@@ -129,7 +129,7 @@ class _Scan:
         return Found(kind, region, name, proc.pid, float(proc.info["create_time"]), argv, proof)
 
     def _node(self, proc: psutil.Process, argv: list[str]) -> Found | None:
-        from cli.targets.local.runtime import NODE_ID_RE
+        from cli.targets.local.nodes import NODE_ID_RE
 
         env = proc.environ()
         node_id = env.get("IM_NODE_ID", "")
