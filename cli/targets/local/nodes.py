@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from cli.deadline import poll
 from cli.errors import OperationTimeout, ResourceFailure, StateInvalid
 from cli.progress import Note
 from cli.state import RegionConfig
@@ -143,9 +143,9 @@ class Nodes:
         )
 
     def _wait_ready(self, nodes: list[str], timeout: float = NODE_READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
         pending = set(nodes)
-        while pending:
+
+        def still_pending() -> set[str]:
             for node in list(pending):
                 st = self.node_status(node)
                 # A node that serves but cannot commit (writes blocked: a lost synchronous
@@ -159,13 +159,23 @@ class Nodes:
                         f"im-server {node} in region {self.cfg.name} exited during start:\n{tail}",
                         f"full log: {self.node_log(node)}",
                     )
-            if pending and time.monotonic() > deadline:
-                raise OperationTimeout(
-                    f"nodes {', '.join(sorted(pending))} not ready after {timeout:.0f}s",
-                    f"see {self.nodes_dir}/*.log",
-                )
-            if pending:
-                time.sleep(0.05)
+            return pending
+
+        def not_ready(left: set[str]) -> set[str]:
+            raise OperationTimeout(
+                f"nodes {', '.join(sorted(left))} not ready after {timeout:.0f}s",
+                f"see {self.nodes_dir}/*.log",
+            )
+
+        poll(
+            still_pending,
+            done=lambda left: not left,
+            state=lambda left: f"{len(left)} not ready",
+            what=f"im-server nodes of region {self.cfg.name}",
+            limit=timeout,
+            interval=0.05,
+            timed_out=not_ready,
+        )
 
     def ensure_nodes(self, replicas: int, step: Note) -> list[str]:
         """Nodes n1..nN alive and ready; returns what was started.

@@ -8,7 +8,7 @@ import secrets
 import time
 from pathlib import Path
 
-from cli.deadline import Deadline
+from cli.deadline import Deadline, poll
 from cli.errors import ContentMismatch, ImctlError, PreconditionFailed, ResourceFailure
 from cli.progress import Step
 from cli.snapshots import ContentDigest, RestoreResult, RestoreTarget, diff_content
@@ -263,8 +263,16 @@ def _wait_no_sessions(pg: PgInstance, database: str, timeout: float = 15.0) -> N
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE datname = :'db' AND pid <> pg_backend_pid()"
     )
-    deadline = time.monotonic() + timeout
-    while pg.sql(query, variables={"db": database}) != "0":
-        if time.monotonic() > deadline:
-            raise ResourceFailure(f"sessions on database {database!r} did not end")
-        time.sleep(0.05)
+
+    def sessions_left(_terminated: str) -> str:
+        raise ResourceFailure(f"sessions on database {database!r} did not end")
+
+    poll(
+        lambda: pg.sql(query, variables={"db": database}),
+        done=lambda terminated: terminated == "0",
+        state=lambda terminated: f"{terminated} session(s) terminated",
+        what=f"sessions on database {database!r}",
+        limit=timeout,
+        interval=0.05,
+        timed_out=sessions_left,
+    )
