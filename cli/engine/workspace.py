@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pulumi import automation as auto
 
 PROJECT: Final = "imctl"
+# The program starts its config errors with this, so that they exit 2 (pulumi_errors), not 1.
 PROGRAM_CONFIG_PREFIX: Final = "imctl config:"
 
 

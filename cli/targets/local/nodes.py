@@ -53,27 +53,18 @@ def http_json(url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+@dataclass(kw_only=True)
 class Nodes:
     """The im-server processes of one region. ``env`` gives a node's environment by node id:
     the region's database, bus and sync settings, which change while the region lives; a
     running node whose ``sync_keys`` differ from it is replaced."""
 
-    def __init__(
-        self,
-        cfg: RegionConfig,
-        nodes_dir: Path,
-        *,
-        drain_grace: float,
-        global_port: int | None,
-        env: Callable[[str], dict[str, str]],
-        sync_keys: Iterable[str],
-    ) -> None:
-        self.cfg = cfg
-        self.nodes_dir = nodes_dir
-        self.drain_grace = drain_grace
-        self.global_port = global_port
-        self.env = env
-        self.sync_keys = tuple(sync_keys)
+    cfg: RegionConfig
+    nodes_dir: Path
+    drain_grace: float
+    global_port: int | None
+    env: Callable[[str], dict[str, str]]
+    sync_keys: tuple[str, ...]
 
     def node_ids(self) -> list[str]:
         """Nodes that have a pid file (alive or not), in start order."""

@@ -97,12 +97,12 @@ class Region:
         self.nodes_dir = root / "nodes"
         self.ports_path = root / "ports.json"
         self.nodes = Nodes(
-            cfg,
-            self.nodes_dir,
+            cfg=cfg,
+            nodes_dir=self.nodes_dir,
             drain_grace=drain_grace,
             global_port=global_port,
             env=self.node_env,
-            sync_keys=NO_SYNC.env(),
+            sync_keys=tuple(NO_SYNC.env()),
         )
 
     # --- parts ----------------------------------------------------------------------------
