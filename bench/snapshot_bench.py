@@ -36,7 +36,8 @@ import asyncpg
 from cli.deadline import Deadline
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.procs import free_port
-from cli.targets.local.snapshots import DUMP, LocalSnapshots
+from cli.targets.local.snapshots.catalog import DUMP
+from cli.targets.local.snapshots.pg_client import pg_restore
 
 CONVERSATIONS = 1000
 GOAL_MB_S = 50.0
@@ -109,7 +110,7 @@ def compare_jobs(dump: Path) -> dict[str, Any]:
             db = f"j{jobs}"
             pg.create_database(db)
             t0 = time.monotonic()
-            LocalSnapshots._pg_restore(pg, db, dump, Deadline(600), jobs=jobs)
+            pg_restore(pg, db, dump, Deadline(600), jobs=jobs)
             took = time.monotonic() - t0
             size = int(pg.sql(f"SELECT pg_database_size('{db}')"))
             out[f"j{jobs}"] = {"seconds": round(took, 2), "mb_per_s": round(size / 1e6 / took, 1)}

@@ -70,19 +70,24 @@ def poll(
     done: Callable[[T], bool],
     state: Callable[[T], str],
     what: str,
-    deadline: Deadline,
-    progress: Note,
     interval: float,
+    deadline: Deadline | None = None,
+    progress: Note | None = None,
     limit: float | None = None,
     still_every: float | None = None,
     unknown_hint: str = "",
+    timed_out: Callable[[T], T] | None = None,
 ) -> T:
     """Call ``fetch`` until ``done`` (``fetch`` raises on a failed state); report each new state
     through ``progress``, and an unchanged one every ``still_every`` seconds so a long wait shows
-    it is alive. ``limit`` bounds this wait below the deadline. On the deadline the outcome is
-    unknown, and the error says so (``unknown_hint`` says where to look)."""
+    it is alive. ``limit`` bounds this wait below the deadline; a wait that is no step of an
+    operation (stopping a process) has no ``deadline`` and only its ``limit``. On the deadline
+    the outcome is unknown, and the error says so (``unknown_hint`` says where to look); a wait
+    with its own answer to running out gives ``timed_out``, which gets the last value and
+    raises, or returns what the wait returns."""
     start = time.monotonic()
-    end = start + min(deadline.remaining(), limit if limit is not None else float("inf"))
+    bound = deadline.remaining() if deadline is not None else NO_TIMEOUT_BOUND
+    end = start + min(bound, limit if limit is not None else float("inf"))
     last: str | None = None
     last_report = start
     while True:
@@ -90,12 +95,15 @@ def poll(
         current = state(value)
         now = time.monotonic()
         again = still_every is not None and now - last_report >= still_every
-        if current != last or again:
+        if progress is not None and (current != last or again):
             suffix = f" ({now - start:.0f}s)" if current == last else ""
             progress(f"{what}: {current}{suffix}")
             last, last_report = current, now
         if done(value):
             return value
         if now >= end:
-            raise deadline.unknown_outcome(what, current, now - start, unknown_hint)
+            if timed_out is not None:
+                return timed_out(value)
+            outcome = deadline if deadline is not None else Deadline(None)
+            raise outcome.unknown_outcome(what, current, now - start, unknown_hint)
         time.sleep(max(0.0, min(interval, end - now)))

@@ -1,8 +1,8 @@
 """The live Rich display of Pulumi engine events (cli/output.py) and which display a command gets.
 
-The display is driven with the ``ProgressEvent``s cli/engine.py makes, into a rich Console forced
-into terminal mode on a StringIO, and judged by what a person would see: the lines that stay on
-screen, the done/total count, the summary.
+The display is driven with the ``ProgressEvent``s cli/engine/events.py makes, into a rich
+Console forced into terminal mode on a StringIO, and judged by what a person would see: the lines
+that stay on screen, the done/total count, the summary.
 """
 
 from __future__ import annotations

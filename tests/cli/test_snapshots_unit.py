@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cli.deadline import Deadline
+from cli.deadline import Deadline, poll
 from cli.errors import OperationTimeout
 from cli.snapshots import (
     ContentDigest,
@@ -79,3 +79,21 @@ def test_deadline() -> None:
     assert short.expired() and short.remaining() == 0.0
     with pytest.raises(OperationTimeout, match=r"timed out \(0.01s\) before the switch"):
         short.check("before the switch")
+
+
+def test_a_wait_outside_an_operation_ends_on_its_own_answer() -> None:
+    # The local process waits (a port, a process exiting) have no --timeout, only their limit,
+    # and each keeps the error (or the False) it gave before it was a poll.
+    reads = iter(range(1000))
+    left = poll(
+        lambda: next(reads),
+        done=lambda n: n < 0,
+        state=str,
+        what="counting",
+        limit=0.05,
+        interval=0.01,
+        timed_out=lambda n: -n,
+    )
+    assert left < 0
+    with pytest.raises(OperationTimeout, match="counting: still 0 after 0s; the outcome is"):
+        poll(lambda: 0, done=bool, state=str, what="counting", limit=0.0, interval=0.01)

@@ -19,8 +19,9 @@ import pytest
 
 from cli.state import StackFiles
 from cli.targets.local import procs
+from cli.targets.local.nodes import http_json
 from cli.targets.local.procs import free_port
-from cli.targets.local.runtime import Region, http_json
+from cli.targets.local.runtime import Region
 from cli.targets.local.target import LocalTarget
 from im_server.client import Client
 from tests.cli.test_local_e2e import imctl, imctl_home, ok_json

@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 
 from cli import engine, progress_view
+from cli.engine.events import EventRenderer, Failure
+from cli.engine.pulumi_errors import translate_error, translated
+from cli.engine.settings import MIN_PULUMI_VERSION, resolve_settings
 from cli.errors import ExitStatus, ImctlError, PreconditionFailed
 from cli.progress import ProgressEvent
 from cli.targets.cloud.outputs import CloudOutputs
@@ -185,7 +188,7 @@ def test_backend_url_from_the_environment(fake: FakePulumi, tmp_path: Path) -> N
     _deploy(fake)
     assert {c["env"]["PULUMI_BACKEND_URL"] for c in fake.calls()} == {f"file://{shared}"}
     assert (shared / ".pulumi-fake" / "stacks" / "imctl.dev.json").exists()
-    settings = engine.resolve_settings(
+    settings = resolve_settings(
         fake.home, {**fake.env, "PULUMI_BACKEND_URL": "https://u:p@api.example.com/x?token=1"}
     )
     assert settings.public_backend == "https://api.example.com/x"
@@ -255,7 +258,7 @@ def test_renderer_records_failures_with_their_reason() -> None:
 
     urn = "urn:pulumi:dev::imctl::imctl:aws:Network$aws:ec2/vpc:Vpc::us-east-1-vpc"
     meta = {"op": "create", "urn": urn, "type": "aws:ec2/vpc:Vpc"}
-    renderer = engine.EventRenderer("dev", "up")
+    renderer = EventRenderer("dev", "up")
     for raw in (
         {"sequence": 1, "resourcePreEvent": {"metadata": meta}},
         {"sequence": 2, "resOpFailedEvent": {"metadata": meta, "status": 1, "steps": 1}},
@@ -266,7 +269,7 @@ def test_renderer_records_failures_with_their_reason() -> None:
         {"sequence": 5, "unknownEvent": {}},
     ):  # fmt: skip
         renderer(EngineEvent.from_json(raw))
-    assert renderer.failures == [engine.Failure(urn, "aws:ec2/vpc:Vpc", "us-east-1-vpc", "quota")]
+    assert renderer.failures == [Failure(urn, "aws:ec2/vpc:Vpc", "us-east-1-vpc", "quota")]
     assert renderer.counts() == {"done": 1, "total": 1, "failed": 1}
     assert renderer.events_seen == 5
 
@@ -362,7 +365,7 @@ def test_missing_pulumi_cli_is_exit_10_with_install_hint(fake: FakePulumi, tmp_p
 
 def test_the_cli_vanishing_mid_run_is_exit_10() -> None:
     def boom() -> None:
-        with engine._translated("dev", "up"):
+        with translated("dev", "up"):
             raise FileNotFoundError(2, "No such file or directory", "pulumi")
 
     err = _error(boom)
@@ -372,14 +375,14 @@ def test_the_cli_vanishing_mid_run_is_exit_10() -> None:
 def test_too_old_cli_is_exit_10(fake: FakePulumi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_PULUMI_VERSION", "3.150.0")
     err = _error(lambda: _deploy(fake))
-    assert err.status is ExitStatus.PRECONDITION and engine.MIN_PULUMI_VERSION in err.message
+    assert err.status is ExitStatus.PRECONDITION and MIN_PULUMI_VERSION in err.message
 
 
 def test_program_config_errors_are_usage_errors() -> None:
     from pulumi.automation import CommandError, CommandResult
 
     exc = CommandError(CommandResult("error: imctl config: region is required", "", 255))
-    err = engine._translate_error(exc, stack="dev", operation="up", settings=None, renderer=None)
+    err = translate_error(exc, stack="dev", operation="up", settings=None, renderer=None)
     assert err is not None and err.status is ExitStatus.USAGE
     assert err.message == "stack config: region is required"
 

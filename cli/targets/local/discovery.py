@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from cli.deadline import poll
 from cli.progress import Note
 from cli.targets.local import procs
 
@@ -129,7 +129,7 @@ class _Scan:
         return Found(kind, region, name, proc.pid, float(proc.info["create_time"]), argv, proof)
 
     def _node(self, proc: psutil.Process, argv: list[str]) -> Found | None:
-        from cli.targets.local.runtime import NODE_ID_RE
+        from cli.targets.local.nodes import NODE_ID_RE
 
         env = proc.environ()
         node_id = env.get("IM_NODE_ID", "")
@@ -260,14 +260,22 @@ def _stop_postmaster(info: procs.PidInfo) -> bool:
     except psutil.Error:
         family = []
     clean = procs.terminate(info, PG_STOP_TIMEOUT, sig=signal.SIGINT)
-    deadline = time.monotonic() + 10
-    while living := _living(family):
-        if time.monotonic() > deadline:
-            for p in living:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            break
-        time.sleep(0.05)
+
+    def kill_the_rest(living: list[psutil.Process]) -> list[psutil.Process]:
+        for p in living:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        return living
+
+    poll(
+        lambda: _living(family),
+        done=lambda living: not living,
+        state=lambda living: f"{len(living)} backend(s) left",
+        what=f"the backends of PostgreSQL {info.pid}",
+        limit=10,
+        interval=0.05,
+        timed_out=kill_the_rest,
+    )
     return clean
 
 

@@ -11,12 +11,12 @@ import os
 import shutil
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.deadline import poll
 from cli.errors import OperationTimeout, PrerequisiteMissing, ResourceFailure
 from cli.targets.local import procs
 
@@ -157,21 +157,34 @@ class NatsProcess:
         pid = procs.spawn_detached(
             argv, log_file=self.log_file, pid_file=self.pid_file, env=None, cwd=self.store_dir
         )
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
+
+        def healthy() -> bool:
+            if self.healthy():
+                return True
             if not self.is_alive():
                 raise ResourceFailure(
                     f"nats-server on port {self.port} exited while starting:\n"
                     + procs.log_tail(self.log_file),
                     "is the port taken? see " + str(self.log_file),
                 )
-            if time.monotonic() >= deadline:
-                self.kill9()
-                raise OperationTimeout(
-                    f"nats-server on port {self.port} not healthy after {timeout:.0f}s:\n"
-                    + procs.log_tail(self.log_file)
-                )
-            time.sleep(0.05)
+            return False
+
+        def not_healthy(_healthy: bool) -> bool:
+            self.kill9()
+            raise OperationTimeout(
+                f"nats-server on port {self.port} not healthy after {timeout:.0f}s:\n"
+                + procs.log_tail(self.log_file)
+            )
+
+        poll(
+            healthy,
+            done=bool,
+            state=lambda ok: "healthy" if ok else "starting",
+            what=f"nats-server on port {self.port}",
+            limit=timeout,
+            interval=0.05,
+            timed_out=not_healthy,
+        )
         # /healthz may have been answered by another server that holds our monitor port.
         if not self.is_alive():
             raise ResourceFailure(

@@ -15,7 +15,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from cli.deadline import poll
 from cli.errors import OperationTimeout, PrerequisiteMissing, ResourceFailure, UsageError
 from cli.targets.local.procs import log_tail
 
@@ -342,11 +342,19 @@ class PgInstance:
             proc.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess:
             return
-        deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in family):
-            if time.monotonic() >= deadline:
-                raise ResourceFailure(f"PostgreSQL processes of {pid} outlived SIGKILL")
-            time.sleep(0.05)
+
+        def outlived(_alive: bool) -> bool:
+            raise ResourceFailure(f"PostgreSQL processes of {pid} outlived SIGKILL")
+
+        poll(
+            lambda: any(_alive(p) for p in family),
+            done=lambda alive: not alive,
+            state=lambda alive: "alive" if alive else "gone",
+            what=f"PostgreSQL {pid} and its children",
+            limit=timeout,
+            interval=0.05,
+            timed_out=outlived,
+        )
 
     # -- state ------------------------------------------------------------------------------
 

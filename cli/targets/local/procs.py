@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
+from cli.deadline import poll
 from cli.errors import OperationTimeout, ResourceFailure
 from cli.statecheck import FileCheck
 
@@ -68,17 +68,25 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def wait_port(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def listening() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            if time.monotonic() >= deadline:
-                raise OperationTimeout(
-                    f"nothing is listening on {host}:{port} after {timeout:.1f}s"
-                ) from None
-            time.sleep(_POLL)
+            return False
+
+    def nothing_listens(_listening: bool) -> bool:
+        raise OperationTimeout(f"nothing is listening on {host}:{port} after {timeout:.1f}s")
+
+    poll(
+        listening,
+        done=bool,
+        state=lambda up: "listening" if up else "not listening",
+        what=f"{host}:{port}",
+        limit=timeout,
+        interval=_POLL,
+        timed_out=nothing_listens,
+    )
 
 
 def spawn_detached(
@@ -177,12 +185,16 @@ def is_alive(info: PidInfo) -> bool:
 
 def wait_dead(info: PidInfo, timeout: float) -> bool:
     """True once the process is gone (zombies count as gone), False on timeout."""
-    deadline = time.monotonic() + timeout
-    while is_alive(info):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL)
-    return True
+    alive = poll(
+        lambda: is_alive(info),
+        done=lambda alive: not alive,
+        state=lambda alive: "alive" if alive else "gone",
+        what=f"process {info.pid}",
+        limit=timeout,
+        interval=_POLL,
+        timed_out=lambda alive: alive,
+    )
+    return not alive
 
 
 def _signal(info: PidInfo, sig: int) -> bool:
