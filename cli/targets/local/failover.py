@@ -8,11 +8,11 @@ instead of undoing it.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from cli.deadline import poll
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
 from cli.progress import Note
 from cli.state import StackConfig, StackFiles
@@ -30,17 +30,23 @@ def sync_watch(cfg: StackConfig) -> SyncWatch:
 def wait_streaming(standby: Region, timeout: float) -> None:
     from cli.targets.local import replication as rep
 
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ImctlError):
-            if rep.standby_state(standby.pg()).streaming:
-                return
-        if time.monotonic() > deadline:
-            raise OperationTimeout(
-                f"standby {standby.cfg.name} is not streaming after {timeout:.0f}s",
-                f"see {standby.root / 'pg' / 'postgres.log'}",
-            )
-        time.sleep(0.1)
+    def streaming() -> bool:
+        try:
+            return rep.standby_state(standby.pg()).streaming
+        except ImctlError:  # not accepting connections yet: keep waiting
+            return False
+
+    def not_streaming(_: bool) -> NoReturn:
+        raise OperationTimeout(
+            f"standby {standby.cfg.name} is not streaming after {timeout:.0f}s",
+            f"see {standby.root / 'pg' / 'postgres.log'}",
+        )
+
+    poll(
+        streaming, done=bool, state=lambda up: "streaming" if up else "not streaming",
+        what=f"standby {standby.cfg.name}", limit=timeout, interval=0.1,
+        timed_out=not_streaming,
+    )  # fmt: skip
 
 
 class LocalFailover:
@@ -163,14 +169,19 @@ class LocalFailover:
             src.remove_nodes(0, step)
             target = rep.current_lsn(src_pg)
             step(f"waiting for {dst.cfg.name} to replay up to the last write")
-            while rep.replayed_lsn(dst_pg) < target:
-                if time.monotonic() > deadline:
-                    raise OperationTimeout(
-                        f"{dst.cfg.name} did not catch up in {timeout:.0f}s; nothing was"
-                        f" promoted and {src.cfg.name} is still the primary",
-                        "`imctl deploy` restarts its nodes",
-                    )
-                time.sleep(0.02)
+
+            def behind(_: int) -> NoReturn:
+                raise OperationTimeout(
+                    f"{dst.cfg.name} did not catch up in {timeout:.0f}s; nothing was"
+                    f" promoted and {src.cfg.name} is still the primary",
+                    "`imctl deploy` restarts its nodes",
+                )
+
+            poll(
+                lambda: rep.replayed_lsn(dst_pg), done=lambda lsn: lsn >= target,
+                state=lambda lsn: f"{max(0, target - lsn)} bytes behind", what=dst.cfg.name,
+                limit=max(0.0, deadline - time.monotonic()), interval=0.02, timed_out=behind,
+            )  # fmt: skip
             step(f"stopping {src.cfg.name}'s PostgreSQL")
             src_pg.stop()
         else:
