@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from bench import raise_fd_limit
 from bench.open_loop import report
@@ -33,6 +35,7 @@ from bench.open_loop.systems import (
 )
 from bench.stack_compare import versions, wait_quiet
 
+ROOT = Path(__file__).resolve().parents[2]
 SETUPS = ("relay", "im1", "im2")
 # Up to 15,000: the bare relay's knee on a quiet machine is about 10,000, and a knee at the
 # sweep's top rate is only a lower bound.
@@ -84,18 +87,56 @@ def costs(
     return out
 
 
+class Reaper:
+    """The child that stops what this run started should this process die uncleanly
+    (``bench.open_loop.reaper``); its own session, so a signal to our group spares it."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.open_loop.reaper"],
+            stdin=subprocess.PIPE,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def register(self, **item: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(item) + b"\n")
+        self.proc.stdin.flush()
+
+    def process(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.register(pid=pid, create_time=psutil.Process(pid).create_time())
+
+    def close(self) -> None:
+        """After our own cleanup: it finds nothing left and exits."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 async def run_setup(
     system: System,
     a: argparse.Namespace,
     server_cpus: set[int] | None,
     client_cpus: set[int] | None,
+    reaper: Reaper | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     names = [f"u{i}" for i in range(a.connections)]
-    async with asyncio.timeout(START_S):
-        await system.start()
     gen: Generator | None = None
     try:
+        async with asyncio.timeout(START_S):
+            await system.start()
+        if reaper is not None:
+            for group, pids in system.groups().items():
+                if group != "postgres":  # stopped by its data directory
+                    for pid in pids:
+                        reaper.process(pid)
         rss0 = rss_kib(system.server_pids())
         gen = Generator(system.url, system.credentials(names), names, a.senders, a.peers)
         async with asyncio.timeout(CONNECT_S):
@@ -187,6 +228,9 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="imctl-open-loop-"))
     tmp.chmod(0o711)  # PostgreSQL runs as its own user and must reach its data dir
     pg = Postgres(tmp, server_cpus)
+    reaper = Reaper()
+    reaper.register(pg=str(pg.data_dir))
+    reaper.register(tmp=str(tmp))
     budget = budget_s(a)
     doc: dict[str, Any] = {
         "config": {
@@ -222,7 +266,9 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
                 else:
                     system = ImSystem(1 if key == "im1" else 2, sub, pg, a.connections, server_cpus)
                 try:
-                    doc["setups"][key] = await run_setup(system, a, server_cpus, client_cpus)
+                    doc["setups"][key] = await run_setup(
+                        system, a, server_cpus, client_cpus, reaper
+                    )
                 except (ConnectionError, RuntimeError, OSError, TimeoutError) as exc:
                     # One system failing to start or connect still lets the others be measured.
                     doc["setups"][key] = {
@@ -236,6 +282,7 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
     finally:
         pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        reaper.close()
     doc["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     relay = doc["setups"].get("relay", {})

@@ -173,12 +173,12 @@ class Postgres:
     The local target's settings: fsync, full_page_writes and synchronous_commit on."""
 
     def __init__(self, tmp: Path, cpus: set[int] | None) -> None:
-        self.tmp, self.cpus = tmp, cpus
+        self.data_dir, self.cpus = tmp / "pg", cpus
         self.pg: PgInstance | None = None
 
     def ensure(self) -> PgInstance:
         if self.pg is None:
-            pg = PgInstance(data_dir=self.tmp / "pg", port=free_port())
+            pg = PgInstance(data_dir=self.data_dir, port=free_port())
             pg.init(secrets.token_urlsafe(16))
             self.pg = pg
             pg.start()
