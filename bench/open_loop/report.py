@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.open_loop.driver import LOOKAHEAD
+
 # The generator is one process on one core driving every session. Past these it may be the
 # limit rather than the server, and the step's figures say nothing about the server.
 GEN_CPU_LIMIT = 0.85  # share of its core
 GEN_LAG_LIMIT_MS = 5.0  # p99 of its scheduler's wakeups behind plan
+LOOKAHEAD_MS = LOOKAHEAD * 1000.0
+# Other processes on the server core above this (cores) mark a step as disturbed.
+DISTURBED_CORES = 0.2
 
 
 def generator_verdict(row: dict[str, Any]) -> str | None:
@@ -34,12 +39,37 @@ def verdict(row: dict[str, Any], min_delivered_pct: float, p99_limit_ms: float) 
     """pass, fail, or inconclusive.
 
     Latency counts from the scheduled send time, so a generator that falls behind can only
-    make the server look worse: a pass holds whatever the generator did, a fail only when the
-    generator kept up. A fail while it did not is inconclusive (the step's figures are the
-    generator's, not the server's)."""
+    make the server look worse, and by at most its longest stall (a stalled generator sends
+    late and reads late by that much): a pass holds whatever the generator did, and a fail holds
+    when p99 minus that stall still misses the bound. Otherwise the miss may be the generator's:
+    inconclusive."""
     if passes(row, min_delivered_pct, p99_limit_ms):
         return "pass"
-    return "fail" if generator_verdict(row) is None else "inconclusive"
+    if generator_verdict(row) is None:
+        return "fail"
+    # The lookahead: the scheduler's lag is read at wakeups up to 2 ms apart.
+    stall = row["send_lag_max_ms"] + LOOKAHEAD_MS
+    if row["deliver"]["p99_ms"] - stall >= p99_limit_ms:
+        return "fail"
+    if row["delivered_pct"] < min_delivered_pct and row["loadgen_cpu"] < GEN_CPU_LIMIT:
+        return "fail"  # a generator with CPU to spare loses nothing in a 5 s drain
+    return "inconclusive"
+
+
+def overloaded(row: dict[str, Any]) -> bool:
+    """The server did not keep up with the offered rate: a backlog grew during the window."""
+    return bool(
+        row["delivered_in_window_per_s"] < 0.9 * row["offered_per_s"] or row["drain_s"] >= 1.0
+    )
+
+
+def disturbance(row: dict[str, Any]) -> str | None:
+    """Other processes' share of the server core in the window, when it is large enough to
+    matter (the server side then had less than its core)."""
+    others = row.get("others_cores", {}).get("server_core")
+    if others is not None and others >= DISTURBED_CORES:
+        return f"others took {others:.2f} of the server core"
+    return None
 
 
 def knee(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,9 +126,14 @@ HEADER = (
 
 def row_line(r: dict[str, Any]) -> str:
     d, a = r["deliver"], r["ack"]
-    verdict = r["verdict"]
+    notes = []
     if r.get("generator_limited"):
-        verdict += f" (figures invalid: {r['generator_limited']})"
+        notes.append(f"generator-limited, figures invalid: {r['generator_limited']}")
+    if r.get("disturbed"):
+        notes.append(f"disturbed: {r['disturbed']}")
+    if r.get("overloaded"):
+        notes.append("overloaded: a backlog grew")
+    verdict = r["verdict"] + (f" ({'; '.join(notes)})" if notes else "")
     others = r.get("others_cores", {})
     o_srv, o_cli = _f(others.get("server_core"), "{:.2f}"), _f(others.get("client_core"), "{:.2f}")
     return (

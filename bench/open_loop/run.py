@@ -154,13 +154,14 @@ async def run_setup(
         rows: list[dict[str, Any]] = []
         skipped: list[float] = []
         for rate in a.rates:
-            misses = 0
+            streak = 0
             for r in reversed(rows):
-                if r["verdict"] == "pass":
+                if not r["overloaded"]:
                     break
-                misses += 1
-            if a.stop_after and misses >= a.stop_after:
-                # Past the knee twice: higher rates only pile up a backlog for minutes.
+                streak += 1
+            if a.stop_after and streak >= a.stop_after:
+                # The server fell behind twice in a row: higher rates only pile up a backlog
+                # (for minutes, at the top of the sweep) and say nothing new.
                 skipped.append(rate)
                 continue
             others_before = await wait_quiet(a.quiet_wait, QUIET) if a.quiet_wait > 0 else None
@@ -178,6 +179,8 @@ async def run_setup(
             )
             row["machine_busy_before"] = others_before
             row["generator_limited"] = report.generator_verdict(row)
+            row["disturbed"] = report.disturbance(row)
+            row["overloaded"] = report.overloaded(row)
             row["verdict"] = report.verdict(row, a.min_delivered_pct, a.p99_limit_ms)
             rows.append(row)
             if progress:
@@ -320,7 +323,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--stop-after",
         type=int,
         default=2,
-        help="skip a setup's higher rates after this many steps in a row did not pass (0: never)",
+        help="skip a setup's higher rates after this many overloaded steps in a row (the"
+        " server fell behind the offered rate; 0: never)",
     )
     p.add_argument(
         "--quiet-wait", type=float, default=5.0, help="max s to wait for an idle machine per step"

@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _row(
-    rate: float, deliv: float = 100.0, p99: float = 5.0, cpu: float = 0.2, lag: float = 0.5
+    rate: float,
+    deliv: float = 100.0,
+    p99: float = 5.0,
+    cpu: float = 0.2,
+    lag: float = 0.5,
+    lag_max: float | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "offered_per_s": rate,
@@ -30,6 +35,7 @@ def _row(
         "deliver": {"p99_ms": p99},
         "loadgen_cpu": cpu,
         "send_lag_p99_ms": lag,
+        "send_lag_max_ms": lag if lag_max is None else lag_max,
         "others_cores": {"client_core": 0.0},
     }
     row["generator_limited"] = report.generator_verdict(row)
@@ -53,10 +59,24 @@ def test_verdicts() -> None:
     assert _row(1000)["verdict"] == "pass"
     assert _row(1000, p99=50.0)["verdict"] == "fail"  # the bound is strict: < 50 ms
     assert _row(1000, deliv=99.8)["verdict"] == "fail"
-    # A lagging generator only overstates latency: a pass stands, a fail proves nothing.
+    # A lagging generator only overstates latency, by at most its longest stall: a pass
+    # stands; a fail stands if it still fails without that stall; otherwise nothing is proven.
     assert _row(1000, lag=20.0)["verdict"] == "pass"
-    assert _row(1000, p99=80.0, lag=20.0)["verdict"] == "inconclusive"
-    assert _row(1000, p99=80.0, cpu=0.9)["verdict"] == "inconclusive"
+    assert _row(1000, p99=60.0, lag=20.0, lag_max=25.0)["verdict"] == "inconclusive"
+    assert _row(1000, p99=800.0, lag=20.0, lag_max=25.0)["verdict"] == "fail"
+    assert _row(1000, p99=60.0, cpu=0.9, lag_max=15.0)["verdict"] == "inconclusive"
+    assert _row(1000, p99=60.0, cpu=0.9)["verdict"] == "fail"  # busy, yet it kept schedule
+    assert _row(1000, deliv=90.0, lag=20.0)["verdict"] == "fail"  # lag loses no message
+    assert _row(1000, deliv=90.0, cpu=0.9)["verdict"] == "inconclusive"
+
+
+def test_overload_and_disturbance() -> None:
+    ok = {"offered_per_s": 1000, "delivered_in_window_per_s": 998.0, "drain_s": 0.0}
+    assert not report.overloaded(ok)
+    assert report.overloaded(ok | {"delivered_in_window_per_s": 650.0})
+    assert report.overloaded(ok | {"drain_s": 2.5})
+    assert report.disturbance({"others_cores": {"server_core": 0.05}}) is None
+    assert "0.68" in str(report.disturbance({"others_cores": {"server_core": 0.68}}))
 
 
 def test_knee_and_ratio() -> None:
@@ -66,7 +86,7 @@ def test_knee_and_ratio() -> None:
     assert report.ratio(im, relay) == {"value": 0.4, "kind": "measured"}
     capped = report.knee([_row(500), _row(1000)])
     assert capped["capped"] and report.ratio(im, capped)["kind"].startswith("upper bound")
-    noisy = report.knee([_row(500, p99=90.0), _row(1000), _row(2500, p99=90.0, lag=30.0)])
+    noisy = report.knee([_row(500, p99=90.0), _row(1000), _row(2500, p99=60.0, lag=30.0)])
     assert noisy["rate"] == 1000 and noisy["non_monotone"] and noisy["inconclusive_above"]
     none = report.knee([_row(500, p99=90.0)])
     assert none["rate"] is None and report.ratio(none, relay)["value"] == 0.0
@@ -113,6 +133,8 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
             assert row["rss_kib_per_conn"] > 0
             assert 0 < row["loadgen_cpu"] < 1.5
             assert row["verdict"] in ("pass", "fail", "inconclusive")
+            assert row["overloaded"] is False  # 200 msgs/s: no backlog on any server
+            assert "disturbed" in row and "generator_limited" in row
         assert set(setup["knee"]) == {"rate", "capped", "inconclusive_above", "non_monotone"}
     assert set(doc["ratios"]) == {"im1", "im2"}
     assert "knee(im1)/knee(relay)" in proc.stdout
