@@ -133,8 +133,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
             assert row["rss_kib_per_conn"] > 0
             assert 0 < row["loadgen_cpu"] < 1.5
             assert row["verdict"] in ("pass", "fail", "inconclusive")
-            assert row["overloaded"] is False  # 200 msgs/s: no backlog on any server
-            assert "disturbed" in row and "generator_limited" in row
+            assert {"overloaded", "disturbed", "generator_limited"} <= set(row)
         assert set(setup["knee"]) == {"rate", "capped", "inconclusive_above", "non_monotone"}
     assert set(doc["ratios"]) == {"im1", "im2"}
     assert "knee(im1)/knee(relay)" in proc.stdout
