@@ -128,11 +128,18 @@ def row_line(r: dict[str, Any]) -> str:
     d, a = r["deliver"], r["ack"]
     notes = []
     if r.get("generator_limited"):
-        notes.append(f"generator-limited, figures invalid: {r['generator_limited']}")
+        # The step's latencies are not the server's alone; the verdict already allows for it.
+        bound = r["send_lag_max_ms"] + LOOKAHEAD_MS
+        notes.append(
+            f"generator-limited, latencies invalid (overstated by up to {bound:.0f} ms):"
+            f" {r['generator_limited']}"
+        )
     if r.get("disturbed"):
         notes.append(f"disturbed: {r['disturbed']}")
     if r.get("overloaded"):
         notes.append("overloaded: a backlog grew")
+    if r.get("errors"):
+        notes.append("errors " + ", ".join(f"{k} {n}" for k, n in r["errors"].items()))
     verdict = r["verdict"] + (f" ({'; '.join(notes)})" if notes else "")
     others = r.get("others_cores", {})
     o_srv, o_cli = _f(others.get("server_core"), "{:.2f}"), _f(others.get("client_core"), "{:.2f}")

@@ -170,8 +170,15 @@ async def run_setup(
             def on_edge(edge: str, edges: dict[str, Sample] = edges) -> None:
                 edges[edge] = system.sample()
 
+            errors_before = dict(gen.errors)
             st = await gen.step(rate, a.lead_in, a.duration, a.drain, on_edge)
             row = step_stats(st, a.duration)
+            # Answers to an earlier step's backlog land here too; the step's own are in it.
+            row["errors"] = {
+                k: n - errors_before.get(k, 0)
+                for k, n in sorted(gen.errors.items())
+                if n != errors_before.get(k, 0)
+            }
             if "start" in edges and "end" in edges:
                 row |= costs(edges["start"], edges["end"], st, server_cpus, client_cpus)
             row["rss_kib_per_conn"] = round(

@@ -134,6 +134,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path) -> None:
             assert 0 < row["loadgen_cpu"] < 1.5
             assert row["verdict"] in ("pass", "fail", "inconclusive")
             assert {"overloaded", "disturbed", "generator_limited"} <= set(row)
+            assert row["errors"] == {}
         assert set(setup["knee"]) == {"rate", "capped", "inconclusive_above", "non_monotone"}
     assert set(doc["ratios"]) == {"im1", "im2"}
     assert "knee(im1)/knee(relay)" in proc.stdout
