@@ -385,7 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     import uvloop
 
-    doc = uvloop.run(amain(a))
+    try:
+        doc = uvloop.run(amain(a))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        # SIGTERM/Ctrl-C: the finally blocks have stopped what was started; no report.
+        print("interrupted: everything this run started was stopped", file=sys.stderr)
+        return 130
     if a.json:
         Path(a.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     print(report.table(doc))
