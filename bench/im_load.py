@@ -140,8 +140,21 @@ async def run_worker(
 # --- the system under test ------------------------------------------------------------------
 
 
+def _cpu_set(cpus: str) -> set[int]:
+    """taskset's list syntax ("0", "0,1", "0-3")."""
+    out: set[int] = set()
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 class Node:
-    """``im_server serve`` pinned to ``cpus``; ``args`` adds serve options (e.g. --health-port)."""
+    """``im_server serve`` pinned to ``cpus``; ``args`` adds serve options (e.g. --health-port).
+
+    ``die_with_parent``: the node gets SIGTERM when this process dies, however it dies, so a
+    benchmark killed mid-run leaves no server behind.
+    """
 
     def __init__(
         self,
@@ -151,21 +164,39 @@ class Node:
         *,
         cpus: str = str(SERVER_CPU),
         args: Sequence[str] = (),
+        die_with_parent: bool = False,
     ) -> None:
         self.env, self.port, self.log = env, port, log
         self.cpus, self.args = cpus, list(args)
+        self.die_with_parent = die_with_parent
         self.proc: asyncio.subprocess.Process | None = None
+
+    def _child_setup(self, pin: bool) -> None:
+        """Runs in the child between fork and exec."""
+        raise_fds()
+        if pin:
+            os.sched_setaffinity(0, _cpu_set(self.cpus))
+        if self.die_with_parent:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
     async def start(self) -> None:
         ready = self.log.with_suffix(".port")
         # A restarted node must not be taken for ready by the previous run's file.
         ready.unlink(missing_ok=True)
+        # taskset where there is one (what the docs' commands show); the same affinity set by
+        # hand where there is not.
+        has_taskset = shutil.which("taskset") is not None
+        prefix = ["taskset", "-c", self.cpus] if has_taskset else []
         with self.log.open("ab") as fh:
             self.proc = await asyncio.create_subprocess_exec(
-                "taskset", "-c", self.cpus,
+                *prefix,
                 sys.executable, "-m", "im_server", "serve", "--port", str(self.port),
                 "--ready-file", str(ready), *self.args,
-                env=self.env, stdout=fh, stderr=fh, preexec_fn=raise_fds,
+                env=self.env, stdout=fh, stderr=fh,
+                preexec_fn=lambda: self._child_setup(not has_taskset),
             )  # fmt: skip
         for _ in range(300):
             if ready.exists() and ready.read_text():
