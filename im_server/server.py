@@ -23,7 +23,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from im_server import auth, conversations, protocol
+from im_server.batcher import SendBatcher
 from im_server.bus import PRESENCE_QUERY, NatsBus, user_subject
 from im_server.config import Settings
 from im_server.errors import (
@@ -181,189 +181,6 @@ class Connection:
     async def close(self, code: int, message: bytes = b"", wait: float | None = None) -> None:
         self.shut()
         await self._close_after_flush(code, message, wait)
-
-
-@dataclass(slots=True)
-class _PendingSend:
-    item: SendItem
-    conn: Connection
-    t0: float
-    answered: bool = False  # the send timeout answered it; a late commit is pushed, not acked
-
-
-class SendBatcher:
-    """Group commit: concurrent sends share one transaction (one fsync) per batch.
-
-    Every send is answered within the send timeout: one still queued then gets ``unavailable``
-    (it never reached the database), one whose commit is under way gets ``outcome_unknown``
-    (resend with the same cid). A commit that finishes later is still pushed to its
-    recipients.
-    """
-
-    def __init__(self, server: ImServer) -> None:
-        self.server = server
-        s = server.settings
-        self.max = s.batch_max
-        self.linger = s.batch_linger_ms / 1000
-        self.timeout = s.send_timeout
-        # One queue per worker, a connection always on the same one: its sends commit in the
-        # order it sent them, while different connections commit in parallel.
-        self.queues: list[deque[_PendingSend]] = []
-        self.wakeups: list[asyncio.Event] = []
-        self.running: list[list[_PendingSend]] = []  # the batch each worker is committing
-        self.started: list[float] = []  # when that commit started; 0.0 when idle
-        self.inflight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.workers: list[asyncio.Task[None]] = []
-
-    def start(self, n: int) -> None:
-        self.queues = [deque() for _ in range(n)]
-        self.wakeups = [asyncio.Event() for _ in range(n)]
-        self.running = [[] for _ in range(n)]
-        self.started = [0.0] * n
-        self.workers = [asyncio.create_task(self._work(i)) for i in range(n)]
-        self.workers.append(asyncio.create_task(self._expire()))
-
-    def submit(self, item: SendItem, conn: Connection) -> None:
-        self.inflight += 1
-        self.idle.clear()
-        i = hash(conn.id) % len(self.queues)
-        self.queues[i].append(_PendingSend(item, conn, time.perf_counter()))
-        self.wakeups[i].set()
-
-    def oldest_commit_age(self) -> float:
-        now = time.perf_counter()
-        return max((now - t for t in self.started if t), default=0.0)
-
-    def _finished(self, n: int) -> None:
-        self.inflight -= n
-        if self.inflight == 0:
-            self.idle.set()
-
-    async def _work(self, i: int) -> None:
-        q, wake = self.queues[i], self.wakeups[i]
-        while True:
-            if not q:
-                wake.clear()
-                await wake.wait()
-                continue
-            if self.linger and len(q) < self.max:
-                await asyncio.sleep(self.linger)
-            batch = [q.popleft() for _ in range(min(len(q), self.max))]
-            if not batch:  # all expired during the linger
-                continue
-            self.running[i] = batch
-            self.started[i] = time.perf_counter()
-            try:
-                await self._commit(i, batch)
-            except Exception:
-                log.exception("send batch failed")
-                # Every send is answered: the failure may have come after the commit.
-                for p in batch:
-                    if not p.answered:
-                        p.answered = True
-                        self.server.send_error(
-                            p.conn,
-                            UnavailableError(
-                                ErrorCode.OUTCOME_UNKNOWN,
-                                "internal error during the commit; resend with the same cid",
-                            ),
-                            {"cid": p.item.cid},
-                        )
-            finally:
-                self._done_committing(i)
-                self._finished(len(batch))
-
-    def _done_committing(self, i: int) -> None:
-        self.running[i] = []
-        self.started[i] = 0.0
-
-    async def _expire(self) -> None:
-        """Answer every send that has waited the send timeout (checked every tenth of it)."""
-        srv = self.server
-        period = min(0.5, self.timeout / 10)
-        while True:
-            await asyncio.sleep(period)
-            limit = time.perf_counter() - (self.timeout - period)
-            for i, q in enumerate(self.queues):
-                if not q or q[0].t0 > limit:
-                    expired = []
-                else:
-                    # A connection's later sends go with its expired one: left queued, they
-                    # would commit before the client's resend of it (sends commit in order).
-                    conns = {p.conn for p in q if p.t0 <= limit}
-                    expired = [p for p in q if p.conn in conns]
-                    kept = [p for p in q if p.conn not in conns]
-                    q.clear()
-                    q.extend(kept)
-                for p in expired:
-                    srv.send_error(
-                        p.conn,
-                        UnavailableError(
-                            ErrorCode.UNAVAILABLE,
-                            f"writes are stalled: not sent to the database within"
-                            f" {self.timeout:g}s, nothing was committed; resend with the same cid",
-                        ),
-                        {"cid": p.item.cid},
-                    )
-                if expired:
-                    srv.metrics.send_timeouts.inc(len(expired))
-                    self._finished(len(expired))
-                for p in self.running[i]:
-                    if not p.answered and p.t0 <= limit:
-                        p.answered = True
-                        srv.metrics.send_timeouts.inc()
-                        srv.send_error(
-                            p.conn,
-                            UnavailableError(
-                                ErrorCode.OUTCOME_UNKNOWN,
-                                f"the commit has not finished within {self.timeout:g}s (the"
-                                " database or its synchronous standby is stalled): it may or may"
-                                " not be committed; resend with the same cid",
-                            ),
-                            {"cid": p.item.cid},
-                        )
-
-    async def _commit(self, i: int, batch: list[_PendingSend]) -> None:
-        srv = self.server
-        m = srv.metrics
-        m.batch_size.observe(len(batch))
-        try:
-            results = await srv.store.send_batch([p.item for p in batch])
-        except ImError as exc:
-            m.db_errors.inc()
-            for p in batch:
-                if not p.answered:
-                    p.answered = True
-                    srv.send_error(p.conn, exc, {"cid": p.item.cid})
-            return
-        # The commit is over: from here on the send timeout has nothing to answer (a slow
-        # fan-out is not a stalled commit, and an acked send must not also get outcome_unknown).
-        self._done_committing(i)
-        late = [p.answered for p in batch]
-        for p in batch:
-            p.answered = True
-        now = time.perf_counter()
-        for p, r, answered in zip(batch, results, late, strict=True):
-            item = p.item
-            if r.status == "ok":
-                if not answered:
-                    p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
-                    m.ack_latency.observe(now - p.t0)
-                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
-                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
-            elif answered:
-                continue
-            elif r.status == "dup":
-                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
-            else:
-                code = ErrorCode(r.status)
-                srv.send_error(
-                    p.conn,
-                    AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
-                    {"cid": item.cid},
-                )
 
 
 class ImServer:
@@ -607,8 +424,7 @@ class ImServer:
             # PostgreSQL would end the wait and make it visible unreplicated. Closing the
             # sockets sends no cancel; the backends keep waiting and commit when they can.
             self.store.pool.terminate()
-        for w in self.batcher.workers:
-            w.cancel()
+        self.batcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.bus is not None:
