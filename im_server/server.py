@@ -15,14 +15,12 @@ import hmac
 import logging
 import os
 import random
-import resource
 import secrets
 import signal
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from im_server.errors import (
     LimitError,
     UnavailableError,
 )
+from im_server.gate import Gate, GatedSite, default_max_connections
 from im_server.health import PROBE_EVERY, HealthMonitor
 from im_server.hub import Hub
 from im_server.limits import TokenBucket
@@ -209,7 +208,7 @@ class ImServer:
         # client limits (issue 12)
         self._sessions_ended = 0  # when to give memory back (_trim_loop)
         self._trim_task: asyncio.Task[None] | None = None
-        self.gate: _Gate | None = None  # connections on the public ports, set by listen()
+        self.gate: Gate | None = None  # connections on the public ports, set by listen()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -328,14 +327,14 @@ class ImServer:
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        self.gate = _Gate(self._runner.server, s.max_connections or _default_max_connections())
-        await _GatedSite(self._runner, host, port, self.gate).start()
+        self.gate = Gate(self._runner.server, s.max_connections or default_max_connections())
+        await GatedSite(self._runner, host, port, self.gate).start()
         bound: int = self._runner.addresses[0][1]
         if health_port is not None:
             # Not gated: probes and operators still get in when the public port is full.
             await web.TCPSite(self._runner, host, health_port).start()
         if global_port is not None:
-            await _GatedSite(self._runner, host, global_port, self.gate).start()
+            await GatedSite(self._runner, host, global_port, self.gate).start()
         cert, key = self.settings.tls_cert_file, self.settings.tls_key_file
         if cert and key:
             # TLS (issue 13): the clients' wss:// port; the plain port above stays for probes
@@ -343,7 +342,7 @@ class ImServer:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.minimum_version = ssl.TLSVersion.TLSv1_2
             tls.load_cert_chain(cert, key)
-            await _GatedSite(self._runner, host, self.settings.tls_port, self.gate, tls).start()
+            await GatedSite(self._runner, host, self.settings.tls_port, self.gate, tls).start()
             self.tls_port = self._runner.addresses[-1][1]
             self._spawn(self._tls_reload(tls, cert, key))
         return bound
@@ -784,112 +783,6 @@ class ImServer:
         """Push a committed system message (membership change) to its recipients."""
         frame = protocol.msg(c.conv, c.seq, c.sender, c.ts, c.body)
         await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)
-
-
-def _default_max_connections() -> int:
-    """Below the descriptor limit by a margin for the database pool, NATS, the health port,
-    logs and a burst of accepts: past the limit accept() fails and nobody gets in."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(64, soft - max(256, soft // 5))
-
-
-_REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b'Content-Length: 28\r\nConnection: close\r\n\r\n{"error": "too many connections"}'
-)
-
-
-class _Gate:
-    """Counts connections on the public ports and turns away those over the cap.
-
-    The count is taken when the protocol is made (at accept), not when aiohttp registers the
-    connection a loop iteration later, so a burst of accepts cannot overshoot it."""
-
-    def __init__(self, factory: Callable[[], asyncio.Protocol], cap: int) -> None:
-        self.factory = factory
-        self.cap = cap
-        self.open = 0
-        self.refused = 0
-
-    def __call__(self) -> asyncio.Protocol:
-        if self.open >= self.cap:
-            self.refused += 1
-            return _Refused()
-        self.open += 1
-        return _Counted(self, self.factory())
-
-
-class _Refused(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_REFUSAL)  # a few bytes, no parsing: cheap at any rate
-        transport.close()
-
-
-class _Counted(asyncio.Protocol):
-    """Forwards everything to aiohttp's handler; gives its slot back when the socket closes."""
-
-    __slots__ = ("gate", "inner")
-
-    def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
-        self.gate = gate
-        self.inner = inner
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gate.open -= 1
-        self.inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
-class _GatedSite(web.BaseSite):
-    """A shared (SO_REUSEPORT) public port whose connections pass through a _Gate."""
-
-    __slots__ = ("_gate", "_host", "_port")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        gate: _Gate,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(runner, backlog=4096, ssl_context=ssl_context)
-        self._host = host
-        self._port = port
-        self._gate = gate
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
-        return f"{scheme}://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        self._server = await asyncio.get_running_loop().create_server(
-            self._gate,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=True,
-            ssl=self._ssl_context,
-        )
 
 
 def _libc_malloc_trim() -> Any:
