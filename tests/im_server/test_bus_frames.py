@@ -23,6 +23,7 @@ from im_server.bus import PRESENCE_QUERY
 from im_server.client import Client
 from im_server.hub import Hub
 from im_server.migrate import migrate
+from im_server.ratelog import LogThrottle
 from tests.im_server.cluster import Cluster, url
 from tests.im_server.conftest import until
 
@@ -122,6 +123,13 @@ async def test_on_bus_drops_malformed_frames_and_still_pushes_good_ones() -> Non
     assert bus.replies == [("_INBOX.y", b'{"node":"n1","users":["bob"]}')]
     await hub.on_bus("im.p.dave", b"n9\nonline", None)  # well formed, nobody watches dave
     assert len(dropped) == len(MALFORMED) + 2
+
+
+def test_a_throttled_log_is_due_once_per_interval_with_the_count_held_back() -> None:
+    throttle = LogThrottle(interval=10.0)
+    assert [throttle.due() for _ in range(3)] == [1, 0, 0]
+    throttle._last -= 10.0  # as if ten seconds went by
+    assert [throttle.due(), throttle.due()] == [3, 0]
 
 
 # --- real processes -------------------------------------------------------------------------
