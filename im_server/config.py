@@ -5,13 +5,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
+# The synchronous-standby settings, here for the CLI too (it writes them into the environment of
+# the nodes it starts and checks its own config against them): this module imports nothing
+# heavier than the standard library.
 # wait: a commit waits for the synchronous standby however long it is gone (no acked message
 # can be lost by a failover; writes stop). degrade: after sync_degrade_after seconds without it,
 # replication drops to asynchronous (writes go on, unprotected) until the standby is back.
-SYNC_POLICIES = ("wait", "degrade")
+SyncPolicy = Literal["wait", "degrade"]
+SYNC_POLICIES: tuple[SyncPolicy, ...] = get_args(SyncPolicy)
+DEFAULT_SYNC_POLICY: SyncPolicy = "wait"
+DEFAULT_SYNC_DEGRADE_AFTER = 5.0
+SYNC_DEGRADE_AFTER_MIN, SYNC_DEGRADE_AFTER_MAX = 0.5, 3600
+SYNC_STANDBY_ENV = "IM_SYNC_STANDBY"
+SYNC_POLICY_ENV = "IM_SYNC_POLICY"
+SYNC_DEGRADE_AFTER_ENV = "IM_SYNC_DEGRADE_AFTER_SECONDS"
 
 
 class ConfigError(ValueError):
@@ -41,8 +51,8 @@ class Settings:
     # what to do when the synchronous standby (local target) is gone.
     send_timeout: float = 10.0
     sync_standby: str = ""
-    sync_policy: str = "wait"
-    sync_degrade_after: float = 5.0
+    sync_policy: str = DEFAULT_SYNC_POLICY
+    sync_degrade_after: float = DEFAULT_SYNC_DEGRADE_AFTER
     # bus auth (issue 12)
     nats_user: str | None = None
     nats_password: str | None = None
@@ -139,9 +149,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
         send_timeout=_float(env, "IM_SEND_TIMEOUT_SECONDS", 10.0, 0.5, 3600),
-        sync_standby=env.get("IM_SYNC_STANDBY", ""),
-        sync_policy=_choice(env, "IM_SYNC_POLICY", "wait", SYNC_POLICIES),
-        sync_degrade_after=_float(env, "IM_SYNC_DEGRADE_AFTER_SECONDS", 5.0, 0.5, 3600),
+        sync_standby=env.get(SYNC_STANDBY_ENV, ""),
+        sync_policy=_choice(env, SYNC_POLICY_ENV, DEFAULT_SYNC_POLICY, SYNC_POLICIES),
+        sync_degrade_after=_float(
+            env,
+            SYNC_DEGRADE_AFTER_ENV,
+            DEFAULT_SYNC_DEGRADE_AFTER,
+            SYNC_DEGRADE_AFTER_MIN,
+            SYNC_DEGRADE_AFTER_MAX,
+        ),
         # bus auth (issue 12)
         **_nats_credentials(env, nats_url),
         # TLS (issue 13)
