@@ -657,7 +657,7 @@ class ImServer:
             if self._charge(conn, exc.ref):
                 self.send_error(conn, exc, exc.ref)
             return
-        ftype = _TYPE_NAMES[type(req)]
+        ftype = protocol.FRAME_TYPE_OF[type(req)]
         self.metrics.in_by_type[ftype].inc()
         ref = {"cid": req.cid} if isinstance(req, protocol.Send) else _rid_ref(req)
         if not self._charge(conn, ref):
@@ -797,22 +797,6 @@ _malloc_trim = _libc_malloc_trim()
 def _frame_bytes(data: str) -> int:
     # The limit is in bytes on the wire; isascii() is O(1) and avoids encoding the common case.
     return len(data) if data.isascii() else len(data.encode())
-
-
-_TYPE_NAMES: dict[type, str] = {
-    protocol.Hello: "hello",
-    protocol.Send: "send",
-    protocol.Sync: "sync",
-    protocol.Read: "read",
-    protocol.Convs: "convs",
-    protocol.Typing: "typing",
-    protocol.Watch: "watch",
-    protocol.GroupCreate: "group_create",
-    protocol.GroupAdd: "group_add",
-    protocol.GroupRemove: "group_remove",
-    protocol.GroupMembers: "group_members",
-    protocol.Ping: "ping",
-}
 
 
 def _file_stamps(*paths: str) -> tuple[tuple[int, int, int], ...]:
