@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from cli.targets.local.postgres import PgInstance
 from im_server.protocol import CLIENT_FRAME_TYPES
 from tests.im_server.conftest import Running, module_node
+from tests.im_server.test_protocol import FIELD_NAMES
 
 USER = "fuzz"
 ACCEPTABLE_CLOSES = {1008, 1009, 1013}
@@ -47,26 +48,7 @@ _values = st.recursive(
     ),
     max_leaves=10,
 )
-_names = st.sampled_from(
-    [
-        "v",
-        "token",
-        "device",
-        "resume",
-        "cid",
-        "conv",
-        "to",
-        "body",
-        "rid",
-        "after_seq",
-        "limit",
-        "seq",
-        "users",
-        "title",
-        "members",
-        "user",
-    ]
-)
+_names = st.sampled_from(FIELD_NAMES)
 _types = st.sampled_from(sorted(CLIENT_FRAME_TYPES)) | st.sampled_from(
     ["", "msg", "ack", "error", "pong", "HELLO", "send ", "x" * 100]
 )
