@@ -592,17 +592,21 @@ class ImServer:
         return True
 
     async def _resume(self, conn: Connection, conv: str, after: int) -> None:
-        budget = conn.reply_budget(self.settings.max_inflight_requests)
         try:
-            msgs, more, last_seq = await self.store.sync(
-                conn.user, conv, after, protocol.MAX_SYNC_LIMIT, budget
-            )
+            items, more, last_seq = await self._sync(conn, conv, after, protocol.MAX_SYNC_LIMIT)
         except ImError as exc:
             self.send_error(conn, exc, {"conv": conv})
             return
-        if msgs:
-            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+        if items:
             conn.push(protocol.batch(None, conv, items, more, last_seq), "batch")
+
+    async def _sync(
+        self, conn: Connection, conv: str, after: int, limit: int
+    ) -> tuple[list[str], bool, int]:
+        """A page of history as batch items, cut to what the session's queue may hold."""
+        budget = conn.reply_budget(self.settings.max_inflight_requests)
+        msgs, more, last_seq = await self.store.sync(conn.user, conv, after, limit, budget)
+        return [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs], more, last_seq
 
     async def _serve(self, conn: Connection) -> None:
         ws = conn.ws
@@ -723,11 +727,7 @@ class ImServer:
         store = self.store
         user = conn.user
         if isinstance(req, protocol.Sync):
-            budget = conn.reply_budget(self.settings.max_inflight_requests)
-            msgs, more, last_seq = await store.sync(
-                user, req.conv, req.after_seq, req.limit, budget
-            )
-            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+            items, more, last_seq = await self._sync(conn, req.conv, req.after_seq, req.limit)
             conn.push(protocol.batch(req.rid, req.conv, items, more, last_seq), "batch")
         elif isinstance(req, protocol.Read):
             read_seq = await store.mark_read(user, req.conv, req.seq)
