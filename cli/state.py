@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from cli.errors import StackNotFound, StateInvalid, UsageError
 from cli.statecheck import FileCheck
-from im_server.config import (
+from im_server.syncpolicy import (
     DEFAULT_SYNC_DEGRADE_AFTER,
     DEFAULT_SYNC_POLICY,
     SYNC_DEGRADE_AFTER_MAX,

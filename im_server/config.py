@@ -5,23 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-# The synchronous-standby settings, here for the CLI too (it writes them into the environment of
-# the nodes it starts and checks its own config against them): this module imports nothing
-# heavier than the standard library.
-# wait: a commit waits for the synchronous standby however long it is gone (no acked message
-# can be lost by a failover; writes stop). degrade: after sync_degrade_after seconds without it,
-# replication drops to asynchronous (writes go on, unprotected) until the standby is back.
-SyncPolicy = Literal["wait", "degrade"]
-SYNC_POLICIES: tuple[SyncPolicy, ...] = get_args(SyncPolicy)
-DEFAULT_SYNC_POLICY: SyncPolicy = "wait"
-DEFAULT_SYNC_DEGRADE_AFTER = 5.0
-SYNC_DEGRADE_AFTER_MIN, SYNC_DEGRADE_AFTER_MAX = 0.5, 3600
-SYNC_STANDBY_ENV = "IM_SYNC_STANDBY"
-SYNC_POLICY_ENV = "IM_SYNC_POLICY"
-SYNC_DEGRADE_AFTER_ENV = "IM_SYNC_DEGRADE_AFTER_SECONDS"
+from im_server.syncpolicy import (
+    DEFAULT_SYNC_DEGRADE_AFTER,
+    DEFAULT_SYNC_POLICY,
+    SYNC_DEGRADE_AFTER_ENV,
+    SYNC_DEGRADE_AFTER_MAX,
+    SYNC_DEGRADE_AFTER_MIN,
+    SYNC_POLICIES,
+    SYNC_POLICY_ENV,
+    SYNC_STANDBY_ENV,
+)
 
 
 class ConfigError(ValueError):

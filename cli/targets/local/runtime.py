@@ -36,7 +36,7 @@ from cli.statecheck import FileCheck
 from cli.targets.local import procs
 from cli.targets.local.nats import NatsProcess
 from cli.targets.local.postgres import PgInstance
-from im_server.config import (
+from im_server.syncpolicy import (
     DEFAULT_SYNC_DEGRADE_AFTER,
     DEFAULT_SYNC_POLICY,
     SYNC_DEGRADE_AFTER_ENV,

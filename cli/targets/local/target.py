@@ -48,7 +48,7 @@ from cli.targets.local.failover import (
     wait_streaming,
 )
 from cli.targets.local.runtime import Region
-from im_server.config import SYNC_DEGRADE_AFTER_MAX, SYNC_DEGRADE_AFTER_MIN, SYNC_POLICIES
+from im_server.syncpolicy import SYNC_DEGRADE_AFTER_MAX, SYNC_DEGRADE_AFTER_MIN, SYNC_POLICIES
 
 if TYPE_CHECKING:
     from cli.targets.local.snapshots import LocalSnapshots
