@@ -20,6 +20,14 @@ from typing import Any, Literal, get_args
 
 from cli.errors import StackNotFound, StateInvalid, UsageError
 from cli.statecheck import FileCheck
+from im_server.syncpolicy import (
+    DEFAULT_SYNC_DEGRADE_AFTER,
+    DEFAULT_SYNC_POLICY,
+    SYNC_DEGRADE_AFTER_MAX,
+    SYNC_DEGRADE_AFTER_MIN,
+    SYNC_POLICIES,
+    SyncPolicy,
+)
 
 # fenced: a former primary that lost a forced failover; nothing of it runs until
 # `imctl standby rebuild` makes it a standby again.
@@ -71,8 +79,8 @@ class StackConfig:
     global_port: int | None = None  # the clients' endpoint when a standby region exists
     # With sync replication, when the standby is lost: wait (writes stop, nothing acked can be
     # lost) or degrade (after sync_degrade_after seconds, async until the standby is back).
-    sync_policy: Literal["wait", "degrade"] = "wait"
-    sync_degrade_after: float = 5.0
+    sync_policy: SyncPolicy = DEFAULT_SYNC_POLICY
+    sync_degrade_after: float = DEFAULT_SYNC_DEGRADE_AFTER
 
     @property
     def standbys(self) -> list[RegionConfig]:
@@ -132,9 +140,14 @@ def check_config(check: FileCheck, doc: Any, stack: str) -> StackConfig:
     if "replication" in doc:
         check.choice(doc["replication"], "replication", REPLICATION_MODES)
     if "sync_policy" in doc:
-        check.choice(doc["sync_policy"], "sync_policy", ("wait", "degrade"))
+        check.choice(doc["sync_policy"], "sync_policy", SYNC_POLICIES)
     if "sync_degrade_after" in doc:
-        check.number_in(doc["sync_degrade_after"], "sync_degrade_after", 0.5, 3600)
+        check.number_in(
+            doc["sync_degrade_after"],
+            "sync_degrade_after",
+            SYNC_DEGRADE_AFTER_MIN,
+            SYNC_DEGRADE_AFTER_MAX,
+        )
     regions = doc["regions"]
     if not isinstance(regions, list) or not regions:
         check.fail("regions", "must be a non-empty list of regions")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from im_server.ratelog import LogThrottle
 
 log = logging.getLogger("im_server.bus")
 
@@ -93,7 +94,7 @@ class NatsBus:
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._connected = False
-        self._auth_logged = -10.0
+        self._refused = LogThrottle()
 
     @property
     def connected(self) -> bool:
@@ -118,9 +119,7 @@ class NatsBus:
             if "Authorization" in str(exc):
                 # Wrong or missing credentials do not heal by retrying (nats-py retries every
                 # 0.25 s, and start() waits until it gets in); say so, once in a while.
-                now = time.monotonic()
-                if now - self._auth_logged >= 10:
-                    self._auth_logged = now
+                if self._refused.due():
                     log.error("NATS refused our login (IM_NATS_USER/IM_NATS_PASSWORD): %s", exc)
             else:
                 log.debug("nats error: %r", exc)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-# wait: a commit waits for the synchronous standby however long it is gone (no acked message
-# can be lost by a failover; writes stop). degrade: after sync_degrade_after seconds without it,
-# replication drops to asynchronous (writes go on, unprotected) until the standby is back.
-SYNC_POLICIES = ("wait", "degrade")
+from im_server.syncpolicy import (
+    DEFAULT_SYNC_DEGRADE_AFTER,
+    DEFAULT_SYNC_POLICY,
+    SYNC_DEGRADE_AFTER_ENV,
+    SYNC_DEGRADE_AFTER_MAX,
+    SYNC_DEGRADE_AFTER_MIN,
+    SYNC_POLICIES,
+    SYNC_POLICY_ENV,
+    SYNC_STANDBY_ENV,
+)
 
 
 class ConfigError(ValueError):
@@ -41,8 +47,8 @@ class Settings:
     # what to do when the synchronous standby (local target) is gone.
     send_timeout: float = 10.0
     sync_standby: str = ""
-    sync_policy: str = "wait"
-    sync_degrade_after: float = 5.0
+    sync_policy: str = DEFAULT_SYNC_POLICY
+    sync_degrade_after: float = DEFAULT_SYNC_DEGRADE_AFTER
     # bus auth (issue 12)
     nats_user: str | None = None
     nats_password: str | None = None
@@ -64,30 +70,31 @@ class Settings:
     max_connections: int = 0  # 0: RLIMIT_NOFILE minus headroom, taken when the node listens
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: _N, lo: _N, hi: _N, parse: Callable[[str], _N]
+) -> _N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        kind = "an integer" if parse is int else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    return _number(env, name, default, lo, hi, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return _number(env, name, default, lo, hi, float)
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -139,9 +146,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
         send_timeout=_float(env, "IM_SEND_TIMEOUT_SECONDS", 10.0, 0.5, 3600),
-        sync_standby=env.get("IM_SYNC_STANDBY", ""),
-        sync_policy=_choice(env, "IM_SYNC_POLICY", "wait", SYNC_POLICIES),
-        sync_degrade_after=_float(env, "IM_SYNC_DEGRADE_AFTER_SECONDS", 5.0, 0.5, 3600),
+        sync_standby=env.get(SYNC_STANDBY_ENV, ""),
+        sync_policy=_choice(env, SYNC_POLICY_ENV, DEFAULT_SYNC_POLICY, SYNC_POLICIES),
+        sync_degrade_after=_float(
+            env,
+            SYNC_DEGRADE_AFTER_ENV,
+            DEFAULT_SYNC_DEGRADE_AFTER,
+            SYNC_DEGRADE_AFTER_MIN,
+            SYNC_DEGRADE_AFTER_MAX,
+        ),
         # bus auth (issue 12)
         **_nats_credentials(env, nats_url),
         # TLS (issue 13)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -20,8 +19,11 @@ from im_server.bus import (
     user_subject,
 )
 from im_server.errors import ErrorCode, LimitError
+from im_server.ratelog import LogThrottle
 
 log = logging.getLogger("im_server.hub")
+# One for the process (not per Hub): the log it guards is the process's.
+_drops = LogThrottle()
 
 
 class Session(Protocol):
@@ -132,7 +134,13 @@ class Hub:
     def _drop(self, family: str, subject: str) -> None:
         if self.bus_dropped is not None:
             self.bus_dropped(family)
-        _drop_log.note(subject)
+        log.debug("dropped a malformed bus frame on %s", subject)
+        if count := _drops.due():
+            log.warning(
+                "dropped %d malformed bus frame(s), the last on %s (metric im_bus_dropped_total)",
+                count,
+                subject,
+            )
 
     # --- presence -------------------------------------------------------------------------
 
@@ -289,29 +297,3 @@ def _presence_query(data: bytes) -> list[str] | None:
     ):
         return None
     return asked
-
-
-class _RateLimitedLog:
-    """One warning per interval with the count since the last, so a flood of bad frames
-    cannot flood the log; every drop is also at debug level."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last = -interval
-        self._since = 0
-
-    def note(self, subject: str) -> None:
-        self._since += 1
-        log.debug("dropped a malformed bus frame on %s", subject)
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            log.warning(
-                "dropped %d malformed bus frame(s), the last on %s (metric im_bus_dropped_total)",
-                self._since,
-                subject,
-            )
-            self._last = now
-            self._since = 0
-
-
-_drop_log = _RateLimitedLog()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,14 @@ def _rid(f: _Fields) -> str | None:
     return f.opt_string("rid", max_len=MAX_RID)
 
 
+def _conv(f: _Fields) -> str:
+    return f.string("conv", max_len=140, pattern=CONV_ID_RE)
+
+
+def _user(f: _Fields) -> str:
+    return f.string("user", max_len=64, pattern=USER_ID_RE)
+
+
 def _hello(f: _Fields) -> Hello:
     version = f.integer("v", lo=0, hi=1_000_000, default=PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:
@@ -286,18 +295,14 @@ def _ints_fit(raw: str) -> bool:
 def _sync(f: _Fields) -> Sync:
     return Sync(
         _rid(f),
-        f.string("conv", max_len=140, pattern=CONV_ID_RE),
+        _conv(f),
         f.integer("after_seq", lo=0, hi=_MAX_SEQ, default=0),
         f.integer("limit", lo=1, hi=MAX_SYNC_LIMIT, default=100),
     )
 
 
 def _read(f: _Fields) -> Read:
-    return Read(
-        _rid(f),
-        f.string("conv", max_len=140, pattern=CONV_ID_RE),
-        f.integer("seq", lo=0, hi=_MAX_SEQ),
-    )
+    return Read(_rid(f), _conv(f), f.integer("seq", lo=0, hi=_MAX_SEQ))
 
 
 def _convs(f: _Fields) -> Convs:
@@ -305,7 +310,7 @@ def _convs(f: _Fields) -> Convs:
 
 
 def _typing(f: _Fields) -> Typing:
-    return Typing(f.string("conv", max_len=140, pattern=CONV_ID_RE))
+    return Typing(_conv(f))
 
 
 def _watch(f: _Fields) -> Watch:
@@ -322,43 +327,39 @@ def _group_create(f: _Fields) -> GroupCreate:
 
 
 def _group_add(f: _Fields) -> GroupAdd:
-    return GroupAdd(
-        _rid(f),
-        f.string("conv", max_len=140, pattern=CONV_ID_RE),
-        f.string("user", max_len=64, pattern=USER_ID_RE),
-    )
+    return GroupAdd(_rid(f), _conv(f), _user(f))
 
 
 def _group_remove(f: _Fields) -> GroupRemove:
-    return GroupRemove(
-        _rid(f),
-        f.string("conv", max_len=140, pattern=CONV_ID_RE),
-        f.string("user", max_len=64, pattern=USER_ID_RE),
-    )
+    return GroupRemove(_rid(f), _conv(f), _user(f))
 
 
 def _group_members(f: _Fields) -> GroupMembers:
-    return GroupMembers(_rid(f), f.string("conv", max_len=140, pattern=CONV_ID_RE))
+    return GroupMembers(_rid(f), _conv(f))
 
 
 def _ping(f: _Fields) -> Ping:
     return Ping(_rid(f))
 
 
-_PARSERS: dict[str, Any] = {
-    "hello": _hello,
-    "send": _send,
-    "sync": _sync,
-    "read": _read,
-    "convs": _convs,
-    "typing": _typing,
-    "watch": _watch,
-    "group_create": _group_create,
-    "group_add": _group_add,
-    "group_remove": _group_remove,
-    "group_members": _group_members,
-    "ping": _ping,
-}
+# One row per client frame: its wire name, the request it becomes, and its parser.
+_FRAMES: tuple[tuple[str, type, Callable[[_Fields], Request]], ...] = (
+    ("hello", Hello, _hello),
+    ("send", Send, _send),
+    ("sync", Sync, _sync),
+    ("read", Read, _read),
+    ("convs", Convs, _convs),
+    ("typing", Typing, _typing),
+    ("watch", Watch, _watch),
+    ("group_create", GroupCreate, _group_create),
+    ("group_add", GroupAdd, _group_add),
+    ("group_remove", GroupRemove, _group_remove),
+    ("group_members", GroupMembers, _group_members),
+    ("ping", Ping, _ping),
+)
+_PARSERS = {name: parse for name, _, parse in _FRAMES}
+# The wire name of a parsed request (metrics count frames by it).
+FRAME_TYPE_OF: dict[type, str] = {cls: name for name, cls, _ in _FRAMES}
 
 CLIENT_FRAME_TYPES = frozenset(_PARSERS)
 

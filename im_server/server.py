@@ -15,15 +15,12 @@ import hmac
 import logging
 import os
 import random
-import resource
 import secrets
 import signal
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from im_server import auth, conversations, protocol
+from im_server.batcher import SendBatcher
 from im_server.bus import PRESENCE_QUERY, NatsBus, user_subject
 from im_server.config import Settings
 from im_server.errors import (
@@ -42,6 +40,7 @@ from im_server.errors import (
     LimitError,
     UnavailableError,
 )
+from im_server.gate import Gate, GatedSite, default_max_connections
 from im_server.health import PROBE_EVERY, HealthMonitor
 from im_server.hub import Hub
 from im_server.limits import TokenBucket
@@ -183,189 +182,6 @@ class Connection:
         await self._close_after_flush(code, message, wait)
 
 
-@dataclass(slots=True)
-class _PendingSend:
-    item: SendItem
-    conn: Connection
-    t0: float
-    answered: bool = False  # the send timeout answered it; a late commit is pushed, not acked
-
-
-class SendBatcher:
-    """Group commit: concurrent sends share one transaction (one fsync) per batch.
-
-    Every send is answered within the send timeout: one still queued then gets ``unavailable``
-    (it never reached the database), one whose commit is under way gets ``outcome_unknown``
-    (resend with the same cid). A commit that finishes later is still pushed to its
-    recipients.
-    """
-
-    def __init__(self, server: ImServer) -> None:
-        self.server = server
-        s = server.settings
-        self.max = s.batch_max
-        self.linger = s.batch_linger_ms / 1000
-        self.timeout = s.send_timeout
-        # One queue per worker, a connection always on the same one: its sends commit in the
-        # order it sent them, while different connections commit in parallel.
-        self.queues: list[deque[_PendingSend]] = []
-        self.wakeups: list[asyncio.Event] = []
-        self.running: list[list[_PendingSend]] = []  # the batch each worker is committing
-        self.started: list[float] = []  # when that commit started; 0.0 when idle
-        self.inflight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.workers: list[asyncio.Task[None]] = []
-
-    def start(self, n: int) -> None:
-        self.queues = [deque() for _ in range(n)]
-        self.wakeups = [asyncio.Event() for _ in range(n)]
-        self.running = [[] for _ in range(n)]
-        self.started = [0.0] * n
-        self.workers = [asyncio.create_task(self._work(i)) for i in range(n)]
-        self.workers.append(asyncio.create_task(self._expire()))
-
-    def submit(self, item: SendItem, conn: Connection) -> None:
-        self.inflight += 1
-        self.idle.clear()
-        i = hash(conn.id) % len(self.queues)
-        self.queues[i].append(_PendingSend(item, conn, time.perf_counter()))
-        self.wakeups[i].set()
-
-    def oldest_commit_age(self) -> float:
-        now = time.perf_counter()
-        return max((now - t for t in self.started if t), default=0.0)
-
-    def _finished(self, n: int) -> None:
-        self.inflight -= n
-        if self.inflight == 0:
-            self.idle.set()
-
-    async def _work(self, i: int) -> None:
-        q, wake = self.queues[i], self.wakeups[i]
-        while True:
-            if not q:
-                wake.clear()
-                await wake.wait()
-                continue
-            if self.linger and len(q) < self.max:
-                await asyncio.sleep(self.linger)
-            batch = [q.popleft() for _ in range(min(len(q), self.max))]
-            if not batch:  # all expired during the linger
-                continue
-            self.running[i] = batch
-            self.started[i] = time.perf_counter()
-            try:
-                await self._commit(i, batch)
-            except Exception:
-                log.exception("send batch failed")
-                # Every send is answered: the failure may have come after the commit.
-                for p in batch:
-                    if not p.answered:
-                        p.answered = True
-                        self.server.send_error(
-                            p.conn,
-                            UnavailableError(
-                                ErrorCode.OUTCOME_UNKNOWN,
-                                "internal error during the commit; resend with the same cid",
-                            ),
-                            {"cid": p.item.cid},
-                        )
-            finally:
-                self._done_committing(i)
-                self._finished(len(batch))
-
-    def _done_committing(self, i: int) -> None:
-        self.running[i] = []
-        self.started[i] = 0.0
-
-    async def _expire(self) -> None:
-        """Answer every send that has waited the send timeout (checked every tenth of it)."""
-        srv = self.server
-        period = min(0.5, self.timeout / 10)
-        while True:
-            await asyncio.sleep(period)
-            limit = time.perf_counter() - (self.timeout - period)
-            for i, q in enumerate(self.queues):
-                if not q or q[0].t0 > limit:
-                    expired = []
-                else:
-                    # A connection's later sends go with its expired one: left queued, they
-                    # would commit before the client's resend of it (sends commit in order).
-                    conns = {p.conn for p in q if p.t0 <= limit}
-                    expired = [p for p in q if p.conn in conns]
-                    kept = [p for p in q if p.conn not in conns]
-                    q.clear()
-                    q.extend(kept)
-                for p in expired:
-                    srv.send_error(
-                        p.conn,
-                        UnavailableError(
-                            ErrorCode.UNAVAILABLE,
-                            f"writes are stalled: not sent to the database within"
-                            f" {self.timeout:g}s, nothing was committed; resend with the same cid",
-                        ),
-                        {"cid": p.item.cid},
-                    )
-                if expired:
-                    srv.metrics.send_timeouts.inc(len(expired))
-                    self._finished(len(expired))
-                for p in self.running[i]:
-                    if not p.answered and p.t0 <= limit:
-                        p.answered = True
-                        srv.metrics.send_timeouts.inc()
-                        srv.send_error(
-                            p.conn,
-                            UnavailableError(
-                                ErrorCode.OUTCOME_UNKNOWN,
-                                f"the commit has not finished within {self.timeout:g}s (the"
-                                " database or its synchronous standby is stalled): it may or may"
-                                " not be committed; resend with the same cid",
-                            ),
-                            {"cid": p.item.cid},
-                        )
-
-    async def _commit(self, i: int, batch: list[_PendingSend]) -> None:
-        srv = self.server
-        m = srv.metrics
-        m.batch_size.observe(len(batch))
-        try:
-            results = await srv.store.send_batch([p.item for p in batch])
-        except ImError as exc:
-            m.db_errors.inc()
-            for p in batch:
-                if not p.answered:
-                    p.answered = True
-                    srv.send_error(p.conn, exc, {"cid": p.item.cid})
-            return
-        # The commit is over: from here on the send timeout has nothing to answer (a slow
-        # fan-out is not a stalled commit, and an acked send must not also get outcome_unknown).
-        self._done_committing(i)
-        late = [p.answered for p in batch]
-        for p in batch:
-            p.answered = True
-        now = time.perf_counter()
-        for p, r, answered in zip(batch, results, late, strict=True):
-            item = p.item
-            if r.status == "ok":
-                if not answered:
-                    p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
-                    m.ack_latency.observe(now - p.t0)
-                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
-                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
-            elif answered:
-                continue
-            elif r.status == "dup":
-                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
-            else:
-                code = ErrorCode(r.status)
-                srv.send_error(
-                    p.conn,
-                    AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
-                    {"cid": item.cid},
-                )
-
-
 class ImServer:
     def __init__(self, settings: Settings, *, node_id: str | None = None) -> None:
         self.settings = settings
@@ -392,7 +208,7 @@ class ImServer:
         # client limits (issue 12)
         self._sessions_ended = 0  # when to give memory back (_trim_loop)
         self._trim_task: asyncio.Task[None] | None = None
-        self.gate: _Gate | None = None  # connections on the public ports, set by listen()
+        self.gate: Gate | None = None  # connections on the public ports, set by listen()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -511,14 +327,14 @@ class ImServer:
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        self.gate = _Gate(self._runner.server, s.max_connections or _default_max_connections())
-        await _GatedSite(self._runner, host, port, self.gate).start()
+        self.gate = Gate(self._runner.server, s.max_connections or default_max_connections())
+        await GatedSite(self._runner, host, port, self.gate).start()
         bound: int = self._runner.addresses[0][1]
         if health_port is not None:
             # Not gated: probes and operators still get in when the public port is full.
             await web.TCPSite(self._runner, host, health_port).start()
         if global_port is not None:
-            await _GatedSite(self._runner, host, global_port, self.gate).start()
+            await GatedSite(self._runner, host, global_port, self.gate).start()
         cert, key = self.settings.tls_cert_file, self.settings.tls_key_file
         if cert and key:
             # TLS (issue 13): the clients' wss:// port; the plain port above stays for probes
@@ -526,7 +342,7 @@ class ImServer:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.minimum_version = ssl.TLSVersion.TLSv1_2
             tls.load_cert_chain(cert, key)
-            await _GatedSite(self._runner, host, self.settings.tls_port, self.gate, tls).start()
+            await GatedSite(self._runner, host, self.settings.tls_port, self.gate, tls).start()
             self.tls_port = self._runner.addresses[-1][1]
             self._spawn(self._tls_reload(tls, cert, key))
         return bound
@@ -607,8 +423,7 @@ class ImServer:
             # PostgreSQL would end the wait and make it visible unreplicated. Closing the
             # sockets sends no cancel; the backends keep waiting and commit when they can.
             self.store.pool.terminate()
-        for w in self.batcher.workers:
-            w.cancel()
+        self.batcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.bus is not None:
@@ -777,17 +592,21 @@ class ImServer:
         return True
 
     async def _resume(self, conn: Connection, conv: str, after: int) -> None:
-        budget = conn.reply_budget(self.settings.max_inflight_requests)
         try:
-            msgs, more, last_seq = await self.store.sync(
-                conn.user, conv, after, protocol.MAX_SYNC_LIMIT, budget
-            )
+            items, more, last_seq = await self._sync(conn, conv, after, protocol.MAX_SYNC_LIMIT)
         except ImError as exc:
             self.send_error(conn, exc, {"conv": conv})
             return
-        if msgs:
-            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+        if items:
             conn.push(protocol.batch(None, conv, items, more, last_seq), "batch")
+
+    async def _sync(
+        self, conn: Connection, conv: str, after: int, limit: int
+    ) -> tuple[list[str], bool, int]:
+        """A page of history as batch items, cut to what the session's queue may hold."""
+        budget = conn.reply_budget(self.settings.max_inflight_requests)
+        msgs, more, last_seq = await self.store.sync(conn.user, conv, after, limit, budget)
+        return [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs], more, last_seq
 
     async def _serve(self, conn: Connection) -> None:
         ws = conn.ws
@@ -842,7 +661,7 @@ class ImServer:
             if self._charge(conn, exc.ref):
                 self.send_error(conn, exc, exc.ref)
             return
-        ftype = _TYPE_NAMES[type(req)]
+        ftype = protocol.FRAME_TYPE_OF[type(req)]
         self.metrics.in_by_type[ftype].inc()
         ref = {"cid": req.cid} if isinstance(req, protocol.Send) else _rid_ref(req)
         if not self._charge(conn, ref):
@@ -908,11 +727,7 @@ class ImServer:
         store = self.store
         user = conn.user
         if isinstance(req, protocol.Sync):
-            budget = conn.reply_budget(self.settings.max_inflight_requests)
-            msgs, more, last_seq = await store.sync(
-                user, req.conv, req.after_seq, req.limit, budget
-            )
-            items = [protocol.msg_item(m.seq, m.sender, m.ts, m.body) for m in msgs]
+            items, more, last_seq = await self._sync(conn, req.conv, req.after_seq, req.limit)
             conn.push(protocol.batch(req.rid, req.conv, items, more, last_seq), "batch")
         elif isinstance(req, protocol.Read):
             read_seq = await store.mark_read(user, req.conv, req.seq)
@@ -970,112 +785,6 @@ class ImServer:
         await self.hub.deliver(c.recipients, frame, "msg", exclude=exclude)
 
 
-def _default_max_connections() -> int:
-    """Below the descriptor limit by a margin for the database pool, NATS, the health port,
-    logs and a burst of accepts: past the limit accept() fails and nobody gets in."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(64, soft - max(256, soft // 5))
-
-
-_REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b'Content-Length: 28\r\nConnection: close\r\n\r\n{"error": "too many connections"}'
-)
-
-
-class _Gate:
-    """Counts connections on the public ports and turns away those over the cap.
-
-    The count is taken when the protocol is made (at accept), not when aiohttp registers the
-    connection a loop iteration later, so a burst of accepts cannot overshoot it."""
-
-    def __init__(self, factory: Callable[[], asyncio.Protocol], cap: int) -> None:
-        self.factory = factory
-        self.cap = cap
-        self.open = 0
-        self.refused = 0
-
-    def __call__(self) -> asyncio.Protocol:
-        if self.open >= self.cap:
-            self.refused += 1
-            return _Refused()
-        self.open += 1
-        return _Counted(self, self.factory())
-
-
-class _Refused(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_REFUSAL)  # a few bytes, no parsing: cheap at any rate
-        transport.close()
-
-
-class _Counted(asyncio.Protocol):
-    """Forwards everything to aiohttp's handler; gives its slot back when the socket closes."""
-
-    __slots__ = ("gate", "inner")
-
-    def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
-        self.gate = gate
-        self.inner = inner
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gate.open -= 1
-        self.inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
-class _GatedSite(web.BaseSite):
-    """A shared (SO_REUSEPORT) public port whose connections pass through a _Gate."""
-
-    __slots__ = ("_gate", "_host", "_port")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        gate: _Gate,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(runner, backlog=4096, ssl_context=ssl_context)
-        self._host = host
-        self._port = port
-        self._gate = gate
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
-        return f"{scheme}://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        self._server = await asyncio.get_running_loop().create_server(
-            self._gate,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=True,
-            ssl=self._ssl_context,
-        )
-
-
 def _libc_malloc_trim() -> Any:
     # The process's own symbols (libc is linked already): find_library("c") would run
     # `ldconfig -p` in a subprocess on every import of this module.
@@ -1088,22 +797,6 @@ _malloc_trim = _libc_malloc_trim()
 def _frame_bytes(data: str) -> int:
     # The limit is in bytes on the wire; isascii() is O(1) and avoids encoding the common case.
     return len(data) if data.isascii() else len(data.encode())
-
-
-_TYPE_NAMES: dict[type, str] = {
-    protocol.Hello: "hello",
-    protocol.Send: "send",
-    protocol.Sync: "sync",
-    protocol.Read: "read",
-    protocol.Convs: "convs",
-    protocol.Typing: "typing",
-    protocol.Watch: "watch",
-    protocol.GroupCreate: "group_create",
-    protocol.GroupAdd: "group_add",
-    protocol.GroupRemove: "group_remove",
-    protocol.GroupMembers: "group_members",
-    protocol.Ping: "ping",
-}
 
 
 def _file_stamps(*paths: str) -> tuple[tuple[int, int, int], ...]:

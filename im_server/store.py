@@ -341,6 +341,22 @@ class Store:
         )
         return role
 
+    async def _member_event(
+        self,
+        conn: asyncpg.Connection,
+        conv: str,
+        event: str,
+        user: str,
+        actor: str | None,
+        *also: str,
+    ) -> Committed:
+        """The system message of a membership change, for the members after it (and ``also``)."""
+        by = actor or "admin"
+        body = {"event": event, "user": user, "by": by}
+        seq, ts, text = await self._system_message(conn, conv, by, body)
+        rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+        return Committed(conv, seq, ts, by, text, (*(r["user_id"] for r in rows), *also))
+
     async def add_member(self, actor: str | None, conv: str, user: str) -> Committed | None:
         """Add ``user``; ``actor`` None means the admin API. None when already a member."""
         try:
@@ -356,13 +372,9 @@ class Store:
                 )
                 if added is None:
                     return None
-                by = actor or "admin"
-                body = {"event": "member_added", "user": user, "by": by}
-                seq, ts, text = await self._system_message(conn, conv, by, body)
-                rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+                return await self._member_event(conn, conv, "member_added", user, actor)
         except DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-        return Committed(conv, seq, ts, by, text, tuple(r["user_id"] for r in rows))
 
     async def remove_member(self, actor: str | None, conv: str, user: str) -> Committed | None:
         """Owners remove anyone, members remove themselves. None when not a member."""
@@ -384,14 +396,10 @@ class Store:
                 )
                 if removed is None:
                     return None
-                by = actor or "admin"
-                body = {"event": "member_removed", "user": user, "by": by}
-                seq, ts, text = await self._system_message(conn, conv, by, body)
-                rows = await conn.fetch("SELECT user_id FROM members WHERE conv = $1", conv)
+                # The removed user hears of it once, then no more.
+                return await self._member_event(conn, conv, "member_removed", user, actor, user)
         except DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-        # The removed user hears of it once, then no more.
-        return Committed(conv, seq, ts, by, text, (*(r["user_id"] for r in rows), user))
 
     async def list_members(self, actor: str | None, conv: str) -> list[dict[str, str]]:
         try:

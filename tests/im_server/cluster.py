@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Node:
     env: dict[str, str]
     ready_file: Path
     proc: asyncio.subprocess.Process | None = None
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec
 
     async def start(self, timeout: float = 15.0) -> None:
         self.ready_file.unlink(missing_ok=True)
@@ -46,6 +48,7 @@ class Node:
             env={**self.env, "IM_NODE_ID": self.name},
             stdout=log,
             stderr=log,
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         loop = asyncio.get_running_loop()

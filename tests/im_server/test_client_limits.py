@@ -4,10 +4,8 @@ is refused with, and that the node lets go of what it held."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,22 +16,10 @@ from aiohttp import WSMsgType
 
 from cli.targets.local.procs import free_port
 from im_server import auth
-from im_server.config import Settings
-from im_server.migrate import migrate
-from im_server.server import ImServer
-from tests.im_server.conftest import Running, ServerFactory
+from tests.im_server.conftest import Running, ServerFactory, until
 from tests.im_server.test_bad_input import _connect, _expect_refusal, _login, _pong, _recv, _send
 
 WS = aiohttp.ClientWebSocketResponse
-
-
-async def _until(cond: Any, timeout: float, what: str) -> float:
-    """Poll ``cond`` (a liveness bound, not a sleep); return the seconds it took."""
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout}s"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - t0
 
 
 # --- item 5: memory ------------------------------------------------------------------------
@@ -46,7 +32,7 @@ async def test_a_refused_hello_is_dropped_even_if_the_client_never_answers_the_c
         ws = await http.ws_connect(im.url, autoclose=False, autoping=False)
         await ws.send_str(orjson.dumps({"type": "hello", "token": "nope"}).decode())
         # The client reads nothing and never sends its close frame.
-        took = await _until(lambda: not im.server.conns, 3.0, "refused session still held")
+        took = await until(lambda: not im.server.conns, 3.0, "refused session still held")
         assert took < 1.0
         err = await _recv(ws)
         assert err["code"] == "auth_failed"
@@ -130,7 +116,7 @@ async def test_watch_is_capped_per_session_and_per_node(server_factory: ServerFa
     assert "node" in str(info.value)
     assert await b.watch([f"u{i}" for i in range(40)]) == []  # already watched here: fine
     await a.close()
-    await _until(lambda: "v0" not in im.server.hub.watchers, 5, "watches of a gone session")
+    await until(lambda: "v0" not in im.server.hub.watchers, 5, "watches of a gone session")
     assert await b.watch([f"w{i}" for i in range(10)]) == []
 
 
@@ -197,11 +183,11 @@ async def test_the_sdk_gets_a_fresh_token_after_expiry_or_stops(im: Running) -> 
     renewing = await im.client("carol", reconnect=True)  # static token: replaced below
     await renewing.close()
     c = await _sdk(im, fresh)
-    await _until(lambda: c.connects >= 2, 8, "no reconnect with a fresh token")
+    await until(lambda: c.connects >= 2, 8, "no reconnect with a fresh token")
     assert c.fatal is None and len(minted) >= 2
 
     static = await _sdk(im, auth.mint(im.settings.jwt_secret, "dave", 1))
-    await _until(lambda: static.fatal is not None, 8, "an expired static token kept going")
+    await until(lambda: static.fatal is not None, 8, "an expired static token kept going")
     assert static.fatal is not None and static.fatal.code == "token_expired"
     assert static.connects == 1
 
@@ -271,47 +257,24 @@ async def test_an_incomplete_request_is_timed_out(server_factory: ServerFactory)
     writer.close()
 
 
-@dataclasses.dataclass
-class _Node:
-    server: ImServer
-    port: int
-    health: int
-
-
-@pytest.fixture
-async def gated(fresh_dsn: str) -> AsyncIterator[_Node]:
-    await migrate(fresh_dsn)
-    settings = Settings(
-        database_url=fresh_dsn,
-        jwt_secret=secrets.token_urlsafe(24),
-        max_connections=20,
-        header_timeout=60,
-    )
-    srv = ImServer(settings, node_id="gated")
-    await srv.start()
-    health = free_port()
-    port = await srv.listen("127.0.0.1", 0, health_port=health)
-    yield _Node(srv, port, health)
-    await srv.stop()
-
-
 async def test_past_max_connections_the_public_port_refuses_and_health_still_answers(
-    gated: _Node,
+    server_factory: ServerFactory,
 ) -> None:
+    gated = await server_factory(max_connections=20, header_timeout=60, health_port=free_port())
     held = [await _half_open(gated.port) for _ in range(20)]
     reader, writer = await asyncio.open_connection("127.0.0.1", gated.port)
     answer = await asyncio.wait_for(reader.read(), 5)
     assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
     writer.close()
     async with aiohttp.ClientSession() as http:
-        await _until(gated.server.health.ready, 5, "database never up")
-        async with http.get(f"http://127.0.0.1:{gated.health}/readyz") as r:
+        await until(gated.server.health.ready, 5, "database never up")
+        async with http.get(f"http://127.0.0.1:{gated.health_port}/readyz") as r:
             assert r.status == 200
         for _, w in held[:5]:
             w.close()
         gate = gated.server.gate
         assert gate is not None
-        await _until(lambda: gate.open <= 15, 5, "closed sockets still counted")
+        await until(lambda: gate.open <= 15, 5, "closed sockets still counted")
         async with http.get(f"http://127.0.0.1:{gated.port}/healthz") as r:
             assert r.status == 200
     for _, w in held[5:]:

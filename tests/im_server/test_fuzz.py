@@ -10,8 +10,6 @@ again. Afterwards a fresh client must still connect, send and get its ack.
 from __future__ import annotations
 
 import itertools
-import secrets
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.targets.local.postgres import PgInstance
-from im_server.config import Settings
-from im_server.migrate import migrate
 from im_server.protocol import CLIENT_FRAME_TYPES
-from im_server.server import ImServer
-from tests.im_server.conftest import Running
+from tests.im_server.conftest import Running, module_node
+from tests.im_server.test_protocol import FIELD_NAMES
 
 USER = "fuzz"
 ACCEPTABLE_CLOSES = {1008, 1009, 1013}
@@ -52,26 +48,7 @@ _values = st.recursive(
     ),
     max_leaves=10,
 )
-_names = st.sampled_from(
-    [
-        "v",
-        "token",
-        "device",
-        "resume",
-        "cid",
-        "conv",
-        "to",
-        "body",
-        "rid",
-        "after_seq",
-        "limit",
-        "seq",
-        "users",
-        "title",
-        "members",
-        "user",
-    ]
-)
+_names = st.sampled_from(FIELD_NAMES)
 _types = st.sampled_from(sorted(CLIENT_FRAME_TYPES)) | st.sampled_from(
     ["", "msg", "ack", "error", "pong", "HELLO", "send ", "x" * 100]
 )
@@ -181,31 +158,15 @@ class _Target:
 @pytest.fixture(scope="module")
 async def target(pg_instance: PgInstance) -> AsyncIterator[_Target]:
     """One server for every example and for the check afterwards (so module-scoped)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    pg_instance.create_database(name)
-    dsn = pg_instance.dsn(name)
-    await migrate(dsn)
     # A generous rate limit: the fuzzer sends two frames per example, hundreds per second.
-    settings = Settings(
-        database_url=dsn,
-        jwt_secret=secrets.token_urlsafe(24),
-        rate_per_sec=1_000_000.0,
-        rate_burst=1_000_000,
-    )
-    server = ImServer(settings, node_id="fuzz")
-    await server.start()
-    port = await server.listen("127.0.0.1", 0)
-    im = Running(server, port, settings, [])
-    async with aiohttp.ClientSession() as http:
+    async with (
+        module_node(pg_instance, "fuzz", rate_per_sec=1_000_000.0, rate_burst=1_000_000) as im,
+        aiohttp.ClientSession() as http,
+    ):
         t = _Target(im, http)
         yield t
         if t.ws is not None:
             await t.ws.close()
-        for c in im.clients:
-            await c.close()
-    await server.stop()
-    if pg_instance.is_running():
-        pg_instance.sql('DROP DATABASE IF EXISTS :"db" WITH (FORCE)', variables={"db": name})
 
 
 @settings(

@@ -18,7 +18,6 @@ import contextlib
 import os
 import resource
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from cli.targets.local.nats import NatsProcess
 from cli.targets.local.procs import free_port
 from im_server import auth
 from im_server.migrate import migrate
+from tests.im_server import cluster
 
 pytestmark = pytest.mark.slow
 
@@ -107,45 +107,22 @@ async def node(fresh_dsn: str, nats_server: NatsProcess, tmp_path: Path) -> Asyn
     await migrate(fresh_dsn)
     await _seed(fresh_dsn)
     secret = secrets.token_urlsafe(24)
-    port = free_port()
-    ready = tmp_path / "node.port"
     env = {
         **os.environ,
         "IM_DATABASE_URL": fresh_dsn,
         "IM_JWT_SECRET": secret,
         "IM_NATS_URL": nats_server.url,
-        "IM_NODE_ID": "victim",
         "IM_LOG_LEVEL": "ERROR",
     }
-    with open(tmp_path / "node.log", "ab") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "im_server",
-            "serve",
-            "--port",
-            str(port),
-            "--ready-file",
-            str(ready),
-            env=env,
-            stdout=log,
-            stderr=log,
-            preexec_fn=_limit_address_space,
-        )
+    process = cluster.Node(
+        "victim", free_port(), env, tmp_path / "node.port", preexec_fn=_limit_address_space
+    )
     try:
-        for _ in range(300):
-            if ready.exists() and ready.read_text():
-                break
-            assert proc.returncode is None, "node exited at start"
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("node did not start")
-        yield Node(port, proc, secret)
+        await process.start()
+        assert process.proc is not None
+        yield Node(process.port, process.proc, secret)
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await proc.wait()
+        await process.reap()
 
 
 @dataclass

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
 from im_server.client import Client
-from tests.im_server.conftest import Running
+from tests.im_server.conftest import Running, until
 
 
 @pytest.fixture
@@ -28,13 +26,6 @@ async def _no_event(c: Client) -> None:
     """Nothing is queued for ``c``: anything pushed before now arrives before the pong."""
     await c.ping()
     assert c.events.empty(), c.events.get_nowait()
-
-
-async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def _message_count(dsn: str) -> int:
@@ -74,7 +65,7 @@ async def test_connect_and_disconnect_are_presence_events_for_watchers(im: Runni
     await alice.close()
     assert await _event(wendy) == _presence("alice", "offline")
     await other.close()
-    await _until(lambda: im.server.hub.sessions_of("otto") == 0)
+    await until(lambda: im.server.hub.sessions_of("otto") == 0)
     await _no_event(wendy)
 
 
@@ -88,7 +79,7 @@ async def test_presence_is_per_user_not_per_device(im: Running) -> None:
     await _no_event(wendy)  # a second device is not a second "online"
 
     await phone.close()
-    await _until(lambda: im.server.hub.sessions_of("alice") == 1)
+    await until(lambda: im.server.hub.sessions_of("alice") == 1)
     await _no_event(wendy)  # one device left: still online
     assert await wendy.watch(["alice"]) == ["alice"]
 
@@ -103,7 +94,7 @@ async def test_a_closed_watcher_gets_nothing_and_breaks_nothing(im: Running) -> 
     await w1.watch(["alice"])
     await w2.watch(["alice"])
     await w1.close()
-    await _until(lambda: im.server.hub.sessions_of("wendy") == 0)
+    await until(lambda: im.server.hub.sessions_of("wendy") == 0)
     await im.client("alice")
     assert await _event(w2) == _presence("alice", "online")
 

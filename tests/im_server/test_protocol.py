@@ -86,6 +86,7 @@ def test_group_frames() -> None:
 def test_every_client_frame_type_is_covered_above() -> None:
     # A new frame type must get a test here (and an entry in _TYPE_OF below).
     assert set(_TYPE_OF.values()) == p.CLIENT_FRAME_TYPES
+    assert p.FRAME_TYPE_OF == _TYPE_OF  # what the server counts each parsed frame as
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -367,27 +368,26 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
     max_leaves=12,
 )
-_field_names = st.sampled_from(
-    [
-        "type",
-        "v",
-        "token",
-        "device",
-        "resume",
-        "cid",
-        "conv",
-        "to",
-        "body",
-        "rid",
-        "after_seq",
-        "limit",
-        "seq",
-        "users",
-        "title",
-        "members",
-        "user",
-    ]
-)
+# Every field some client frame has ("type" apart); test_fuzz draws from them too.
+FIELD_NAMES = [
+    "v",
+    "token",
+    "device",
+    "resume",
+    "cid",
+    "conv",
+    "to",
+    "body",
+    "rid",
+    "after_seq",
+    "limit",
+    "seq",
+    "users",
+    "title",
+    "members",
+    "user",
+]
+_field_names = st.sampled_from(["type", *FIELD_NAMES])
 _types = st.sampled_from(sorted(p.CLIENT_FRAME_TYPES)) | _text
 _objects = st.builds(
     lambda t, extra: {**extra, "type": t},

@@ -9,10 +9,10 @@ import types
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from im_server.batcher import SendBatcher
 from im_server.config import Settings
 from im_server.errors import ImError
 from im_server.health import HealthMonitor
-from im_server.server import SendBatcher
 from im_server.store import SendItem, SendResult
 
 TIMEOUT = 0.5
@@ -86,8 +86,7 @@ async def test_an_acked_send_is_not_also_answered_outcome_unknown_during_a_slow_
     await asyncio.wait_for(b.idle.wait(), 5)
     await asyncio.sleep(TIMEOUT / 5)  # two rounds of the timeout's check: nothing more comes
     assert _acked(log) == ["x1"] and answers == [], (log, answers)
-    for w in b.workers:
-        w.cancel()
+    b.stop()
 
 
 async def test_an_expired_send_takes_its_connections_later_sends_with_it() -> None:
@@ -118,8 +117,7 @@ async def test_an_expired_send_takes_its_connections_later_sends_with_it() -> No
     assert by_cid == {"P": "outcome_unknown", "A": "unavailable", "B": "unavailable"}, answers
     assert _acked(log) == ["Q"]
     assert b.inflight == 0 and b.idle.is_set()
-    for w in b.workers:
-        w.cancel()
+    b.stop()
 
 
 async def test_a_batch_that_fails_unexpectedly_still_answers_every_send() -> None:
@@ -135,8 +133,7 @@ async def test_a_batch_that_fails_unexpectedly_still_answers_every_send() -> Non
     await asyncio.wait_for(b.idle.wait(), 5)
     assert sorted(answers) == [("x1", "outcome_unknown", "c"), ("x2", "outcome_unknown", "c")]
     assert b.idle.is_set()
-    for w in b.workers:
-        w.cancel()
+    b.stop()
 
 
 async def test_a_failing_degrade_keeps_the_probe_alive_and_says_blocked() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,11 +18,10 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.targets.local.postgres import PgInstance
-from im_server import auth
-from im_server.config import Settings
 from im_server.migrate import migrate
-from im_server.server import ImServer
 from im_server.store import SendItem, Store
+from tests.im_server.conftest import Running, node_settings, start_node, stop_node
+from tests.im_server.test_bad_input import _login
 
 pytestmark = pytest.mark.slow
 
@@ -48,41 +46,21 @@ def frozen(pg: PgInstance) -> Iterator[None]:
                 os.kill(p.pid, signal.SIGCONT)
 
 
-class Node:
-    def __init__(self, server: ImServer, port: int, secret: str) -> None:
-        self.server, self.port, self.secret = server, port, secret
-
-    async def readyz(self, http: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
-        async with http.get(f"http://127.0.0.1:{self.port}/readyz") as r:
-            return r.status, await r.json()
-
-    async def login(
-        self, http: aiohttp.ClientSession, user: str
-    ) -> aiohttp.ClientWebSocketResponse:
-        ws = await http.ws_connect(f"ws://127.0.0.1:{self.port}/ws")
-        await ws.send_str(
-            orjson.dumps({"type": "hello", "v": 1, "token": auth.mint(self.secret, user, 600)})
-            .decode()
-        )  # fmt: skip
-        first = orjson.loads((await ws.receive(timeout=5)).data)
-        assert first["type"] == "welcome", first
-        return ws
-
-
 @pytest.fixture
-async def node(pg_factory: Callable[..., PgInstance]) -> AsyncIterator[tuple[Node, PgInstance]]:
+async def node(pg_factory: Callable[..., PgInstance]) -> AsyncIterator[tuple[Running, PgInstance]]:
+    # A cluster of its own: the tests freeze it and kill its backends.
     pg = pg_factory()
     pg.create_database("im")
     dsn = pg.dsn("im")
     await migrate(dsn)
-    secret = secrets.token_urlsafe(24)
-    server = ImServer(
-        Settings(database_url=dsn, jwt_secret=secret, send_timeout=SEND_TIMEOUT), node_id="n"
-    )
-    await server.start()
-    port = await server.listen("127.0.0.1", 0)
-    yield Node(server, port, secret), pg
-    await server.stop()
+    n = await start_node(node_settings(dsn, send_timeout=SEND_TIMEOUT), "n")
+    yield n, pg
+    await stop_node(n)
+
+
+async def _readyz(http: aiohttp.ClientSession, n: Running) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{n.http}/readyz") as r:
+        return r.status, await r.json()
 
 
 async def _frame_for(
@@ -105,17 +83,17 @@ async def _rows(dsn: str, cid: str) -> int:
 
 
 async def test_frozen_database_is_not_ready_and_sends_are_answered(
-    node: tuple[Node, PgInstance],
+    node: tuple[Running, PgInstance],
 ) -> None:
     n, pg = node
     async with aiohttp.ClientSession() as http:
         for _ in range(50):  # the first probe runs at start; wait for it to say ok
-            status, body = await n.readyz(http)
+            status, body = await _readyz(http, n)
             if status == 200:
                 break
             await asyncio.sleep(0.1)
         assert body["database"] == "up" and body["writes"] == "ok", body
-        ws = await n.login(http, "alice")
+        ws = await _login(http, n, "alice")
         with frozen(pg):
             t0 = time.monotonic()
             await ws.send_str(
@@ -129,10 +107,10 @@ async def test_frozen_database_is_not_ready_and_sends_are_answered(
             assert err["code"] in ("outcome_unknown", "unavailable"), err
             assert answered <= SEND_TIMEOUT + 1, answered
             deadline = time.monotonic() + 5
-            while (await n.readyz(http))[0] == 200:
+            while (await _readyz(http, n))[0] == 200:
                 assert time.monotonic() < deadline, "a frozen database was reported ready for 5 s"
                 await asyncio.sleep(0.2)
-            status, body = await n.readyz(http)
+            status, body = await _readyz(http, n)
             assert status == 503 and body["database"] == "down", body
         # Thawed: the same cid resent is committed exactly once.
         deadline = time.monotonic() + 10
@@ -151,7 +129,7 @@ async def test_frozen_database_is_not_ready_and_sends_are_answered(
 
 
 async def test_a_connection_lost_mid_commit_is_outcome_unknown_not_unavailable(
-    node: tuple[Node, PgInstance],
+    node: tuple[Running, PgInstance],
 ) -> None:
     """The statement reached the server and the connection broke: it may have committed, so
     'unavailable' (documented as: nothing committed) would be a lie."""

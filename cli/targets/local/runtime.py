@@ -24,6 +24,13 @@ from cli.targets.local import procs
 from cli.targets.local.nats import NatsProcess
 from cli.targets.local.nodes import Nodes, NodeStatus
 from cli.targets.local.postgres import PgInstance
+from im_server.syncpolicy import (
+    DEFAULT_SYNC_DEGRADE_AFTER,
+    DEFAULT_SYNC_POLICY,
+    SYNC_DEGRADE_AFTER_ENV,
+    SYNC_POLICY_ENV,
+    SYNC_STANDBY_ENV,
+)
 
 DATABASE = "im"
 
@@ -47,13 +54,13 @@ class SyncWatch:
 
     def env(self) -> dict[str, str]:
         return {
-            "IM_SYNC_STANDBY": self.standby,
-            "IM_SYNC_POLICY": self.policy,
-            "IM_SYNC_DEGRADE_AFTER_SECONDS": f"{self.degrade_after:g}",
+            SYNC_STANDBY_ENV: self.standby,
+            SYNC_POLICY_ENV: self.policy,
+            SYNC_DEGRADE_AFTER_ENV: f"{self.degrade_after:g}",
         }
 
 
-NO_SYNC = SyncWatch("", "wait", 5.0)
+NO_SYNC = SyncWatch("", DEFAULT_SYNC_POLICY, DEFAULT_SYNC_DEGRADE_AFTER)
 
 
 def load_ports(path: Path, taken: dict[str, int]) -> Ports:

@@ -48,6 +48,7 @@ from cli.targets.local.failover import (
     wait_streaming,
 )
 from cli.targets.local.runtime import Region
+from im_server.syncpolicy import SYNC_DEGRADE_AFTER_MAX, SYNC_DEGRADE_AFTER_MIN, SYNC_POLICIES
 
 if TYPE_CHECKING:
     from cli.targets.local.snapshots import LocalSnapshots
@@ -130,14 +131,16 @@ class LocalTarget(Target):
         """The config deploy should reconcile to, and whether the stack is new."""
         cfg, new = self._plan_config(region, replicas, port, standby_region, replication)
         if sync_policy is not None:
-            if sync_policy not in ("wait", "degrade"):
-                raise UsageError(f"--sync-policy must be wait or degrade, got {sync_policy!r}")
+            if sync_policy not in SYNC_POLICIES:
+                raise UsageError(
+                    f"--sync-policy must be {' or '.join(SYNC_POLICIES)}, got {sync_policy!r}"
+                )
             cfg.sync_policy = "degrade" if sync_policy == "degrade" else "wait"
         if sync_degrade_after is not None:
-            if not 0.5 <= sync_degrade_after <= 3600:
+            if not SYNC_DEGRADE_AFTER_MIN <= sync_degrade_after <= SYNC_DEGRADE_AFTER_MAX:
                 raise UsageError(
-                    f"--sync-degrade-after must be between 0.5 and 3600 seconds,"
-                    f" got {sync_degrade_after:g}"
+                    f"--sync-degrade-after must be between {SYNC_DEGRADE_AFTER_MIN:g} and"
+                    f" {SYNC_DEGRADE_AFTER_MAX:g} seconds, got {sync_degrade_after:g}"
                 )
             cfg.sync_degrade_after = sync_degrade_after
         return cfg, new

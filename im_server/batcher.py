@@ -1,0 +1,209 @@
+"""The send path between a parsed send frame and its ack: queues, commits, the send timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from im_server import protocol
+from im_server.errors import AccessError, ErrorCode, ImError, UnavailableError
+from im_server.store import SendItem
+
+if TYPE_CHECKING:
+    from im_server.server import Connection, ImServer
+
+log = logging.getLogger("im_server")
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    item: SendItem
+    conn: Connection
+    t0: float
+    answered: bool = False  # the send timeout answered it; a late commit is pushed, not acked
+
+
+class _Worker:
+    """One worker's state: a connection's sends all land in one queue, so they commit in order;
+    the running batch and its start are what the send timeout and /readyz look at."""
+
+    __slots__ = ("queue", "running", "started", "task", "wake")
+
+    def __init__(self) -> None:
+        self.queue: deque[_PendingSend] = deque()
+        self.wake = asyncio.Event()
+        self.running: list[_PendingSend] = []
+        self.started = 0.0  # when the running commit started; 0.0 when idle
+        self.task: asyncio.Task[None] | None = None
+
+    def done_committing(self) -> None:
+        self.running = []
+        self.started = 0.0
+
+
+class SendBatcher:
+    """Group commit: concurrent sends share one transaction (one fsync) per batch.
+
+    Every send is answered within the send timeout: one still queued then gets
+    ``unavailable`` (it never reached the database), one whose commit is under way gets
+    ``outcome_unknown`` (resend with the same cid). A commit that finishes later is still pushed
+    to its recipients.
+    """
+
+    def __init__(self, server: ImServer) -> None:
+        self.server = server
+        s = server.settings
+        self.max = s.batch_max
+        self.linger = s.batch_linger_ms / 1000
+        self.timeout = s.send_timeout
+        # A connection always on the same worker: its sends commit in the order it sent them,
+        # while different connections commit in parallel.
+        self.workers: list[_Worker] = []
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._expiry: asyncio.Task[None] | None = None
+
+    def start(self, n: int) -> None:
+        self.workers = [_Worker() for _ in range(n)]
+        for w in self.workers:
+            w.task = asyncio.create_task(self._work(w))
+        self._expiry = asyncio.create_task(self._expire())
+
+    def stop(self) -> None:
+        for task in [w.task for w in self.workers] + [self._expiry]:
+            if task is not None:
+                task.cancel()
+
+    def submit(self, item: SendItem, conn: Connection) -> None:
+        self.inflight += 1
+        self.idle.clear()
+        w = self.workers[hash(conn.id) % len(self.workers)]
+        w.queue.append(_PendingSend(item, conn, time.perf_counter()))
+        w.wake.set()
+
+    def oldest_commit_age(self) -> float:
+        now = time.perf_counter()
+        return max((now - w.started for w in self.workers if w.started), default=0.0)
+
+    def _finished(self, n: int) -> None:
+        self.inflight -= n
+        if self.inflight == 0:
+            self.idle.set()
+
+    def _answer(self, p: _PendingSend, exc: ImError) -> None:
+        """Answer ``p`` with an error unless something answered it already."""
+        if not p.answered:
+            p.answered = True
+            self.server.send_error(p.conn, exc, {"cid": p.item.cid})
+
+    async def _work(self, w: _Worker) -> None:
+        q = w.queue
+        while True:
+            if not q:
+                w.wake.clear()
+                await w.wake.wait()
+                continue
+            if self.linger and len(q) < self.max:
+                await asyncio.sleep(self.linger)
+            batch = [q.popleft() for _ in range(min(len(q), self.max))]
+            if not batch:  # all expired during the linger
+                continue
+            w.running = batch
+            w.started = time.perf_counter()
+            try:
+                await self._commit(w, batch)
+            except Exception:
+                log.exception("send batch failed")
+                # Every send is answered: the failure may have come after the commit.
+                failed = UnavailableError(
+                    ErrorCode.OUTCOME_UNKNOWN,
+                    "internal error during the commit; resend with the same cid",
+                )
+                for p in batch:
+                    self._answer(p, failed)
+            finally:
+                w.done_committing()
+                self._finished(len(batch))
+
+    async def _expire(self) -> None:
+        """Answer every send that has waited the send timeout (checked every tenth of it)."""
+        metrics = self.server.metrics
+        period = min(0.5, self.timeout / 10)
+        never_sent = UnavailableError(
+            ErrorCode.UNAVAILABLE,
+            f"writes are stalled: not sent to the database within {self.timeout:g}s,"
+            " nothing was committed; resend with the same cid",
+        )
+        unknown = UnavailableError(
+            ErrorCode.OUTCOME_UNKNOWN,
+            f"the commit has not finished within {self.timeout:g}s (the database or its"
+            " synchronous standby is stalled): it may or may not be committed; resend with the"
+            " same cid",
+        )
+        while True:
+            await asyncio.sleep(period)
+            limit = time.perf_counter() - (self.timeout - period)
+            for w in self.workers:
+                q = w.queue
+                if not q or q[0].t0 > limit:
+                    expired = []
+                else:
+                    # A connection's later sends go with its expired one: left queued, they
+                    # would commit before the client's resend of it (sends commit in order).
+                    conns = {p.conn for p in q if p.t0 <= limit}
+                    expired = [p for p in q if p.conn in conns]
+                    kept = [p for p in q if p.conn not in conns]
+                    q.clear()
+                    q.extend(kept)
+                for p in expired:
+                    self._answer(p, never_sent)
+                if expired:
+                    metrics.send_timeouts.inc(len(expired))
+                    self._finished(len(expired))
+                for p in w.running:
+                    if not p.answered and p.t0 <= limit:
+                        metrics.send_timeouts.inc()
+                        self._answer(p, unknown)
+
+    async def _commit(self, w: _Worker, batch: list[_PendingSend]) -> None:
+        srv = self.server
+        m = srv.metrics
+        m.batch_size.observe(len(batch))
+        try:
+            results = await srv.store.send_batch([p.item for p in batch])
+        except ImError as exc:
+            m.db_errors.inc()
+            for p in batch:
+                self._answer(p, exc)
+            return
+        # The commit is over: from here on the send timeout has nothing to answer (a slow
+        # fan-out is not a stalled commit, and an acked send must not also get outcome_unknown).
+        w.done_committing()
+        late = [p.answered for p in batch]
+        for p in batch:
+            p.answered = True
+        now = time.perf_counter()
+        for p, r, answered in zip(batch, results, late, strict=True):
+            item = p.item
+            if r.status == "ok":
+                if not answered:
+                    p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
+                    m.ack_latency.observe(now - p.t0)
+                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
+                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
+            elif answered:
+                continue
+            elif r.status == "dup":
+                p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts, duplicate=True), "ack")
+            else:
+                code = ErrorCode(r.status)
+                srv.send_error(
+                    p.conn,
+                    AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
+                    {"cid": item.cid},
+                )
