@@ -125,7 +125,8 @@ def test_wait_policy_says_writes_are_blocked_and_answers_sends(home: Path) -> No
     with frozen(primary.pg()):
         t2 = time.monotonic()
         st = ok_json(home, "status", "-s", "w")
-        assert time.monotonic() - t2 < 5
+        # A liveness bound: it used to hang for 60 s; a loaded 2-core machine needs ~6 s.
+        assert time.monotonic() - t2 < 15
         assert _codes(st)[0] == "database_unreachable", st["problems"]
         assert "--force" in st["problems"][0]["next_command"]  # the way out if a is lost
     # No node ready is a problem of its own.
@@ -192,4 +193,7 @@ def test_degrade_policy_keeps_writing_unprotected_then_restores_sync(home: Path)
 
 def test_sync_policy_is_refused_for_clouds_and_kept_in_the_config(home: Path) -> None:
     r = imctl(home, "deploy", "--cloud", "aws", "--sync-policy", "degrade", "--yes", "-o", "json")
-    assert r.returncode == 2 and "local target" in json.loads(r.stdout)["error"]["message"]
+    err = json.loads(r.stdout)["error"]
+    assert r.returncode == 2
+    assert err["message"] == "--sync-policy is not an option of the aws target"
+    assert "it is for local" in err["hint"]
