@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from cli.commands.deploy import _render
-from cli.targets.cloud import day2_util
+from cli.targets.cloud import probes
 from cli.targets.cloud.outputs import CloudOutputs
 
 OUTPUTS: dict[str, Any] = {
@@ -61,6 +61,6 @@ def test_readyz_of_a_wss_stack_goes_to_443_with_the_global_name(monkeypatch: Any
         seen.append((endpoint, path, tls_name))
         return 200, b"{}"
 
-    monkeypatch.setattr(day2_util, "http_get", fake)
-    assert day2_util.readyz("lb.example.net", 1.0, "im.example.com") == "ok"
+    monkeypatch.setattr(probes, "http_get", fake)
+    assert probes.readyz("lb.example.net", 1.0, "im.example.com") == "ok"
     assert seen == [("lb.example.net", "/readyz", "im.example.com")]

@@ -1,4 +1,4 @@
-"""The content check every cloud restore shares (cli/targets/cloud/day2_util.py): how a digest
+"""The content check every cloud restore shares (cli/targets/cloud/content.py): how a digest
 is fetched, which answers count, and what the comparison guarantees. Each cloud's own tests
 run it end to end (AWS against a real im-server on real PostgreSQL)."""
 
@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cli.errors import DigestUnavailable
-from cli.targets.cloud.day2_util import await_digest, check_restored, digest_of, fetch_digest
+from cli.targets.cloud.content import await_digest, check_restored, digest_of, fetch_digest
 from cli.targets.local.procs import free_port
 from im_server import auth
 from im_server.config import database_identity

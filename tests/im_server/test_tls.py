@@ -127,7 +127,8 @@ async def test_cloud_operations_read_the_digest_over_tls_by_the_certificates_nam
     """With wss:// only, port 80 is closed: imctl's snapshot and restore content checks go to
     the balancer on 443 and check the certificate against the stack's name, not the address."""
     from cli.errors import DigestUnavailable
-    from cli.targets.cloud.day2_util import fetch_digest, readyz
+    from cli.targets.cloud.content import fetch_digest
+    from cli.targets.cloud.probes import readyz
 
     cert, key = _write_cert(tmp_path, serial=1)
     im = await server_factory(tls_cert_file=cert, tls_key_file=key, tls_port=0)

@@ -41,17 +41,17 @@ from cli.targets.cloud.aws_support import (
     utc_stamp,
     with_host,
 )
-from cli.targets.cloud.day2_util import (
+from cli.targets.cloud.content import (
     DIGEST_FIELDS,
     RestoreContent,
     check_restore_content,
     digest_of,
-    region_facts,
     snapshot_digest,
-    workload_secret,
 )
+from cli.targets.cloud.day2_util import region_facts
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from cli.targets.cloud.workload import workload_secret
 from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS, SECRET_DB_URL_KEY, SECRET_NAME
 
 STACK_TAG = "imctl:stack"

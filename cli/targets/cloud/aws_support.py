@@ -18,7 +18,7 @@ from cli.errors import (
     PreconditionFailed,
     ResourceFailure,
 )
-from cli.targets.cloud.day2_util import readyz
+from cli.targets.cloud.probes import readyz
 
 # Error codes AWS services answer when the caller's identity or its permissions are the problem:
 # the fix is on the operator's side (profile, session, policy), never a retry.

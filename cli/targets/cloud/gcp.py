@@ -32,26 +32,18 @@ from cli.errors import (
     SnapshotNotFound,
 )
 from cli.progress import Note
-from cli.targets.cloud.day2_util import (
-    DNS_TYPES,
-    RegionalOps,
+from cli.targets.cloud.content import (
     RestoreContent,
-    Switch,
     check_restore_content,
-    database_url,
     digest_of,
-    left_for_inspection,
-    new_password,
-    record_type,
-    repoint_and_roll,
-    since,
     snapshot_digest,
-    unreachable,
-    utc_stamp,
-    workload_secret,
 )
+from cli.targets.cloud.day2_util import RegionalOps, Switch, database_url, new_password, utc_stamp
+from cli.targets.cloud.dns import DNS_TYPES, record_type
 from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.outcomes import left_for_inspection, since, unreachable
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
+from cli.targets.cloud.workload import repoint_and_roll, workload_secret
 from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

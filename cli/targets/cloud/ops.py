@@ -58,7 +58,7 @@ class CloudOps(Protocol):
 
         Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
         the Deployment, then check the restored content against the digest recorded with the
-        snapshot (day2_util.check_restore_content: exit 10 and pointed back on a mismatch,
+        snapshot (content.check_restore_content: exit 10 and pointed back on a mismatch,
         exit 12 when it cannot be checked). in-place only after the caller's typed
         confirmation."""
         ...
