@@ -47,10 +47,10 @@ from cli.targets.cloud.aws_support import (
     failover_pair,
     http_readyz,
     map_aws_error,
-    with_host,
 )
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
+from cli.targets.cloud.restore import with_host
 from cli.targets.local.procs import free_port
 from im_server.migrate import migrate
 from tests.cloud.aws_fixtures import (

@@ -35,14 +35,22 @@ from cli.errors import (
     SnapshotNotFound,
 )
 from cli.progress import Note
-from cli.targets.cloud.content import RestoreContent, check_restore_content, snapshot_digest
-from cli.targets.cloud.day2_util import RegionalOps, Switch, database_url, new_password
+from cli.snapshots import RestoreTarget
+from cli.targets.cloud.content import snapshot_digest
+from cli.targets.cloud.day2_util import RegionalOps, Switch
 from cli.targets.cloud.dns import DNS_TYPES, record_type, relative_name
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.outcomes import left_for_inspection, since, unreachable
+from cli.targets.cloud.outcomes import unreachable
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
-from cli.targets.cloud.workload import repoint_and_roll, workload_secret
-from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
+from cli.targets.cloud.restore import (
+    Backup,
+    Leftover,
+    Restored,
+    database_url,
+    new_password,
+    run_restore,
+)
+from stacks.workload_contract import DB_PORT, DB_USER
 
 DTS_VERSION = "2020-01-01"
 LIST_WINDOW_DAYS = 90  # DescribeBackups wants a short time range; backups older than this hide
@@ -612,9 +620,9 @@ class AlicloudOps(RegionalOps):
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        deadline = Deadline(timeout)
-        r = self.outputs.primary
-        source = r.db_instance_id
+        return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
+
+    def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
         if target == "in-place":
             raise PreconditionFailed(
                 "ApsaraDB RDS for PostgreSQL restores a backup only into a new instance"
@@ -624,20 +632,27 @@ class AlicloudOps(RegionalOps):
         backup = self._backup(snapshot_id)
         if backup.get("BackupStatus") != "Success":
             raise PreconditionFailed(f"backup {snapshot_id} is {backup.get('BackupStatus')}")
-        # The way back if the restored content fails its check, and the token to check it.
-        previous_url, admin_token = workload_secret(self.kube(r.name), r)
-        if not previous_url:
-            raise PreconditionFailed(
-                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
-                "`imctl deploy` recreates it; nothing was changed",
-            )
+        # No digest was kept with the backup (nowhere to keep it): density only.
+        return Backup(snapshot_id, None)
+
+    def restore_into(
+        self,
+        backup: Backup,
+        target: RestoreTarget,
+        current_url: str,
+        made: Leftover,
+        deadline: Deadline,
+        progress: Note,
+    ) -> Restored:
+        r = self.outputs.primary
+        source = r.db_instance_id
         src = self._attribute(r.name, source)
         slave_zones = [
             z.get("ZoneId") for z in (src.get("SlaveZones") or {}).get("SlaveZone") or []
         ]
         params: dict[str, Any] = {
             "DBInstanceId": source,
-            "BackupId": snapshot_id,
+            "BackupId": backup.id,
             "BackupType": "FullBackup",
             "PayType": "Postpaid",
             "InstanceNetworkType": "VPC",
@@ -647,7 +662,7 @@ class AlicloudOps(RegionalOps):
             "DBInstanceClass": src.get("DBInstanceClass"),
             "DBInstanceStorage": src.get("DBInstanceStorage"),
             "DBInstanceStorageType": src.get("DBInstanceStorageType"),
-            "DBInstanceDescription": f"imctl restore of backup {snapshot_id} of {source}",
+            "DBInstanceDescription": f"imctl restore of backup {backup.id} of {source}",
             # Lower case on the wire: the SDK would send Python's "True".
             "DeletionProtection": "true",
             "RegionId": r.name,
@@ -657,83 +672,51 @@ class AlicloudOps(RegionalOps):
         if slave_zones:
             params["ZoneIdSlave1"] = slave_zones[0]
         params = {k: v for k, v in params.items() if v is not None}
-        t0 = time.monotonic()
-        progress(f"cloning {source} from backup {snapshot_id} into a new instance")
+        progress(f"cloning {source} from backup {backup.id} into a new instance")
         doc = self._rds(r.name, "CloneDBInstance", params, f"cloning {source}", mutation=True)
         new = str(doc.get("DBInstanceId") or "")
         if not new:
             raise ResourceFailure(f"CloneDBInstance of {source} returned no instance id")
         cleanup = "release it in the RDS console (deletion protection is on)"
-        with left_for_inspection(new, source, cleanup):
-            inst = self._wait_running(r.name, new, deadline, progress)
-            wanted = _ips(src.get("SecurityIPList"))
-            if not wanted <= _ips(inst.get("SecurityIPList")):
-                progress(f"{new}: copying the IP whitelist of {source}")
-                self._rds(
-                    r.name,
-                    "ModifySecurityIps",
-                    {"DBInstanceId": new, "SecurityIps": ",".join(sorted(wanted))},
-                    f"setting the IP whitelist of {new}",
-                    mutation=True,
-                )
-                inst = self._wait_running(r.name, new, deadline, progress)
-            # The clone carries the roles; a fresh password makes the URL written below the one
-            # credential for the new instance.
-            password = new_password()
+        made.created(new, cleanup, source)
+        inst = self._wait_running(r.name, new, deadline, progress)
+        wanted = _ips(src.get("SecurityIPList"))
+        if not wanted <= _ips(inst.get("SecurityIPList")):
+            progress(f"{new}: copying the IP whitelist of {source}")
             self._rds(
                 r.name,
-                "ResetAccountPassword",
-                {"DBInstanceId": new, "AccountName": DB_USER, "AccountPassword": password},
-                f"setting the {DB_USER} password on {new}",
+                "ModifySecurityIps",
+                {"DBInstanceId": new, "SecurityIps": ",".join(sorted(wanted))},
+                f"setting the IP whitelist of {new}",
                 mutation=True,
             )
             inst = self._wait_running(r.name, new, deadline, progress)
-            host = str(inst.get("ConnectionString") or "")
-            if not host:
-                raise ResourceFailure(f"{new} has no connection string")
-            port = int(inst.get("Port") or DB_PORT)
-            restored_url = database_url(host, port, password)
-            if on_switch is not None:
-                on_switch(new)
-            repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
-        # Outside left_for_inspection: a failed check says for itself what it left and where.
-        # No digest was kept with the backup (nowhere to keep it): density only.
-        content = check_restore_content(
-            self.kube,
-            r,
-            RestoreContent(
-                snapshot=snapshot_id,
-                recorded=None,
-                admin_token=admin_token,
-                restored=new,
-                restored_url=restored_url,
-                previous=source,
-                previous_url=previous_url,
-                cleanup=cleanup,
-            ),
-            remaining=deadline.remaining(),
-            interval=self._interval,
-            progress=progress,
+        # The clone carries the roles; a fresh password makes the URL written below the one
+        # credential for the new instance.
+        password = new_password()
+        self._rds(
+            r.name,
+            "ResetAccountPassword",
+            {"DBInstanceId": new, "AccountName": DB_USER, "AccountPassword": password},
+            f"setting the {DB_USER} password on {new}",
+            mutation=True,
         )
-        return {
-            "snapshot_id": snapshot_id,
-            "target": target,
-            "region": r.name,
-            "source_instance": source,
-            "instance_id": new,
-            "previous_instance_id": source,
-            "db_host": host,
-            "secret": SECRET_NAME,
-            "secret_key": SECRET_DB_URL_KEY,
-            "deployment": f"{r.namespace}/{r.deployment}",
-            "status": "restored",
-            "verified": {"instance_available": True, "deployment_ready": True, **content},
-            "seconds": since(t0),
-            "next_steps": [
+        inst = self._wait_running(r.name, new, deadline, progress)
+        host = str(inst.get("ConnectionString") or "")
+        if not host:
+            raise ResourceFailure(f"{new} has no connection string")
+        return Restored(
+            instance=new,
+            host=host,
+            url=database_url(host, int(inst.get("Port") or DB_PORT), password),
+            previous=source,
+            previous_url=current_url,
+            cleanup=cleanup,
+            standby_note=(
                 f"the DTS synchronization still reads {source}; re-point it at {new} if the"
-                " standby region must follow the restored data",
-            ],
-        }
+                " standby region must follow the restored data"
+            ),
+        )
 
     def _wait_running(
         self, region: str, instance: str, deadline: Deadline, progress: Note

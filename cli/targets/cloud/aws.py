@@ -8,6 +8,7 @@ explicit region. Each operation polls until AWS reports the outcome, within its 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from cli.errors import (
     UsageError,
 )
 from cli.progress import Note
+from cli.snapshots import RestoreTarget
 from cli.targets.cloud.aws_support import (
     STILL_WAITING_EVERY,
     TIMEOUT_HINT,
@@ -39,20 +41,25 @@ from cli.targets.cloud.aws_support import (
     tag_value,
     tags_of,
     utc_stamp,
-    with_host,
 )
 from cli.targets.cloud.content import (
     DIGEST_FIELDS,
-    RestoreContent,
-    check_restore_content,
     digest_of,
     snapshot_digest,
 )
 from cli.targets.cloud.day2_util import region_facts
 from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
-from cli.targets.cloud.workload import workload_secret
-from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS, SECRET_DB_URL_KEY, SECRET_NAME
+from cli.targets.cloud.restore import (
+    Backup,
+    Leftover,
+    Restored,
+    replica_note,
+    run_restore,
+    with_host,
+)
+from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS
 
 STACK_TAG = "imctl:stack"
 NOTE_TAG = "imctl:note"
@@ -140,6 +147,7 @@ class AwsOps:
             if readyz is http_readyz and tls_name is not None
             else readyz
         )
+        self.scope = Scope(outputs, self._kube, poll_interval, TIMEOUT_HINT)
         self._max_lag = planned_max_lag_seconds
         self._catchup_timeout = catchup_timeout
 
@@ -636,16 +644,6 @@ class AwsOps:
 
     # --- restore ----------------------------------------------------------------------------
 
-    def _current_db_url(self, r: RegionOutputs) -> tuple[str, str | None]:
-        """(database URL, admin token) of the workload's Secret; no URL refuses the restore."""
-        url, admin_token = workload_secret(self._kube(r.name), r)
-        if not url:
-            raise PreconditionFailed(
-                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
-                "`imctl deploy` recreates it; nothing was changed",
-            )
-        return url, admin_token
-
     def restore(
         self,
         snapshot_id: str,
@@ -654,12 +652,10 @@ class AwsOps:
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        if target not in ("new", "in-place"):
-            raise UsageError(f"restore target must be new or in-place, got {target!r}")
-        deadline = Deadline(timeout, operation="restore", hint=TIMEOUT_HINT)
-        started = time.monotonic()
+        return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
+
+    def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
         r = self.outputs.primary
-        # Everything that can refuse does so before anything is created.
         region, snap = self._find_snapshot(snapshot_id)
         sid = snap["DBSnapshotIdentifier"]
         if snap.get("Status") != "available":
@@ -670,7 +666,18 @@ class AwsOps:
                 f"copy it first: aws rds copy-db-snapshot --source-region {region} "
                 f"--region {r.name} ...",
             )
-        current_url, admin_token = self._current_db_url(r)
+        return Backup(sid, _digest_from_tags(tags_of(snap)))
+
+    def restore_into(
+        self,
+        backup: Backup,
+        target: RestoreTarget,
+        current_url: str,
+        made: Leftover,
+        deadline: Deadline,
+        progress: Note,
+    ) -> Restored:
+        r = self.outputs.primary
         source = self._describe_db(r.name, r.db_instance_id)
         if source is None:
             raise PreconditionFailed(
@@ -681,91 +688,56 @@ class AwsOps:
             )
         stamp = utc_stamp()
         new_id = rds_id(r.db_instance_id, f"-r{stamp}")
-        self._restore_instance(r.name, sid, new_id, source, progress)
-        inst = self._wait_db(r.name, new_id, deadline, progress)
-        final_id = new_id
-        old_renamed: str | None = None
-        # The way back if the restored content fails its check: the database used until now.
-        previous_url: str | None = current_url
+        self._restore_instance(r.name, backup.id, new_id, source, progress)
         cleanup = (
             f"delete it with `aws rds delete-db-instance --db-instance-identifier {new_id}"
             f" --region {r.name} --skip-final-snapshot` (after turning off deletion protection,"
             " if it is on)"
         )
+        made.created(new_id, cleanup, r.db_instance_id)
+        inst = self._wait_db(r.name, new_id, deadline, progress)
+        restored = Restored(
+            instance=new_id,
+            host="",
+            url=None,
+            previous=r.db_instance_id,
+            # The way back if the restored content fails its check: the database used until now.
+            previous_url=current_url,
+            cleanup=cleanup,
+        )
         if target == "in-place":
             old_renamed = rds_id(r.db_instance_id, f"-old-{stamp}")
             inst = self._swap_names(r, new_id, old_renamed, deadline, progress)
-            final_id = r.db_instance_id
             # The original name (and address) now belongs to the restored instance.
-            old = self._describe_db(r.name, old_renamed) or {}
-            old_host = (old.get("Endpoint") or {}).get("Address")
-            old_port = (old.get("Endpoint") or {}).get("Port")
-            previous_url = with_host(current_url, old_host, old_port) if old_host else None
-            cleanup = (
+            old = (self._describe_db(r.name, old_renamed) or {}).get("Endpoint") or {}
+            restored.instance, restored.previous = r.db_instance_id, old_renamed
+            restored.previous_url = (
+                with_host(current_url, old["Address"], old.get("Port"))
+                if old.get("Address")
+                else None
+            )
+            restored.cleanup = (
                 f"it carries the name {r.db_instance_id} now: rename it away and {old_renamed}"
                 " back to make the outputs right again"
             )
+            # In place the restored instance has the old address, so the address cannot tell a
+            # pod on it from a pod still on the old one: only pods started after the roll can.
+            restored.fresh_after_roll = True
+            made.created(r.db_instance_id, restored.cleanup, old_renamed)
+        restored.host = inst["Endpoint"]["Address"]
+        restored.url = with_host(current_url, restored.host, inst["Endpoint"].get("Port"))
+        if self.outputs.standby_region:
+            restored.standby_note = replica_note(restored.previous)
+        restored.recheck = functools.partial(self._still_available, r.name, restored.instance)
+        return restored
 
-        host = inst["Endpoint"]["Address"]
-        port = inst["Endpoint"].get("Port")
-        restored_url = with_host(current_url, host, port)
-        kube = self._kube(r.name)
-        if on_switch is not None:
-            on_switch(final_id)
-        kube.patch_secret(r.namespace, SECRET_NAME, {SECRET_DB_URL_KEY: restored_url})
-        progress(f"Secret {r.namespace}/{SECRET_NAME}: database host {host}")
-        # In place the restored instance has the old address, so the address cannot tell a pod
-        # on it from a pod still on the old one: only pods started after this can.
-        patched_at = time.time()
-        kube.restart_deployment(r.namespace, r.deployment)
-        progress(f"rolling {r.namespace}/{r.deployment}")
-        kube.wait_ready(r.namespace, r.deployment, deadline.remaining())
-        after = self._describe_db(r.name, final_id)
-        available = after is not None and after.get("DBInstanceStatus") == "available"
-        if not available:
+    def _still_available(self, region: str, instance_id: str) -> None:
+        after = self._describe_db(region, instance_id)
+        if after is None or after.get("DBInstanceStatus") != "available":
             raise ResourceFailure(
-                f"restored instance {final_id} is "
+                f"restored instance {instance_id} is "
                 f"{after.get('DBInstanceStatus') if after else 'gone'} after the roll"
             )
-        content = check_restore_content(
-            self._kube,
-            r,
-            RestoreContent(
-                snapshot=sid,
-                recorded=_digest_from_tags(tags_of(snap)),
-                admin_token=admin_token,
-                restored=final_id,
-                restored_url=restored_url,
-                previous=old_renamed or r.db_instance_id,
-                previous_url=previous_url,
-                cleanup=cleanup,
-                fresh_after=patched_at if target == "in-place" else None,
-            ),
-            remaining=deadline.remaining(),
-            interval=self._poll,
-            progress=progress,
-        )
-        warnings = []
-        if self.outputs.standby_region:
-            warnings.append(
-                f"the standby replica still follows {old_renamed or r.db_instance_id}, not the "
-                "restored data: rebuild it before relying on failover"
-            )
-        return {
-            "snapshot_id": sid,
-            "instance_id": final_id,
-            "db_host": host,
-            "target": target,
-            "previous_instance_id": old_renamed or r.db_instance_id,
-            "verified": {
-                "instance_available": True,
-                "deployment_ready": True,
-                # Through the endpoint's /admin/digest: the database itself is in a private VPC.
-                **content,
-            },
-            "warnings": warnings,
-            "duration_s": round(time.monotonic() - started, 1),
-        }
 
     def _restore_instance(
         self, region: str, sid: str, new_id: str, source: dict[str, Any], progress: Note

@@ -1,5 +1,5 @@
 """What the AWS operations share that needs no AWS: error mapping, deadlines and polling,
-identifiers, the database URL rewrite, the Route 53 failover rewrite and the /readyz probe.
+identifiers, the Route 53 failover rewrite and the /readyz probe.
 
 botocore is imported only inside ``map_aws_error``, when there is an exception to classify.
 """
@@ -10,7 +10,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from cli.errors import (
     CredentialsError,
@@ -165,22 +164,6 @@ def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
 
 def iso(value: Any) -> str | None:
     return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else None
-
-
-# --- the database URL ------------------------------------------------------------------------
-
-
-def with_host(url: str, host: str, port: int | None) -> str:
-    """``url`` with its host (and port) replaced; user, password, database and query kept."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.hostname:
-        raise PreconditionFailed(
-            "the workload's database URL has no host to replace",
-            "expected postgresql://user:password@host:port/db?...; fix the Secret, then retry",
-        )
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}{at}{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 # --- Route 53 failover records ------------------------------------------------------------

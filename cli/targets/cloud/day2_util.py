@@ -17,6 +17,7 @@ from cli.deadline import Deadline
 from cli.errors import CredentialsError, ImctlError, ResourceFailure, UsageError
 from cli.progress import Note
 from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outcomes import join_hint, partial, since
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
 from cli.targets.cloud.probes import readyz
@@ -128,6 +129,7 @@ class RegionalOps(ABC):
             raise UsageError(f"these outputs describe a {outputs.cloud} stack, not {cloud}")
         self.outputs = outputs
         self.kube = kube
+        self.scope = Scope(outputs, kube, poll_interval)
         self._cloud = cloud
         self._interval = poll_interval
         self._readyz_timeout = readyz_timeout

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from cli.deadline import Deadline, poll
 
@@ -32,19 +33,26 @@ from cli.errors import (
     SnapshotNotFound,
 )
 from cli.progress import Note
+from cli.snapshots import RestoreTarget
 from cli.targets.cloud.content import (
-    RestoreContent,
-    check_restore_content,
     digest_of,
     snapshot_digest,
 )
-from cli.targets.cloud.day2_util import RegionalOps, Switch, database_url, new_password, utc_stamp
+from cli.targets.cloud.day2_util import RegionalOps, Switch, utc_stamp
 from cli.targets.cloud.dns import DNS_TYPES, record_type
 from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.outcomes import left_for_inspection, since, unreachable
+from cli.targets.cloud.outcomes import unreachable
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
-from cli.targets.cloud.workload import repoint_and_roll, workload_secret
-from stacks.workload_contract import DB_PORT, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
+from cli.targets.cloud.restore import (
+    Backup,
+    Leftover,
+    Restored,
+    database_url,
+    new_password,
+    replica_note,
+    run_restore,
+)
+from stacks.workload_contract import DB_PORT, DB_USER
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LAG_METRIC = "cloudsql.googleapis.com/database/replication/replica_lag"
@@ -483,37 +491,32 @@ class GcpOps(RegionalOps):
         timeout: float,
         on_switch: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        deadline = Deadline(timeout)
-        r = self.outputs.primary
-        source = r.db_instance_id
-        run = self._backup_run(source, snapshot_id)
+        return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
+
+    def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
+        run = self._backup_run(self.outputs.primary.db_instance_id, snapshot_id)
         if run.get("status") != "SUCCESSFUL":
             raise PreconditionFailed(
                 f"backup run {snapshot_id} is {run.get('status')}, not SUCCESSFUL",
                 "imctl snapshot list",
             )
-        # The way back if the restored content fails its check, and the token to check it.
-        previous_url, admin_token = workload_secret(self.kube(r.name), r)
-        if not previous_url:
-            raise PreconditionFailed(
-                f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
-                "`imctl deploy` recreates it; nothing was changed",
-            )
-        recorded = _from_description(run.get("description"))["digest"]
+        return Backup(str(run["id"]), _from_description(run.get("description"))["digest"])
+
+    def restore_into(
+        self,
+        backup: Backup,
+        target: RestoreTarget,
+        current_url: str,
+        made: Leftover,
+        deadline: Deadline,
+        progress: Note,
+    ) -> Restored:
+        source = self.outputs.primary.db_instance_id
         context = {
             "kind": "sql#restoreBackupContext",
-            "backupRunId": str(run["id"]),
+            "backupRunId": backup.id,
             "instanceId": source,
             "project": self.project,
-        }
-        t0 = time.monotonic()
-        doc: dict[str, Any] = {
-            "snapshot_id": str(run["id"]),
-            "target": target,
-            "region": r.name,
-            "source_instance": source,
-            "secret": SECRET_NAME,
-            "deployment": f"{r.namespace}/{r.deployment}",
         }
         if target == "in-place":
             inst = self._instance(source)
@@ -523,43 +526,15 @@ class GcpOps(RegionalOps):
                     " restores a backup only onto an instance without replicas",
                     "restore into a new instance (the default) instead",
                 )
-            progress(f"restoring backup run {snapshot_id} onto {source} (in place)")
-            op = self._call(
-                self._sql()
-                .instances()
-                .restoreBackup(
-                    project=self.project, instance=source, body={"restoreBackupContext": context}
-                ),
-                f"restoring onto {source}",
-                mutation=True,
+            self._restore_backup(source, context, deadline, progress)
+            return Restored(
+                instance=source,
+                host=urlsplit(current_url).hostname or "",
+                url=None,
+                previous=source,
+                previous_url=None,  # restored over it: there is no way back
+                cleanup="restore another backup run onto it",
             )
-            self._wait_sql(op, f"restore onto {source}", deadline, progress)
-            repoint_and_roll(self.kube, r, None, deadline=deadline, progress=progress)
-            content = check_restore_content(
-                self.kube,
-                r,
-                RestoreContent(
-                    snapshot=str(run["id"]),
-                    recorded=recorded,
-                    admin_token=admin_token,
-                    restored=source,
-                    restored_url=previous_url,
-                    previous=source,
-                    previous_url=None,  # restored over it: there is no way back
-                    cleanup="restore another backup run onto it",
-                ),
-                remaining=deadline.remaining(),
-                interval=self._interval,
-                progress=progress,
-            )
-            doc.update(
-                instance_id=source,
-                status="restored",
-                verified={"deployment_ready": True, **content},
-                seconds=since(t0),
-            )
-            return doc
-
         src = self._instance(source)
         new = f"{source[:60]}-restore-{utc_stamp()}"
         progress(f"creating Cloud SQL instance {new} with the settings of {source}")
@@ -569,74 +544,56 @@ class GcpOps(RegionalOps):
             mutation=True,
         )
         cleanup = f"delete it with: gcloud sql instances delete {new} --project {self.project}"
-        with left_for_inspection(new, source, cleanup):
-            self._wait_sql(op, f"creation of {new}", deadline, progress)
-            progress(f"restoring backup run {snapshot_id} of {source} into {new}")
-            op = self._call(
-                self._sql()
-                .instances()
-                .restoreBackup(
-                    project=self.project, instance=new, body={"restoreBackupContext": context}
-                ),
-                f"restoring into {new}",
-                mutation=True,
-            )
-            self._wait_sql(op, f"restore into {new}", deadline, progress)
-            # The backup carries the roles; a fresh password means the URL we write is the only
-            # one that works against the new instance.
-            password = new_password()
-            op = self._call(
-                self._sql()
-                .users()
-                .update(
-                    project=self.project,
-                    instance=new,
-                    name=DB_USER,
-                    body={"name": DB_USER, "password": password},
-                ),
-                f"setting the {DB_USER} password on {new}",
-                mutation=True,
-            )
-            self._wait_sql(op, f"password of {DB_USER} on {new}", deadline, progress)
-            inst = self._instance(new)
-            host = _private_ip(inst)
-            if inst.get("state") != "RUNNABLE" or not host:
-                raise ResourceFailure(
-                    f"{new} is {inst.get('state')} with no private address after the restore"
-                )
-            restored_url = database_url(host, DB_PORT, password)
-            if on_switch is not None:
-                on_switch(new)
-            repoint_and_roll(self.kube, r, restored_url, deadline=deadline, progress=progress)
-        # Outside left_for_inspection: a failed check says for itself what it left and where.
-        content = check_restore_content(
-            self.kube,
-            r,
-            RestoreContent(
-                snapshot=str(run["id"]),
-                recorded=recorded,
-                admin_token=admin_token,
-                restored=new,
-                restored_url=restored_url,
-                previous=source,
-                previous_url=previous_url,
-                cleanup=cleanup,
+        made.created(new, cleanup, source)
+        self._wait_sql(op, f"creation of {new}", deadline, progress)
+        self._restore_backup(new, context, deadline, progress)
+        # The backup carries the roles; a fresh password means the URL we write is the only
+        # one that works against the new instance.
+        password = new_password()
+        op = self._call(
+            self._sql()
+            .users()
+            .update(
+                project=self.project,
+                instance=new,
+                name=DB_USER,
+                body={"name": DB_USER, "password": password},
             ),
-            remaining=deadline.remaining(),
-            interval=self._interval,
-            progress=progress,
+            f"setting the {DB_USER} password on {new}",
+            mutation=True,
         )
-        doc.update(
-            instance_id=new,
-            db_host=host,
-            secret_key=SECRET_DB_URL_KEY,
-            previous_instance_id=source,
-            status="restored",
-            verified={"instance_available": True, "deployment_ready": True, **content},
-            seconds=since(t0),
-            next_steps=[],
+        self._wait_sql(op, f"password of {DB_USER} on {new}", deadline, progress)
+        inst = self._instance(new)
+        host = _private_ip(inst)
+        if inst.get("state") != "RUNNABLE" or not host:
+            raise ResourceFailure(
+                f"{new} is {inst.get('state')} with no private address after the restore"
+            )
+        return Restored(
+            instance=new,
+            host=host,
+            url=database_url(host, DB_PORT, password),
+            previous=source,
+            previous_url=current_url,
+            cleanup=cleanup,
+            standby_note=replica_note(source) if self.outputs.standby_region else None,
         )
-        return doc
+
+    def _restore_backup(
+        self, instance: str, context: dict[str, str], deadline: Deadline, progress: Note
+    ) -> None:
+        progress(f"restoring backup run {context['backupRunId']} of {context['instanceId']}"
+                 f" onto {instance}")  # fmt: skip
+        op = self._call(
+            self._sql()
+            .instances()
+            .restoreBackup(
+                project=self.project, instance=instance, body={"restoreBackupContext": context}
+            ),
+            f"restoring onto {instance}",
+            mutation=True,
+        )
+        self._wait_sql(op, f"restore onto {instance}", deadline, progress)
 
     # --- failover -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""What every cloud implements for day-2 operations. Results are JSON-able dicts, so the
-commands render them like the local target's.
+"""What every cloud implements for day-2 operations (``CloudOps``), and what every part of a
+cloud's implementation shares (``Scope``). Results are JSON-able dicts, so the commands render
+them like the local target's.
 
 Every operation: waits for the cloud to finish (polling, with ``progress`` messages), honours
 ``timeout`` (raise cli.errors.OperationTimeout -> exit 9), and never reports success for an
@@ -8,9 +9,25 @@ unknown outcome. Credentials problems raise ``CredentialsError`` (exit 3)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from cli.deadline import DEFAULT_HINT
 from cli.progress import Note
+from cli.targets.cloud.kube import KubeApi
+from cli.targets.cloud.outputs import CloudOutputs
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The stack a cloud's parts work on: its outputs, a Kubernetes client per region, how
+    often waits poll, and what a timeout tells the user (it depends on what the cloud keeps
+    doing after imctl gives up)."""
+
+    outputs: CloudOutputs
+    kube: Callable[[str], KubeApi]
+    interval: float
+    timeout_hint: str = DEFAULT_HINT
 
 
 class CloudOps(Protocol):
@@ -54,13 +71,14 @@ class CloudOps(Protocol):
     ) -> dict[str, Any]:
         """``on_switch(instance)`` runs just before the workload's Secret is pointed at the
         restored instance (the caller records it; an exception stops the restore there, the
-        instance left for inspection).
+        instance left for inspection). A restore onto the address the Secret already names
+        (GCP in place) does not call it.
 
         Restore into a NEW instance (default), wait, repoint the workload's DB secret, roll
         the Deployment, then check the restored content against the digest recorded with the
         snapshot (content.check_restore_content: exit 10 and pointed back on a mismatch,
         exit 12 when it cannot be checked). in-place only after the caller's typed
-        confirmation."""
+        confirmation. The steps and the result's keys (the same on every cloud): restore.py."""
         ...
 
     def failover(

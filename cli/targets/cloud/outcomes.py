@@ -5,8 +5,6 @@ left behind."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from cli.errors import ImctlError, Partial, ResourceFailure
 
@@ -33,18 +31,3 @@ def unreachable(what: str, exc: BaseException, *, mutation: bool) -> ResourceFai
         "check the network; for a mutation, look at the resource before retrying",
         code="outcome_unknown" if mutation else None,
     )
-
-
-@contextmanager
-def left_for_inspection(new: str, source: str, cleanup: str) -> Iterator[None]:
-    """Around a restore's steps once instance ``new`` exists: a failure leaves it (it may be
-    what someone needs to look at), and the hint says so and how to remove it."""
-    try:
-        yield
-    except ImctlError as exc:
-        exc.hint = join_hint(
-            exc.hint,
-            f"instance {new} was left for inspection; the workload still uses {source} unless"
-            f" the secret was already patched; {cleanup}",
-        )
-        raise

@@ -1,0 +1,220 @@
+"""One restore for every cloud; the cloud supplies two hooks (``RestoreHooks``).
+
+    find_backup     the snapshot, checked: it exists, is usable, and the target is possible
+    (here)          read the workload's Secret: its database URL is the way back, its admin
+                    token reads the content digest; no URL refuses before anything is created
+    restore_into    create the instance holding the restored data and wait for it (and swap
+                    it into the original's place for ``in-place``, where the cloud can)
+    (here)          on_switch(instance), then point the Secret at it and roll the Deployment;
+                    a failure from here back to the creation names the instance left behind
+    (here)          check the restored content through the endpoint (content.py): a mismatch
+                    points the workload back and exits 10, an unreadable digest exits 12
+
+The result has the same keys on every cloud:
+
+    snapshot_id, target, region, source_instance, instance_id, previous_instance_id,
+    db_host, secret, secret_key, deployment, status ("restored"),
+    verified {instance_available, deployment_ready, content_checked, content},
+    warnings, next_steps, duration_s
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from cli.deadline import Deadline
+from cli.errors import ImctlError, PreconditionFailed, UsageError
+from cli.progress import Note
+from cli.snapshots import RESTORE_TARGETS, RestoreTarget
+from cli.targets.cloud.content import RestoreContent, check_restore_content
+from cli.targets.cloud.ops import Scope
+from cli.targets.cloud.outcomes import join_hint, since
+from cli.targets.cloud.workload import repoint_and_roll, workload_secret
+from stacks.workload_contract import DB_NAME, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
+
+
+@dataclass(frozen=True)
+class Backup:
+    """The snapshot a restore starts from."""
+
+    id: str
+    # The digest recorded just before the snapshot was requested; None: density only.
+    recorded: dict[str, int] | None
+
+
+@dataclass
+class Restored:
+    """What ``restore_into`` made, and what the rest of the restore needs to know of it."""
+
+    instance: str  # the instance the workload is to use (its final name)
+    host: str
+    # What the Secret gets; None: the data was restored onto the address the Secret names.
+    url: str | None
+    previous: str  # what the workload used before, for messages
+    previous_url: str | None  # the way back if the check fails; None: nothing to go back to
+    cleanup: str  # how to remove the restored instance
+    # Only pods started after the roll count: the restored data kept the old address.
+    fresh_after_roll: bool = False
+    standby_note: str | None = None
+    # A last look at the instance once the workload has rolled onto it.
+    recheck: Callable[[], None] | None = None
+
+
+class Leftover:
+    """The instance a restore created, once it exists: a failure before the workload is safely
+    on it leaves it (it may be what someone needs to look at), and the hint says so."""
+
+    def __init__(self) -> None:
+        self.note: str | None = None
+
+    def created(self, instance: str, cleanup: str, workload_on: str) -> None:
+        self.note = (
+            f"instance {instance} was left for inspection; the workload still uses"
+            f" {workload_on} unless the secret was already patched; {cleanup}"
+        )
+
+    def tell(self, exc: ImctlError) -> None:
+        if self.note is not None:
+            exc.hint = join_hint(exc.hint, self.note)
+
+
+class RestoreHooks(Protocol):
+    def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
+        """The snapshot, and every refusal that needs no change (its state, its region, a
+        target the cloud cannot do)."""
+        ...
+
+    def restore_into(
+        self,
+        backup: Backup,
+        target: RestoreTarget,
+        current_url: str,
+        made: Leftover,
+        deadline: Deadline,
+        progress: Note,
+    ) -> Restored:
+        """Create the instance that holds the restored data (``made.created`` as soon as it
+        exists) and wait until it serves; nothing here touches the workload."""
+        ...
+
+
+def run_restore(
+    hooks: RestoreHooks,
+    scope: Scope,
+    snapshot_id: str,
+    target: RestoreTarget,
+    progress: Note,
+    timeout: float,
+    on_switch: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    if target not in RESTORE_TARGETS:
+        raise UsageError(f"restore target must be new or in-place, got {target!r}")
+    deadline = Deadline(timeout, operation="restore", hint=scope.timeout_hint)
+    started = time.monotonic()
+    r = scope.outputs.primary
+    backup = hooks.find_backup(snapshot_id, target)
+    current_url, admin_token = workload_secret(scope.kube(r.name), r)
+    if not current_url:
+        raise PreconditionFailed(
+            f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
+            "`imctl deploy` recreates it; nothing was changed",
+        )
+    made = Leftover()
+    try:
+        restored = hooks.restore_into(backup, target, current_url, made, deadline, progress)
+        if restored.url is not None and on_switch is not None:
+            on_switch(restored.instance)
+        rolled_at = time.time()
+        repoint_and_roll(scope.kube, r, restored.url, deadline=deadline, progress=progress)
+        if restored.recheck is not None:
+            restored.recheck()
+    except ImctlError as exc:
+        made.tell(exc)
+        raise
+    # A failed check says for itself what it left and where.
+    content = check_restore_content(
+        scope.kube,
+        r,
+        RestoreContent(
+            snapshot=backup.id,
+            recorded=backup.recorded,
+            admin_token=admin_token,
+            restored=restored.instance,
+            restored_url=restored.url or current_url,
+            previous=restored.previous,
+            previous_url=restored.previous_url,
+            cleanup=restored.cleanup,
+            fresh_after=rolled_at if restored.fresh_after_roll else None,
+        ),
+        remaining=deadline.remaining(),
+        interval=scope.interval,
+        progress=progress,
+    )
+    return {
+        "snapshot_id": backup.id,
+        "target": target,
+        "region": r.name,
+        "source_instance": r.db_instance_id,
+        "instance_id": restored.instance,
+        "previous_instance_id": restored.previous,
+        "db_host": restored.host,
+        "secret": SECRET_NAME,
+        "secret_key": SECRET_DB_URL_KEY,
+        "deployment": f"{r.namespace}/{r.deployment}",
+        "status": "restored",
+        # Through the endpoint's /admin/digest: the databases are private to the VPC.
+        "verified": {"instance_available": True, "deployment_ready": True, **content},
+        "warnings": [restored.standby_note] if restored.standby_note else [],
+        "next_steps": [],
+        "duration_s": since(started),
+    }
+
+
+def replica_note(previous: str) -> str:
+    return (
+        f"the standby replica still follows {previous}, not the restored data: rebuild it"
+        " before relying on failover"
+    )
+
+
+# --- the database URL the Secret gets ------------------------------------------------------------
+
+
+def new_password(length: int = 32) -> str:
+    """Letters and digits only (the URL embeds it unquoted, as the stack does), with each class
+    present: ApsaraDB wants three of upper, lower, digit, special."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        pw = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in pw)
+            and any(c.isupper() for c in pw)
+            and any(c.isdigit() for c in pw)
+        ):
+            return pw
+
+
+def database_url(host: str, port: int, password: str) -> str:
+    """The server's IM_DATABASE_URL, shaped like stacks.contract.database_url."""
+    return (
+        f"postgresql://{DB_USER}:{quote(password, safe='')}@{host}:{port}/{DB_NAME}?sslmode=require"
+    )
+
+
+def with_host(url: str, host: str, port: int | None) -> str:
+    """``url`` with its host (and port) replaced; user, password, database and query kept."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        raise PreconditionFailed(
+            "the workload's database URL has no host to replace",
+            "expected postgresql://user:password@host:port/db?...; fix the Secret, then retry",
+        )
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
