@@ -30,6 +30,7 @@ from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
+from tests.cloud.result_shapes import check_failover, check_plan, check_restore
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
 NS, DEP = "imctl", "im-server"
@@ -277,6 +278,8 @@ def test_restore_clones_waits_repoints_and_rolls(
     assert m is not None
     assert m.group(2) == f"{new}.pg.rds.aliyuncs.com" == doc["db_host"]
     assert fake.accounts[new]["im"] == m.group(1)
+    check_restore(doc)
+    assert "DTS synchronization still reads" in doc["warnings"][0]
     # No digest was kept with the backup: the restored data is checked for density only.
     verified = doc["verified"]
     assert verified["content_checked"] == "partial" and verified["content"]["ok"] is True
@@ -333,11 +336,32 @@ def test_planned_failover_waits_for_dts_suspends_it_and_flips_dns(
     assert (im["Type"], im["Value"]) == ("A", "127.0.0.2")
     imx = next(r for r in fake.domains["example.com"] if r["RR"] == "imx")
     assert imx["Value"] == "192.0.2.9"  # the fuzzy match was not touched
-    assert doc["dns"]["before"] == [{"type": "CNAME", "value": GTM_CNAME}]
-    assert "bypassing GTM" in doc["dns"]["note"]
+    assert doc["details"]["dns"]["before"] == [{"type": "CNAME", "value": GTM_CNAME}]
+    assert "bypassing GTM" in doc["details"]["dns"]["note"]
     order = [a for _, a, _ in fake.requests]
     assert order.index("SuspendDtsJob") < order.index("UpdateDomainRecord")
     assert any("delay 2s" in line for line in log.lines)
+    check_failover(doc)
+    assert doc["details"]["dts_job"]["status"] == "Synchronizing"
+    assert fake.violations == []
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_failover_plan_reads_and_changes_nothing(
+    fake: AliyunFake, kubes: Kubes, force: bool
+) -> None:
+    plan = make_ops(fake, kubes).failover_plan(STANDBY, force)
+    check_plan(plan)
+    assert plan["mode"] == ("forced" if force else "planned")
+    assert any("suspend DTS job" in step for step in plan["steps"])
+    assert plan["details"]["dts_job"]["status"] == "Synchronizing"
+    assert all(a.startswith("Describe") for _, a, _ in fake.requests), actions(fake)
+    assert kubes.by_region[PRIMARY].calls == [] and kubes.by_region[STANDBY].calls == []
+    assert fake.dts_jobs[0]["Status"] == "Synchronizing"
+    fake.dts_jobs[0]["Status"] = "Failed"
+    if not force:  # the plan refuses what the failover refuses
+        with pytest.raises(PreconditionFailed, match="DTS job Failed"):
+            make_ops(fake, kubes).failover_plan(STANDBY, force)
     assert fake.violations == []
 
 
@@ -346,9 +370,9 @@ def test_forced_failover_with_the_old_region_gone(fake: AliyunFake, kubes: Kubes
     fake.instances["pgm-primary"]["DBInstanceStatus"] = "Unavailable"
     fake.dts_jobs[0]["Delay"] = 7
     doc = make_ops(fake, kubes).failover(STANDBY, True, Log(), timeout=30)
-    assert doc["fence"]["fenced"] is False
+    assert doc["fenced"] is False and doc["details"]["fence"]["fenced"] is False
     bound = doc["data_loss_bound"]
-    assert bound["acked_messages"] is None and bound["lag_seconds"] == 7.0
+    assert bound["acked_messages"] is None and bound["replica_lag_seconds"] == 7.0
     assert "could not be fenced" in bound["why"]
     assert fake.dts_jobs[0]["Status"] == "Suspending"
     assert kubes.by_region[STANDBY].calls[0] == ("scale", (NS, DEP, 2))

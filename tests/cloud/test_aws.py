@@ -73,6 +73,7 @@ from tests.cloud.aws_fixtures import (
 )
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
 from tests.cloud.fake_kube import FakeKube
+from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 ROOT = Path(__file__).resolve().parents[2]
 # moto keeps its state per process, not per server: world names must be unique across modules.
@@ -355,6 +356,7 @@ def test_restore_into_a_new_instance_repoints_and_rolls(
     # The answer came from a pod on the restored instance.
     assert content["after"]["database"]["host"] == inst["Endpoint"]["Address"]
     assert result["snapshot_id"] == sid and result["target"] == "new"
+    check_restore(result)
     assert any("standby replica still follows" in w for w in result["warnings"])
 
 
@@ -710,15 +712,17 @@ def test_forced_failover_promotes_scales_and_flips_route53(aws: Aws) -> None:
     ]
     assert result["mode"] == "forced"
     assert (result["from_region"], result["to_region"]) == (EAST, WEST)
-    assert result["new_primary_target"] == aws.world.endpoints[WEST]
+    assert result["details"]["new_primary_target"] == aws.world.endpoints[WEST]
     assert result["data_loss_bound"]["acked_messages"] is None
     assert result["data_loss_bound"]["replica_lag_seconds"] is None  # moto reports no lag
     assert result["fenced"] is True
     assert 0 <= result["rto_seconds"] < 30
+    check_failover(result)
+    assert result["endpoint"] == aws.world.dns_name
 
     # Running it again finds everything done and changes nothing in DNS.
     again = aws.ops.failover(WEST, True, aws.say, timeout=60)
-    assert again["dns"]["change_id"] is None
+    assert again["details"]["dns"]["change_id"] is None
 
 
 def test_forced_failover_goes_on_when_the_old_region_is_unreachable(aws: Aws) -> None:
@@ -730,7 +734,8 @@ def test_forced_failover_goes_on_when_the_old_region_is_unreachable(aws: Aws) ->
     ops = aws.make_ops(kube=kube)
     aws.world.put_replica_lag(4.0)
     result = ops.failover(WEST, True, aws.say, timeout=60)
-    assert result["fenced"] is False and "connection timed out" in result["fence_error"]
+    assert result["fenced"] is False
+    assert "connection timed out" in result["details"]["fence"]["error"]
     assert result["data_loss_bound"]["replica_lag_seconds"] == 4.0
     assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
         {"Value": aws.world.endpoints[WEST]}
@@ -748,18 +753,61 @@ def test_forced_failover_without_dns_is_a_partial_success(aws: Aws) -> None:
     finally:
         stub.uninstall(aws.world.session)
     assert err.value.status == ExitStatus.PARTIAL
-    assert "PriorRequestNotComplete" in err.value.result["dns"]["error"]
+    assert "PriorRequestNotComplete" in err.value.result["details"]["dns"]["error"]
     assert err.value.result["rto_seconds"] is not None
+    assert set(err.value.result) == FAILOVER_KEYS
     assert not aws.moto_is_replica(aws.world.standby_db)
     assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
         {"Value": aws.world.endpoints[EAST]}
     ]
     # Running it again (Route 53 back) finishes the job.
     done = aws.make_ops().failover(WEST, True, aws.say, timeout=60)
-    assert done["dns"]["change_id"]
+    assert done["details"]["dns"]["change_id"]
     assert aws.world.failover_records()["PRIMARY"]["ResourceRecords"] == [
         {"Value": aws.world.endpoints[WEST]}
     ]
+
+
+class _Calls(_Stub):
+    """Records the name of every AWS operation the clients made after it call."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        return [("before-call.*.*", self._record)]
+
+    def _record(self, model: Any, **_: Any) -> None:
+        self.names.append(str(model.name))
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_failover_plan_reads_and_changes_nothing(aws: Aws, force: bool) -> None:
+    aws.world.put_replica_lag(1.5)
+    seen = _Calls()
+    seen.install(aws.world.session)
+    try:
+        plan = aws.make_ops().failover_plan(WEST, force)
+    finally:
+        seen.uninstall(aws.world.session)
+    check_plan(plan)
+    assert (plan["mode"], plan["from_region"], plan["to_region"]) == (
+        "forced" if force else "planned",
+        EAST,
+        WEST,
+    )
+    assert plan["data_loss_bound"]["replica_lag_seconds"] == 1.5
+    assert any("swap the Route 53 failover records" in step for step in plan["steps"])
+    assert seen.names and all(n.startswith(("Describe", "List", "Get")) for n in seen.names)
+    assert aws.world.kubes[EAST].calls == [] and aws.world.kubes[WEST].calls == []
+    assert aws.moto_is_replica(aws.world.standby_db)
+
+
+def test_failover_plan_refuses_what_failover_refuses(aws: Aws) -> None:
+    with pytest.raises(PreconditionFailed, match=r"lag of im-standby-t\d+ is unknown"):
+        aws.ops.failover_plan(WEST, False)
+    with pytest.raises(UsageError, match="already the primary"):
+        aws.ops.failover_plan(EAST, True)
 
 
 def test_planned_failover_refused_while_lag_is_unknown(aws: Aws) -> None:

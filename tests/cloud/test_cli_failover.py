@@ -158,8 +158,8 @@ def test_a_failover_that_stops_after_promotion_is_recorded_and_reports_what_it_d
     err = doc["error"]
     assert "promoted and serving" in err["message"]
     # -o json callers see what was done before the stop, not only the message.
-    assert err["details"]["promoted_instance"] == aws.world.standby_db
-    assert "PriorRequestNotComplete" in err["details"]["dns"]["error"]
+    assert err["details"]["details"]["promoted_instance"] == aws.world.standby_db
+    assert "PriorRequestNotComplete" in err["details"]["details"]["dns"]["error"]
     # The promotion happened, so the roles moved: the next deploy must keep them.
     assert engine.config_values("dev", home=stack.home, env=stack.env)["failovers"] == "1"
 

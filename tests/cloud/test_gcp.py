@@ -20,6 +20,7 @@ import pytest
 from cli.errors import (
     CredentialsError,
     ExitStatus,
+    FailoverIncomplete,
     OperationTimeout,
     Partial,
     PreconditionFailed,
@@ -35,6 +36,7 @@ from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
 from tests.cloud.fake_kube import FakeKube
+from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 PROJECT = "imctl-test"
 PRIMARY, STANDBY = "us-central1", "us-east1"
@@ -346,6 +348,7 @@ def test_restore_into_a_new_instance_repoints_and_rolls(
     assert m.group(2) == created["ipAddresses"][0]["ipAddress"] == doc["db_host"]
     assert fake.users[new]["im"] == m.group(1)  # the password written is the one set
     assert doc["status"] == "restored" and doc["previous_instance_id"] == "im-db"
+    check_restore(doc)
     verified = doc["verified"]
     assert verified["content_checked"] is True and verified["content"]["ok"] is True
     assert verified["content"]["before"] == snap["digest"]
@@ -388,6 +391,7 @@ def test_in_place_restore_without_replicas(fake: GcpFake, kubes: Kubes, admin: F
     fake.data["im-db"] = "v2"
     doc = ops.restore(snap["id"], "in-place", Log(), timeout=30)
     assert doc["instance_id"] == "im-db" and fake.data["im-db"] == "v1"
+    check_restore(doc)
     assert kubes.by_region[PRIMARY].calls == [("restart", (NS, DEP)), ("wait", (NS, DEP))]
     assert doc["verified"]["content_checked"] is True
     no_violations(fake)
@@ -494,7 +498,7 @@ def test_planned_failover_waits_for_zero_lag_promotes_and_flips_dns(
 
     assert doc["mode"] == "planned" and doc["from_region"] == PRIMARY
     assert doc["data_loss_bound"]["acked_messages"] == 0
-    assert doc["data_loss_bound"]["lag_seconds"] == 0.0
+    assert doc["data_loss_bound"]["replica_lag_seconds"] == 0.0
     assert "masterInstanceName" not in fake.instances["im-db-replica"]
     assert fake.instances["im-db"].get("replicaNames") == []
     # Fence before promotion, promotion before the new region takes traffic.
@@ -503,9 +507,34 @@ def test_planned_failover_waits_for_zero_lag_promotes_and_flips_dns(
     assert calls(fake).count("monitoring.projects.timeSeries.list") == 3
     (record,) = fake.rrsets["im-zone"]
     assert record["rrdatas"] == ["127.0.0.2"] and "routingPolicy" not in record
-    assert doc["dns"]["after"] == [{"type": "A", "rrdatas": ["127.0.0.2"]}]
+    assert doc["details"]["dns"]["after"] == [{"type": "A", "rrdatas": ["127.0.0.2"]}]
     assert doc["rto_seconds"] >= doc["promote_seconds"] > 0
     assert any("replica_lag 2.5s" in line for line in log.lines)
+    check_failover(doc)
+    assert doc["endpoint"] == "im.example.com" and doc["fenced"] is True
+    no_violations(fake)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_failover_plan_reads_and_changes_nothing(fake: GcpFake, kubes: Kubes, force: bool) -> None:
+    fake.lag["im-db-replica"] = [1.5]
+    plan = make_ops(fake, kubes).failover_plan(STANDBY, force)
+    check_plan(plan)
+    assert (plan["mode"], plan["from_region"], plan["to_region"]) == (
+        "forced" if force else "planned",
+        PRIMARY,
+        STANDBY,
+    )
+    assert any("promote im-db-replica" in step for step in plan["steps"])
+    assert plan["data_loss_bound"]["acked_messages"] == (None if force else 0)
+    reads = {c.rsplit(".", 1)[-1] for c in calls(fake)}
+    assert reads <= {"get", "list"}, calls(fake)
+    assert kubes.by_region[PRIMARY].calls == [] and kubes.by_region[STANDBY].calls == []
+    assert fake.instances["im-db-replica"]["masterInstanceName"].endswith(":im-db")
+    # The plan refuses what the failover refuses, with the same error.
+    fake.instances["im-db-replica"].pop("masterInstanceName")
+    with pytest.raises(PreconditionFailed, match="not a read replica"):
+        make_ops(fake, kubes).failover_plan(STANDBY, force)
     no_violations(fake)
 
 
@@ -514,9 +543,9 @@ def test_forced_failover_with_the_old_region_gone(fake: GcpFake, kubes: Kubes) -
     fake.lag["im-db-replica"] = [4.0]
     doc = make_ops(fake, kubes).failover(STANDBY, True, Log(), timeout=30)
     assert doc["mode"] == "forced"
-    assert doc["fence"]["fenced"] is False and "does not answer" in doc["fence"]["error"]
+    assert doc["fenced"] is False and "does not answer" in doc["details"]["fence"]["error"]
     bound = doc["data_loss_bound"]
-    assert bound["acked_messages"] is None and bound["lag_seconds"] == 4.0
+    assert bound["acked_messages"] is None and bound["replica_lag_seconds"] == 4.0
     assert "could not be fenced" in bound["why"]
     assert "masterInstanceName" not in fake.instances["im-db-replica"]
     # The old region's size is unknown, so the new one starts with the default.
@@ -553,6 +582,22 @@ def test_a_failure_after_promotion_is_a_partial_success(fake: GcpFake, kubes: Ku
     assert "im-db-replica in us-east1 is the primary now" in err.value.message
     assert "imctl scale --region us-east1 --replicas 3" in err.value.hint
     assert "masterInstanceName" not in fake.instances["im-db-replica"]
+
+
+def test_a_dns_step_that_fails_is_an_incomplete_failover_with_its_result(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    fake.lag["im-db-replica"] = [0.0]
+    fake.deny.add("dns.changes.create")
+    with pytest.raises(FailoverIncomplete, match="promoted and serving") as err:
+        make_ops(fake, kubes).failover(STANDBY, True, Log(), timeout=30)
+    assert err.value.status == ExitStatus.PARTIAL
+    assert "by hand" in err.value.hint and "127.0.0.2" in err.value.hint
+    result = err.value.result
+    assert set(result) == FAILOVER_KEYS and result["rto_seconds"] is not None
+    assert "Permission denied" in result["details"]["dns"]["error"]
+    assert "masterInstanceName" not in fake.instances["im-db-replica"]
+    assert kubes.by_region[STANDBY].calls == [("scale", (NS, DEP, 3)), ("wait", (NS, DEP))]
 
 
 def test_a_refused_promotion_gives_the_old_primary_its_workload_back(

@@ -37,8 +37,9 @@ from cli.errors import (
 from cli.progress import Note
 from cli.snapshots import RestoreTarget
 from cli.targets.cloud.content import snapshot_digest
-from cli.targets.cloud.day2_util import RegionalOps, Switch
+from cli.targets.cloud.day2_util import RegionalOps
 from cli.targets.cloud.dns import DNS_TYPES, record_type, relative_name
+from cli.targets.cloud.failover import FailoverHooks, Preflight, Switch, plan_failover, run_failover
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outcomes import unreachable
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -80,9 +81,6 @@ _AUTH_CODES = (
 
 class AlicloudOps(RegionalOps):
     """``CloudOps`` for Alibaba Cloud, authenticated with an AccessKey pair."""
-
-    # The standby was writable all along: the switch is stopping DTS from writing into it.
-    _switch_verb = "switched"
 
     def __init__(
         self,
@@ -622,6 +620,14 @@ class AlicloudOps(RegionalOps):
     ) -> dict[str, Any]:
         return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
 
+    def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
+        return plan_failover(AlicloudFailover(self), self.scope, to_region, force)
+
+    def failover(
+        self, to_region: str, force: bool, progress: Note, timeout: float
+    ) -> dict[str, Any]:
+        return run_failover(AlicloudFailover(self), self.scope, to_region, force, progress, timeout)
+
     def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
         if target == "in-place":
             raise PreconditionFailed(
@@ -757,126 +763,6 @@ class AlicloudOps(RegionalOps):
         ]
         return dict(jobs[0]) if jobs else None
 
-    def _failover_preflight(self, run: Switch) -> dict[str, Any]:
-        old, new = run.old, run.new
-        target = self._attribute(new.name, new.db_instance_id)
-        if target.get("DBInstanceStatus") != "Running":
-            raise PreconditionFailed(
-                f"{new.db_instance_id} in {new.name} is {target.get('DBInstanceStatus')}"
-            )
-        job = run.feed = self._dts_job(new)
-        if not run.force:
-            if job is None or job.get("Status") != "Synchronizing":
-                state = "no DTS job" if job is None else f"DTS job {job.get('Status')}"
-                raise PreconditionFailed(
-                    f"{new.db_instance_id} is not being synchronized ({state}): a planned"
-                    " switchover needs a running synchronization",
-                    f"if the primary is lost: imctl failover --to-region {new.name} --force",
-                )
-            primary = self._attribute(old.name, old.db_instance_id)
-            if primary.get("DBInstanceStatus") != "Running":
-                raise PreconditionFailed(
-                    f"primary {old.db_instance_id} is {primary.get('DBInstanceStatus')}",
-                    f"if it is lost: imctl failover --to-region {new.name} --force",
-                )
-        return {"dts_job": None if job is None else _job_summary(job)}
-
-    def _caught_up_bound(self, run: Switch, fenced_at: float) -> dict[str, Any]:
-        assert run.feed is not None
-        job = run.feed = self._wait_synced(run.new, fenced_at, run.deadline, run.progress)
-        return {
-            "acked_messages": 0,
-            "lag_seconds": 0,
-            "why": f"{run.old.name}'s im-server was fenced, then DTS reported no delay and a"
-            f" checkpoint ({job.get('Checkpoint')}) after the fence",
-        }
-
-    def _forced_bound(self, run: Switch) -> dict[str, Any]:
-        job = run.feed
-        delay = None if job is None else job.get("Delay")
-        why = (
-            "no DTS job found: the standby's staleness is unknown"
-            if job is None
-            else f"one-way DTS synchronization, last reported delay {delay}s"
-            f" (status {job.get('Status')}); writes inside it may be lost"
-        )
-        return {
-            "acked_messages": None,
-            "lag_seconds": None if delay is None else float(delay),
-            "why": why,
-        }
-
-    def _promote(self, run: Switch) -> None:
-        # A job that refuses to stop is still syncing: that is a refusal, nothing switched.
-        job = run.feed
-        if job is not None and job.get("Status") in _DTS_RUNNING:
-            self._stop_dts(run.new, job, run.deadline, run.progress)
-
-    def _check_promoted(self, run: Switch) -> None:
-        """A suspended job writes nothing more, and the instance took writes all along."""
-
-    def _rejoin_step(self, run: Switch) -> str:
-        old, new = run.old, run.new
-        return (
-            f"{old.db_instance_id} no longer feeds {new.db_instance_id}; imctl deploy sets up"
-            f" DTS from {new.db_instance_id} to a fresh instance in {old.name} and drops"
-            f" {old.db_instance_id} from the stack without deleting it (keep it for forensics,"
-            " then delete it by hand)"
-        )
-
-    def _wait_synced(
-        self, standby: RegionOutputs, fenced_at: float, deadline: Deadline, progress: Note
-    ) -> dict[str, Any]:
-        def fetch() -> dict[str, Any]:
-            return self._dts_job(standby) or {"Status": "missing"}
-
-        def done(j: Mapping[str, Any]) -> bool:
-            return (
-                j.get("Status") == "Synchronizing"
-                and str(j.get("Delay")) == "0"
-                and _int(j.get("Checkpoint")) > fenced_at
-            )
-
-        return poll(
-            fetch,
-            done=done,
-            state=lambda j: (
-                f"{j.get('Status')}, delay {j.get('Delay')}s,"
-                f" checkpoint {'after' if _int(j.get('Checkpoint')) > fenced_at else 'before'}"
-                " the fence"
-            ),
-            what=f"DTS into {standby.db_instance_id}",
-            deadline=deadline,
-            progress=progress,
-            interval=self._interval,
-        )
-
-    def _stop_dts(
-        self, standby: RegionOutputs, job: Mapping[str, Any], deadline: Deadline, progress: Note
-    ) -> None:
-        """Pause the synchronization, so nothing from the old primary lands in the new one."""
-        progress(f"suspending DTS job {job.get('DtsJobId')} into {standby.db_instance_id}")
-        self._dts(
-            standby.name,
-            "SuspendDtsJob",
-            {
-                "DtsJobId": job.get("DtsJobId"),
-                "DtsInstanceId": job.get("DtsInstanceID"),
-                "RegionId": standby.name,
-            },
-            f"suspending DTS job {job.get('DtsJobId')}",
-            mutation=True,
-        )
-        poll(
-            lambda: self._dts_job(standby) or {"Status": "missing"},
-            done=lambda j: j.get("Status") in ("Suspending", "missing"),
-            state=lambda j: str(j.get("Status")),
-            what=f"DTS job {job.get('DtsJobId')}",
-            deadline=deadline,
-            progress=progress,
-            interval=self._interval,
-        )
-
     # --- Alidns -------------------------------------------------------------------------------
 
     def _records(self) -> list[dict[str, Any]]:
@@ -952,6 +838,163 @@ class AlicloudOps(RegionalOps):
                 " restores the stack's record"
             )
         return out
+
+
+class AlicloudFailover(FailoverHooks):
+    """The standby region holds an independent HA instance that a one-way DTS synchronization
+    keeps in step (ApsaraDB has no cross-region replica for PostgreSQL). It is writable all
+    along, so the switch is stopping DTS from writing into it; nothing syncs back."""
+
+    switch_verb = "switched"
+
+    def __init__(self, ops: AlicloudOps) -> None:
+        self.ops = ops
+        self.outputs = ops.outputs
+
+    def preflight(self, run: Switch) -> Preflight:
+        old, new = run.old, run.new
+        target = self.ops._attribute(new.name, new.db_instance_id)
+        if target.get("DBInstanceStatus") != "Running":
+            raise PreconditionFailed(
+                f"{new.db_instance_id} in {new.name} is {target.get('DBInstanceStatus')}"
+            )
+        # The catch-up wait refreshes the job; the switch acts on the latest.
+        job = run.state = self.ops._dts_job(new)
+        if not run.force:
+            if job is None or job.get("Status") != "Synchronizing":
+                state = "no DTS job" if job is None else f"DTS job {job.get('Status')}"
+                raise PreconditionFailed(
+                    f"{new.db_instance_id} is not being synchronized ({state}): a planned"
+                    " switchover needs a running synchronization",
+                    f"if the primary is lost: imctl failover --to-region {new.name} --force",
+                )
+            primary = self.ops._attribute(old.name, old.db_instance_id)
+            if primary.get("DBInstanceStatus") != "Running":
+                raise PreconditionFailed(
+                    f"primary {old.db_instance_id} is {primary.get('DBInstanceStatus')}",
+                    f"if it is lost: imctl failover --to-region {new.name} --force",
+                )
+        run.details["dts_job"] = None if job is None else _job_summary(job)
+        return Preflight(
+            catch_up=f"wait until the DTS job into {new.db_instance_id} reports no delay and a"
+            " checkpoint later than the fence",
+            promote=(
+                f"suspend DTS job {job.get('DtsJobId')}, so nothing more from"
+                f" {old.db_instance_id} lands in {new.db_instance_id} (writable all along)"
+                if job is not None and job.get("Status") in _DTS_RUNNING
+                else f"nothing to suspend: no DTS job writes into {new.db_instance_id}"
+            ),
+            dns=f"point {self.outputs.dns_name} (Alidns zone {self.outputs.hosted_zone_id},"
+            f" default line) at {new.endpoint}",
+        )
+
+    def planned_bound(self, run: Switch) -> dict[str, Any]:
+        return {
+            "acked_messages": 0,
+            "why": f"{run.old.name}'s im-server is fenced first, and DTS is stopped only after it"
+            " reports no delay and a checkpoint after the fence",
+        }
+
+    def caught_up(self, run: Switch, fenced_at: float) -> dict[str, Any]:
+        standby = run.new
+
+        def fetch() -> dict[str, Any]:
+            return self.ops._dts_job(standby) or {"Status": "missing"}
+
+        def done(j: Mapping[str, Any]) -> bool:
+            return (
+                j.get("Status") == "Synchronizing"
+                and str(j.get("Delay")) == "0"
+                and _int(j.get("Checkpoint")) > fenced_at
+            )
+
+        job = run.state = poll(
+            fetch,
+            done=done,
+            state=lambda j: (
+                f"{j.get('Status')}, delay {j.get('Delay')}s,"
+                f" checkpoint {'after' if _int(j.get('Checkpoint')) > fenced_at else 'before'}"
+                " the fence"
+            ),
+            what=f"DTS into {standby.db_instance_id}",
+            deadline=run.deadline,
+            progress=run.progress,
+            interval=self.ops.scope.interval,
+        )
+        return {
+            "acked_messages": 0,
+            "replica_lag_seconds": 0,
+            "basis": f"DTS delay and checkpoint ({job.get('Checkpoint')})",
+            "why": f"{run.old.name}'s im-server was fenced, then DTS reported no delay and a"
+            f" checkpoint ({job.get('Checkpoint')}) after the fence",
+        }
+
+    def forced_bound(self, run: Switch) -> dict[str, Any]:
+        job = run.state
+        delay = None if job is None else job.get("Delay")
+        why = (
+            "no DTS job found: the standby's staleness is unknown"
+            if job is None
+            else f"one-way DTS synchronization, last reported delay {delay}s"
+            f" (status {job.get('Status')}); writes inside it may be lost"
+        )
+        return {
+            "acked_messages": None,
+            "replica_lag_seconds": None if delay is None else float(delay),
+            "why": why,
+        }
+
+    def promote(self, run: Switch) -> None:
+        # A job that refuses to stop is still syncing: that is a refusal, nothing switched.
+        job = run.state
+        if job is not None and job.get("Status") in _DTS_RUNNING:
+            self._stop_dts(run, job)
+
+    def _stop_dts(self, run: Switch, job: Mapping[str, Any]) -> None:
+        """Pause the synchronization, so nothing from the old primary lands in the new one."""
+        standby = run.new
+        run.progress(f"suspending DTS job {job.get('DtsJobId')} into {standby.db_instance_id}")
+        self.ops._dts(
+            standby.name,
+            "SuspendDtsJob",
+            {
+                "DtsJobId": job.get("DtsJobId"),
+                "DtsInstanceId": job.get("DtsInstanceID"),
+                "RegionId": standby.name,
+            },
+            f"suspending DTS job {job.get('DtsJobId')}",
+            mutation=True,
+        )
+        poll(
+            lambda: self.ops._dts_job(standby) or {"Status": "missing"},
+            done=lambda j: j.get("Status") in ("Suspending", "missing"),
+            state=lambda j: str(j.get("Status")),
+            what=f"DTS job {job.get('DtsJobId')}",
+            deadline=run.deadline,
+            progress=run.progress,
+            interval=self.ops.scope.interval,
+        )
+
+    def await_promoted(self, run: Switch) -> None:
+        """A suspended job writes nothing more, and the instance took writes all along."""
+
+    def point_dns(self, run: Switch) -> dict[str, Any]:
+        return self.ops._point_dns(run)
+
+    def dns_hint(self, run: Switch) -> str:
+        return (
+            f"point {self.outputs.dns_name} at {run.new.endpoint} in Alidns zone"
+            f" {self.outputs.hosted_zone_id} by hand (default line)"
+        )
+
+    def next_steps(self, run: Switch) -> list[str]:
+        old, new = run.old, run.new
+        return [
+            f"{old.db_instance_id} no longer feeds {new.db_instance_id}; imctl deploy sets up"
+            f" DTS from {new.db_instance_id} to a fresh instance in {old.name} and drops"
+            f" {old.db_instance_id} from the stack without deleting it (keep it for forensics,"
+            " then delete it by hand)"
+        ]
 
 
 # --- helpers --------------------------------------------------------------------------------

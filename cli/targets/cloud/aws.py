@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cli.deadline import Deadline, poll
 from cli.errors import (
     CredentialsError,
-    FailoverIncomplete,
     ImctlError,
     OperationTimeout,
     PreconditionFailed,
@@ -48,6 +48,7 @@ from cli.targets.cloud.content import (
     snapshot_digest,
 )
 from cli.targets.cloud.day2_util import region_facts
+from cli.targets.cloud.failover import FailoverHooks, Preflight, Switch, plan_failover, run_failover
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -59,6 +60,7 @@ from cli.targets.cloud.restore import (
     run_restore,
     with_host,
 )
+from cli.targets.cloud.workload import Fence
 from stacks.workload_contract import REPLICA_LAG_ALARM_SECONDS
 
 STACK_TAG = "imctl:stack"
@@ -654,6 +656,14 @@ class AwsOps:
     ) -> dict[str, Any]:
         return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
 
+    def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
+        return plan_failover(AwsFailover(self), self.scope, to_region, force)
+
+    def failover(
+        self, to_region: str, force: bool, progress: Note, timeout: float
+    ) -> dict[str, Any]:
+        return run_failover(AwsFailover(self), self.scope, to_region, force, progress, timeout)
+
     def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
         r = self.outputs.primary
         region, snap = self._find_snapshot(snapshot_id)
@@ -829,177 +839,84 @@ class AwsOps:
         )
         return failover_pair(sets, self.outputs.dns_name)
 
-    def _fence(
-        self, r: RegionOutputs, deadline: Deadline, progress: Note, *, strict: bool
-    ) -> tuple[int | None, str | None]:
-        """Scale the old primary's Deployment to 0 (its HPA leaves a zero Deployment alone).
 
-        -> (replicas it had, None) or, when not ``strict`` (region presumed lost), (None, why
-        it could not be fenced)."""
-        if strict:
-            kube = self._kube(r.name)
-            had, _ = kube.get_replicas(r.namespace, r.deployment)
-            progress(f"fencing {r.name}: {r.deployment} {had} -> 0 replicas")
-            kube.scale_deployment(r.namespace, r.deployment, 0)
-            try:
-                self._wait_drained(r, kube, deadline, progress)
-            except ImctlError:
-                if had:
-                    self._unfence(r, had, progress)
-                raise
-            return had, None
-        try:
-            kube = self._kube(r.name)
-            had, _ = kube.get_replicas(r.namespace, r.deployment)
-            progress(f"fencing {r.name}: {r.deployment} {had} -> 0 replicas")
-            kube.scale_deployment(r.namespace, r.deployment, 0)
-            return had, None
-        except Exception as exc:
-            # The region is presumed down, so failing to reach it is expected; anything from a
-            # dead API server (timeouts, TLS, DNS) counts alike.
-            progress(f"could not fence {r.name} ({exc}); continuing: --force")
-            return None, str(exc)
+@dataclass
+class _Preflight:
+    """What the AWS pre-flight read, for the later steps."""
 
-    def failover(
-        self, to_region: str, force: bool, progress: Note, timeout: float
-    ) -> dict[str, Any]:
-        started = time.monotonic()
-        deadline = Deadline(timeout, operation="failover", hint=TIMEOUT_HINT)
-        o = self.outputs
-        new = o.region(to_region)
-        if to_region == o.primary_region:
-            raise UsageError(f"{to_region} is already the primary region")
-        old = o.primary
+    # The Route 53 change that makes the new region PRIMARY; None: not readable at the time.
+    changes: list[dict[str, Any]] | None
+    lag: tuple[float, datetime] | None
 
-        # Pre-flight: read only. Nothing changes until all of it passes.
-        standby = self._describe_db(new.name, new.db_instance_id)
+
+# RDS cross-region replicas are asynchronous: acked messages since the last replayed
+# transaction may be lost, and nothing here can count them.
+_ASYNC = "asynchronous RDS replica: acked messages since its last replayed transaction may be lost"
+
+
+class AwsFailover(FailoverHooks):
+    """An RDS cross-region read replica promoted, and the Route 53 failover records swapped.
+    A planned switchover needs a recent ReplicaLag under a limit before it starts, and one of
+    0 after the fence before it promotes."""
+
+    # Forced: the region is presumed lost; its pods are scaled to 0 and not waited for.
+    forced_fence_waits = False
+
+    def __init__(self, ops: AwsOps) -> None:
+        self.ops = ops
+        self.outputs = ops.outputs
+
+    def preflight(self, run: Switch) -> Preflight:
+        old, new, force = run.old, run.new, run.force
+        standby = self.ops._describe_db(new.name, new.db_instance_id)
         if standby is None:
             raise PreconditionFailed(
                 f"standby DB instance {new.db_instance_id} ({new.name}) not found"
             )
+        # A failover that stopped after its promotion: a forced one resumes from there.
         already_promoted = not standby.get("ReadReplicaSourceDBInstanceIdentifier")
         changes: list[dict[str, Any]] | None = None
         try:
-            primary_rec, secondary_rec = self._failover_records()
+            primary_rec, secondary_rec = self.ops._failover_records()
             changes = failover_changes(primary_rec, secondary_rec, new.endpoint, old.endpoint)
         except ImctlError as exc:
             # Route 53's control plane lives in us-east-1, which may be the region that is
             # lost: a forced failover promotes anyway and tries DNS again at the end.
             if not force or isinstance(exc, CredentialsError):
                 raise
-            progress(f"Route 53 not readable now ({exc.message}); continuing: --force")
+            run.progress(f"Route 53 not readable now ({exc.message}); continuing: --force")
+            run.details["route53_error"] = exc.message
         lag = None if already_promoted else self._read_lag(new, strict=not force)
         if not force:
             self._planned_preflight(new, standby, already_promoted, lag)
-
-        fenced_replicas, fence_error = self._fence(old, deadline, progress, strict=not force)
-        lag_seconds = lag[0] if lag else None
-        if not force:
-            lag_seconds = self._await_catchup(new, old, fenced_replicas, deadline, progress)
-
-        if already_promoted:
-            progress(f"{new.db_instance_id} is already promoted")
-        else:
-            self._promote(new, old, None if force else fenced_replicas, progress)
-        self._wait_db(new.name, new.db_instance_id, deadline, progress, promoted=True)
-
-        kube_new = self._kube(new.name)
-        current, _ = kube_new.get_replicas(new.namespace, new.deployment)
-        replicas = max(fenced_replicas or 0, current, int(o.extra.get("replicas", 0) or 0), 1)
-        kube_new.scale_deployment(new.namespace, new.deployment, replicas)
-        progress(f"{new.name}: {new.deployment} -> {replicas} replicas")
-        kube_new.wait_ready(new.namespace, new.deployment, deadline.remaining())
-
-        result: dict[str, Any] = {
-            "from_region": old.name,
-            "to_region": new.name,
-            "mode": "forced" if force else "planned",
-            "rto_seconds": None,
-            "data_loss_bound": {
-                # RDS cross-region replicas are asynchronous: acked messages since the last
-                # replayed transaction may be lost, and nothing here can count them.
-                "acked_messages": None,
-                "replica_lag_seconds": lag_seconds,
-                "basis": (
-                    "CloudWatch ReplicaLag after writes stopped"
-                    if not force
-                    else "last CloudWatch ReplicaLag before the failover (async replica)"
-                ),
-            },
-            "new_primary_target": new.endpoint,
-            "promoted_instance": new.db_instance_id,
-            "fenced": fence_error is None,
-            "fence_error": fence_error,
-            "replicas": replicas,
-            "dns": {"record": o.dns_name, "primary": new.endpoint, "secondary": old.endpoint},
-            "warnings": [
-                f"{old.db_instance_id} ({old.name}) is no longer replicated to and still "
-                "accepts writes at the database level: keep its workload at 0"
-            ],
-            "next_steps": [
-                f"imctl deploy creates a new replica of {new.db_instance_id} in {old.name} and "
-                f"drops {old.db_instance_id} from the stack without deleting it (keep it for "
-                "forensics, then delete it by hand)"
-            ],
-        }
-        try:
-            if changes is None:
-                primary_rec, secondary_rec = self._failover_records()
-                changes = failover_changes(primary_rec, secondary_rec, new.endpoint, old.endpoint)
-            result["dns"]["change_id"] = self._repoint_dns(changes, deadline, progress)
-        except ImctlError as exc:
-            result["rto_seconds"] = round(time.monotonic() - started, 1)
-            result["dns"]["error"] = exc.message
-            raise FailoverIncomplete(
-                f"{new.name} is promoted and serving, but the Route 53 records were not "
-                f"rewritten: {exc.message}",
-                "while the old primary fails its health check, Route 53 already answers with "
-                f"the SECONDARY ({new.endpoint}); to make it permanent run the same failover "
-                "again with --force (it resumes), or swap the records by hand",
-                result,
-            ) from exc
-        result["rto_seconds"] = round(time.monotonic() - started, 1)
-        return result
+        run.state = _Preflight(changes, lag)
+        run.details["already_promoted"] = already_promoted
+        return Preflight(
+            catch_up=f"wait until CloudWatch reports a ReplicaLag of 0 for {new.db_instance_id}"
+            f" in a datapoint after the fence (at most {self.ops._catchup_timeout:g}s)",
+            promote=(
+                f"{new.db_instance_id} is already promoted: wait until it is available"
+                if already_promoted
+                else f"promote read replica {new.db_instance_id} ({new.name}) and wait until it"
+                " is available and no longer a replica"
+            ),
+            dns=(
+                f"Route 53 already answers {self.outputs.dns_name} with {new.endpoint}"
+                if changes == []
+                else f"swap the Route 53 failover records of {self.outputs.dns_name}: PRIMARY"
+                f" -> {new.endpoint}, SECONDARY -> {old.endpoint}"
+            ),
+            resume=already_promoted,
+        )
 
     def _read_lag(self, new: RegionOutputs, *, strict: bool) -> tuple[float, datetime] | None:
         try:
-            return self._replica_lag(new.name, new.db_instance_id)
+            return self.ops._replica_lag(new.name, new.db_instance_id)
         except ImctlError:
             # Forced: the lag only feeds the reported bound; unknown is an honest answer.
             if strict:
                 raise
             return None
-
-    def _promote(
-        self,
-        new: RegionOutputs,
-        old: RegionOutputs,
-        unfence_to: int | None,
-        progress: Note,
-    ) -> None:
-        progress(f"promoting {new.db_instance_id} ({new.name})")
-        rds = self._client("rds", new.name)
-        try:
-            aws_call(
-                f"promoting {new.db_instance_id}",
-                rds.promote_read_replica,
-                DBInstanceIdentifier=new.db_instance_id,
-            )
-        except ImctlError:
-            # AWS refused the promotion, so the replica is still one: safe to un-fence.
-            if unfence_to:
-                self._unfence(old, unfence_to, progress)
-            raise
-
-    def _unfence(self, r: RegionOutputs, replicas: int, progress: Note) -> str:
-        try:
-            self._kube(r.name).scale_deployment(r.namespace, r.deployment, replicas)
-        except Exception as exc:
-            # Reported, not raised: the error that made us abandon is the one to show.
-            progress(f"could not scale {r.deployment} in {r.name} back to {replicas}: {exc}")
-            return f"could NOT be scaled back to {replicas} replicas ({exc}): `imctl scale`"
-        progress(f"abandoned: {r.deployment} in {r.name} back to {replicas} replicas")
-        return f"was scaled back to {replicas} replicas"
 
     def _planned_preflight(
         self,
@@ -1036,50 +953,101 @@ class AwsOps:
                 "a planned switchover must see the standby catch up; wait for the metric, or "
                 "--force to fail over with an unknown data-loss bound",
             )
-        if lag[0] > self._max_lag:
+        max_lag = self.ops._max_lag
+        if lag[0] > max_lag:
             raise PreconditionFailed(
-                f"standby {new.db_instance_id} is {lag[0]:g}s behind (limit {self._max_lag:g}s)",
+                f"standby {new.db_instance_id} is {lag[0]:g}s behind (limit {max_lag:g}s)",
                 "wait and retry, or --force to fail over losing up to that much",
             )
 
-    def _await_catchup(
-        self,
-        new: RegionOutputs,
-        old: RegionOutputs,
-        fenced_replicas: int | None,
-        deadline: Deadline,
-        progress: Note,
-    ) -> float:
-        """After the fence: wait for a ReplicaLag of 0 measured after it. If none comes, put
-        the old primary's replicas back and refuse: nothing was promoted."""
+    def planned_bound(self, run: Switch) -> dict[str, Any]:
+        lag = self._state(run).lag
+        return {
+            "acked_messages": None,
+            "replica_lag_seconds": lag[0] if lag else None,
+            "basis": "CloudWatch ReplicaLag now; the switchover waits for 0 after the fence",
+            "why": _ASYNC,
+        }
+
+    def caught_up(self, run: Switch, fenced_at: float) -> dict[str, Any]:
+        new = run.new
         # Whole seconds: CloudWatch stamps are coarser, a later point must not look earlier.
-        fenced_at = datetime.now(UTC).replace(microsecond=0)
+        since = datetime.fromtimestamp(int(fenced_at), UTC)
 
         def probe() -> tuple[bool, str]:
-            lag = self._replica_lag(new.name, new.db_instance_id, since=fenced_at)
+            lag = self.ops._replica_lag(new.name, new.db_instance_id, since=since)
             if lag is None:
                 return False, "no ReplicaLag datapoint since writes stopped"
             return lag[0] == 0, f"ReplicaLag {lag[0]:g}s"
 
         try:
-            self._wait(
+            self.ops._wait(
                 f"{new.db_instance_id} to replay everything",
                 probe,
-                deadline,
-                progress,
-                limit=self._catchup_timeout,
+                run.deadline,
+                run.progress,
+                limit=self.ops._catchup_timeout,
             )
-        except ImctlError as exc:
-            undone = self._unfence(old, fenced_replicas, progress) if fenced_replicas else ""
-            if not isinstance(exc, OperationTimeout):
-                raise
+        except OperationTimeout as exc:
             raise OperationTimeout(
                 f"{new.db_instance_id} did not catch up: no ReplicaLag of 0 since writes "
-                f"stopped ({exc.message}); nothing was promoted, and {old.deployment} in "
-                f"{old.name} {undone or 'had no replicas'}",
+                f"stopped ({exc.message}); nothing was promoted",
                 "retry later, or --force to fail over with the last measured lag as the bound",
             ) from exc
-        return 0.0
+        return {
+            "acked_messages": None,
+            "replica_lag_seconds": 0.0,
+            "basis": "CloudWatch ReplicaLag after writes stopped",
+            "why": _ASYNC,
+        }
+
+    def forced_bound(self, run: Switch) -> dict[str, Any]:
+        lag = self._state(run).lag
+        return {
+            "acked_messages": None,
+            "replica_lag_seconds": lag[0] if lag else None,
+            "basis": "last CloudWatch ReplicaLag before the failover (async replica)",
+            "why": _ASYNC
+            + (f"; the last ReplicaLag was {lag[0]:g}s" if lag else "; its lag is unknown"),
+        }
+
+    def promote(self, run: Switch) -> None:
+        new = run.new
+        run.progress(f"promoting {new.db_instance_id} ({new.name})")
+        rds = self.ops._client("rds", new.name)
+        aws_call(
+            f"promoting {new.db_instance_id}",
+            rds.promote_read_replica,
+            DBInstanceIdentifier=new.db_instance_id,
+        )
+
+    def refused(self, exc: ImctlError) -> bool:
+        # The promotion is one request (its wait is await_promoted): an error from it means AWS
+        # did not promote, so the replica is still one.
+        return True
+
+    def await_promoted(self, run: Switch) -> None:
+        new = run.new
+        self.ops._wait_db(new.name, new.db_instance_id, run.deadline, run.progress, promoted=True)
+
+    def replicas(self, run: Switch, fence: Fence) -> int:
+        new = run.new
+        current, _ = self.ops._kube(new.name).get_replicas(new.namespace, new.deployment)
+        wanted = int(self.outputs.extra.get("replicas", 0) or 0)
+        return max(fence.previous_replicas or 0, current, wanted, 1)
+
+    def point_dns(self, run: Switch) -> dict[str, Any]:
+        old, new = run.old, run.new
+        changes = self._state(run).changes
+        if changes is None:
+            primary_rec, secondary_rec = self.ops._failover_records()
+            changes = failover_changes(primary_rec, secondary_rec, new.endpoint, old.endpoint)
+        return {
+            "record": self.outputs.dns_name,
+            "primary": new.endpoint,
+            "secondary": old.endpoint,
+            "change_id": self._repoint_dns(changes, run.deadline, run.progress),
+        }
 
     def _repoint_dns(
         self, changes: list[dict[str, Any]], deadline: Deadline, progress: Note
@@ -1087,7 +1055,7 @@ class AwsOps:
         if not changes:
             progress("Route 53 already points at the new primary")
             return None
-        r53 = self._client("route53", ROUTE53_REGION)
+        r53 = self.ops._client("route53", ROUTE53_REGION)
         info = aws_call(
             f"rewriting the failover records of {self.outputs.dns_name}",
             r53.change_resource_record_sets,
@@ -1101,5 +1069,25 @@ class AwsOps:
             status = str(got["ChangeInfo"]["Status"])
             return status == "INSYNC", status
 
-        self._wait(f"Route 53 change {change_id}", insync, deadline, progress)
+        self.ops._wait(f"Route 53 change {change_id}", insync, deadline, progress)
         return change_id
+
+    def dns_hint(self, run: Switch) -> str:
+        return (
+            "while the old primary fails its health check, Route 53 already answers with the "
+            f"SECONDARY ({run.new.endpoint}); to make it permanent run the same failover again"
+            " with --force (it resumes), or swap the records by hand"
+        )
+
+    def next_steps(self, run: Switch) -> list[str]:
+        old, new = run.old, run.new
+        return [
+            f"imctl deploy creates a new replica of {new.db_instance_id} in {old.name} and "
+            f"drops {old.db_instance_id} from the stack without deleting it (keep it for "
+            "forensics, then delete it by hand)"
+        ]
+
+    @staticmethod
+    def _state(run: Switch) -> _Preflight:
+        assert isinstance(run.state, _Preflight)
+        return run.state

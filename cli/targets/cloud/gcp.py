@@ -38,8 +38,9 @@ from cli.targets.cloud.content import (
     digest_of,
     snapshot_digest,
 )
-from cli.targets.cloud.day2_util import RegionalOps, Switch, utc_stamp
+from cli.targets.cloud.day2_util import RegionalOps, utc_stamp
 from cli.targets.cloud.dns import DNS_TYPES, record_type
+from cli.targets.cloud.failover import FailoverHooks, Preflight, Switch, plan_failover, run_failover
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outcomes import unreachable
 from cli.targets.cloud.outputs import CloudOutputs, RegionOutputs
@@ -493,6 +494,14 @@ class GcpOps(RegionalOps):
     ) -> dict[str, Any]:
         return run_restore(self, self.scope, snapshot_id, target, progress, timeout, on_switch)
 
+    def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
+        return plan_failover(GcpFailover(self), self.scope, to_region, force)
+
+    def failover(
+        self, to_region: str, force: bool, progress: Note, timeout: float
+    ) -> dict[str, Any]:
+        return run_failover(GcpFailover(self), self.scope, to_region, force, progress, timeout)
+
     def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
         run = self._backup_run(self.outputs.primary.db_instance_id, snapshot_id)
         if run.get("status") != "SUCCESSFUL":
@@ -595,113 +604,6 @@ class GcpOps(RegionalOps):
         )
         self._wait_sql(op, f"restore onto {instance}", deadline, progress)
 
-    # --- failover -----------------------------------------------------------------------------
-
-    def _failover_preflight(self, run: Switch) -> dict[str, Any]:
-        old, new = run.old, run.new
-        replica = self._instance(new.db_instance_id)
-        if not replica.get("masterInstanceName"):
-            raise PreconditionFailed(
-                f"{new.db_instance_id} in {new.name} is not a read replica (already promoted?)",
-                "imctl status",
-            )
-        if replica.get("state") != "RUNNABLE":
-            raise PreconditionFailed(f"replica {new.db_instance_id} is {replica.get('state')}")
-        if not run.force:
-            primary = self._instance(old.db_instance_id)
-            if primary.get("state") != "RUNNABLE":
-                raise PreconditionFailed(
-                    f"primary {old.db_instance_id} is {primary.get('state')}: a planned"
-                    " switchover needs it",
-                    f"if it is lost: imctl failover --to-region {new.name} --force",
-                )
-        return {}
-
-    def _caught_up_bound(self, run: Switch, fenced_at: float) -> dict[str, Any]:
-        lag, at = self._wait_caught_up(
-            run.new.db_instance_id, fenced_at, run.deadline, run.progress
-        )
-        return {
-            "acked_messages": 0,
-            "lag_seconds": lag,
-            "why": f"{run.old.name}'s im-server was fenced, then replica_lag was {lag:g}s in a"
-            f" sample at {at}, taken after the fence",
-        }
-
-    def _promote(self, run: Switch) -> None:
-        new = run.new
-        run.progress(f"promoting {new.db_instance_id} in {new.name}")
-        op = self._call(
-            self._sql()
-            .instances()
-            .promoteReplica(project=self.project, instance=new.db_instance_id),
-            f"promoting {new.db_instance_id}",
-            mutation=True,
-        )
-        self._wait_sql(op, f"promotion of {new.db_instance_id}", run.deadline, run.progress)
-
-    def _check_promoted(self, run: Switch) -> None:
-        promoted = self._instance(run.new.db_instance_id)
-        if promoted.get("masterInstanceName"):
-            raise ResourceFailure(
-                f"{run.new.db_instance_id} still names {promoted['masterInstanceName']} as its"
-                " primary after the promotion finished"
-            )
-
-    def _rejoin_step(self, run: Switch) -> str:
-        return (
-            f"{run.old.db_instance_id} is now an independent instance: imctl deploy creates a"
-            f" new replica of {run.new.db_instance_id} in {run.old.name} and drops"
-            f" {run.old.db_instance_id} from the stack without deleting it (keep it for"
-            " forensics, then delete it by hand)"
-        )
-
-    def _wait_caught_up(
-        self, instance: str, fenced_at: float, deadline: Deadline, progress: Note
-    ) -> tuple[float, str]:
-
-        def after_fence(at: str | None) -> bool:
-            return at is not None and _epoch(at) > fenced_at
-
-        def done(sample: tuple[float | None, str | None]) -> bool:
-            lag, at = sample
-            return lag is not None and after_fence(at) and lag <= 0
-
-        def state(sample: tuple[float | None, str | None]) -> str:
-            lag, at = sample
-            if lag is None:
-                return "no replica_lag sample yet"
-            return f"replica_lag {lag:g}s at {at}" + ("" if after_fence(at) else " (pre-fence)")
-
-        lag, at = poll(
-            lambda: self._replica_lag(instance),
-            done=done,
-            state=state,
-            what=f"waiting for {instance} to catch up",
-            deadline=deadline,
-            progress=progress,
-            interval=self._interval,
-            unknown_hint="Cloud Monitoring samples replica_lag once a minute; allow a few",
-        )
-        assert lag is not None and at is not None
-        return lag, at
-
-    def _forced_bound(self, run: Switch) -> dict[str, Any]:
-        instance = run.new.db_instance_id
-        try:
-            lag, at = self._replica_lag(instance)
-        except ImctlError as exc:
-            lag, at = None, None
-            why = f"replica_lag could not be read ({exc.message})"
-        else:
-            why = (
-                f"asynchronous replica: the last replica_lag sample ({at}) was {lag:g}s;"
-                " writes inside that window may be lost"
-                if lag is not None
-                else "asynchronous replica and no replica_lag sample: the loss is unknown"
-            )
-        return {"acked_messages": None, "lag_seconds": lag, "sampled_at": at, "why": why}
-
     # --- Cloud DNS ----------------------------------------------------------------------------
 
     def _fqdn(self) -> str:
@@ -773,6 +675,140 @@ class GcpOps(RegionalOps):
             "changed": True,
             "change_id": change.get("id"),
         }
+
+
+class GcpFailover(FailoverHooks):
+    """A Cloud SQL cross-region read replica (asynchronous) promoted: it leaves the old
+    primary for good, so the old primary does not rejoin."""
+
+    def __init__(self, ops: GcpOps) -> None:
+        self.ops = ops
+        self.outputs = ops.outputs
+
+    def preflight(self, run: Switch) -> Preflight:
+        old, new = run.old, run.new
+        replica = self.ops._instance(new.db_instance_id)
+        if not replica.get("masterInstanceName"):
+            raise PreconditionFailed(
+                f"{new.db_instance_id} in {new.name} is not a read replica (already promoted?)",
+                "imctl status",
+            )
+        if replica.get("state") != "RUNNABLE":
+            raise PreconditionFailed(f"replica {new.db_instance_id} is {replica.get('state')}")
+        if not run.force:
+            primary = self.ops._instance(old.db_instance_id)
+            if primary.get("state") != "RUNNABLE":
+                raise PreconditionFailed(
+                    f"primary {old.db_instance_id} is {primary.get('state')}: a planned"
+                    " switchover needs it",
+                    f"if it is lost: imctl failover --to-region {new.name} --force",
+                )
+        return Preflight(
+            catch_up=f"wait until Cloud Monitoring's replica_lag of {new.db_instance_id} is 0"
+            " in a sample taken after the fence",
+            promote=f"promote {new.db_instance_id} ({new.name}); it stops replicating from"
+            f" {old.db_instance_id} for good",
+            dns=f"point {self.outputs.dns_name} at {new.endpoint} (Cloud DNS zone"
+            f" {self.outputs.hosted_zone_id})",
+        )
+
+    def planned_bound(self, run: Switch) -> dict[str, Any]:
+        return {
+            "acked_messages": 0,
+            "why": f"{run.old.name}'s im-server is fenced first, and {run.new.db_instance_id} is"
+            " promoted only after a replica_lag of 0 in a sample taken after the fence",
+        }
+
+    def caught_up(self, run: Switch, fenced_at: float) -> dict[str, Any]:
+        instance = run.new.db_instance_id
+
+        def after_fence(at: str | None) -> bool:
+            return at is not None and _epoch(at) > fenced_at
+
+        def done(sample: tuple[float | None, str | None]) -> bool:
+            lag, at = sample
+            return lag is not None and after_fence(at) and lag <= 0
+
+        def state(sample: tuple[float | None, str | None]) -> str:
+            lag, at = sample
+            if lag is None:
+                return "no replica_lag sample yet"
+            return f"replica_lag {lag:g}s at {at}" + ("" if after_fence(at) else " (pre-fence)")
+
+        lag, at = poll(
+            lambda: self.ops._replica_lag(instance),
+            done=done,
+            state=state,
+            what=f"waiting for {instance} to catch up",
+            deadline=run.deadline,
+            progress=run.progress,
+            interval=self.ops.scope.interval,
+            unknown_hint="Cloud Monitoring samples replica_lag once a minute; allow a few",
+        )
+        assert lag is not None and at is not None
+        return {
+            "acked_messages": 0,
+            "replica_lag_seconds": lag,
+            "basis": f"Cloud Monitoring replica_lag sampled at {at}",
+            "why": f"{run.old.name}'s im-server was fenced, then replica_lag was {lag:g}s in a"
+            f" sample at {at}, taken after the fence",
+        }
+
+    def forced_bound(self, run: Switch) -> dict[str, Any]:
+        try:
+            lag, at = self.ops._replica_lag(run.new.db_instance_id)
+        except ImctlError as exc:
+            lag, at = None, None
+            why = f"replica_lag could not be read ({exc.message})"
+        else:
+            why = (
+                f"asynchronous replica: the last replica_lag sample ({at}) was {lag:g}s;"
+                " writes inside that window may be lost"
+                if lag is not None
+                else "asynchronous replica and no replica_lag sample: the loss is unknown"
+            )
+        bound: dict[str, Any] = {"acked_messages": None, "replica_lag_seconds": lag, "why": why}
+        if at is not None:
+            bound["basis"] = f"the newest Cloud Monitoring replica_lag sample, at {at}"
+        return bound
+
+    def promote(self, run: Switch) -> None:
+        new = run.new
+        run.progress(f"promoting {new.db_instance_id} in {new.name}")
+        op = self.ops._call(
+            self.ops._sql()
+            .instances()
+            .promoteReplica(project=self.ops.project, instance=new.db_instance_id),
+            f"promoting {new.db_instance_id}",
+            mutation=True,
+        )
+        self.ops._wait_sql(op, f"promotion of {new.db_instance_id}", run.deadline, run.progress)
+
+    def await_promoted(self, run: Switch) -> None:
+        promoted = self.ops._instance(run.new.db_instance_id)
+        if promoted.get("masterInstanceName"):
+            raise ResourceFailure(
+                f"{run.new.db_instance_id} still names {promoted['masterInstanceName']} as its"
+                " primary after the promotion finished"
+            )
+
+    def point_dns(self, run: Switch) -> dict[str, Any]:
+        return self.ops._point_dns(run)
+
+    def dns_hint(self, run: Switch) -> str:
+        return (
+            f"point {self.outputs.dns_name} at {run.new.endpoint} in Cloud DNS zone"
+            f" {self.outputs.hosted_zone_id} by hand (a second failover would find the replica"
+            " promoted and refuse)"
+        )
+
+    def next_steps(self, run: Switch) -> list[str]:
+        return [
+            f"{run.old.db_instance_id} is now an independent instance: imctl deploy creates a"
+            f" new replica of {run.new.db_instance_id} in {run.old.name} and drops"
+            f" {run.old.db_instance_id} from the stack without deleting it (keep it for"
+            " forensics, then delete it by hand)"
+        ]
 
 
 # --- helpers --------------------------------------------------------------------------------

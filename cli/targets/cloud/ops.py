@@ -81,8 +81,16 @@ class CloudOps(Protocol):
         confirmation. The steps and the result's keys (the same on every cloud): restore.py."""
         ...
 
+    def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
+        """The failover's pre-flight alone (reads only, nothing changes; the same refusals as
+        ``failover``) -> {"mode","from_region","to_region","dry_run": true,"steps",
+        "data_loss_bound","details"}."""
+        ...
+
     def failover(
         self, to_region: str, force: bool, progress: Note, timeout: float
     ) -> dict[str, Any]:
-        """-> {"from_region","to_region","mode","rto_seconds","data_loss_bound",...}"""
+        """-> the same keys on every cloud (failover.py): mode, from_region, to_region,
+        dry_run, rto_seconds, promote_seconds, data_loss_bound, fenced, rejoined, endpoint,
+        next_steps, warnings, and details for what only this cloud has."""
         ...

@@ -38,12 +38,14 @@ def fence_workload(
     region: RegionOutputs,
     *,
     best_effort: bool,
+    wait: bool = True,
     deadline: Deadline,
     progress: Note,
     interval: float,
 ) -> Fence:
-    """Scale the old primary's Deployment to zero and wait until no pod of it is ready, so no
-    im-server writes to the old database any more (an HPA leaves a Deployment at zero alone).
+    """Scale the old primary's Deployment to zero and (``wait``) wait until no pod of it is
+    ready, so no im-server writes to the old database any more (an HPA leaves a Deployment at
+    zero alone).
 
     ``best_effort`` (forced failover): the region may be gone; a failure is recorded, not
     raised. Fencing is of our workload only: the old database itself stays writable."""
@@ -55,6 +57,8 @@ def fence_workload(
         progress(f"fencing {region.name}: scaling {region.deployment} from {desired} to 0")
         scaled = True
         api.scale_deployment(region.namespace, region.deployment, 0)
+        if not wait:
+            return Fence(True, desired)
         poll(
             lambda: api.get_replicas(region.namespace, region.deployment),
             done=lambda r: r[0] == 0 and r[1] == 0,
@@ -73,11 +77,7 @@ def fence_workload(
             return Fence(False, desired, str(exc))
         undone = ""
         if scaled and desired:
-            try:
-                unfence_workload(kube, region, desired, progress)
-                undone = f"; {region.deployment} was scaled back to {desired}"
-            except Exception as again:
-                undone = f"; scaling {region.deployment} back to {desired} failed too: {again}"
+            undone = f"; {region.deployment} {unfence_workload(kube, region, desired, progress)}"
         why = exc.message if isinstance(exc, ImctlError) else str(exc)
         raise PreconditionFailed(
             f"could not fence {region.name} for a planned switchover: {why}",
@@ -87,10 +87,17 @@ def fence_workload(
 
 def unfence_workload(
     kube: Callable[[str], KubeApi], region: RegionOutputs, replicas: int, progress: Note
-) -> None:
-    """Undo a fence after a planned switchover was abandoned before anything was promoted."""
+) -> str:
+    """Undo a fence after a planned switchover was abandoned before anything was promoted;
+    -> what became of the Deployment, for the error that stopped the switchover. A failure is
+    reported, not raised: that error is the one to show."""
     progress(f"{region.name}: restoring {region.deployment} to {replicas} replica(s)")
-    kube(region.name).scale_deployment(region.namespace, region.deployment, replicas)
+    try:
+        kube(region.name).scale_deployment(region.namespace, region.deployment, replicas)
+    except Exception as exc:
+        progress(f"could not scale {region.deployment} in {region.name} back to {replicas}: {exc}")
+        return f"could NOT be scaled back to {replicas} replicas ({exc}): `imctl scale`"
+    return f"was scaled back to {replicas} replicas"
 
 
 def bring_up(
