@@ -24,7 +24,8 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from cli.targets.cloud.alicloud import RDS_METHODS, AlicloudOps
+from cli.targets.cloud.alicloud import AlicloudOps
+from cli.targets.cloud.alicloud.api import RDS_METHODS
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube

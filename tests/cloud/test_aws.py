@@ -41,13 +41,10 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from cli.targets.cloud.aws import AwsOps, default_session
-from cli.targets.cloud.aws_support import (
-    failover_changes,
-    failover_pair,
-    http_readyz,
-    map_aws_error,
-)
+from cli.targets.cloud.aws import AwsOps
+from cli.targets.cloud.aws.api import default_session, map_aws_error
+from cli.targets.cloud.aws.dns import failover_changes, failover_pair
+from cli.targets.cloud.aws.status import http_readyz
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
 from cli.targets.cloud.restore import with_host

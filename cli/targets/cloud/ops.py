@@ -30,7 +30,7 @@ class Scope:
     timeout_hint: str = DEFAULT_HINT
 
 
-class CloudOps(Protocol):
+class StatusOps(Protocol):
     def status(self) -> dict[str, Any]:
         """Outputs plus live checks: endpoint /readyz, DB instance state, replica lag."""
         ...
@@ -47,6 +47,8 @@ class CloudOps(Protocol):
         timeout: float,
     ) -> dict[str, Any]: ...
 
+
+class SnapshotOps(Protocol):
     def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
         """-> {"id","created_at","size_bytes"?,"status","location","digest","warnings"}; the
         digest (None when the application could not give one) is read just before the
@@ -60,6 +62,12 @@ class CloudOps(Protocol):
     def snapshot_delete(
         self, snapshot_id: str, progress: Note, timeout: float
     ) -> dict[str, Any]: ...
+
+
+class CloudOps(StatusOps, SnapshotOps, Protocol):
+    """The whole of a cloud's day-2 operations. A cloud assembles it from parts (parts.py):
+    one for status and scale and one for snapshots (``StatusOps``, ``SnapshotOps``), and the
+    hooks of the restore and failover sequences (restore.py, failover.py)."""
 
     def restore(
         self,

@@ -1,0 +1,205 @@
+"""The GCP hooks of the restore sequence (cloud/restore.py): a backup run is restored into a
+new Cloud SQL instance made with the source's settings, or, ``in-place``, onto the source itself
+(Cloud SQL allows that only for an instance without replicas)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from cli.deadline import Deadline
+from cli.errors import PreconditionFailed, ResourceFailure
+from cli.progress import Note
+from cli.snapshots import RestoreTarget
+from cli.targets.cloud.gcp.api import GcpApi
+from cli.targets.cloud.gcp.snapshots import GcpSnapshots, from_description
+from cli.targets.cloud.ops import Scope
+from cli.targets.cloud.restore import (
+    Backup,
+    Leftover,
+    Restored,
+    database_url,
+    new_password,
+    replica_note,
+)
+from stacks.workload_contract import DB_PORT, DB_USER
+
+# Instance settings a restore target copies from its source: the inputs of DatabaseInstance
+# (output-only fields such as settingsVersion would be rejected by instances.insert).
+_SETTINGS_COPY = (
+    "tier",
+    "edition",
+    "availabilityType",
+    "dataDiskType",
+    "dataDiskSizeGb",
+    "storageAutoResize",
+    "storageAutoResizeLimit",
+    "databaseFlags",
+    "deletionProtectionEnabled",
+    "insightsConfig",
+    "maintenanceWindow",
+    "userLabels",
+)
+_IP_COPY = (
+    "ipv4Enabled",
+    "privateNetwork",
+    "allocatedIpRange",
+    "sslMode",
+    "requireSsl",
+    "authorizedNetworks",
+    "enablePrivatePathForGoogleCloudServices",
+)
+_BACKUP_COPY = (
+    "enabled",
+    "startTime",
+    "pointInTimeRecoveryEnabled",
+    "transactionLogRetentionDays",
+    "backupRetentionSettings",
+    "location",
+)
+
+
+def utc_stamp() -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime())
+
+
+class GcpRestore:
+    def __init__(self, api: GcpApi, scope: Scope, snapshots: GcpSnapshots) -> None:
+        self.api = api
+        self.project = api.project
+        self.outputs = scope.outputs
+        self.snapshots = snapshots
+
+    def find_backup(self, snapshot_id: str, target: RestoreTarget) -> Backup:
+        run = self.snapshots.backup_run(self.outputs.primary.db_instance_id, snapshot_id)
+        if run.get("status") != "SUCCESSFUL":
+            raise PreconditionFailed(
+                f"backup run {snapshot_id} is {run.get('status')}, not SUCCESSFUL",
+                "imctl snapshot list",
+            )
+        return Backup(str(run["id"]), from_description(run.get("description"))["digest"])
+
+    def restore_into(
+        self,
+        backup: Backup,
+        target: RestoreTarget,
+        current_url: str,
+        made: Leftover,
+        deadline: Deadline,
+        progress: Note,
+    ) -> Restored:
+        source = self.outputs.primary.db_instance_id
+        context = {
+            "kind": "sql#restoreBackupContext",
+            "backupRunId": backup.id,
+            "instanceId": source,
+            "project": self.project,
+        }
+        if target == "in-place":
+            inst = self.api.instance(source)
+            if inst.get("replicaNames"):
+                raise PreconditionFailed(
+                    f"{source} has replicas ({', '.join(inst['replicaNames'])}); Cloud SQL"
+                    " restores a backup only onto an instance without replicas",
+                    "restore into a new instance (the default) instead",
+                )
+            self._restore_backup(source, context, deadline, progress)
+            return Restored(
+                instance=source,
+                host=urlsplit(current_url).hostname or "",
+                url=None,
+                previous=source,
+                previous_url=None,  # restored over it: there is no way back
+                cleanup="restore another backup run onto it",
+            )
+        src = self.api.instance(source)
+        new = f"{source[:60]}-restore-{utc_stamp()}"
+        progress(f"creating Cloud SQL instance {new} with the settings of {source}")
+        op = self.api.call(
+            self.api.sql().instances().insert(project=self.project, body=_clone_body(src, new)),
+            f"creating instance {new}",
+            mutation=True,
+        )
+        cleanup = f"delete it with: gcloud sql instances delete {new} --project {self.project}"
+        made.created(new, cleanup, source)
+        self.api.wait_sql(op, f"creation of {new}", deadline, progress)
+        self._restore_backup(new, context, deadline, progress)
+        # The backup carries the roles; a fresh password means the URL we write is the only
+        # one that works against the new instance.
+        password = new_password()
+        op = self.api.call(
+            self.api.sql()
+            .users()
+            .update(
+                project=self.project,
+                instance=new,
+                name=DB_USER,
+                body={"name": DB_USER, "password": password},
+            ),
+            f"setting the {DB_USER} password on {new}",
+            mutation=True,
+        )
+        self.api.wait_sql(op, f"password of {DB_USER} on {new}", deadline, progress)
+        inst = self.api.instance(new)
+        host = _private_ip(inst)
+        if inst.get("state") != "RUNNABLE" or not host:
+            raise ResourceFailure(
+                f"{new} is {inst.get('state')} with no private address after the restore"
+            )
+        return Restored(
+            instance=new,
+            host=host,
+            url=database_url(host, DB_PORT, password),
+            previous=source,
+            previous_url=current_url,
+            cleanup=cleanup,
+            standby_note=replica_note(source) if self.outputs.standby_region else None,
+        )
+
+    def _restore_backup(
+        self, instance: str, context: dict[str, str], deadline: Deadline, progress: Note
+    ) -> None:
+        progress(f"restoring backup run {context['backupRunId']} of {context['instanceId']}"
+                 f" onto {instance}")  # fmt: skip
+        op = self.api.call(
+            self.api.sql()
+            .instances()
+            .restoreBackup(
+                project=self.project, instance=instance, body={"restoreBackupContext": context}
+            ),
+            f"restoring onto {instance}",
+            mutation=True,
+        )
+        self.api.wait_sql(op, f"restore onto {instance}", deadline, progress)
+
+
+def _pick(src: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: src[k] for k in keys if k in src}
+
+
+def _clone_body(src: Mapping[str, Any], name: str) -> dict[str, Any]:
+    settings = dict(src.get("settings") or {})
+    out = _pick(settings, _SETTINGS_COPY)
+    if "ipConfiguration" in settings:
+        out["ipConfiguration"] = _pick(settings["ipConfiguration"], _IP_COPY)
+    if "backupConfiguration" in settings:
+        out["backupConfiguration"] = _pick(settings["backupConfiguration"], _BACKUP_COPY)
+    labels = dict(out.get("userLabels") or {})
+    labels["imctl-restored-from"] = str(src.get("name", ""))[:63]
+    out["userLabels"] = labels
+    return {
+        "name": name,
+        "region": src.get("region"),
+        "databaseVersion": src.get("databaseVersion"),
+        "settings": out,
+    }
+
+
+def _private_ip(inst: Mapping[str, Any]) -> str | None:
+    addresses = inst.get("ipAddresses") or []
+    for a in addresses:
+        if a.get("type") == "PRIVATE":
+            return str(a["ipAddress"])
+    return str(addresses[0]["ipAddress"]) if addresses else None
