@@ -14,6 +14,7 @@ package imports no AWS SDK.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,7 @@ class AwsOps(AssembledOps):
         # A wss:// stack (issue 13) answers /readyz on 443 with a certificate for its name.
         tls_name = outputs.tls_name
         if readyz is http_readyz and tls_name is not None:
-            readyz = lambda endpoint: http_readyz(endpoint, tls_name=tls_name)  # noqa: E731
+            readyz = functools.partial(http_readyz, tls_name=tls_name)
         snapshots = AwsSnapshots(api, scope)
         super().__init__(
             scope,

@@ -168,6 +168,7 @@ def iso(value: Any) -> str | None:
 # How recent a ReplicaLag datapoint must be to count as known.
 LAG_WINDOW = timedelta(minutes=5)
 
+# States an instance does not leave by itself: waiting on for ``available`` is pointless.
 _DB_FAILED = frozenset(
     {
         "failed",
