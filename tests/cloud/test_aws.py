@@ -1053,5 +1053,8 @@ def test_imctl_snapshot_and_status_commands_reach_aws_through_an_outputs_file(
     # Without --yes and a TTY, the dangerous verbs refuse (exit 2) and change nothing.
     before = aws.instance_ids()
     assert _imctl(tmp_path, "restore", sid, *common).returncode == 2
+    # The failover's pre-flight runs before the question (the plan is what is asked about):
+    # a standby the pre-flight accepts, so that the missing answer is what refuses.
+    aws.world.put_replica_lag(1.0)
     assert _imctl(tmp_path, "failover", "--to-region", WEST, *common).returncode == 2
     assert aws.instance_ids() == before
