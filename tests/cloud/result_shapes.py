@@ -6,22 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-FAILOVER_KEYS = {
-    "mode",
-    "from_region",
-    "to_region",
-    "dry_run",
-    "rto_seconds",
-    "promote_seconds",
-    "data_loss_bound",
-    "fenced",
-    "rejoined",
-    "endpoint",
-    "next_steps",
-    "warnings",
-    "details",
-}
-PLAN_KEYS = {"mode", "from_region", "to_region", "dry_run", "steps", "data_loss_bound", "details"}
+from cli.targets import base
+
+# What a cloud's ops return; the target adds cloud and stack (cli/targets/base.py).
+FAILOVER_KEYS = set(base.FAILOVER_KEYS) - {"cloud", "stack"}
+PLAN_KEYS = set(base.FAILOVER_PLAN_KEYS) - {"cloud", "stack"}
 BOUND_KEYS = {"acked_messages", "why"}
 BOUND_OPTIONAL = {"wal_bytes", "replica_lag_seconds", "basis"}
 DETAILS_KEYS = {"promoted_instance", "old_instance", "new_primary_target"}

@@ -65,7 +65,8 @@ class Switch:
 class Preflight:
     """What the pre-flight found, in the words of the plan's steps."""
 
-    catch_up: str  # how a planned switchover knows the standby has everything
+    # What a planned switchover waits for: the standby has everything written before the fence.
+    catch_up: str
     promote: str
     dns: str
     # The standby is already the primary (a failover that stopped after its promotion).
@@ -85,9 +86,13 @@ class FailoverHooks(ABC):
     def preflight(self, run: Switch) -> Preflight:
         """Read-only checks before anything changes; an error here is the failover's refusal."""
 
-    @abstractmethod
-    def planned_bound(self, run: Switch) -> dict[str, Any]:
+    def planned_bound(self, run: Switch, pre: Preflight) -> dict[str, Any]:
         """The data-loss bound a planned switchover will have, as far as it is known now."""
+        return {
+            "acked_messages": 0,
+            "why": f"{run.old.name}'s im-server is fenced first, and nothing is"
+            f" {self.switch_verb} until {pre.catch_up}",
+        }
 
     @abstractmethod
     def caught_up(self, run: Switch, fenced_at: float) -> dict[str, Any]:
@@ -183,8 +188,8 @@ def plan_failover(
     steps = [fence]
     if not force:
         steps.append(
-            f"{pre.catch_up}; if it does not, {old.deployment} in {old.name} gets its pods back"
-            f" and nothing is {hooks.switch_verb}"
+            f"wait until {pre.catch_up}; if that does not happen, {old.deployment} in"
+            f" {old.name} gets its pods back and nothing is {hooks.switch_verb}"
         )
     steps += [
         pre.promote,
@@ -198,7 +203,7 @@ def plan_failover(
         "to_region": new.name,
         "dry_run": True,
         "steps": steps,
-        "data_loss_bound": hooks.forced_bound(run) if force else hooks.planned_bound(run),
+        "data_loss_bound": hooks.forced_bound(run) if force else hooks.planned_bound(run, pre),
         "details": run.details,
     }
 

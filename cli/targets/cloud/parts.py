@@ -37,46 +37,15 @@ class AssembledOps:
     ) -> None:
         self.scope = scope
         self.outputs = scope.outputs
-        self._status = status
-        self._snapshots = snapshots
+        # The verbs that are one part's alone are that part's methods.
+        self.status = status.status
+        self.scale = status.scale
+        self.snapshot_create = snapshots.snapshot_create
+        self.snapshot_list = snapshots.snapshot_list
+        self.snapshot_show = snapshots.snapshot_show
+        self.snapshot_delete = snapshots.snapshot_delete
         self._restore = restore
         self._failover = failover
-
-    def status(self) -> dict[str, Any]:
-        return self._status.status()
-
-    def scale(
-        self,
-        *,
-        region: str | None,
-        nodes: int | None,
-        replicas: int | None,
-        min_replicas: int | None,
-        max_replicas: int | None,
-        progress: Note,
-        timeout: float,
-    ) -> dict[str, Any]:
-        return self._status.scale(
-            region=region,
-            nodes=nodes,
-            replicas=replicas,
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-            progress=progress,
-            timeout=timeout,
-        )
-
-    def snapshot_create(self, note: str | None, progress: Note, timeout: float) -> dict[str, Any]:
-        return self._snapshots.snapshot_create(note, progress, timeout)
-
-    def snapshot_list(self) -> dict[str, Any]:
-        return self._snapshots.snapshot_list()
-
-    def snapshot_show(self, snapshot_id: str) -> dict[str, Any]:
-        return self._snapshots.snapshot_show(snapshot_id)
-
-    def snapshot_delete(self, snapshot_id: str, progress: Note, timeout: float) -> dict[str, Any]:
-        return self._snapshots.snapshot_delete(snapshot_id, progress, timeout)
 
     def restore(
         self,

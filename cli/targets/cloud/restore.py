@@ -66,22 +66,25 @@ class Restored:
     recheck: Callable[[], None] | None = None
 
 
-class Leftover:
-    """The instance a restore created, once it exists: a failure before the workload is safely
-    on it leaves it (it may be what someone needs to look at), and the hint says so."""
+@dataclass
+class RestoreRun:
+    """One restore under way, as the cloud's ``restore_into`` sees it."""
 
-    def __init__(self) -> None:
-        self.note: str | None = None
+    backup: Backup
+    target: RestoreTarget
+    # The Secret's database URL now: the way back, and what the new URL is made from.
+    current_url: str
+    deadline: Deadline
+    progress: Note
+    # Set once the restore has made an instance: a failure before the workload is safely on it
+    # leaves it (it may be what someone needs to look at), and the hint says so.
+    leftover: str | None = None
 
     def created(self, instance: str, cleanup: str, workload_on: str) -> None:
-        self.note = (
+        self.leftover = (
             f"instance {instance} was left for inspection; the workload still uses"
             f" {workload_on} unless the secret was already patched; {cleanup}"
         )
-
-    def tell(self, exc: ImctlError) -> None:
-        if self.note is not None:
-            exc.hint = join_hint(exc.hint, self.note)
 
 
 class RestoreHooks(Protocol):
@@ -90,16 +93,8 @@ class RestoreHooks(Protocol):
         target the cloud cannot do)."""
         ...
 
-    def restore_into(
-        self,
-        backup: Backup,
-        target: RestoreTarget,
-        current_url: str,
-        made: Leftover,
-        deadline: Deadline,
-        progress: Note,
-    ) -> Restored:
-        """Create the instance that holds the restored data (``made.created`` as soon as it
+    def restore_into(self, run: RestoreRun) -> Restored:
+        """Create the instance that holds the restored data (``run.created`` as soon as it
         exists) and wait until it serves; nothing here touches the workload."""
         ...
 
@@ -125,9 +120,9 @@ def run_restore(
             f"Secret {r.namespace}/{SECRET_NAME} has no {SECRET_DB_URL_KEY}",
             "`imctl deploy` recreates it; nothing was changed",
         )
-    made = Leftover()
+    run = RestoreRun(backup, target, current_url, deadline, progress)
     try:
-        restored = hooks.restore_into(backup, target, current_url, made, deadline, progress)
+        restored = hooks.restore_into(run)
         if restored.url is not None and on_switch is not None:
             on_switch(restored.instance)
         rolled_at = time.time()
@@ -135,7 +130,8 @@ def run_restore(
         if restored.recheck is not None:
             restored.recheck()
     except ImctlError as exc:
-        made.tell(exc)
+        if run.leftover is not None:
+            exc.hint = join_hint(exc.hint, run.leftover)
         raise
     # A failed check says for itself what it left and where.
     content = check_restore_content(

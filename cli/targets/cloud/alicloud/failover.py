@@ -61,8 +61,8 @@ class AlicloudFailover(FailoverHooks):
                 )
         run.details["dts_job"] = None if job is None else job_summary(job)
         return Preflight(
-            catch_up=f"wait until the DTS job into {new.db_instance_id} reports no delay and a"
-            " checkpoint later than the fence",
+            catch_up=f"the DTS job into {new.db_instance_id} reports no delay and a checkpoint"
+            " later than the fence",
             promote=(
                 f"suspend DTS job {job.get('DtsJobId')}, so nothing more from"
                 f" {old.db_instance_id} lands in {new.db_instance_id} (writable all along)"
@@ -72,13 +72,6 @@ class AlicloudFailover(FailoverHooks):
             dns=f"point {self.outputs.dns_name} (Alidns zone {self.outputs.hosted_zone_id},"
             f" default line) at {new.endpoint}",
         )
-
-    def planned_bound(self, run: Switch) -> dict[str, Any]:
-        return {
-            "acked_messages": 0,
-            "why": f"{run.old.name}'s im-server is fenced first, and DTS is stopped only after it"
-            " reports no delay and a checkpoint after the fence",
-        }
 
     def caught_up(self, run: Switch, fenced_at: float) -> dict[str, Any]:
         standby = run.new

@@ -14,7 +14,7 @@ from cli.snapshots import RestoreTarget
 from cli.targets.cloud.alicloud.api import AlicloudApi
 from cli.targets.cloud.alicloud.snapshots import AlicloudSnapshots
 from cli.targets.cloud.ops import Scope
-from cli.targets.cloud.restore import Backup, Leftover, Restored, database_url, new_password
+from cli.targets.cloud.restore import Backup, Restored, RestoreRun, database_url, new_password
 from stacks.workload_contract import DB_PORT, DB_USER
 
 
@@ -38,15 +38,8 @@ class AlicloudRestore:
         # No digest was kept with the backup (nowhere to keep it): density only.
         return Backup(snapshot_id, None)
 
-    def restore_into(
-        self,
-        backup: Backup,
-        target: RestoreTarget,
-        current_url: str,
-        made: Leftover,
-        deadline: Deadline,
-        progress: Note,
-    ) -> Restored:
+    def restore_into(self, run: RestoreRun) -> Restored:
+        backup, deadline, progress = run.backup, run.deadline, run.progress
         r = self.outputs.primary
         source = r.db_instance_id
         src = self.api.attribute(r.name, source)
@@ -81,7 +74,7 @@ class AlicloudRestore:
         if not new:
             raise ResourceFailure(f"CloneDBInstance of {source} returned no instance id")
         cleanup = "release it in the RDS console (deletion protection is on)"
-        made.created(new, cleanup, source)
+        run.created(new, cleanup, source)
         inst = self._wait_running(r.name, new, deadline, progress)
         wanted = _ips(src.get("SecurityIPList"))
         if not wanted <= _ips(inst.get("SecurityIPList")):
@@ -113,7 +106,7 @@ class AlicloudRestore:
             host=host,
             url=database_url(host, int(inst.get("Port") or DB_PORT), password),
             previous=source,
-            previous_url=current_url,
+            previous_url=run.current_url,
             cleanup=cleanup,
             standby_note=(
                 f"the DTS synchronization still reads {source}; re-point it at {new} if the"

@@ -79,8 +79,8 @@ class AwsFailover(FailoverHooks):
         run.state = _Preflight(changes, lag)
         run.details["already_promoted"] = already_promoted
         return Preflight(
-            catch_up=f"wait until CloudWatch reports a ReplicaLag of 0 for {new.db_instance_id}"
-            f" in a datapoint after the fence (at most {self._catchup_timeout:g}s)",
+            catch_up=f"CloudWatch reports a ReplicaLag of 0 for {new.db_instance_id} in a"
+            f" datapoint after the fence (for at most {self._catchup_timeout:g}s)",
             promote=(
                 f"{new.db_instance_id} is already promoted: wait until it is available"
                 if already_promoted
@@ -147,7 +147,7 @@ class AwsFailover(FailoverHooks):
                 "wait and retry, or --force to fail over losing up to that much",
             )
 
-    def planned_bound(self, run: Switch) -> dict[str, Any]:
+    def planned_bound(self, run: Switch, pre: Preflight) -> dict[str, Any]:
         lag = self._state(run).lag
         return {
             "acked_messages": None,

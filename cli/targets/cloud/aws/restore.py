@@ -15,7 +15,7 @@ from cli.targets.cloud.aws.api import AwsApi, aws_call, rds_id, tags_of, utc_sta
 from cli.targets.cloud.aws.snapshots import AwsSnapshots, digest_from_tags
 from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outputs import RegionOutputs
-from cli.targets.cloud.restore import Backup, Leftover, Restored, replica_note, with_host
+from cli.targets.cloud.restore import Backup, Restored, RestoreRun, replica_note, with_host
 
 RESTORED_FROM_TAG = "imctl:restored-from"
 
@@ -40,15 +40,8 @@ class AwsRestore:
             )
         return Backup(sid, digest_from_tags(tags_of(snap)))
 
-    def restore_into(
-        self,
-        backup: Backup,
-        target: RestoreTarget,
-        current_url: str,
-        made: Leftover,
-        deadline: Deadline,
-        progress: Note,
-    ) -> Restored:
+    def restore_into(self, run: RestoreRun) -> Restored:
+        backup, deadline, progress = run.backup, run.deadline, run.progress
         r = self.outputs.primary
         source = self.api.describe_db(r.name, r.db_instance_id)
         if source is None:
@@ -66,7 +59,7 @@ class AwsRestore:
             f" --region {r.name} --skip-final-snapshot` (after turning off deletion protection,"
             " if it is on)"
         )
-        made.created(new_id, cleanup, r.db_instance_id)
+        run.created(new_id, cleanup, r.db_instance_id)
         inst = self.api.wait_db(r.name, new_id, deadline, progress)
         restored = Restored(
             instance=new_id,
@@ -74,17 +67,17 @@ class AwsRestore:
             url=None,
             previous=r.db_instance_id,
             # The way back if the restored content fails its check: the database used until now.
-            previous_url=current_url,
+            previous_url=run.current_url,
             cleanup=cleanup,
         )
-        if target == "in-place":
+        if run.target == "in-place":
             old_renamed = rds_id(r.db_instance_id, f"-old-{stamp}")
             inst = self._swap_names(r, new_id, old_renamed, deadline, progress)
             # The original name (and address) now belongs to the restored instance.
             old = (self.api.describe_db(r.name, old_renamed) or {}).get("Endpoint") or {}
             restored.instance, restored.previous = r.db_instance_id, old_renamed
             restored.previous_url = (
-                with_host(current_url, old["Address"], old.get("Port"))
+                with_host(run.current_url, old["Address"], old.get("Port"))
                 if old.get("Address")
                 else None
             )
@@ -95,9 +88,9 @@ class AwsRestore:
             # In place the restored instance has the old address, so the address cannot tell a
             # pod on it from a pod still on the old one: only pods started after the roll can.
             restored.fresh_after_roll = True
-            made.created(r.db_instance_id, restored.cleanup, old_renamed)
+            run.created(r.db_instance_id, restored.cleanup, old_renamed)
         restored.host = inst["Endpoint"]["Address"]
-        restored.url = with_host(current_url, restored.host, inst["Endpoint"].get("Port"))
+        restored.url = with_host(run.current_url, restored.host, inst["Endpoint"].get("Port"))
         if self.outputs.standby_region:
             restored.standby_note = replica_note(restored.previous)
         restored.recheck = functools.partial(self._still_available, r.name, restored.instance)

@@ -18,8 +18,8 @@ from cli.targets.cloud.gcp.snapshots import GcpSnapshots, from_description
 from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.restore import (
     Backup,
-    Leftover,
     Restored,
+    RestoreRun,
     database_url,
     new_password,
     replica_note,
@@ -81,15 +81,8 @@ class GcpRestore:
             )
         return Backup(str(run["id"]), from_description(run.get("description"))["digest"])
 
-    def restore_into(
-        self,
-        backup: Backup,
-        target: RestoreTarget,
-        current_url: str,
-        made: Leftover,
-        deadline: Deadline,
-        progress: Note,
-    ) -> Restored:
+    def restore_into(self, run: RestoreRun) -> Restored:
+        backup, deadline, progress = run.backup, run.deadline, run.progress
         source = self.outputs.primary.db_instance_id
         context = {
             "kind": "sql#restoreBackupContext",
@@ -97,7 +90,7 @@ class GcpRestore:
             "instanceId": source,
             "project": self.project,
         }
-        if target == "in-place":
+        if run.target == "in-place":
             inst = self.api.instance(source)
             if inst.get("replicaNames"):
                 raise PreconditionFailed(
@@ -108,7 +101,7 @@ class GcpRestore:
             self._restore_backup(source, context, deadline, progress)
             return Restored(
                 instance=source,
-                host=urlsplit(current_url).hostname or "",
+                host=urlsplit(run.current_url).hostname or "",
                 url=None,
                 previous=source,
                 previous_url=None,  # restored over it: there is no way back
@@ -123,7 +116,7 @@ class GcpRestore:
             mutation=True,
         )
         cleanup = f"delete it with: gcloud sql instances delete {new} --project {self.project}"
-        made.created(new, cleanup, source)
+        run.created(new, cleanup, source)
         self.api.wait_sql(op, f"creation of {new}", deadline, progress)
         self._restore_backup(new, context, deadline, progress)
         # The backup carries the roles; a fresh password means the URL we write is the only
@@ -153,7 +146,7 @@ class GcpRestore:
             host=host,
             url=database_url(host, DB_PORT, password),
             previous=source,
-            previous_url=current_url,
+            previous_url=run.current_url,
             cleanup=cleanup,
             standby_note=replica_note(source) if self.outputs.standby_region else None,
         )
