@@ -130,8 +130,8 @@ class FailoverHooks(ABC):
         """How to finish when ``point_dns`` failed."""
 
     @abstractmethod
-    def next_steps(self, run: Switch) -> list[str]:
-        """What protects the new primary again."""
+    def standby_rebuild(self, run: Switch) -> str:
+        """How the new primary gets a standby again."""
 
 
 def failover_regions(
@@ -289,7 +289,10 @@ def run_failover(
         f"{old.db_instance_id} ({old.name}) no longer feeds {new.db_instance_id} and still"
         " accepts writes at the database level: keep its workload at 0"
     )
-    doc["next_steps"] = hooks.next_steps(run)
+    doc["next_steps"] = [
+        f"{hooks.standby_rebuild(run)} and drops {old.db_instance_id} from the stack without"
+        " deleting it (keep it for forensics, then delete it by hand)"
+    ]
     try:
         run.details["dns"] = hooks.point_dns(run)
     except Exception as exc:

@@ -165,14 +165,12 @@ class AlicloudFailover(FailoverHooks):
             f" {self.outputs.hosted_zone_id} by hand (default line)"
         )
 
-    def next_steps(self, run: Switch) -> list[str]:
+    def standby_rebuild(self, run: Switch) -> str:
         old, new = run.old, run.new
-        return [
+        return (
             f"{old.db_instance_id} no longer feeds {new.db_instance_id}; imctl deploy sets up"
-            f" DTS from {new.db_instance_id} to a fresh instance in {old.name} and drops"
-            f" {old.db_instance_id} from the stack without deleting it (keep it for forensics,"
-            " then delete it by hand)"
-        ]
+            f" DTS from {new.db_instance_id} to a fresh instance in {old.name}"
+        )
 
 
 def _int(value: Any) -> int:

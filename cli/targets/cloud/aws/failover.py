@@ -243,13 +243,8 @@ class AwsFailover(FailoverHooks):
             " with --force (it resumes), or swap the records by hand"
         )
 
-    def next_steps(self, run: Switch) -> list[str]:
-        old, new = run.old, run.new
-        return [
-            f"imctl deploy creates a new replica of {new.db_instance_id} in {old.name} and "
-            f"drops {old.db_instance_id} from the stack without deleting it (keep it for "
-            "forensics, then delete it by hand)"
-        ]
+    def standby_rebuild(self, run: Switch) -> str:
+        return f"imctl deploy creates a new replica of {run.new.db_instance_id} in {run.old.name}"
 
     @staticmethod
     def _state(run: Switch) -> _Preflight:

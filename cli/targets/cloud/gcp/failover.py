@@ -137,10 +137,8 @@ class GcpFailover(FailoverHooks):
             " promoted and refuse)"
         )
 
-    def next_steps(self, run: Switch) -> list[str]:
-        return [
+    def standby_rebuild(self, run: Switch) -> str:
+        return (
             f"{run.old.db_instance_id} is now an independent instance: imctl deploy creates a"
-            f" new replica of {run.new.db_instance_id} in {run.old.name} and drops"
-            f" {run.old.db_instance_id} from the stack without deleting it (keep it for"
-            " forensics, then delete it by hand)"
-        ]
+            f" new replica of {run.new.db_instance_id} in {run.old.name}"
+        )
