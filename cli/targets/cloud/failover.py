@@ -176,9 +176,21 @@ def plan_failover(
     """The pre-flight alone: reads, changes nothing."""
     deadline = Deadline(None, operation="failover plan", hint=scope.timeout_hint)
     run, pre = _begin(hooks, scope, to_region, force, deadline, lambda _: None)
+    return {
+        "mode": "forced" if force else "planned",
+        "from_region": run.old.name,
+        "to_region": run.new.name,
+        "dry_run": True,
+        "steps": _steps(hooks, run, pre),
+        "data_loss_bound": hooks.forced_bound(run) if force else hooks.planned_bound(run, pre),
+        "details": run.details,
+    }
+
+
+def _steps(hooks: FailoverHooks, run: Switch, pre: Preflight) -> list[str]:
     old, new = run.old, run.new
     fence = f"fence {old.name}: scale {old.deployment} to 0"
-    if not force:
+    if not run.force:
         fence += " and wait until none of its pods is ready (if it cannot, nothing changes)"
     elif hooks.forced_fence_waits:
         fence += " and wait until none of its pods is ready; a region that does not answer is"
@@ -186,26 +198,18 @@ def plan_failover(
     else:
         fence += "; a region that does not answer is recorded as not fenced"
     steps = [fence]
-    if not force:
+    if not run.force:
         steps.append(
             f"wait until {pre.catch_up}; if that does not happen, {old.deployment} in"
             f" {old.name} gets its pods back and nothing is {hooks.switch_verb}"
         )
-    steps += [
+    return [
+        *steps,
         pre.promote,
         f"scale {new.deployment} in {new.name} to the pods {old.name} ran and wait until it"
         " is ready",
         pre.dns,
     ]
-    return {
-        "mode": "forced" if force else "planned",
-        "from_region": old.name,
-        "to_region": new.name,
-        "dry_run": True,
-        "steps": steps,
-        "data_loss_bound": hooks.forced_bound(run) if force else hooks.planned_bound(run, pre),
-        "details": run.details,
-    }
 
 
 def run_failover(
@@ -218,7 +222,7 @@ def run_failover(
 ) -> dict[str, Any]:
     deadline = Deadline(timeout, operation="failover", hint=scope.timeout_hint)
     run, pre = _begin(hooks, scope, to_region, force, deadline, progress)
-    old, new, dns_name = run.old, run.new, scope.outputs.dns_name
+    old, new = run.old, run.new
     doc: dict[str, Any] = {
         "mode": "forced" if force else "planned",
         "from_region": old.name,
@@ -229,7 +233,7 @@ def run_failover(
         "data_loss_bound": None,
         "fenced": False,
         "rejoined": False,
-        "endpoint": dns_name,
+        "endpoint": scope.outputs.dns_name,
         "next_steps": [],
         "warnings": [],
         "details": run.details,
@@ -244,22 +248,9 @@ def run_failover(
         progress=progress,
         interval=scope.interval,
     )
-    fenced_at = time.time()
     doc["fenced"] = fence.fenced
     run.details["fence"] = fence.to_json()
-    if not force:
-        try:
-            doc["data_loss_bound"] = hooks.caught_up(run, fenced_at)
-        except ImctlError as exc:
-            _abandon(exc, hooks, scope, run, fence)
-            raise
-    else:
-        bound = hooks.forced_bound(run)
-        if not fence.fenced:
-            bound["why"] += (
-                "; the old region could not be fenced, so its pods may still write there"
-            )
-        doc["data_loss_bound"] = bound
+    doc["data_loss_bound"] = _bound(hooks, scope, run, fence, fenced_at=time.time())
     if pre.resume:
         progress(f"{new.db_instance_id} is already promoted")
     else:
@@ -273,18 +264,7 @@ def run_failover(
             raise
     hooks.await_promoted(run)
     doc["promote_seconds"] = since(t0)
-    replicas = fence.previous_replicas or DEFAULT_FAILOVER_REPLICAS
-    try:
-        replicas = hooks.replicas(run, fence)
-        bring_up(scope.kube, new, replicas, deadline=deadline, progress=progress)
-    except Exception as exc:
-        raise partial(
-            f"{new.db_instance_id} in {new.name} is the primary now",
-            exc,
-            f"finish by hand: imctl scale --region {new.name} --replicas {replicas}, then"
-            f" point {dns_name} at {new.endpoint}",
-        ) from None
-    run.details["replicas"] = replicas
+    run.details["replicas"] = _bring_up(hooks, scope, run, fence)
     doc["warnings"].append(
         f"{old.db_instance_id} ({old.name}) no longer feeds {new.db_instance_id} and still"
         " accepts writes at the database level: keep its workload at 0"
@@ -296,16 +276,51 @@ def run_failover(
     try:
         run.details["dns"] = hooks.point_dns(run)
     except Exception as exc:
+        # The new primary serves already: what is left is the name, and the result says so.
         why = exc.message if isinstance(exc, ImctlError) else f"{type(exc).__name__}: {exc}"
         doc["rto_seconds"] = since(t0)
-        run.details["dns"] = {"name": dns_name, "wanted": new.endpoint, "error": why}
+        run.details["dns"] = {"name": doc["endpoint"], "wanted": new.endpoint, "error": why}
         raise FailoverIncomplete(
-            f"{new.name} is promoted and serving, but {dns_name} was not pointed at it: {why}",
+            f"{new.name} is promoted and serving, but {doc['endpoint']} was not pointed at it:"
+            f" {why}",
             hooks.dns_hint(run),
             doc,
         ) from exc
     doc["rto_seconds"] = since(t0)
     return doc
+
+
+def _bound(
+    hooks: FailoverHooks, scope: Scope, run: Switch, fence: Fence, *, fenced_at: float
+) -> dict[str, Any]:
+    if not run.force:
+        try:
+            return hooks.caught_up(run, fenced_at)
+        except ImctlError as exc:
+            _abandon(exc, hooks, scope, run, fence)
+            raise
+    bound = hooks.forced_bound(run)
+    if not fence.fenced:
+        bound["why"] += "; the old region could not be fenced, so its pods may still write there"
+    return bound
+
+
+def _bring_up(hooks: FailoverHooks, scope: Scope, run: Switch, fence: Fence) -> int:
+    """The new primary's pods; a failure here comes after the promotion, so it is a partial
+    success that says how to finish."""
+    new = run.new
+    replicas = fence.previous_replicas or DEFAULT_FAILOVER_REPLICAS
+    try:
+        replicas = hooks.replicas(run, fence)
+        bring_up(scope.kube, new, replicas, deadline=run.deadline, progress=run.progress)
+    except Exception as exc:
+        raise partial(
+            f"{new.db_instance_id} in {new.name} is the primary now",
+            exc,
+            f"finish by hand: imctl scale --region {new.name} --replicas {replicas}, then"
+            f" point {scope.outputs.dns_name} at {new.endpoint}",
+        ) from None
+    return replicas
 
 
 def _abandon(
