@@ -117,23 +117,19 @@ def status(
 def _render_cloud_regions(console: Any, doc: Mapping[str, Any]) -> None:
     for name, r in doc["regions"].items():
         db = r.get("database") or {}
-        db_state = db.get("status") or r.get("db_state") or "unknown"
         work = r.get("workload") or {}
         pods = (
             f"{work.get('ready')}/{work.get('desired')} pods ready"
             if "desired" in work
             else f"pods: {work.get('error', 'unknown')}"
         )
-        readyz = r.get("readyz")
-        ready = "ok" if readyz is True else ("not ready" if readyz is False else readyz)
-        instance = r.get("db_instance_id") or "-"
         console.print(
-            f"\nregion [bold]{name}[/bold] ({r.get('role')})  database {instance}: {db_state}"
-            f"  {pods}  /readyz {ready}",
+            f"\nregion [bold]{name}[/bold] ({r.get('role')})  database {db.get('id') or '-'}:"
+            f" {db.get('state') or 'unknown'}  {pods}  /readyz {r.get('readyz')}",
             highlight=False,
         )
         if r.get("endpoint"):
             console.print(f"  endpoint {r['endpoint']}", markup=False)
     lag = doc.get("replica_lag_seconds")
     if lag is not None:
-        console.print(f"standby lag {lag}s")
+        console.print(f"standby lag {lag:g}s")

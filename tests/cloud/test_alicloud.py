@@ -507,7 +507,7 @@ def test_a_missing_access_key_is_a_credentials_error(fake: AliyunFake, kubes: Ku
 
 def test_status_reports_instances_dts_workloads_and_dns(fake: AliyunFake, kubes: Kubes) -> None:
     doc = make_ops(fake, kubes).status()
-    assert doc["regions"][PRIMARY]["db_state"] == "Running"
+    assert doc["regions"][PRIMARY]["database"]["state"] == "Running"
     assert doc["regions"][PRIMARY]["workload"] == {"desired": 3, "ready": 3}
     assert doc["dts"]["status"] == "Synchronizing"
     assert doc["dns_points_to"] == [{"type": "CNAME", "value": GTM_CNAME, "line": "default"}]

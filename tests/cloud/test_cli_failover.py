@@ -306,3 +306,16 @@ def test_cloud_status_prints_as_text_not_as_json(aws: Aws, stack: FakePulumi) ->
     text = stdout.getvalue()
     assert f"region {EAST} (primary)" in text and f"region {WEST} (standby)" in text
     assert "{" not in text  # no JSON dump
+
+
+def test_status_check_fails_on_a_cloud_stack_whose_pods_answer_nothing(
+    aws: Aws,  # noqa: F811
+    stack: FakePulumi,
+) -> None:
+    # Nothing serves /readyz behind the moto world's load balancer names.
+    code, doc = _imctl(stack, ["status", "--cloud", "aws", "--check", "-o", "json"])
+    assert code == 10, doc
+    assert doc["healthy"] is False
+    assert "no_node_ready" in [p["code"] for p in doc["problems"]]
+    code, doc = _imctl(stack, ["status", "--cloud", "aws", "-o", "json"])
+    assert code == 0 and doc["healthy"] is False  # without --check: reported, exit 0

@@ -732,8 +732,8 @@ def test_status_reports_databases_workloads_lag_and_dns(fake: GcpFake, kubes: Ku
     fake.lag["im-db-replica"] = [1.5]
     doc = make_ops(fake, kubes).status()
     p, s = doc["regions"][PRIMARY], doc["regions"][STANDBY]
-    assert (p["db_state"], p["db_role"]) == ("RUNNABLE", "primary")
-    assert (s["db_state"], s["db_role"]) == ("RUNNABLE", "replica")
+    assert (p["database"]["state"], p["database"]["role"]) == ("RUNNABLE", "primary")
+    assert (s["database"]["state"], s["database"]["role"]) == ("RUNNABLE", "replica")
     assert p["workload"] == {"desired": 3, "ready": 3}
     assert p["readyz"] != "ok"  # no im-server behind these addresses
     assert doc["replica_lag_seconds"] == 1.5

@@ -1,7 +1,9 @@
 """Status and scale for a cloud whose regions each hold a database and a Deployment the stack
 can scale, the standby an asynchronous copy (GCP, Alibaba Cloud): ``RegionalStatus`` runs them
 the same way and asks the cloud's ``RegionProbe`` for what only it can read or resize. AWS
-reports its own shape (aws/status.py) and starts each region's entry with ``region_facts``."""
+reads its own (aws/status.py) into the same shape: per region ``role``, ``endpoint``,
+``database {id, state, available, role}``, ``workload {desired, ready}`` (or ``{error}``) and
+``readyz`` (``ok`` or why not); health and problems are judged from that (cloud/health.py)."""
 
 from __future__ import annotations
 
@@ -62,11 +64,13 @@ class RegionalStatus:
         for name, r in outputs.regions.items():
             info = region_facts(r)
             try:
-                info.update(self.probe.db_status(r))
+                info["database"] = {"id": r.db_instance_id, **self.probe.db_status(r)}
             except CredentialsError:
                 raise
             except ImctlError as exc:
-                info["db_state"] = f"unknown: {exc.message}"
+                info["database"] = {
+                    "id": r.db_instance_id, "state": f"unknown: {exc.message}", "available": False,
+                }  # fmt: skip
             info["workload"] = workload_status(self.scope.kube, r)
             info["readyz"] = readyz(r.endpoint, self._readyz_timeout, outputs.tls_name)
             regions[name] = info

@@ -178,8 +178,12 @@ class CloudTarget(Target):
     # --- status and scale -----------------------------------------------------------------------
 
     def status(self, check: bool) -> Result:
+        from cli.targets.cloud.health import problems
+
         outs = self._outputs()
         doc = self._doc(self._ops(outs).status())
+        found = problems(doc, self.stack, self.cloud)
+        doc["healthy"], doc["problems"] = not found, found
         # Operations recorded in the config that the deployed stack does not reflect yet.
         notes = [str(n) for k in ("roles_note", "restore_note") if (n := outs.extra.get(k))]
         if notes:

@@ -23,7 +23,9 @@ class AlicloudProbe:
         return {}
 
     def db_status(self, r: RegionOutputs) -> dict[str, Any]:
-        return {"db_state": self.api.attribute(r.name, r.db_instance_id).get("DBInstanceStatus")}
+        # No database role: the standby is a writable instance that DTS feeds (see "dts").
+        state = self.api.attribute(r.name, r.db_instance_id).get("DBInstanceStatus")
+        return {"state": state, "available": state == "Running"}
 
     def standby_status(self, standby: RegionOutputs) -> dict[str, Any]:
         try:

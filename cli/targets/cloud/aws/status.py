@@ -16,6 +16,7 @@ from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outputs import RegionOutputs
 from cli.targets.cloud.probes import readyz
 from cli.targets.cloud.status import region_facts
+from cli.targets.cloud.workload import workload_status
 
 _NODEGROUP_FAILED = frozenset({"CREATE_FAILED", "DELETE_FAILED", "DELETING", "DEGRADED"})
 
@@ -42,10 +43,10 @@ class AwsStatus:
                 **region_facts(r),
                 "namespace": r.namespace,
                 "deployment": r.deployment,
-                "database": self._db_status(r),
-                "readyz": self._readyz(r.endpoint),
+                "database": {"id": r.db_instance_id, **self._db_status(r)},
+                "workload": workload_status(self.scope.kube, r),
+                "readyz": "ok" if self._readyz(r.endpoint) else "not ready",
             }
-        primary = regions[o.primary_region]
         return {
             "cloud": "aws",
             "primary_region": o.primary_region,
@@ -55,18 +56,21 @@ class AwsStatus:
             "backup_bucket": o.backup_bucket,
             "regions": regions,
             "dns": self._dns_status(),
-            "healthy": primary["readyz"] and primary["database"].get("status") == "available",
         }
 
     def _db_status(self, r: RegionOutputs) -> dict[str, Any]:
         try:
             inst = self.api.describe_db(r.name, r.db_instance_id)
             if inst is None:
-                return {"status": "not found"}
+                return {"state": "not found", "available": False}
+            state = inst.get("DBInstanceStatus")
+            replica_of = inst.get("ReadReplicaSourceDBInstanceIdentifier")
             out: dict[str, Any] = {
-                "status": inst.get("DBInstanceStatus"),
+                "state": state,
+                "available": state == "available",
+                "role": "replica" if replica_of else "primary",
                 "host": inst.get("Endpoint", {}).get("Address"),
-                "replica_of": inst.get("ReadReplicaSourceDBInstanceIdentifier"),
+                "replica_of": replica_of,
             }
             if out["replica_of"]:
                 out["replication"] = [
@@ -82,7 +86,7 @@ class AwsStatus:
             raise
         except ImctlError as exc:
             # One unreachable region must not hide the other's state.
-            return {"status": "unknown", "error": exc.message}
+            return {"state": f"unknown: {exc.message}", "available": False}
 
     def _dns_status(self) -> dict[str, Any]:
         try:

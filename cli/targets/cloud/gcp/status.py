@@ -24,9 +24,11 @@ class GcpProbe:
 
     def db_status(self, r: RegionOutputs) -> dict[str, Any]:
         inst = self.api.instance(r.db_instance_id)
+        state = inst.get("state")
         return {
-            "db_state": inst.get("state"),
-            "db_role": "replica" if inst.get("masterInstanceName") else "primary",
+            "state": state,
+            "available": state == "RUNNABLE",
+            "role": "replica" if inst.get("masterInstanceName") else "primary",
         }
 
     def standby_status(self, standby: RegionOutputs) -> dict[str, Any]:
