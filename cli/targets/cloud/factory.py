@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cli.errors import CredentialsError, UsageError
 from cli.targets.cloud.ops import CloudOps
@@ -13,10 +13,6 @@ from cli.targets.cloud.outputs import CloudOutputs, load_file
 if TYPE_CHECKING:
     from cli.targets.choose import Invocation as Context
     from cli.targets.cloud.kube import KubeApi
-
-
-def render_cloud(console: Any, doc: Any) -> None:
-    console.print_json(data=doc)
 
 
 def load_outputs(ctx: Context, outputs_file: str | None) -> CloudOutputs:
