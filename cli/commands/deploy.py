@@ -1,4 +1,6 @@
-"""imctl deploy: create or reconcile a stack (idempotent: re-running changes only what drifted)."""
+"""imctl deploy: create or reconcile a stack (idempotent: re-running changes only what drifted).
+
+On a cloud it previews first and shows the plan before asking (``--preview`` stops there)."""
 
 from __future__ import annotations
 
@@ -69,6 +71,22 @@ def deploy(
         list[str] | None,
         typer.Option("--set", help="Clouds: override a stack config key, key=value."),
     ] = None,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview",
+            help="Clouds: show what the deploy would create, update, replace and delete (asking"
+            " the cloud), change nothing, exit 0.",
+        ),
+    ] = False,
+    refuse_replace: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-replace",
+            help="Clouds: exit 10 before applying anything if the preview replaces or deletes a"
+            " stateful resource (database, bucket, cluster, key, zone).",
+        ),
+    ] = False,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -86,25 +104,84 @@ def deploy(
         "replication": replication,
         "sync_policy": sync_policy,
         "sync_degrade_after": sync_degrade_after,
+        "preview": preview,
+        "refuse_replace": refuse_replace,
     }
+
+    def show(plan: Mapping[str, Any]) -> None:
+        # Before the question, on stderr: stdout carries the result only.
+        render_preview(ctx.out.stderr_console, plan)
 
     def body() -> Result:
         target = target_for(
             ctx, port=port, replication=replication, sync_policy=sync_policy,
-            sync_degrade_after=sync_degrade_after, set=set_,
+            sync_degrade_after=sync_degrade_after, set=set_, preview=preview,
+            refuse_replace=refuse_replace,
         )  # fmt: skip
         req = DeployRequest(
             region, standby_region, replicas, port, replication, sync_policy, sync_degrade_after,
-            parse_sets(set_ or []),
+            parse_sets(set_ or []), preview_only=preview, refuse_replace=refuse_replace,
+            show_preview=None if ctx.json else show,
         )  # fmt: skip
         return target.deploy(req, ctx.operator)
 
     run(ctx, "deploy", args, body, _render, mutating=True, create_stack=True)
 
 
+_SIGN = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
+_STYLE = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red"}
+
+
+def _rank(op: str) -> int:
+    order = [*_SIGN, "same"]
+    return order.index(op) if op in order else len(order)
+
+
+def _counted(changes: Mapping[str, int]) -> str:
+    ops = sorted((op for op in changes if changes[op]), key=_rank)
+    words = [f"{changes[op]} {'unchanged' if op == 'same' else 'to ' + op}" for op in ops]
+    return ", ".join(words) or "no changes"
+
+
+def render_preview(console: Any, doc: Mapping[str, Any]) -> None:
+    """A cloud preview: every planned change by resource, grouped create, update, replace,
+    delete; a stateful resource replaced or deleted in bold red, with why."""
+    from rich.markup import escape
+
+    new = " (new stack)" if doc.get("new_stack") else ""
+    console.print(
+        f"[bold]Preview of {doc['cloud']} stack {escape(doc['stack'])}{new}:[/bold]"
+        f" {_counted(doc.get('changes') or {})}"
+    )
+    steps = sorted(doc.get("steps") or [], key=lambda s: _rank(s["op"]))
+    losses = 0
+    for step in steps:
+        op = step["op"]
+        line = f"{_SIGN.get(op, '?'):>2} {op:<7} {escape(step['type'])} {escape(step['name'])}"
+        if op != "create":
+            line += f": {escape(step['why'])}"
+        if step["stateful"] and op in ("replace", "delete"):
+            losses += 1
+            console.print(f"[bold red]! {line} (stateful)[/bold red]")
+        else:
+            console.print(f"  [{_STYLE.get(op, 'default')}]{line}[/]")
+    if doc.get("config_changed"):
+        console.print(f"config to write: {', '.join(doc['config_changed'])}")
+    if losses:
+        console.print(
+            f"[bold red]{losses} stateful resource(s) replaced or deleted (marked !): the data"
+            " does not move to a replacement.[/bold red] Take a snapshot first"
+            " (imctl snapshot create); --refuse-replace stops a deploy here (exit 10)."
+        )
+
+
 def _render(console: Any, doc: Mapping[str, Any]) -> None:
     if "regions" in doc:  # the local target: each region's processes
         _render_deploy(console, doc)
+        return
+    if doc.get("operation") == "preview":  # --preview
+        render_preview(console, doc)
+        console.print("nothing was changed; deploy without --preview to apply")
         return
     res = doc.get("resources", {})
     console.print(

@@ -26,17 +26,21 @@ when it runs, so ``imctl --help`` stays cheap and a missing SDK is an error with
 
 The modules, in the order a call goes through them: ``settings`` (where state, secrets and the
 CLI are), ``workspace`` (the CLI, the inline program, the stack), ``config`` (the stack's config,
-read and written), ``roles`` (the writer after a recorded failover), ``operations`` (up,
-preview, destroy, refresh), ``events`` (engine events -> ``ProgressEvent``), ``pulumi_errors``
-(Pulumi failures -> ``ImctlError``), ``stack_outputs`` (the deployed outputs).
+read and written), ``roles`` (the writer after a recorded failover), ``staged`` (a deploy's
+config written, previewed, applied or put back), ``operations`` (up, preview, destroy,
+refresh), ``events`` (engine events -> ``ProgressEvent``), ``steps`` (a preview's planned
+changes) and ``stateful`` (the resource types that hold data), ``pulumi_errors`` (Pulumi
+failures -> ``ImctlError``), ``stack_outputs`` (the deployed outputs).
 """
 
 from cli.engine.config import config_values, set_config, stack_config
 from cli.engine.operations import deploy, destroy, preview, refresh
 from cli.engine.stack_outputs import StackOutputs, outputs
+from cli.engine.staged import Staged, staged
 
 __all__ = [
     "StackOutputs",
+    "Staged",
     "config_values",
     "deploy",
     "destroy",
@@ -45,4 +49,5 @@ __all__ = [
     "refresh",
     "set_config",
     "stack_config",
+    "staged",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,6 +109,32 @@ def write_config(
         )
     for key, value in {**to_hide, **secret}.items():
         _set_secret(settings, st, key, value)
+
+
+def restore_config(
+    settings: EngineSettings,
+    st: auto.Stack,
+    before: Mapping[str, auto.ConfigValue],
+    keys: Iterable[str],
+) -> None:
+    """Put ``keys`` back as ``before`` (the stack's whole config, secrets shown) had them: those
+    it lacked are removed, the others get their old value back (a secret on stdin again)."""
+    from pulumi.automation import ConfigValue
+
+    written = list(dict.fromkeys(_qualified(k) for k in keys))
+    added = [k for k in written if k not in before]
+    if added:
+        st.remove_all_config(added)
+    plain = {
+        k: ConfigValue(value=before[k].value, secret=False)
+        for k in written
+        if k in before and not before[k].secret
+    }
+    if plain:
+        st.set_all_config(plain)
+    for key in written:
+        if key in before and before[key].secret:
+            _set_secret(settings, st, key, before[key].value)
 
 
 def config_values(ctx_stack: str, *, home: Path, env: Mapping[str, str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from cli.engine.steps import StepLog
 from cli.progress import EventSink, NullSink, ProgressEvent
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 _COLOR = re.compile(r"<\{%[^%]*%\}>")
 
 Operation = Literal["up", "preview", "destroy", "refresh"]
+# A preview's steps are its result (the deploy shows them grouped, once): its progress is the
+# start, the diagnostics and the summary.
+_PREVIEW_QUIET = frozenset({"resource_started", "resource_done"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,7 @@ class EventRenderer:
         self.duration_seconds: float | None = None
         self.events_seen = 0
         self.dropped = 0  # events we could not translate or the display raised on
+        self.plan = StepLog()  # what a preview plans to change
 
     @property
     def done(self) -> int:
@@ -92,6 +97,8 @@ class EventRenderer:
                 self.dropped += 1
                 return
             if translated is None:
+                return
+            if self.operation == "preview" and translated.kind in _PREVIEW_QUIET:
                 return
             try:
                 self._progress.event(translated)
@@ -122,6 +129,8 @@ class EventRenderer:
         if ev.prelude_event is not None:
             return self._make("start", seq)
         if ev.resource_pre_event is not None:
+            if self.operation == "preview":
+                self.plan.add(ev.resource_pre_event.metadata)
             return self._resource("resource_started", seq, ev.resource_pre_event.metadata)
         if ev.res_outputs_event is not None:
             return self._resource("resource_done", seq, ev.res_outputs_event.metadata)

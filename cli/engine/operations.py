@@ -5,90 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cli.engine.config import validated, write_config
-from cli.engine.events import EventRenderer, Operation, op_map
+from cli.engine.config import write_config
+from cli.engine.events import EventRenderer, op_map
 from cli.engine.pulumi_errors import translated
-from cli.engine.roles import refuse_undeployable, roles_moved
-from cli.engine.settings import EngineSettings, resolve_settings
-from cli.engine.stack_outputs import outputs_of
-from cli.engine.workspace import (
-    PROJECT,
-    imctl_config,
-    open_stack,
-    program,
-    pulumi_command,
-    workspace_options,
-)
+from cli.engine.settings import resolve_settings
+from cli.engine.staged import result_doc, staged
+from cli.engine.workspace import imctl_config, open_stack
 from cli.progress import EventSink
-
-if TYPE_CHECKING:
-    from pulumi import automation as auto
-
-
-def _prepare(
-    settings: EngineSettings,
-    stack: str,
-    cloud: str,
-    config: Mapping[str, str],
-    secret_config: Mapping[str, str] | None,
-) -> tuple[auto.Stack, bool, dict[str, str], dict[str, str]]:
-    """Open (or create) the stack and write the config; -> (stack, created, changed keys, the
-    stack's plain config as written)."""
-    from pulumi import automation as auto
-
-    cmd = pulumi_command(settings)
-    created = False
-    try:
-        st = auto.select_stack(
-            stack_name=stack,
-            project_name=PROJECT,
-            program=program,
-            opts=workspace_options(settings, cmd),
-        )
-        existing = imctl_config(st)
-    except auto.StackNotFoundError:
-        # Validate before creating, so a typo in --region leaves no empty stack behind.
-        validated(stack, cloud, {}, config)
-        st = auto.create_or_select_stack(
-            stack_name=stack,
-            project_name=PROJECT,
-            program=program,
-            opts=workspace_options(settings, cmd),
-        )
-        existing, created = {}, True
-    if existing.get("teardown") == "true" and "teardown" not in config:
-        # A destroy that failed half-way lifted the databases' protection: a deploy restores it.
-        config = {**config, "teardown": "false"}
-    changed = validated(stack, cloud, existing, config)
-    merged = {**existing, **config, "cloud": cloud}
-    refuse_undeployable(stack, merged)
-    write_config(settings, st, changed, secret_config or {})
-    return st, created, changed, merged
-
-
-def _doc(
-    operation: Operation,
-    stack: str,
-    cloud: str | None,
-    settings: EngineSettings,
-    renderer: EventRenderer,
-    started: float,
-    **extra: Any,
-) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "stack": stack,
-        "cloud": cloud,
-        "operation": operation,
-        "backend": settings.public_backend,
-        "changes": renderer.changes,
-        "resources": renderer.counts(),
-        "duration_seconds": round(time.monotonic() - started, 3),
-        "warnings": renderer.warnings,
-    }
-    doc.update(extra)
-    return doc
 
 
 def deploy(
@@ -103,39 +28,10 @@ def deploy(
     expected_total: int | None = None,
     message: str | None = None,
 ) -> dict[str, Any]:
-    """``pulumi up``: create or update the stack's resources; -> the result document."""
-    settings = resolve_settings(home, env)
-    renderer = EventRenderer(ctx_stack, "up", progress, expected_total)
-    started = time.monotonic()
-    with translated(ctx_stack, "up", settings, renderer):
-        st, created, changed, merged = _prepare(settings, ctx_stack, cloud, config, secret_config)
-        refresh = not created and roles_moved(st, merged)
-        result = st.up(
-            on_event=renderer,
-            color="never",
-            message=message or f"imctl deploy -s {ctx_stack}",
-            show_secrets=False,
-            suppress_progress=True,
-            refresh=refresh,
-        )
-    outs = outputs_of(result.outputs)
-    if not renderer.changes:
-        renderer.changes = op_map(result.summary.resource_changes)
-    changes = {k: v for k, v in renderer.changes.items() if k != "same" and v}
-    return _doc(
-        "up",
-        ctx_stack,
-        cloud,
-        settings,
-        renderer,
-        started,
-        result=result.summary.result,
-        created=created,
-        changed=bool(changes),
-        config_changed=sorted(changed),
-        refreshed=refresh,
-        outputs=outs.public(),
-    )
+    """``pulumi up`` without a preview: create or update the stack's resources; -> the result
+    document. ``imctl deploy`` previews first, through ``staged``."""
+    with staged(ctx_stack, cloud, config, home=home, env=env, secret_config=secret_config) as stage:
+        return stage.up(progress, expected_total, message)
 
 
 def preview(
@@ -148,25 +44,11 @@ def preview(
     progress: EventSink | None = None,
     expected_total: int | None = None,
 ) -> dict[str, Any]:
-    """``pulumi preview``: what deploy would change, asking the cloud (needs credentials).
-    Creates the (empty) stack and writes its config, as deploy would."""
-    settings = resolve_settings(home, env)
-    renderer = EventRenderer(ctx_stack, "preview", progress, expected_total)
-    started = time.monotonic()
-    with translated(ctx_stack, "preview", settings, renderer):
-        st, created, changed, _ = _prepare(settings, ctx_stack, cloud, config, None)
-        result = st.preview(on_event=renderer, color="never", suppress_progress=True)
-    renderer.changes = op_map(result.change_summary) or renderer.changes
-    return _doc(
-        "preview",
-        ctx_stack,
-        cloud,
-        settings,
-        renderer,
-        started,
-        created=created,
-        config_changed=sorted(changed),
-    )
+    """``pulumi preview``: what deploy would change, asking the cloud (needs credentials), each
+    planned step under ``steps`` (cli/engine/steps.py). Leaves the stack as it was: the config
+    it wrote to preview with is put back, a stack it created is removed."""
+    with staged(ctx_stack, cloud, config, home=home, env=env) as stage:
+        return stage.preview(progress, expected_total)
 
 
 def destroy(
@@ -210,7 +92,7 @@ def destroy(
         )
     if not renderer.changes:
         renderer.changes = op_map(result.summary.resource_changes)
-    return _doc(
+    return result_doc(
         "destroy",
         ctx_stack,
         cloud,
@@ -243,6 +125,6 @@ def refresh(
         )
     if not renderer.changes:
         renderer.changes = op_map(result.summary.resource_changes)
-    return _doc(
+    return result_doc(
         "refresh", ctx_stack, cloud, settings, renderer, started, result=result.summary.result
     )

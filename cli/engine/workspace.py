@@ -4,6 +4,7 @@ stack's imctl config as the Automation API sees them."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from cli.engine.settings import INSTALL_HINT, MIN_PULUMI_VERSION, EngineSettings
@@ -70,8 +71,13 @@ def open_stack(settings: EngineSettings, stack: str) -> auto.Stack:
 
 def imctl_config(stack: auto.Stack) -> dict[str, str]:
     """The stack's imctl-namespace config, plain values only (secrets are not typed config)."""
+    return imctl_values(stack.get_all_config())
+
+
+def imctl_values(config: Mapping[str, auto.ConfigValue]) -> dict[str, str]:
+    """``imctl_config`` of a config map already read."""
     out: dict[str, str] = {}
-    for key, value in stack.get_all_config().items():
+    for key, value in config.items():
         ns, _, name = key.partition(":")
         if ns == PROJECT and not value.secret:
             out[name] = str(value.value)

@@ -68,6 +68,11 @@ class DeployRequest:
     sync_policy: str | None = None
     sync_degrade_after: float | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
+    # Clouds only: stop after the preview (changing nothing); exit 10 when the preview replaces
+    # or deletes a stateful resource; how the command shows the preview before it asks.
+    preview_only: bool = False
+    refuse_replace: bool = False
+    show_preview: Callable[[Mapping[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)

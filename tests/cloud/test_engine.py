@@ -426,11 +426,14 @@ def test_scripted_outputs_from_infrastructure_deployed_elsewhere(
 def test_preview_changes_nothing_and_never_deployed_has_no_outputs(fake: FakePulumi) -> None:
     recorder = Recorder()
     doc = engine.preview("dev", "aws", REGIONS, home=fake.home, env=fake.env, progress=recorder)
-    assert doc["changes"] == {"create": 7} and doc["created"] is True
+    assert doc["changes"] == {"create": 7} and doc["new_stack"] is True
     assert recorder.kinds()[-1] == "summary"
-    assert fake.stack_state("dev")["resources"] == []
-    err = _error(lambda: engine.outputs("dev", home=fake.home, env=fake.env).cloud("dev"))
-    assert isinstance(err, PreconditionFailed) and err.status is ExitStatus.PRECONDITION
+    assert [s["op"] for s in doc["steps"]] == ["create"] * 7
+    # The stack the preview created to preview with is gone again.
+    err = _error(lambda: engine.outputs("dev", home=fake.home, env=fake.env))
+    assert err.status is ExitStatus.STACK_NOT_FOUND
+    err = _error(lambda: engine.StackOutputs(values={}).cloud("dev"))
+    assert isinstance(err, PreconditionFailed) and "never deployed" in err.message
 
 
 def test_destroy_refresh_and_remove(fake: FakePulumi) -> None:

@@ -43,7 +43,7 @@ SCALE_TIMEOUT = 1800.0
 class CloudTarget(Target):
     name: ClassVar[str] = "cloud"
     options: ClassVar[frozenset[str]] = frozenset(
-        {"--outputs", "--set", "--nodes", "--min", "--max"}
+        {"--outputs", "--set", "--nodes", "--min", "--max", "--preview", "--refuse-replace"}
     )
 
     def __init__(self, ctx: Invocation, outputs_file: str | None = None) -> None:
@@ -78,7 +78,10 @@ class CloudTarget(Target):
     # --- deploy and destroy: Pulumi -------------------------------------------------------------
 
     def deploy(self, req: DeployRequest, op: Operator) -> Result:
+        """Preview, show the plan, ask, apply (as ``pulumi up`` does). ``--preview`` stops after
+        the preview; it, a refusal and a "no" leave the stack as it was (cli/engine/staged.py)."""
         from cli import engine
+        from cli.engine.steps import refuse_state_loss, state_losses
 
         if req.replicas is not None:
             raise UsageError(
@@ -86,21 +89,33 @@ class CloudTarget(Target):
                 "the HPA sizes the Deployment: --set hpaMin=N (or imctl scale --replicas N)",
             )
         cfg = engine.stack_config(req.region, req.standby_region, dict(req.sets))
-        op.confirm(
-            f"Deploy stack {self.stack!r} to {self.cloud}?",
-            details=[
-                f"pulumi up: creates or updates billable resources on {self.cloud}"
-                f" ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'stored config'})",
-                f"preview what it creates offline: imctl plan --cloud {self.cloud} --region ...",
-            ],
-        )
-        try:
-            doc: dict[str, Any] = engine.deploy(
-                self.stack, self.cloud, cfg, home=self.ctx.env.home, env=self.ctx.env.environ,
-                progress=op.engine_progress(),
-            )  # fmt: skip
-        finally:
-            op.end_engine_progress()
+        env = self.ctx.env
+        with engine.staged(self.stack, self.cloud, cfg, home=env.home, env=env.environ) as stage:
+            try:
+                plan = self._doc(stage.preview(op.engine_progress()))
+            finally:
+                op.end_engine_progress()
+            losses = state_losses(stage.planned)
+            if req.preview_only and not (req.refuse_replace and losses):
+                return DocResult(plan)  # the command renders it as the result
+            if req.show_preview is not None:
+                req.show_preview(plan)
+            if req.refuse_replace:
+                refuse_state_loss(self.stack, losses)
+            op.confirm(
+                f"Deploy stack {self.stack!r} to {self.cloud}"
+                + (f", losing {len(losses)} stateful resource(s)?" if losses else "?"),
+                details=[
+                    f"pulumi up: {len(stage.planned)} resource change(s) planned on {self.cloud}"
+                    f" ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'stored config'})",
+                    *(s.describe() for s in losses),
+                ],
+            )
+            try:
+                doc = stage.up(op.engine_progress())
+            finally:
+                op.end_engine_progress()
+        doc["preview"] = {k: plan[k] for k in ("changes", "steps")}
         return DocResult(self._doc(doc))
 
     def destroy(self, keep_data: bool, op: Operator) -> Result:

@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(__file__).with_name("pulumi")
+ENGINE = Path(__file__).with_name("fake_engine.py")  # the script imports it from its directory
 PASSPHRASE = "correct horse battery staple"
 
 
 def install(root: Path) -> Path:
-    """Copy the stand-in to ``root/bin/pulumi``, runnable by this interpreter; -> its path."""
+    """Copy the stand-in to ``root/bin/pulumi``, runnable by this interpreter, with the module it
+    imports next to it; -> its path."""
     binary = root / "bin" / "pulumi"
     binary.parent.mkdir(parents=True, exist_ok=True)
     body = SCRIPT.read_text().split("\n", 1)[1]
     # -I: the user's site-packages and PYTHON* variables cannot change what the fake does.
     binary.write_text(f"#!{sys.executable} -I\n{body}")
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    (binary.parent / ENGINE.name).write_text(ENGINE.read_text())
     return binary
 
 
