@@ -165,8 +165,12 @@ class Node:
         cpus: str = str(SERVER_CPU),
         args: Sequence[str] = (),
         die_with_parent: bool = False,
+        cwd: Path | None = None,
     ) -> None:
         self.env, self.port, self.log = env, port, log
+        # `python -m im_server` imports the package from its working directory first: another
+        # directory runs another tree's code (bench.open_loop.ab's baseline).
+        self.cwd = cwd
         self.cpus, self.args = cpus, list(args)
         self.die_with_parent = die_with_parent
         self.proc: asyncio.subprocess.Process | None = None
@@ -195,7 +199,7 @@ class Node:
                 *prefix,
                 sys.executable, "-m", "im_server", "serve", "--port", str(self.port),
                 "--ready-file", str(ready), *self.args,
-                env=self.env, stdout=fh, stderr=fh,
+                env=self.env, stdout=fh, stderr=fh, cwd=self.cwd,
                 preexec_fn=lambda: self._child_setup(not has_taskset),
             )  # fmt: skip
         for _ in range(300):

@@ -212,8 +212,10 @@ class ImSystem(System):
         connections: int,
         cpus: set[int] | None,
         extra_env: dict[str, str] | None = None,
+        code: Path | None = None,
     ) -> None:
         self.nodes_n = nodes
+        self.code = code
         self.name = "im-server, 1 node" if nodes == 1 else f"im-server, {nodes} nodes + NATS"
         self.tmp, self.pgs, self.connections, self.cpus = tmp, pg, connections, cpus
         self.extra_env = extra_env or {}
@@ -279,7 +281,7 @@ class ImSystem(System):
             node = Node(
                 {**env, "IM_NODE_ID": f"n{i}"}, port, self.tmp / f"node{i}.log",
                 cpus=cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0))),
-                args=args, die_with_parent=True,
+                args=args, die_with_parent=True, cwd=self.code,
             )  # fmt: skip
             self.nodes.append(node)
             await node.start()
