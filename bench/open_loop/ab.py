@@ -133,7 +133,9 @@ def start_profilers(
     return procs
 
 
-def signal_nodes(v: Variant, sig: int) -> None:
+def signal_nodes(v: Variant, sig: int, a: argparse.Namespace) -> None:
+    if a.no_stop:
+        return
     assert v.system is not None
     for n in v.system.nodes:
         if n.proc is not None and n.proc.returncode is None:
@@ -162,7 +164,7 @@ async def measure(
     system, gen = v.system, v.gen
     port = system.nodes[0].port
     await set_pg(admin, v.pg, all_pg)
-    signal_nodes(v, signal.SIGCONT)
+    signal_nodes(v, signal.SIGCONT, a)
     try:
         # A node stopped for longer than aiohttp's 30 s heartbeat pings all its sessions at
         # once when it resumes: a burst no running node sees, let it pass.
@@ -186,7 +188,7 @@ async def measure(
         await asyncio.sleep(STATS_FLUSH_S)
         pg1, b1 = await pg_counters(admin, v.db), await batch_counters(http, port)
     finally:
-        signal_nodes(v, signal.SIGSTOP)
+        signal_nodes(v, signal.SIGSTOP, a)
     row = step_stats(st, a.duration)
     row["errors"] = {k: n - errors_before.get(k, 0) for k, n in gen.errors.items()}
     row["errors"] = {k: n for k, n in row["errors"].items() if n}
@@ -301,7 +303,7 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
                 c = await v.gen.connect(64)
                 w = await v.gen.warm(a.warm_rate, 30)
                 print(f"{v.name}: {c} warm {w}", file=sys.stderr)
-                signal_nodes(v, signal.SIGSTOP)
+                signal_nodes(v, signal.SIGSTOP, a)
             assert pg.pg is not None
             admin = await asyncpg.connect(pg.pg.dsn("postgres"))
             for rep in range(a.reps):
@@ -315,7 +317,7 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
     finally:
         for v in variants:
             with contextlib.suppress(Exception):
-                signal_nodes(v, signal.SIGCONT)
+                signal_nodes(v, signal.SIGCONT, a)
             if v.gen is not None:
                 with contextlib.suppress(Exception):
                     await v.gen.close(5)
@@ -352,6 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=600.0, help="whole run, seconds")
     p.add_argument("--profile", default="", help="pyspy,perf,strace over each window")
     p.add_argument("--profile-dir", default="/tmp/imctl-ab-profile")
+    p.add_argument(
+        "--no-stop",
+        action="store_true",
+        help="leave the idle nodes running: what happens over tens of seconds (timers that a"
+        " stop would bunch up) stays as it is, at the cost of their idle load",
+    )
     p.add_argument("--json")
     a = p.parse_args(argv)
     import uvloop
