@@ -67,6 +67,11 @@ def find_pulumi(env: Mapping[str, str]) -> Path:
     )
 
 
+def pulumi_work_dir(home: Path, env: Mapping[str, str]) -> Path:
+    """Where the engine keeps Pulumi.yaml and Pulumi.<stack>.yaml (doctor reads them too)."""
+    return Path(env.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+
+
 def resolve_settings(home: Path, env: Mapping[str, str]) -> EngineSettings:
     """Check the prerequisites a cloud operation needs, before touching anything."""
     backend = env.get("PULUMI_BACKEND_URL", "").strip()
@@ -88,7 +93,7 @@ def resolve_settings(home: Path, env: Mapping[str, str]) -> EngineSettings:
                 f"PULUMI_CONFIG_PASSPHRASE_FILE names {passfile}, which does not exist",
                 "point it at a file holding the passphrase",
             )
-    work_dir = Path(env.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+    work_dir = pulumi_work_dir(home, env)
     work_dir.mkdir(parents=True, exist_ok=True)
     binary = find_pulumi(env)
     forced = {"PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true"}

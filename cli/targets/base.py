@@ -154,9 +154,14 @@ class Target(ABC):
     def __init__(self, stack: str) -> None:
         self.stack = stack
 
+    @property
+    def target_name(self) -> str:
+        """What ``--cloud`` said (one class serves the three clouds)."""
+        return self.name
+
     def unsupported(self, verb: str, instead: str) -> UsageError:
         return UsageError(
-            f"`imctl {verb}` is not available on the {self.name} target",
+            f"`imctl {verb}` is not available on the {self.target_name} target",
             instead,
             code="not_supported_by_target",
         )
@@ -236,7 +241,7 @@ class Target(ABC):
         self, to_region: str | None, force: bool, pairs: int, op: Operator
     ) -> Result:
         raise self.unsupported(
-            "drill failover", f"rehearse with `imctl failover --dry-run --cloud {self.name}`"
+            "drill failover", f"rehearse with `imctl failover --dry-run --cloud {self.target_name}`"
         )
 
     def drill_clean(self, run_id: str | None, op: Operator) -> Result:

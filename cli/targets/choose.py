@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 LOCAL = "local"
 CLOUDS = ("aws", "gcp", "alicloud")
 
-# Every target-only option, and the targets that take it: what the error names.
-_TAKEN_BY: dict[str, tuple[str, ...]] = {}
-
 
 class Invocation(Protocol):
     """What choosing a target needs of the command's Context."""
@@ -56,13 +53,9 @@ def _target_class(cloud: str) -> type[Target]:
 
 
 def _takers(option: str) -> tuple[str, ...]:
-    if not _TAKEN_BY:
-        local = _target_class(LOCAL).options
-        cloud = _target_class(CLOUDS[0]).options
-        for name in local | cloud:
-            takers = ((LOCAL,) if name in local else ()) + (CLOUDS if name in cloud else ())
-            _TAKEN_BY[name] = takers
-    return _TAKEN_BY.get(option, ())
+    """The targets that take a target-only option: what the error names."""
+    local = (LOCAL,) if option in _target_class(LOCAL).options else ()
+    return local + (CLOUDS if option in _target_class(CLOUDS[0]).options else ())
 
 
 def check_options(cloud: str, given: Mapping[str, Any]) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from cli.locks import StackLock
 from cli.state import StackFiles
+from cli.targets.base import FAILOVER_KEYS, FAILOVER_PLAN_KEYS
 from cli.targets.local.drill import kill_region
 from cli.targets.local.procs import free_port
 from cli.targets.local.target import LocalTarget
@@ -59,6 +60,7 @@ def test_unsafe_requests_are_refused(pair: dict[str, Any], home: Path) -> None:
     assert imctl(home, "failover", "--to-region", "b", "-o", "json").returncode == 2  # no --yes
     dry = ok_json(home, "failover", "--to-region", "b", "--dry-run")
     assert dry["data_loss_bound"]["acked_messages"] == 0 and dry["steps"]
+    assert set(dry) == set(FAILOVER_PLAN_KEYS), sorted(dry)
     with StackLock(home, "dev", "failover", "someone@else"):
         assert imctl(home, "failover", "--to-region", "b", "--yes").returncode == 11
     assert _roles(home) == before  # nothing moved
@@ -151,7 +153,9 @@ async def test_async_mode_reports_a_nonzero_bound_when_the_standby_was_behind(
     await asyncio.to_thread(kill_region, target, cfg, "p")
     r = imctl(home, "failover", "-s", "asy", "--to-region", "s", "--force", "--yes", "-o", "json")
     assert r.returncode == 0, r.stdout + r.stderr
-    bound = json.loads(r.stdout)["data_loss_bound"]
+    doc = json.loads(r.stdout)
+    assert set(doc) == set(FAILOVER_KEYS), sorted(doc)  # the keys every target gives
+    bound = doc["data_loss_bound"]
     # 200 commits of 200+ byte bodies never reached the standby: the bound must cover them.
     assert bound["wal_bytes"] and bound["wal_bytes"] > 200 * 200, bound
     assert bound["acked_messages"] is None  # unknown, and said so

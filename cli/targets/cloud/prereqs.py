@@ -171,11 +171,11 @@ _IMAGE_LINE = re.compile(r"^\s+imctl:image:\s*(\S.*?)\s*$", re.MULTILINE)
 
 
 def _stack_yaml(home: Path, environ: Mapping[str, str], stack: str) -> str:
-    """Pulumi.<stack>.yaml as ``imctl deploy`` wrote it (in the engine's work dir, see
-    cli.engine.resolve_settings); "" when absent or unreadable."""
-    work_dir = Path(environ.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
+    """Pulumi.<stack>.yaml as ``imctl deploy`` wrote it; "" when absent or unreadable."""
+    from cli.engine.settings import pulumi_work_dir  # standard library only: no Pulumi
+
     try:
-        return (work_dir / f"Pulumi.{stack}.yaml").read_text()
+        return (pulumi_work_dir(home, environ) / f"Pulumi.{stack}.yaml").read_text()
     except OSError:
         return ""
 

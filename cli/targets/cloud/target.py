@@ -70,10 +70,9 @@ class CloudTarget(Target):
     def _doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         return merged(doc, cloud=self.cloud, stack=self.stack)
 
-    def unsupported(self, verb: str, instead: str) -> UsageError:
-        err = super().unsupported(verb, instead)
-        err.message = err.message.replace("the cloud target", f"the {self.cloud} target")
-        return err
+    @property
+    def target_name(self) -> str:
+        return self.cloud
 
     # --- deploy and destroy: Pulumi -------------------------------------------------------------
 

@@ -293,8 +293,9 @@ def result_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
     forced = info["mode"] == "forced"
     status = info["status"]
     old = info["from_region"]
+    plan = plan_document(stack, info)
     return {
-        **{k: v for k, v in plan_document(stack, info).items() if k != "steps"},
+        **{k: v for k, v in plan.items() if k != "steps"},
         "dry_run": False,
         "rto_seconds": info["rto_seconds"],
         "promote_seconds": info["promote_seconds"],
@@ -305,5 +306,5 @@ def result_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
         "endpoint": status["endpoint"],
         "next_steps": [f"imctl standby rebuild --region {old}"] if forced else [],
         "warnings": [] if info["rejoined"] or forced else [f"{old} did not rejoin as standby"],
-        "details": {**plan_document(stack, info)["details"], "status": status},
+        "details": {**plan["details"], "status": status},
     }
