@@ -23,7 +23,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	# A test file per worker keeps module-scoped clusters in one process; most of the suite
+	# waits on PostgreSQL and subprocesses, so two workers on two cores still gain.
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
