@@ -236,7 +236,16 @@ class CloudTarget(Target):
 
     def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
         check_timeout(timeout)
-        doc = self._ops().snapshot_delete(snapshot_id, op.note, timeout or SNAPSHOT_DELETE_TIMEOUT)
+        ops = self._ops()
+        # Read first: an unknown id fails before anyone is asked, and the plan names the backup.
+        shown = ops.snapshot_show(snapshot_id)
+        taken = shown.get("created_at") or "time unknown"
+        op.confirm(
+            f"Delete snapshot {snapshot_id} of the {self.cloud} stack {self.stack!r}?",
+            details=[f"delete {self.cloud} backup {snapshot_id} (taken {taken},"
+                     f" {shown.get('status') or 'status unknown'}); it cannot be restored after"],
+        )  # fmt: skip
+        doc = ops.snapshot_delete(snapshot_id, op.note, timeout or SNAPSHOT_DELETE_TIMEOUT)
         return DocResult(self._doc(doc))
 
     # --- restore --------------------------------------------------------------------------------

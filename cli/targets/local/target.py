@@ -397,10 +397,19 @@ class LocalTarget(Target):
 
     def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
         check_timeout(timeout)
-        return self._snapshots().delete(snapshot_id)
+        snapshots = self._snapshots()
+        op.confirm(
+            f"Delete snapshot {snapshot_id} of stack {self.stack!r}?",
+            details=snapshots.delete_plan(snapshot_id),
+        )
+        return snapshots.delete(snapshot_id)
 
     def snapshot_prune(self, keep: int, previous_data: bool, op: Operator) -> Result:
-        return self._snapshots().prune(keep, previous_data)
+        snapshots = self._snapshots()
+        plan = snapshots.prune_plan(keep, previous_data)
+        if plan:  # nothing to delete: nothing to ask about
+            op.confirm(f"Prune the snapshots of stack {self.stack!r}?", details=plan)
+        return snapshots.prune(keep, previous_data)
 
     def snapshot_verify(
         self, snapshot_id: str, deep: bool, timeout: float | None, op: Operator

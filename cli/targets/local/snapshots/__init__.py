@@ -62,8 +62,14 @@ class LocalSnapshots:
     def show(self, snapshot_id: str) -> ShowResult:
         return self.catalog.show(snapshot_id)
 
+    def delete_plan(self, snapshot_id: str) -> builtins.list[str]:
+        return self.catalog.delete_plan(snapshot_id)
+
     def delete(self, snapshot_id: str) -> DeleteResult:
         return self.catalog.delete(snapshot_id)
+
+    def prune_plan(self, keep: int, previous_data: bool) -> builtins.list[str]:
+        return self.catalog.prune_plan(keep, previous_data)
 
     def prune(self, keep: int, previous_data: bool) -> DeleteResult:
         return self.catalog.prune(keep, previous_data)
