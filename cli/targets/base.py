@@ -172,7 +172,9 @@ class Target(ABC):
     def deploy(self, req: DeployRequest, op: Operator) -> Result: ...
 
     @abstractmethod
-    def destroy(self, keep_data: bool, op: Operator) -> Result: ...
+    def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
+        """Says in its confirmation what happens to the stack's snapshots (kept or deleted,
+        how many): a destroy never deletes backups without saying so."""
 
     @abstractmethod
     def status(self, check: bool) -> Result: ...
