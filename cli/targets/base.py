@@ -98,6 +98,8 @@ class RestoreRequest:
     snapshot_id: str
     where: RestoreWhere = "new"
     timeout: float | None = None
+    # Local: the stack whose snapshots hold the id, when more than one does.
+    from_stack: str | None = None
 
 
 @dataclass(frozen=True)

@@ -488,9 +488,17 @@ class LocalTarget(Target):
         return self._snapshots().verify(snapshot_id, deep, snapshot_deadline(timeout), op.step)
 
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
+        from cli.targets.local.snapshots.locate import source_catalog
+
         check_timeout(req.timeout)  # a bad --timeout fails before anyone is asked anything
+        source = source_catalog(self.files, req.snapshot_id, req.from_stack)
+        source.load(req.snapshot_id)  # an unknown id fails here, before any stack is made
+        if not self.files.exists():
+            from cli.targets.local.snapshots.new_stack import restore_into_new_stack
+
+            return restore_into_new_stack(self, source, req, op)
         snapshots = self._snapshots()
-        plan = snapshots.restore_plan(req.snapshot_id, req.where)
+        plan = snapshots.restore_plan(req.snapshot_id, req.where, source)
         if req.where == "in-place":
             op.confirm_typed(self.stack, details=plan)
         else:
@@ -499,7 +507,7 @@ class LocalTarget(Target):
             )
         # The clock starts after the answer: a person reading the plan is not the operation.
         return snapshots.restore(req.snapshot_id, req.where, snapshot_deadline(req.timeout),
-                                 op.step)  # fmt: skip
+                                 op.step, source)  # fmt: skip
 
     # --- failover (failover.py) -----------------------------------------------------------------
 

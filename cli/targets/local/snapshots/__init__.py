@@ -79,10 +79,17 @@ class LocalSnapshots:
     ) -> VerifyResult:
         return verify.verify(self.catalog, snapshot_id, deep, deadline, progress)
 
-    def restore_plan(self, snapshot_id: str, target: RestoreTarget) -> builtins.list[str]:
-        return restore.restore_plan(self.catalog, snapshot_id, target)
+    def restore_plan(
+        self, snapshot_id: str, target: RestoreTarget, source: Catalog | None = None
+    ) -> builtins.list[str]:
+        return restore.restore_plan(self.catalog, snapshot_id, target, source)
 
     def restore(
-        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Step
+        self,
+        snapshot_id: str,
+        target: RestoreTarget,
+        deadline: Deadline,
+        progress: Step,
+        source: Catalog | None = None,
     ) -> RestoreResult:
-        return restore.restore(self.catalog, snapshot_id, target, deadline, progress)
+        return restore.restore(self.catalog, snapshot_id, target, deadline, progress, source)
