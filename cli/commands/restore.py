@@ -70,7 +70,7 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
             "(`imctl snapshot prune --keep N --previous-data` removes it)"
         )
     for w in doc.get("warnings") or []:
-        console.print(f"  [yellow]note[/yellow] {w}", markup=False)
+        console.print(f"  note: {w}", markup=False)
 
 
 def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
