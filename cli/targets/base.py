@@ -198,7 +198,9 @@ class Target(ABC):
 
     @abstractmethod
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
-        """Shows the plan and asks (typed stack name for in-place) before it changes anything."""
+        """Shows the plan and asks (typed stack name for in-place) before it changes anything.
+        Local: a stack that does not exist is deployed first, then restored into (the
+        snapshot may be another stack's, such as a destroyed one's)."""
 
     @abstractmethod
     def failover_plan(self, req: FailoverRequest) -> Result:

@@ -394,15 +394,13 @@ class LocalTarget(Target):
         catalog = self._snapshots().catalog
         count, size = catalog.totals()
         kept = not delete_snapshots and count > 0
-        if keep_data:
-            pass
-        elif kept:
+        if kept and not keep_data:
             step(f"deleting {self.files.dir}, all but {catalog.root.name}/")
             self._delete_all_but(catalog.root.name)
             self.files.mark_destroyed(cfg)
             # Last: until config.json goes, the stack still exists and a destroy can be rerun.
             self.files.config_path.unlink()
-        else:
+        elif not keep_data:
             step(f"deleting {self.files.dir}")
             shutil.rmtree(self.files.dir)
         return {
