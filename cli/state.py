@@ -5,6 +5,11 @@ $IMCTL_HOME/stacks/<stack>/secrets.json    JWT secret, admin token, PostgreSQL a
                                            (0600)
 $IMCTL_HOME/stacks/<stack>/regions/<r>/    PostgreSQL data, NATS (nats.conf, 0600), node pid
                                            files and logs
+$IMCTL_HOME/stacks/<stack>/snapshots/      snapshots (cli/targets/local/snapshots/)
+$IMCTL_HOME/stacks/<stack>/destroyed.json  after a destroy that kept the snapshots: when, and
+                                           the config the stack had (no secrets); only these
+                                           two are left, and config.json is gone, so the stack
+                                           does not exist until a deploy or a restore
 """
 
 from __future__ import annotations
@@ -249,8 +254,37 @@ class StackFiles:
             " tokens are in it, and new ones would not open the existing database",
         )
 
+    @property
+    def destroyed_path(self) -> Path:
+        return self.dir / "destroyed.json"
+
+    def mark_destroyed(self, cfg: StackConfig) -> None:
+        """Recorded when a destroy keeps the snapshots: a restore into the destroyed stack
+        builds it again in the shape it had (regions, port, replicas)."""
+        doc = {"destroyed_at": now_iso(), "config": cfg.to_json()}
+        write_atomic(self.destroyed_path, json.dumps(doc, indent=2) + "\n")
+
+    def destroyed_config(self) -> StackConfig | None:
+        """The config a destroyed stack had, or None (never destroyed, or deployed since)."""
+        if self.exists() or not self.destroyed_path.exists():
+            return None
+        check = FileCheck(
+            self.destroyed_path,
+            f"delete {self.destroyed_path}: a restore then builds the stack with the defaults",
+        )
+        doc = check.obj(check.load())
+        check.keys(doc, "", ["destroyed_at", "config"], ["destroyed_at", "config"])
+        return check_config(check, doc["config"], self.name)
+
     def load_config(self) -> StackConfig:
         if not self.exists():
+            if self.destroyed_path.exists():
+                raise StackNotFound(
+                    f"stack {self.name!r} was destroyed; its snapshots were kept",
+                    f"`imctl snapshot list -s {self.name}` lists them; `imctl restore ID -s"
+                    f" {self.name}` builds the stack again from one, `imctl deploy -s"
+                    f" {self.name}` builds it empty",
+                )
             raise StackNotFound(
                 f"stack {self.name!r} is not deployed", f"deploy it: imctl deploy -s {self.name}"
             )

@@ -1,4 +1,5 @@
-"""imctl destroy: stop everything of a stack and (unless --keep-data) delete its data."""
+"""imctl destroy: stop everything of a stack and (unless --keep-data) delete its data; a
+local stack's snapshots are kept unless --delete-snapshots."""
 
 from __future__ import annotations
 
@@ -16,11 +17,22 @@ from cli.targets.choose import target_for
 def _render_destroy(console: Any, doc: Mapping[str, Any]) -> None:
     for line in doc.get("stopped") or []:
         console.print(f"  {line}")
+    snaps = doc.get("snapshots")
     if doc["data_deleted"]:
         where = f" ({doc['cloud']})" if doc.get("cloud") not in (None, "local") else ""
         console.print(
             f"[green]✓[/green] stack [bold]{doc['stack']}[/bold]{where} destroyed, data deleted"
         )
+        if snaps and snaps["count"]:
+            size = f"{snaps['count']} snapshot(s), {snaps['size_bytes'] / 1e6:.1f} MB"
+            if snaps["kept"]:
+                console.print(
+                    f"  kept {size} in {snaps['dir']} (`imctl snapshot list -s {doc['stack']}`;"
+                    f" `imctl restore ID -s {doc['stack']}` builds the stack again from one)",
+                    markup=False,
+                )
+            else:
+                console.print(f"  deleted {size}", markup=False)
     else:
         console.print(
             f"[green]✓[/green] stack [bold]{doc['stack']}[/bold] stopped; data kept in"
@@ -33,6 +45,14 @@ def destroy(
     keep_data: Annotated[
         bool, typer.Option("--keep-data", help="Stop processes but keep the data directory.")
     ] = False,
+    delete_snapshots: Annotated[
+        bool,
+        typer.Option(
+            "--delete-snapshots",
+            help="Local: delete the stack's snapshots too (kept by default, so a restore can"
+            " build the stack again).",
+        ),
+    ] = False,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -44,6 +64,8 @@ def destroy(
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
-        return target_for(ctx, keep_data=keep_data).destroy(keep_data, ctx.operator)
+        target = target_for(ctx, keep_data=keep_data, delete_snapshots=delete_snapshots)
+        return target.destroy(keep_data, delete_snapshots, ctx.operator)
 
-    run(ctx, "destroy", {"keep_data": keep_data}, body, _render_destroy, mutating=True)
+    args = {"keep_data": keep_data, "delete_snapshots": delete_snapshots}
+    run(ctx, "destroy", args, body, _render_destroy, mutating=True)

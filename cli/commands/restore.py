@@ -15,7 +15,18 @@ from typing import Annotated, Any
 import typer
 
 from cli.commands.snapshot import SnapshotId, Timeout
-from cli.options import Cloud, NoColor, Output, OutputsFile, Stack, Verbose, Yes, make_context
+from cli.errors import UsageError
+from cli.options import (
+    STACK_RE,
+    Cloud,
+    NoColor,
+    Output,
+    OutputsFile,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.results import Result
 from cli.runner import run
 from cli.targets.base import RestoreRequest, RestoreWhere
@@ -32,6 +43,11 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
         _render_cloud_restore(console, doc)
         return
     t = doc["timings"]
+    if doc.get("stack_created"):
+        console.print(
+            f"[green]✓[/green] created stack [bold]{doc['stack']}[/bold] at {doc['endpoint']}"
+            f" (from stack {doc['from_stack']}'s snapshot)"
+        )
     console.print(
         f"[green]✓[/green] restored snapshot [bold]{doc['id']}[/bold] into region "
         f"{doc['region']}: {doc['messages']} messages in {doc['conversations']} conversations, "
@@ -53,6 +69,8 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
             f"  the replaced data is kept in {doc['previous_data']} "
             "(`imctl snapshot prune --keep N --previous-data` removes it)"
         )
+    for w in doc.get("warnings") or []:
+        console.print(f"  note: {w}", markup=False)
 
 
 def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
@@ -84,6 +102,15 @@ def restore(
             "in-place: replace the live database (asks for the stack name).",
         ),
     ] = Target.NEW,
+    from_stack: Annotated[
+        str | None,
+        typer.Option(
+            "--from-stack",
+            metavar="NAME",
+            help="Local: the stack whose snapshot ID is, when several stacks have one of that"
+            " id (by default: this stack's, else the one stack that has it).",
+        ),
+    ] = None,
     timeout: Timeout = None,
     outputs: OutputsFile = None,
     stack: Stack = None,
@@ -98,8 +125,11 @@ def restore(
     where: RestoreWhere = "in-place" if target is Target.IN_PLACE else "new"
 
     def body() -> Result:
-        req = RestoreRequest(snapshot_id, where, timeout)
-        return target_for(ctx, outputs=outputs).restore(req, ctx.operator)
+        if from_stack is not None and not STACK_RE.fullmatch(from_stack):
+            raise UsageError(f"invalid stack name {from_stack!r} for --from-stack")
+        req = RestoreRequest(snapshot_id, where, timeout, from_stack)
+        return target_for(ctx, outputs=outputs, from_stack=from_stack).restore(req, ctx.operator)
 
-    args = {"id": snapshot_id, "target": where, "timeout": timeout}
-    run(ctx, "restore", args, body, _render_restore, mutating=True)
+    args = {"id": snapshot_id, "target": where, "timeout": timeout, "from_stack": from_stack}
+    # The stack need not exist: a local restore into a new name creates it.
+    run(ctx, "restore", args, body, _render_restore, mutating=True, create_stack=True)

@@ -98,6 +98,8 @@ class RestoreRequest:
     snapshot_id: str
     where: RestoreWhere = "new"
     timeout: float | None = None
+    # Local: the stack whose snapshots hold the id, when more than one does.
+    from_stack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,9 @@ class Target(ABC):
     def deploy(self, req: DeployRequest, op: Operator) -> Result: ...
 
     @abstractmethod
-    def destroy(self, keep_data: bool, op: Operator) -> Result: ...
+    def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
+        """Says in its confirmation what happens to the stack's snapshots (kept or deleted,
+        how many): a destroy never deletes backups without saying so."""
 
     @abstractmethod
     def status(self, check: bool) -> Result: ...
@@ -194,7 +198,9 @@ class Target(ABC):
 
     @abstractmethod
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
-        """Shows the plan and asks (typed stack name for in-place) before it changes anything."""
+        """Shows the plan and asks (typed stack name for in-place) before it changes anything.
+        Local: a stack that does not exist is deployed first, then restored into (the
+        snapshot may be another stack's, such as a destroyed one's)."""
 
     @abstractmethod
     def failover_plan(self, req: FailoverRequest) -> Result:

@@ -288,7 +288,7 @@ def test_prune_keeps_the_newest_and_cleans_up(home: Path, endpoint: str) -> None
     )
     assert len(listed["snapshots"]) > 3 and len(listed["previous_data"]) == 1
 
-    pruned = ok_json(home, "snapshot", "prune", "--keep", "2", "--previous-data")
+    pruned = ok_json(home, "snapshot", "prune", "--keep", "2", "--previous-data", "--yes")
     assert pruned["kept"] == list(reversed(made))
     assert f"{incomplete.name} (incomplete)" in pruned["deleted"]
     assert len(pruned["previous_data_deleted"]) == 1 and pruned["freed_bytes"] > 0
@@ -297,7 +297,7 @@ def test_prune_keeps_the_newest_and_cleans_up(home: Path, endpoint: str) -> None
     assert after["incomplete"] == [] and after["previous_data"] == []
     assert not list(pg_dir(home).glob("data.before-restore-*"))
 
-    assert ok_json(home, "snapshot", "delete", made[0])["deleted"] == [made[0]]
+    assert ok_json(home, "snapshot", "delete", made[0], "--yes")["deleted"] == [made[0]]
     assert [s["id"] for s in ok_json(home, "snapshot", "list")["snapshots"]] == [made[1]]
     history = ok_json(home, "history", "--limit", "50")
     ops = {e["op"] for e in history["operations"]}

@@ -1057,3 +1057,10 @@ def test_imctl_snapshot_and_status_commands_reach_aws_through_an_outputs_file(
     aws.world.put_replica_lag(1.0)
     assert _imctl(tmp_path, "failover", "--to-region", WEST, *common).returncode == 2
     assert aws.instance_ids() == before
+    refused = _imctl(tmp_path, "snapshot", "delete", sid, *common)
+    assert refused.returncode == 2 and "--yes" in refused.stdout
+    assert f"delete aws backup {sid}" in refused.stderr  # the plan names what would go
+    assert sid in _imctl(tmp_path, "snapshot", "list", *common).stdout
+    deleted = _imctl(tmp_path, "snapshot", "delete", sid, "--yes", *common)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert sid not in _imctl(tmp_path, "snapshot", "list", *common).stdout

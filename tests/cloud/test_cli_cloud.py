@@ -61,6 +61,24 @@ def test_cloud_destroy_needs_the_typed_stack_name_or_yes(tmp_path: Path) -> None
     ok = _imctl(fake, "deploy", "--cloud", "aws", "--region", "us-east-1", "--yes", "-o", "json")
     assert ok.returncode == 0, ok.stderr
     assert _imctl(fake, "destroy", "--cloud", "aws", "-o", "json").returncode == 2
+    asked = _imctl(fake, "destroy", "--cloud", "aws", "-o", "json")
+    assert "RDS snapshots are KEPT" in asked.stderr  # the plan says what happens to backups
+    # --delete-snapshots is the local target's: refused before anything runs.
+    local_only = _imctl(
+        fake, "destroy", "--cloud", "aws", "--delete-snapshots", "--yes", "-o", "json"
+    )
+    assert local_only.returncode == 2
+    assert json.loads(local_only.stdout)["error"]["code"] == "option_not_for_target"
+    assert not fake.find("destroy")
     r = _imctl(fake, "destroy", "--cloud", "aws", "--yes", "-o", "json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert fake.find("destroy")
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "alicloud"])
+def test_cloud_destroy_says_the_backups_go_with_the_database(tmp_path: Path, cloud: str) -> None:
+    fake = FakePulumi.create(tmp_path)
+    asked = _imctl(fake, "destroy", "--cloud", cloud, "-o", "json")
+    assert asked.returncode == 2
+    assert "backups: DELETED" in asked.stderr and "imctl snapshots" in asked.stderr
+    assert not fake.find("destroy")

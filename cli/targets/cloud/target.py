@@ -39,6 +39,23 @@ SNAPSHOT_TIMEOUT = 3600.0
 SNAPSHOT_DELETE_TIMEOUT = 1800.0
 SCALE_TIMEOUT = 1800.0
 
+# What each cloud does with a stack's backups when destroy deletes its database instances
+# (stacks/<cloud>/database.py sets what these depend on). --delete-snapshots is local-only:
+# on AWS the kept snapshots are deleted one by one with `imctl snapshot delete`; on GCP and
+# Alibaba the cloud deletes them anyway.
+BACKUPS_ON_DESTROY = {
+    "aws": "backups: RDS snapshots are KEPT (imctl snapshots, and the final snapshot destroy"
+    " takes of each writer, with the KMS key it is encrypted with); automated backups are kept"
+    " until their retention ends. Delete snapshots with `imctl snapshot delete ID` first, or"
+    " in the RDS console afterwards",
+    "gcp": "backups: DELETED. Cloud SQL deletes every backup of an instance with it, imctl"
+    " snapshots (on-demand backups) included, and the stack takes no final backup; export"
+    " what you need first",
+    "alicloud": "backups: DELETED. ApsaraDB RDS releases the instance's backups with it, imctl"
+    " snapshots included: the stack's backup policy keeps none after release; download what"
+    " you need first",
+}
+
 
 class CloudTarget(Target):
     name: ClassVar[str] = "cloud"
@@ -117,16 +134,15 @@ class CloudTarget(Target):
         doc["preview"] = {k: plan[k] for k in ("changes", "steps")}
         return DocResult(self._doc(doc))
 
-    def destroy(self, keep_data: bool, op: Operator) -> Result:
+    def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
         from cli import engine
 
         op.confirm_typed(
             self.stack,
             details=[
                 "lift every deletion protection (pulumi up, teardown=true), then pulumi destroy:"
-                f" delete every {self.cloud} resource of {self.stack!r}, databases and backups"
-                " included (AWS keeps the writer's final snapshot and the key it is encrypted"
-                " with)"
+                f" delete every {self.cloud} resource of {self.stack!r}, databases included",
+                BACKUPS_ON_DESTROY.get(self.cloud, "what the cloud does with backups is unknown"),
             ],
         )
         try:
@@ -236,7 +252,16 @@ class CloudTarget(Target):
 
     def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
         check_timeout(timeout)
-        doc = self._ops().snapshot_delete(snapshot_id, op.note, timeout or SNAPSHOT_DELETE_TIMEOUT)
+        ops = self._ops()
+        # Read first: an unknown id fails before anyone is asked, and the plan names the backup.
+        shown = ops.snapshot_show(snapshot_id)
+        taken = shown.get("created_at") or "time unknown"
+        op.confirm(
+            f"Delete snapshot {snapshot_id} of the {self.cloud} stack {self.stack!r}?",
+            details=[f"delete {self.cloud} backup {snapshot_id} (taken {taken},"
+                     f" {shown.get('status') or 'status unknown'}); it cannot be restored after"],
+        )  # fmt: skip
+        doc = ops.snapshot_delete(snapshot_id, op.note, timeout or SNAPSHOT_DELETE_TIMEOUT)
         return DocResult(self._doc(doc))
 
     # --- restore --------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class LocalTarget(Target):
     name: ClassVar[str] = "local"
     options: ClassVar[frozenset[str]] = frozenset(
         {"--port", "--replication", "--sync-policy", "--sync-degrade-after", "--keep-data",
-         "--max-lag"}
+         "--max-lag", "--delete-snapshots", "--from-stack"}
     )  # fmt: skip
 
     def __init__(self, files: StackFiles) -> None:
@@ -331,7 +331,7 @@ class LocalTarget(Target):
             "nodes": [asdict(target.node_status(n)) for n in target.node_ids()],
         }
 
-    def destroy_plan(self) -> list[str]:
+    def destroy_plan(self, keep_data: bool, delete_snapshots: bool) -> list[str]:
         cfg = self.files.load_config()
         lines = []
         regions = self.regions(cfg)
@@ -342,24 +342,65 @@ class LocalTarget(Target):
             )
         untracked = discovery.untracked(self.files.dir, regions)
         lines += [f"stop {f}, running without a pid file" for f in untracked]
-        lines.append(f"delete {self.files.dir} (all messages of stack {cfg.stack!r})")
-        return lines
-
-    def destroy(self, keep_data: bool, op: Operator) -> Result:
-        plan = self.destroy_plan()
         if keep_data:
-            plan = [*plan[:-1], f"keep {self.files.dir}"]
-        op.confirm(f"Destroy stack {self.stack!r}?", details=plan)
-        return DocResult(self._destroy(keep_data, op.note))
+            return [*lines, f"keep {self.files.dir}, {self._snapshot_totals()} included"]
+        lines.append(
+            f"delete the data, config and secrets in {self.files.dir} (all messages of stack"
+            f" {cfg.stack!r}; tokens issued for it stop working)"
+        )
+        return [*lines, self._snapshots_line(delete_snapshots)]
 
-    def _destroy(self, keep_data: bool, step: Note) -> dict[str, Any]:
+    def _snapshot_totals(self) -> str:
+        count, size = self._snapshots().catalog.totals()
+        return f"{count} snapshot(s), {size / 1e6:.1f} MB"
+
+    def _snapshots_line(self, delete_snapshots: bool) -> str:
+        root = self._snapshots().root
+        if not self._snapshots().catalog.dirs():
+            return f"no snapshots to keep or delete ({root} is empty)"
+        if delete_snapshots:
+            return f"DELETE {self._snapshot_totals()} in {root} (--delete-snapshots)"
+        return (
+            f"keep {self._snapshot_totals()} in {root}: `imctl snapshot list -s {self.stack}`"
+            f" lists them, `imctl restore ID -s {self.stack}` builds the stack again from one"
+            " (--delete-snapshots deletes them too)"
+        )
+
+    def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
+        if keep_data and delete_snapshots:
+            raise UsageError(
+                "--keep-data keeps the whole stack directory, snapshots included",
+                "drop one; to delete snapshots alone use `imctl snapshot delete ID` or"
+                " `imctl snapshot prune --keep N`",
+            )
+        if not self.files.exists() and delete_snapshots and self.files.destroyed_path.exists():
+            # Destroyed earlier with its snapshots kept: what is left is only those.
+            op.confirm(
+                f"Delete what is left of destroyed stack {self.stack!r}?",
+                details=[self._snapshots_line(True), f"delete {self.files.dir}"],
+            )
+            return DocResult(self._delete_leftovers(op.note))
+        plan = self.destroy_plan(keep_data, delete_snapshots)
+        op.confirm(f"Destroy stack {self.stack!r}?", details=plan)
+        return DocResult(self._destroy(keep_data, delete_snapshots, op.note))
+
+    def _destroy(self, keep_data: bool, delete_snapshots: bool, step: Note) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
         regions = self.regions(cfg)
         for r in regions:
             actions += r.stop_all(step)
         actions += discovery.stop_leftovers(self.files.dir, regions, cfg.drain_grace, step)
-        if not keep_data:
+        catalog = self._snapshots().catalog
+        count, size = catalog.totals()
+        kept = not delete_snapshots and count > 0
+        if kept and not keep_data:
+            step(f"deleting {self.files.dir}, all but {catalog.root.name}/")
+            self._delete_all_but(catalog.root.name)
+            self.files.mark_destroyed(cfg)
+            # Last: until config.json goes, the stack still exists and a destroy can be rerun.
+            self.files.config_path.unlink()
+        elif not keep_data:
             step(f"deleting {self.files.dir}")
             shutil.rmtree(self.files.dir)
         return {
@@ -368,6 +409,34 @@ class LocalTarget(Target):
             "stopped": actions,
             "data_deleted": not keep_data,
             "data_dir": None if not keep_data else str(self.files.dir),
+            "snapshots": {
+                "count": count,
+                "size_bytes": size,
+                "kept": keep_data or kept,
+                "dir": str(catalog.root) if keep_data or kept else None,
+            },
+        }
+
+    def _delete_all_but(self, keep: str) -> None:
+        for child in self.files.dir.iterdir():
+            if child.name in (keep, self.files.config_path.name):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def _delete_leftovers(self, step: Note) -> dict[str, Any]:
+        count, size = self._snapshots().catalog.totals()
+        step(f"deleting {self.files.dir}")
+        shutil.rmtree(self.files.dir)
+        return {
+            "stack": self.stack,
+            "cloud": "local",
+            "stopped": [],
+            "data_deleted": True,
+            "data_dir": None,
+            "snapshots": {"count": count, "size_bytes": size, "kept": False, "dir": None},
         }
 
     def doctor(self, home: Path, today: date | None = None) -> Result:
@@ -397,10 +466,19 @@ class LocalTarget(Target):
 
     def snapshot_delete(self, snapshot_id: str, timeout: float | None, op: Operator) -> Result:
         check_timeout(timeout)
-        return self._snapshots().delete(snapshot_id)
+        snapshots = self._snapshots()
+        op.confirm(
+            f"Delete snapshot {snapshot_id} of stack {self.stack!r}?",
+            details=snapshots.delete_plan(snapshot_id),
+        )
+        return snapshots.delete(snapshot_id)
 
     def snapshot_prune(self, keep: int, previous_data: bool, op: Operator) -> Result:
-        return self._snapshots().prune(keep, previous_data)
+        snapshots = self._snapshots()
+        plan = snapshots.prune_plan(keep, previous_data)
+        if plan:  # nothing to delete: nothing to ask about
+            op.confirm(f"Prune the snapshots of stack {self.stack!r}?", details=plan)
+        return snapshots.prune(keep, previous_data)
 
     def snapshot_verify(
         self, snapshot_id: str, deep: bool, timeout: float | None, op: Operator
@@ -408,9 +486,17 @@ class LocalTarget(Target):
         return self._snapshots().verify(snapshot_id, deep, snapshot_deadline(timeout), op.step)
 
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
+        from cli.targets.local.snapshots.locate import source_catalog
+
         check_timeout(req.timeout)  # a bad --timeout fails before anyone is asked anything
+        source = source_catalog(self.files, req.snapshot_id, req.from_stack)
+        source.load(req.snapshot_id)  # an unknown id fails here, before any stack is made
+        if not self.files.exists():
+            from cli.targets.local.snapshots.new_stack import restore_into_new_stack
+
+            return restore_into_new_stack(self, source, req, op)
         snapshots = self._snapshots()
-        plan = snapshots.restore_plan(req.snapshot_id, req.where)
+        plan = snapshots.restore_plan(req.snapshot_id, req.where, source)
         if req.where == "in-place":
             op.confirm_typed(self.stack, details=plan)
         else:
@@ -419,7 +505,7 @@ class LocalTarget(Target):
             )
         # The clock starts after the answer: a person reading the plan is not the operation.
         return snapshots.restore(req.snapshot_id, req.where, snapshot_deadline(req.timeout),
-                                 op.step)  # fmt: skip
+                                 op.step, source)  # fmt: skip
 
     # --- failover (failover.py) -----------------------------------------------------------------
 

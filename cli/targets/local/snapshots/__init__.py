@@ -62,8 +62,14 @@ class LocalSnapshots:
     def show(self, snapshot_id: str) -> ShowResult:
         return self.catalog.show(snapshot_id)
 
+    def delete_plan(self, snapshot_id: str) -> builtins.list[str]:
+        return self.catalog.delete_plan(snapshot_id)
+
     def delete(self, snapshot_id: str) -> DeleteResult:
         return self.catalog.delete(snapshot_id)
+
+    def prune_plan(self, keep: int, previous_data: bool) -> builtins.list[str]:
+        return self.catalog.prune_plan(keep, previous_data)
 
     def prune(self, keep: int, previous_data: bool) -> DeleteResult:
         return self.catalog.prune(keep, previous_data)
@@ -73,10 +79,17 @@ class LocalSnapshots:
     ) -> VerifyResult:
         return verify.verify(self.catalog, snapshot_id, deep, deadline, progress)
 
-    def restore_plan(self, snapshot_id: str, target: RestoreTarget) -> builtins.list[str]:
-        return restore.restore_plan(self.catalog, snapshot_id, target)
+    def restore_plan(
+        self, snapshot_id: str, target: RestoreTarget, source: Catalog | None = None
+    ) -> builtins.list[str]:
+        return restore.restore_plan(self.catalog, snapshot_id, target, source)
 
     def restore(
-        self, snapshot_id: str, target: RestoreTarget, deadline: Deadline, progress: Step
+        self,
+        snapshot_id: str,
+        target: RestoreTarget,
+        deadline: Deadline,
+        progress: Step,
+        source: Catalog | None = None,
     ) -> RestoreResult:
-        return restore.restore(self.catalog, snapshot_id, target, deadline, progress)
+        return restore.restore(self.catalog, snapshot_id, target, deadline, progress, source)

@@ -48,6 +48,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, names in os.walk(path):
@@ -216,15 +220,38 @@ class Catalog:
         path, manifest = self.load(snapshot_id)
         return ShowResult(self.info(path, manifest), manifest)
 
-    def delete(self, snapshot_id: str) -> DeleteResult:
+    def totals(self) -> tuple[int, int]:
+        """(snapshots, bytes on disk): what a destroy keeps or deletes, counting unfinished
+        ones too, since they are deleted or kept with the rest."""
+        dirs = self.dirs()
+        return len(dirs), sum(dir_size(p) for p in dirs)
+
+    def describe(self, snapshot_id: str) -> str:
+        """One snapshot in one line, for a confirmation."""
         path = self.root / snapshot_id
-        if not SNAPSHOT_ID_RE.fullmatch(snapshot_id) or not path.is_dir():
+        try:
+            _path, m = self.load(snapshot_id)
+            what = f"taken {m['created_at']}, {m['messages']} messages"
+        except (ImctlError, KeyError, TypeError):
+            what = "incomplete or unreadable"
+        return f"snapshot {snapshot_id} ({what}, {mb(dir_size(path))})"
+
+    def delete_plan(self, snapshot_id: str) -> builtins.list[str]:
+        if not SNAPSHOT_ID_RE.fullmatch(snapshot_id) or not (self.root / snapshot_id).is_dir():
             raise self.not_found(snapshot_id)
+        return [f"delete {self.describe(snapshot_id)}"]
+
+    def delete(self, snapshot_id: str) -> DeleteResult:
+        self.delete_plan(snapshot_id)  # checks the id: nothing outside snapshots/ is touched
+        path = self.root / snapshot_id
         size = dir_size(path)
         shutil.rmtree(path)
         return DeleteResult(deleted=[snapshot_id], freed_bytes=size)
 
-    def prune(self, keep: int, previous_data: bool) -> DeleteResult:
+    def _prune_targets(
+        self, keep: int, previous_data: bool
+    ) -> tuple[builtins.list[SnapshotInfo], builtins.list[SnapshotInfo], builtins.list[Path]]:
+        """(kept, doomed, previous data directories doomed), newest first."""
         if keep < 1:
             raise UsageError(
                 f"--keep must be at least 1, got {keep}",
@@ -232,7 +259,25 @@ class Catalog:
             )
         infos, _incomplete, _unreadable = self._complete()
         newest_first = sorted(infos, key=lambda s: (s.created_at, s.id), reverse=True)
-        kept, doomed = newest_first[:keep], newest_first[keep:]
+        data = self._previous_data() if previous_data else []
+        return newest_first[:keep], newest_first[keep:], data
+
+    def prune_plan(self, keep: int, previous_data: bool) -> builtins.list[str]:
+        """What prune would delete, one line each; empty when nothing would go."""
+        kept, doomed, data = self._prune_targets(keep, previous_data)
+        lines = [f"delete {self.describe(s.id)}" for s in doomed]
+        lines += [
+            f"delete {self.describe(p.name)}" for p in self.dirs() if not (p / MANIFEST).exists()
+        ]
+        lines += [f"delete {p}, the data a restore replaced ({mb(dir_size(p))})" for p in data]
+        if previous_data:
+            lines += [f"delete {s}, a restore's unfinished cluster" for s in self._staging_dirs()]
+        if lines and kept:
+            lines.append(f"keep {', '.join(s.id for s in kept)}")
+        return lines
+
+    def prune(self, keep: int, previous_data: bool) -> DeleteResult:
+        kept, doomed, data = self._prune_targets(keep, previous_data)
         freed = 0
         deleted = []
         for s in doomed:
@@ -243,11 +288,11 @@ class Catalog:
         for name in self.clean_incomplete():
             deleted.append(f"{name} (incomplete)")
         dropped_data = []
+        for p in data:
+            freed += dir_size(p)
+            shutil.rmtree(p)
+            dropped_data.append(str(p))
         if previous_data:
-            for p in self._previous_data():
-                freed += dir_size(p)
-                shutil.rmtree(p)
-                dropped_data.append(str(p))
             dropped_data += self._clean_staging()
         return DeleteResult(
             deleted=deleted,
@@ -256,9 +301,18 @@ class Catalog:
             freed_bytes=freed,
         )
 
+    def _staging_dirs(self) -> builtins.list[Path]:
+        if not self.files.exists():
+            return []
+        _cfg, regions = self.regions()
+        found = [r.pg().data_dir.with_name(STAGING) for r in regions]
+        return [p for p in found if p.exists()]
+
     def _clean_staging(self) -> builtins.list[str]:
         """A restore killed with -9 leaves its new cluster (maybe running) in pg/restoring.
         Only called under the stack lock, so no restore is using it."""
+        if not self.files.exists():
+            return []
         _cfg, regions = self.regions()
         removed = []
         for region in regions:

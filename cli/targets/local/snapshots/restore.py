@@ -45,19 +45,30 @@ def _live_messages(pg: PgInstance) -> int | None:
         return None
 
 
-def restore_plan(catalog: Catalog, snapshot_id: str, target: RestoreTarget) -> list[str]:
+def describe_source(source: Catalog, snapshot_id: str, into: str) -> str:
+    _path, manifest = source.load(snapshot_id)
+    note = f", note {manifest['note']!r}" if manifest.get("note") else ""
+    origin = f" of stack {source.files.name!r}" if source.files.name != into else ""
+    return (
+        f"verify snapshot {snapshot_id}{origin} (taken {manifest['created_at']}, "
+        f"{manifest['messages']} messages{note}) against its checksums"
+    )
+
+
+def restore_plan(
+    catalog: Catalog, snapshot_id: str, target: RestoreTarget, source: Catalog | None = None
+) -> list[str]:
+    """``source``: the catalog holding the snapshot, when another stack's (default: this
+    stack's own)."""
+    source = source or catalog
     cfg, region = catalog.primary()
-    _path, manifest = catalog.load(snapshot_id)
+    _path, manifest = source.load(snapshot_id)
     if target == "new":
         _refuse_with_standby(cfg)
     now = _live_messages(region.pg())
     now_text = f"{now} messages now" if now is not None else "PostgreSQL is not running"
     nodes = len(region.node_ids())
-    note = f", note {manifest['note']!r}" if manifest.get("note") else ""
-    lines = [
-        f"verify snapshot {snapshot_id} (taken {manifest['created_at']}, "
-        f"{manifest['messages']} messages{note}) against its checksums",
-    ]
+    lines = [describe_source(source, snapshot_id, cfg.stack)]
     if target == "new":
         lines += [
             f"restore it into a new PostgreSQL cluster next to region {region.cfg.name}'s "
@@ -78,6 +89,8 @@ def restore_plan(catalog: Catalog, snapshot_id: str, target: RestoreTarget) -> l
             f"the current data is DELETED, not kept ({now_text}, {manifest['messages']} in "
             f"the snapshot; messages after {manifest['created_at']} are lost)",
         ]
+    # Snapshots hold no secrets: the stack keeps its own, so its tokens keep working.
+    lines.append("the stack's JWT secret does not change: tokens issued before stay valid")
     return lines
 
 
@@ -98,11 +111,12 @@ def restore(
     target: RestoreTarget,
     deadline: Deadline,
     progress: Step,
+    source: Catalog | None = None,
 ) -> RestoreResult:
     cfg, region = catalog.primary()
     if target == "new":
         _refuse_with_standby(cfg)
-    path, manifest = verified(catalog, snapshot_id, progress)
+    path, manifest = verified(source or catalog, snapshot_id, progress)
     deadline.check("after verifying the snapshot; nothing was changed")
     expected = ContentDigest.from_json(manifest["content"])
     if target == "new":
