@@ -29,9 +29,11 @@ R = TypeVar("R", bound=Result)
 
 
 def existing_stacks(ctx: Context) -> list[str]:
+    """Deployed stacks by name: a destroyed stack whose snapshots were kept still has a
+    directory, but -s on it would only find the same "not found"."""
     root = ctx.env.home / "stacks"
     try:
-        return sorted(p.name for p in root.iterdir() if p.is_dir())
+        return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
     except (FileNotFoundError, NotADirectoryError):
         return []
 

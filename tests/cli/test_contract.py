@@ -141,12 +141,16 @@ def test_json_success_is_exactly_one_document(home: Path) -> None:
 
 def test_json_error_unknown_stack_exit_6(home: Path) -> None:
     (home / "stacks" / "alpha").mkdir(parents=True)
+    (home / "stacks" / "alpha" / "config.json").write_text("{}")
+    # destroyed with its snapshots kept: a directory, but not a stack -s can act on
+    (home / "stacks" / "gone" / "snapshots").mkdir(parents=True)
     ran = invoke(make_env(home), ["-o", "json", "history", "-s", "nope"])
     assert ran.code == ExitStatus.STACK_NOT_FOUND
     err = one_document(ran.stdout)["error"]
     assert err["code"] == "stack_not_found"
     assert "nope" in err["message"]
     assert "imctl deploy -s nope" in err["hint"] and "alpha" in err["hint"]
+    assert "gone" not in err["hint"]
 
 
 def test_text_error_goes_to_stderr_only(home: Path) -> None:
