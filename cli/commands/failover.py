@@ -30,6 +30,8 @@ from cli.targets.choose import target_for
 
 
 def _render(console: Any, doc: Mapping[str, Any]) -> None:
+    from rich.markup import escape
+
     where = f"{doc['from_region']} -> {doc['to_region']}"
     if doc.get("dry_run"):
         console.print(f"[bold]plan[/bold] ({doc['mode']}, {doc['cloud']}): {where}")
@@ -52,7 +54,7 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"  [yellow]{doc['from_region']} could not be fenced[/yellow]")
     console.print(f"  endpoint {doc.get('endpoint')} now served by {doc['to_region']}")
     for w in doc.get("warnings") or []:
-        console.print(f"  [yellow]warning[/yellow] {w}", markup=False)
+        console.print(f"  [yellow]warning[/yellow] {escape(w)}")
     for step in doc.get("next_steps") or []:
         console.print(f"  next: {step}", markup=False)
 

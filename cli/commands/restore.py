@@ -74,6 +74,8 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
 
 
 def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
+    from rich.markup import escape
+
     console.print(
         f"[green]✓[/green] restored snapshot [bold]{doc.get('snapshot_id')}[/bold] into"
         f" {doc.get('instance_id')} ({doc.get('target')}), in {doc.get('duration_s')}s"
@@ -85,7 +87,7 @@ def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
     if doc.get("previous_instance_id"):
         console.print(f"  the previous instance {doc['previous_instance_id']} is kept, untouched")
     for w in doc.get("warnings") or []:
-        console.print(f"  [yellow]warning[/yellow] {w}", markup=False)
+        console.print(f"  [yellow]warning[/yellow] {escape(w)}")
     for step in doc.get("next_steps") or []:
         console.print(f"  next: {step}", markup=False)
 

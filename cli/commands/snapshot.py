@@ -59,6 +59,8 @@ def _count(n: Any) -> str:
 
 
 def _render_create(console: Any, doc: Mapping[str, Any]) -> None:
+    from rich.markup import escape
+
     if "messages" in doc and "duration_s" in doc:  # counted while it was taken
         console.print(
             f"[green]✓[/green] snapshot [bold]{doc['id']}[/bold]: {doc['messages']} messages in "
@@ -73,7 +75,7 @@ def _render_create(console: Any, doc: Mapping[str, Any]) -> None:
         )
     console.print(f"  {doc.get('location') or '-'}", markup=False)
     for w in doc.get("warnings") or []:
-        console.print(f"  [yellow]warning[/yellow] {w}", markup=False)
+        console.print(f"  [yellow]warning[/yellow] {escape(w)}")
 
 
 @app.command("create")
