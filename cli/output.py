@@ -45,6 +45,8 @@ class Settings(Protocol):
     @property
     def stack(self) -> str: ...
     @property
+    def cloud(self) -> str: ...
+    @property
     def yes(self) -> bool: ...
 
 
@@ -132,6 +134,18 @@ class Output:
         from rich.markup import escape
 
         return escape(text)
+
+    # --- hints: commands that work when pasted (cli/hints.py) ----------------------------
+
+    def _hinted(self, text: str) -> str:
+        from cli.hints import with_options
+
+        return with_options(text, self._ctx.stack, self._ctx.cloud)
+
+    def _needs_hints(self) -> bool:
+        from cli.hints import options_for
+
+        return bool(options_for(self._ctx.stack, self._ctx.cloud))
 
     # --- progress and messages ----------------------------------------------------------
 
@@ -247,12 +261,14 @@ class Output:
             display.close()
 
     def info(self, message: str) -> None:
+        message = self._hinted(message)
         if self._json:
             self._step_events().note(message)
             return
         self._err_rich(message, lambda esc: esc(message))
 
     def warn(self, message: str) -> None:
+        message = self._hinted(message)
         if self._json:  # stderr stays JSON lines, so a consumer can parse every line
             self._step_events().warning(message)
             return
@@ -270,13 +286,33 @@ class Output:
 
     def result(self, doc: Mapping[str, Any], render: Render) -> None:
         self.end_engine_progress()
+        if self._needs_hints():
+            from cli.hints import in_document
+
+            doc = in_document(doc, self._ctx.stack, self._ctx.cloud)
         if self._json:
             self._write_document(doc)
+        elif self._needs_hints():
+            # A render's own advice ("take one: imctl snapshot create") is a literal in the
+            # command; completing the printed text keeps every render honest without each
+            # one knowing the stack.
+            console = self.stdout_console
+            with console.capture() as captured:
+                render(console, doc)
+            self._env.stdout.write(self._hinted(captured.get()))
+            self._env.stdout.flush()
         else:
             render(self.stdout_console, doc)
 
     def error(self, err: ImctlError) -> None:
         self.end_engine_progress()  # a bar left running would redraw over the error
+        # The hint only: a message may name a command as the subject ("`imctl standby
+        # rebuild` is not available on aws"), which options would not make clearer.
+        err.hint = self._hinted(err.hint)
+        if err.details is not None and self._needs_hints():
+            from cli.hints import in_document
+
+            err.details = in_document(err.details, self._ctx.stack, self._ctx.cloud)
         if self._json and not self._document_written:
             self._write_document({"error": err.to_json()})
             return
@@ -294,6 +330,7 @@ class Output:
     def _show_details(self, question: str, details: Sequence[str]) -> None:
         if not details:
             return
+        details = [self._hinted(line) for line in details]
         self._err_rich(question, lambda esc: f"[bold]{esc(question)}[/bold]")
         for line in details:
 
