@@ -40,6 +40,9 @@ _MENTION: Final = re.compile(
 )
 # Where a pasted command ends in prose: a closing backtick or parenthesis, a clause.
 _END: Final = re.compile(r"`|\)|;|,| \(| then | or | and |\n|$")
+# The common options a mention already gives right after its command: the missing ones go after
+# them, so "imctl deploy -s prod" becomes "imctl deploy -s prod --cloud aws".
+_LEADING: Final = re.compile(r"(?:\s+(?:-s|--stack|--cloud)(?:\s+|=)[^\s`),;]+)*")
 _HAS_STACK: Final = re.compile(r"(?:^|\s)(?:-s|--stack)(?:\s|=)")
 _HAS_CLOUD: Final = re.compile(r"(?:^|\s)--cloud(?:\s|=)")
 
@@ -68,10 +71,12 @@ def with_options(text: str, stack: str, cloud: str) -> str:
             extra.append(f"-s {stack}")
         if cloud != DEFAULT_CLOUD and not _HAS_CLOUD.search(rest):
             extra.append(f"--cloud {cloud}")
-        out.append(text[last : m.end()])
+        at = _LEADING.match(text, m.end())
+        cut = at.end() if at else m.end()
+        out.append(text[last:cut])
         if extra:
             out.append(" " + " ".join(extra))
-        last = m.end()
+        last = cut
     out.append(text[last:])
     return "".join(out)
 

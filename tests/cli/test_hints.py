@@ -74,7 +74,11 @@ def test_cloud_hints_name_the_stack_and_cloud(home: Path, args: list[str], wante
     ("text", "expected"),
     [
         # already there: left alone
-        ("`imctl deploy -s other`", "`imctl deploy --cloud aws -s other`"),
+        ("`imctl deploy -s other`", "`imctl deploy -s other --cloud aws`"),
+        (
+            "imctl deploy -s dev when both are up",
+            "imctl deploy -s dev --cloud aws when both are up",
+        ),
         ("imctl failover --force -s x --cloud gcp (if a is lost)", None),
         # subcommands take the options after both words
         ("`imctl snapshot show ID`", "`imctl snapshot show -s other --cloud aws ID`"),
