@@ -25,6 +25,14 @@ def recorded_stack(home: Path, name: str) -> None:
     files.save_config(StackConfig(name, "local", regions, global_port=45125))
 
 
+def test_stack_not_found_names_the_stack(home: Path) -> None:
+    recorded_stack(home, "dev")
+    ran = invoke(make_env(home), ["status", "-s", "other"])
+    assert ran.code == 6, ran
+    assert "hint: create it with `imctl deploy -s other`" in ran.stderr
+    assert "existing stacks: dev" in ran.stderr
+
+
 def test_failover_hint_names_the_stack(home: Path) -> None:
     recorded_stack(home, "other")
     ran = invoke(make_env(home), ["failover", "-s", "other", "--to-region", "a", "-o", "json"])
