@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from cli.env import Env
     from cli.progress import ProgressEvent
+    from cli.step_progress import Heartbeat, StepEvents
 
 Render = Callable[[Any, Mapping[str, Any]], None]
 
@@ -42,6 +43,10 @@ class Settings(Protocol):
     @property
     def no_color(self) -> bool: ...
     @property
+    def stack(self) -> str: ...
+    @property
+    def cloud(self) -> str: ...
+    @property
     def yes(self) -> bool: ...
 
 
@@ -57,6 +62,11 @@ class Output:
         self._status: Status | None = None  # the live spinner, when one is showing
         self._titles: list[str] = []  # nested step messages under that spinner
         self._engine_display: RichEngineProgress | None = None  # the live Pulumi progress bar
+        # The verb the runner is running, named in JSON progress events ("deploy", "scale").
+        self.operation = ""
+        self._events: StepEvents | None = None
+        # The heartbeat writes from its own thread; a line must not land inside another.
+        self._write_lock = threading.RLock()
 
     # --- colour and consoles ------------------------------------------------------------
 
@@ -96,14 +106,16 @@ class Output:
     # --- stderr plumbing ----------------------------------------------------------------
 
     def _close_line(self) -> None:
-        if self._open_line:
-            self._env.stderr.write("\n")
-            self._open_line = False
+        with self._write_lock:
+            if self._open_line:
+                self._env.stderr.write("\n")
+                self._open_line = False
 
     def _err_plain(self, text: str) -> None:
-        self._close_line()
-        self._env.stderr.write(text + "\n")
-        self._env.stderr.flush()
+        with self._write_lock:
+            self._close_line()
+            self._env.stderr.write(text + "\n")
+            self._env.stderr.flush()
 
     def _err_rich(self, plain: str, markup: Callable[[Callable[[str], str]], str]) -> None:
         """Styled in text mode, plain in JSON mode (which must not pay for importing rich).
@@ -113,8 +125,9 @@ class Output:
         if self._json:
             self._err_plain(plain)
         else:
-            self._close_line()
-            self.stderr_console.print(markup(self._escape), soft_wrap=True)
+            with self._write_lock:
+                self._close_line()
+                self.stderr_console.print(markup(self._escape), soft_wrap=True)
 
     @staticmethod
     def _escape(text: str) -> str:
@@ -122,22 +135,55 @@ class Output:
 
         return escape(text)
 
+    # --- hints: commands that work when pasted (cli/hints.py) ----------------------------
+
+    def _hinted(self, text: str) -> str:
+        from cli.hints import with_options
+
+        return with_options(text, self._ctx.stack, self._ctx.cloud)
+
+    def _needs_hints(self) -> bool:
+        from cli.hints import options_for
+
+        return bool(options_for(self._ctx.stack, self._ctx.cloud))
+
     # --- progress and messages ----------------------------------------------------------
+
+    def _step_events(self) -> StepEvents:
+        if self._events is None:
+            from cli.progress_view import JsonLinesProgress
+            from cli.step_progress import StepEvents
+
+            sink = JsonLinesProgress(self._env.stderr)
+            self._events = StepEvents(sink, self._ctx.stack, self.operation)
+        return self._events
+
+    def _heartbeat(self, beat: Callable[[float], None], started: float) -> Heartbeat:
+        from cli.step_progress import Heartbeat, heartbeat_interval
+
+        return Heartbeat(heartbeat_interval(self._env.environ), beat, started)
 
     @contextlib.contextmanager
     def step(self, message: str) -> Iterator[None]:
-        if self._json and not self._ctx.verbose:
-            yield
-            return
         started = time.monotonic()
+        if self._json:
+            with self._json_step(message, started):
+                yield
+            return
         if self._spinner_ok():
             with self._spinner_step(message):
                 yield
             return
-        self._close_line()
-        self._env.stderr.write(f"{message} ...")
-        self._env.stderr.flush()
-        self._open_line = True
+        with self._write_lock:
+            self._close_line()
+            self._env.stderr.write(f"{message} ...")
+            self._env.stderr.flush()
+            self._open_line = True
+
+        def still(seconds: float) -> None:
+            self._err_plain(f"{message} ... still running ({seconds:.0f}s)")
+
+        beat = self._heartbeat(still, started)
         outcome = "failed"
         try:
             yield
@@ -146,13 +192,28 @@ class Output:
             outcome = "interrupted"
             raise
         finally:
+            beat.stop()
             took = f"{outcome} ({time.monotonic() - started:.1f}s)"
-            if self._open_line:
-                self._env.stderr.write(f" {took}\n")
-                self._open_line = False
-            else:  # something was printed meanwhile: repeat the message so the line stands alone
-                self._env.stderr.write(f"{message} ... {took}\n")
-            self._env.stderr.flush()
+            with self._write_lock:
+                if self._open_line:
+                    self._env.stderr.write(f" {took}\n")
+                    self._open_line = False
+                else:  # something was printed meanwhile: repeat the message so it stands alone
+                    self._env.stderr.write(f"{message} ... {took}\n")
+                self._env.stderr.flush()
+
+    @contextlib.contextmanager
+    def _json_step(self, message: str, started: float) -> Iterator[None]:
+        events = self._step_events()
+        events.started(message)
+        beat = self._heartbeat(lambda seconds: events.running(message, seconds), started)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            beat.stop()
+            events.finished(message, ok, time.monotonic() - started)
 
     @contextlib.contextmanager
     def _spinner_step(self, message: str) -> Iterator[None]:
@@ -200,11 +261,17 @@ class Output:
             display.close()
 
     def info(self, message: str) -> None:
+        message = self._hinted(message)
         if self._json:
+            self._step_events().note(message)
             return
         self._err_rich(message, lambda esc: esc(message))
 
     def warn(self, message: str) -> None:
+        message = self._hinted(message)
+        if self._json:  # stderr stays JSON lines, so a consumer can parse every line
+            self._step_events().warning(message)
+            return
         self._err_rich(
             f"warning: {message}", lambda esc: f"[yellow]warning:[/yellow] {esc(message)}"
         )
@@ -219,13 +286,33 @@ class Output:
 
     def result(self, doc: Mapping[str, Any], render: Render) -> None:
         self.end_engine_progress()
+        if self._needs_hints():
+            from cli.hints import in_document
+
+            doc = in_document(doc, self._ctx.stack, self._ctx.cloud)
         if self._json:
             self._write_document(doc)
+        elif self._needs_hints():
+            # A render's own advice ("take one: imctl snapshot create") is a literal in the
+            # command; completing the printed text keeps every render honest without each
+            # one knowing the stack.
+            console = self.stdout_console
+            with console.capture() as captured:
+                render(console, doc)
+            self._env.stdout.write(self._hinted(captured.get()))
+            self._env.stdout.flush()
         else:
             render(self.stdout_console, doc)
 
     def error(self, err: ImctlError) -> None:
         self.end_engine_progress()  # a bar left running would redraw over the error
+        # The hint only: a message may name a command as the subject ("`imctl standby
+        # rebuild` is not available on aws"), which options would not make clearer.
+        err.hint = self._hinted(err.hint)
+        if err.details is not None and self._needs_hints():
+            from cli.hints import in_document
+
+            err.details = in_document(err.details, self._ctx.stack, self._ctx.cloud)
         if self._json and not self._document_written:
             self._write_document({"error": err.to_json()})
             return
@@ -243,6 +330,7 @@ class Output:
     def _show_details(self, question: str, details: Sequence[str]) -> None:
         if not details:
             return
+        details = [self._hinted(line) for line in details]
         self._err_rich(question, lambda esc: f"[bold]{esc(question)}[/bold]")
         for line in details:
 

@@ -133,6 +133,7 @@ def run(
     lock for the whole body and append a journal record, also when the body fails.
     """
     started_at, t0 = utc_now_iso(), time.monotonic()
+    ctx.out.operation = op  # named in -o json progress events
     journaled = False
     if create_stack is None:
         create_stack = not keeps_stack_dir(ctx.cloud)

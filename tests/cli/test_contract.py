@@ -234,7 +234,7 @@ def test_click_usage_error_in_json_mode_is_one_document(
 # --- output -----------------------------------------------------------------------------------
 
 
-def test_step_plain_line_when_not_a_tty_and_silent_in_json(home: Path) -> None:
+def test_step_plain_line_when_not_a_tty_and_json_lines_in_json(home: Path) -> None:
     env = make_env(home)
     ctx = Context(env=env)
     with ctx.out.step("starting nodes"):
@@ -245,11 +245,19 @@ def test_step_plain_line_when_not_a_tty_and_silent_in_json(home: Path) -> None:
 
     env = make_env(home)
     ctx = Context(env=env, output=OutputFormat.JSON)
-    with ctx.out.step("quiet"):
-        ctx.out.info("not shown in JSON mode")
+    with ctx.out.step("migrating"):
+        ctx.out.info("a note")
     ctx.out.warn("always shown")
-    assert isinstance(env.stderr, io.StringIO)
-    assert env.stderr.getvalue() == "warning: always shown\n"
+    assert isinstance(env.stderr, io.StringIO) and isinstance(env.stdout, io.StringIO)
+    events = [json.loads(line) for line in env.stderr.getvalue().splitlines()]
+    assert [(e["event"], e.get("name") or e.get("message")) for e in events] == [
+        ("step_started", "migrating"),
+        ("note", "a note"),
+        ("step_done", "migrating"),
+        ("diagnostic", "always shown"),
+    ]
+    assert events[2]["duration_seconds"] >= 0 and events[2]["done"] == events[2]["total"] == 1
+    assert env.stdout.getvalue() == ""
 
 
 def test_step_reports_failure_and_interleaved_lines(home: Path) -> None:

@@ -48,6 +48,8 @@ COMMAND_LAYER = (
     "cli.options",
     "cli.output",
     "cli.progress_view",
+    "cli.step_progress",
+    "cli.hints",
     "cli.runner",
 )
 

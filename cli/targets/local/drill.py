@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from cli.errors import ExitStatus, UsageError
-from cli.progress import Note
+from cli.progress import Note, Step
 from cli.results import DocResult, Result
 from cli.state import StackConfig
 from cli.targets.base import Operator
@@ -95,6 +95,7 @@ async def drill(
     warmup: float = 1.0,
     after: float = 1.0,
     step: Note,
+    phase: Step,
 ) -> dict[str, Any]:
     """Run a drill. The caller has checked the plan (``target.failover_plan``): nothing here
     may be the first to find out that the failover cannot happen."""
@@ -130,6 +131,7 @@ async def drill(
             max_lag=DRILL_MAX_LAG,
             confirm=lambda _: None,
             step=step,
+            phase=phase,
         )
         failover_s = time.monotonic() - t0
         await asyncio.sleep(after)
@@ -237,7 +239,11 @@ def run(
             *info["steps"],
         ],
     )
-    return DrillResult(asyncio.run(drill(target, dest, force=force, pairs=pairs, step=op.note)))
+    kind = "forced" if force else "planned"
+    with op.step(f"drill: {kind} failover {src.cfg.name} -> {dest} under load"):
+        run = drill(target, dest, force=force, pairs=pairs, step=op.note, phase=op.step)
+        doc = asyncio.run(run)
+    return DrillResult(doc)
 
 
 def clean_run(target: LocalTarget, run_id: str | None, op: Operator) -> Result:

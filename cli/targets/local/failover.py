@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from cli.deadline import poll
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
-from cli.progress import Note
+from cli.progress import Note, Step
 from cli.state import StackConfig, StackFiles
 from cli.targets.local.runtime import Region, SyncWatch
 
@@ -155,8 +155,11 @@ class LocalFailover:
         max_lag: int,
         confirm: Callable[[dict[str, Any]], None],
         step: Note,
+        phase: Step,
         timeout: float = 120.0,
     ) -> dict[str, Any]:
+        """``step`` says what was done; ``phase`` times a stretch that can wait (a spinner, a
+        step line, JSON events), so no stretch of a failover goes by without a word."""
         from cli.targets.local import replication as rep
 
         cfg, src, dst, info = self.plan(to_region, force, max_lag)
@@ -165,10 +168,9 @@ class LocalFailover:
         deadline = t0 + timeout
         src_pg, dst_pg = src.pg(), dst.pg()
         if not force:
-            step(f"draining {src.cfg.name}'s im-server nodes")
-            src.remove_nodes(0, step)
+            with phase(f"draining {src.cfg.name}'s im-server nodes"):
+                src.remove_nodes(0, step)
             target = rep.current_lsn(src_pg)
-            step(f"waiting for {dst.cfg.name} to replay up to the last write")
 
             def behind(_: int) -> NoReturn:
                 raise OperationTimeout(
@@ -177,24 +179,26 @@ class LocalFailover:
                     "`imctl deploy` restarts its nodes",
                 )
 
-            poll(
-                lambda: rep.replayed_lsn(dst_pg), done=lambda lsn: lsn >= target,
-                state=lambda lsn: f"{max(0, target - lsn)} bytes behind", what=dst.cfg.name,
-                limit=max(0.0, deadline - time.monotonic()), interval=0.02, timed_out=behind,
-            )  # fmt: skip
-            step(f"stopping {src.cfg.name}'s PostgreSQL")
-            src_pg.stop()
+            with phase(f"waiting for {dst.cfg.name} to replay up to the last write"):
+                poll(
+                    lambda: rep.replayed_lsn(dst_pg), done=lambda lsn: lsn >= target,
+                    state=lambda lsn: f"{max(0, target - lsn)} bytes behind", what=dst.cfg.name,
+                    limit=max(0.0, deadline - time.monotonic()), interval=0.02,
+                    timed_out=behind,
+                )  # fmt: skip
+            with phase(f"stopping {src.cfg.name}'s PostgreSQL"):
+                src_pg.stop()
         else:
-            step(f"fencing {src.cfg.name}")
-            src.fence(kill_db=False)
+            with phase(f"fencing {src.cfg.name}"):
+                src.fence(kill_db=False)
             end = rep.wal_end_of_stopped(src_pg)
             received = rep.standby_state(dst_pg).receive_lsn
             wal_lost = None if end is None else max(0, end - received)
             info["data_loss_bound"]["wal_bytes"] = wal_lost
             if cfg.replication == "async" and wal_lost == 0:
                 info["data_loss_bound"]["acked_messages"] = 0
-        step(f"promoting {dst.cfg.name}")
-        rep.promote(dst_pg)
+        with phase(f"promoting {dst.cfg.name}"):
+            rep.promote(dst_pg)
         promoted_at = time.monotonic()
         # Roles are written before nodes start: a crash from here on leaves the config naming
         # the new primary, and `imctl deploy` finishes the job.
@@ -203,14 +207,15 @@ class LocalFailover:
         self.files.save_config(cfg)
         dst.upstream, src.upstream = None, dst
         dst.sync = sync_watch(cfg)
-        dst.ensure_bus(step)
-        dst.ensure_nodes(dst.cfg.replicas, step)
+        with phase(f"starting {dst.cfg.name}'s NATS and im-server nodes"):
+            dst.ensure_bus(step)
+            dst.ensure_nodes(dst.cfg.replicas, step)
         info["rto_seconds"] = round(time.monotonic() - t0, 3)
         info["promote_seconds"] = round(promoted_at - t0, 3)
         info["rejoined"] = False
         if not force:
-            step(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}")
-            self._rejoin(cfg, src, dst, step)
+            with phase(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}"):
+                self._rejoin(cfg, src, dst, step)
             info["rejoined"] = True
         info["status"] = self.status()
         return info
@@ -236,7 +241,7 @@ class LocalFailover:
         if cfg.replication == "sync":
             rep.set_synchronous(dst.pg(), src.cfg.name)
 
-    def rebuild_standby(self, region: str, step: Note) -> dict[str, Any]:
+    def rebuild_standby(self, region: str, step: Note, phase: Step) -> dict[str, Any]:
         from cli.targets.local import replication as rep
 
         cfg = self.files.load_config()
@@ -251,22 +256,25 @@ class LocalFailover:
         primary = regions[cfg.primary.name]
         if not primary.pg().is_running():
             raise PreconditionFailed(f"primary {primary.cfg.name!r} is not running")
-        r.fence(kill_db=False)
+        with phase(f"fencing {region}"):
+            r.fence(kill_db=False)
         r.cfg.role = "standby"
         r.upstream = primary
         pg = r.pg()
-        step(f"copying {primary.cfg.name} into {region} (pg_basebackup)")
-        rep.drop_slot(primary.pg(), region)
-        rep.base_backup(primary.pg(), pg, region, self.files.load_secrets().pg_password)
-        pg.start()
-        wait_streaming(r, 30.0)
-        r.ensure_bus(step)
-        if cfg.replication == "sync":
-            rep.set_synchronous(primary.pg(), region)
+        with phase(f"copying {primary.cfg.name} into {region} (pg_basebackup)"):
+            rep.drop_slot(primary.pg(), region)
+            rep.base_backup(primary.pg(), pg, region, self.files.load_secrets().pg_password)
+        with phase(f"starting {region} as the standby and waiting until it streams"):
+            pg.start()
+            wait_streaming(r, 30.0)
+            r.ensure_bus(step)
+            if cfg.replication == "sync":
+                rep.set_synchronous(primary.pg(), region)
         self.files.save_config(cfg)
         # The primary's nodes learn that they have a standby again (a rolling restart).
-        primary.sync = sync_watch(cfg)
-        primary.ensure_nodes(primary.cfg.replicas, step)
+        with phase(f"restarting {primary.cfg.name}'s im-server nodes to protect writes again"):
+            primary.sync = sync_watch(cfg)
+            primary.ensure_nodes(primary.cfg.replicas, step)
         return {"stack": cfg.stack, "region": region, "role": "standby", "status": self.status()}
 
 

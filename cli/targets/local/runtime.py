@@ -305,6 +305,16 @@ class Region:
         if discovery.nodes_running(self):  # ours, even with their pid files gone
             return
         if not procs.port_is_free("127.0.0.1", port):
+            from cli.targets.local.port_owners import owner
+
+            stack_dir = self.root.parent.parent  # <home>/stacks/<stack>/regions/<region>
+            held = owner(stack_dir.parent, port, exclude=stack_dir.name)
+            if held is not None:
+                other, what = held
+                raise PreconditionFailed(
+                    f"port {port} is in use by stack {other!r} ({what})",
+                    f"`imctl destroy -s {other}` frees it, or pick another --port",
+                )
             raise PreconditionFailed(
                 f"port {port} is in use by another program",
                 f"pick another --port, or stop what listens: ss -ltnp 'sport = :{port}'",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cli.deadline import Deadline
 from cli.errors import PreconditionFailed, UsageError
-from cli.progress import Note
+from cli.progress import Note, Step
 from cli.results import DocResult, Result, StatusResult
 from cli.state import (
     DEFAULT_PORT,
@@ -54,6 +54,13 @@ if TYPE_CHECKING:
     from cli.targets.local.snapshots import LocalSnapshots
 
 DEFAULT_REGION = "local"
+
+
+# What a deploy's data phase waits for in a region: a new standby's is a full base backup.
+_DATA_PHASE = {
+    "primary": "PostgreSQL and NATS",
+    "standby": "PostgreSQL standby (pg_basebackup when new) and NATS",
+}
 
 
 def validate_replicas(n: int) -> int:
@@ -216,36 +223,44 @@ class LocalTarget(Target):
     def deploy(self, req: DeployRequest, op: Operator) -> Result:
         if req.sets:
             raise UsageError("--set is for cloud stacks", "the local target takes flags")
-        return DocResult(self._deploy(req, op.note))
+        return DocResult(self._deploy(req, op.note, op.step))
 
-    def _deploy(self, req: DeployRequest, step: Note) -> dict[str, Any]:
+    def _deploy(self, req: DeployRequest, step: Note, phase: Step) -> dict[str, Any]:
         cfg, new = self.plan_config(
             req.region, req.replicas, req.port, req.standby_region, req.replication,
             req.sync_policy, req.sync_degrade_after,
         )  # fmt: skip
         secrets = self.files.load_or_create_secrets()
         regions = self.regions(cfg, secrets)
-        for r in regions:
-            if r.cfg.role != "fenced":
-                r.check_port()  # before anything starts: a bad port leaves nothing half-started
-        if cfg.global_port is not None and not any(
-            r.node_status(n).alive for r in regions for n in r.node_ids()
-        ):
-            regions[0].check_port(cfg.global_port)
-        self.files.save_config(cfg)
-        actions: list[str] = []
-        for r in regions:  # before anything starts next to them
-            actions += discovery.settle(r, step)
+        with phase("checking ports and processes"):
+            for r in regions:
+                if r.cfg.role != "fenced":
+                    r.check_port()  # before anything starts: nothing is left half-started
+            if cfg.global_port is not None and not any(
+                r.node_status(n).alive for r in regions for n in r.node_ids()
+            ):
+                regions[0].check_port(cfg.global_port)
+            self.files.save_config(cfg)
+            actions: list[str] = []
+            for r in regions:  # before anything starts next to them
+                actions += discovery.settle(r, step)
         ordered = sorted(regions, key=lambda x: x.cfg.role != "primary")  # primary first
         # Every database before any node: while a lost synchronous standby blocks the
         # primary's commits, the primary's nodes cannot become ready (nor a migration commit)
         # until the standby is back.
         for r in ordered:
-            actions += r.reconcile_data(step)
+            if r.cfg.role != "fenced":
+                with phase(f"region {r.cfg.name}: {_DATA_PHASE[r.cfg.role]}"):
+                    actions += r.reconcile_data(step)
         for r in ordered:
-            actions += r.reconcile_nodes(step)
+            if r.cfg.role == "primary":
+                with phase(f"region {r.cfg.name}: migrations and im-server nodes"):
+                    actions += r.reconcile_nodes(step)
+            else:
+                actions += r.reconcile_nodes(step)  # drains strays; quick when there are none
             if r.cfg.role == "standby" and cfg.replication == "sync":
-                actions += self._ensure_sync(r, step)
+                with phase(f"region {r.cfg.name}: synchronous replication"):
+                    actions += self._ensure_sync(r, step)
         from cli.targets.local.health import problems
 
         statuses = [r.status() for r in regions]
@@ -305,9 +320,9 @@ class LocalTarget(Target):
     def scale(self, req: ScaleRequest, op: Operator) -> Result:
         if req.replicas is None:
             raise UsageError("--replicas is required", "e.g. imctl scale --replicas 3")
-        return DocResult(self._scale(req.replicas, req.region, op.note))
+        return DocResult(self._scale(req.replicas, req.region, op.note, op.step))
 
-    def _scale(self, replicas: int, region: str | None, step: Note) -> dict[str, Any]:
+    def _scale(self, replicas: int, region: str | None, step: Note, phase: Step) -> dict[str, Any]:
         validate_replicas(replicas)
         cfg = self.files.load_config()
         rc = cfg.region(region) if region else cfg.primary
@@ -317,9 +332,10 @@ class LocalTarget(Target):
         # Written first: if scaling fails half-way, the next deploy finishes the job.
         self.files.save_config(cfg)
         # A node running without its pid file would otherwise get a twin.
-        settled = discovery.settle(target, step)
-        started = target.ensure_nodes(replicas, step)
-        removed = target.remove_nodes(replicas, step)
+        with phase(f"region {rc.name}: {before} -> {replicas} im-server node(s)"):
+            settled = discovery.settle(target, step)
+            started = target.ensure_nodes(replicas, step)
+            removed = target.remove_nodes(replicas, step)
         return {
             "stack": cfg.stack,
             "region": rc.name,
@@ -382,27 +398,30 @@ class LocalTarget(Target):
             return DocResult(self._delete_leftovers(op.note))
         plan = self.destroy_plan(keep_data, delete_snapshots)
         op.confirm(f"Destroy stack {self.stack!r}?", details=plan)
-        return DocResult(self._destroy(keep_data, delete_snapshots, op.note))
+        return DocResult(self._destroy(keep_data, delete_snapshots, op.note, op.step))
 
-    def _destroy(self, keep_data: bool, delete_snapshots: bool, step: Note) -> dict[str, Any]:
+    def _destroy(
+        self, keep_data: bool, delete_snapshots: bool, step: Note, phase: Step
+    ) -> dict[str, Any]:
         cfg = self.files.load_config()
         actions: list[str] = []
         regions = self.regions(cfg)
         for r in regions:
-            actions += r.stop_all(step)
+            with phase(f"region {r.cfg.name}: stopping nodes, NATS and PostgreSQL"):
+                actions += r.stop_all(step)
         actions += discovery.stop_leftovers(self.files.dir, regions, cfg.drain_grace, step)
         catalog = self._snapshots().catalog
         count, size = catalog.totals()
         kept = not delete_snapshots and count > 0
         if kept and not keep_data:
-            step(f"deleting {self.files.dir}, all but {catalog.root.name}/")
-            self._delete_all_but(catalog.root.name)
-            self.files.mark_destroyed(cfg)
-            # Last: until config.json goes, the stack still exists and a destroy can be rerun.
-            self.files.config_path.unlink()
+            with phase(f"deleting {self.files.dir}, all but {catalog.root.name}/"):
+                self._delete_all_but(catalog.root.name)
+                self.files.mark_destroyed(cfg)
+                # Last: until config.json goes, the stack still exists and a destroy can rerun.
+                self.files.config_path.unlink()
         elif not keep_data:
-            step(f"deleting {self.files.dir}")
-            shutil.rmtree(self.files.dir)
+            with phase(f"deleting {self.files.dir}"):
+                shutil.rmtree(self.files.dir)
         return {
             "stack": cfg.stack,
             "cloud": "local",
@@ -528,7 +547,7 @@ class LocalTarget(Target):
 
         info = self.failover_sequence().run(
             req.to_region, force=req.force, max_lag=_max_lag(req), confirm=confirm,
-            step=op.note, timeout=req.timeout or FAILOVER_TIMEOUT,
+            step=op.note, phase=op.step, timeout=req.timeout or FAILOVER_TIMEOUT,
         )  # fmt: skip
         return DocResult(result_document(self.stack, info))
 
@@ -537,7 +556,7 @@ class LocalTarget(Target):
             f"Rebuild region {region!r} as the standby?",
             details=[f"delete {region}'s database and copy the primary into it"],
         )
-        return DocResult(self.failover_sequence().rebuild_standby(region, op.note))
+        return DocResult(self.failover_sequence().rebuild_standby(region, op.note, op.step))
 
     # --- drills (drill.py) and logs (logs.py) ---------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""Hints that work when pasted: every ``imctl <command>`` a hint names carries the ``-s`` and
+``--cloud`` of the invocation, in errors, result documents and text, through the real command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli.hints import with_options
+from cli.state import RegionConfig, StackConfig, StackFiles
+from tests.cli.test_contract import invoke, make_env, one_document
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "imctl-home"
+
+
+def recorded_stack(home: Path, name: str) -> None:
+    """A stack as a forced failover leaves it (a fenced, b primary), with nothing running."""
+    files = StackFiles(home / "stacks" / name)
+    files.load_or_create_secrets()
+    regions = [RegionConfig("a", 45123, 2, "fenced"), RegionConfig("b", 45124, 2)]
+    files.save_config(StackConfig(name, "local", regions, global_port=45125))
+
+
+def test_stack_not_found_names_the_stack(home: Path) -> None:
+    recorded_stack(home, "dev")
+    ran = invoke(make_env(home), ["status", "-s", "other"])
+    assert ran.code == 6, ran
+    assert "hint: create it with `imctl deploy -s other`" in ran.stderr
+    assert "existing stacks: dev" in ran.stderr
+
+
+def test_failover_hint_names_the_stack(home: Path) -> None:
+    recorded_stack(home, "other")
+    ran = invoke(make_env(home), ["failover", "-s", "other", "--to-region", "a", "-o", "json"])
+    assert ran.code == 10, ran
+    assert "`imctl status -s other`" in one_document(ran.stdout)["error"]["hint"]
+
+
+def test_status_advice_names_the_stack_in_json_and_text(home: Path) -> None:
+    recorded_stack(home, "other")
+    ran = invoke(make_env(home), ["status", "-s", "other", "-o", "json"])
+    nexts = [p["next_command"] for p in one_document(ran.stdout)["problems"]]
+    assert "imctl standby rebuild --region a -s other" in nexts
+    assert all("-s other" in n for n in nexts if n.startswith("imctl "))
+
+    text = invoke(make_env(home), ["status", "-s", "other"]).stdout
+    # The text render's own line, a literal in the command, is completed on its way out.
+    assert "fenced: imctl standby rebuild -s other --region a" in text
+    assert "imctl deploy -s other" in text
+
+
+def test_snapshot_advice_names_the_stack(home: Path) -> None:
+    recorded_stack(home, "other")
+    ran = invoke(make_env(home), ["snapshot", "list", "-s", "other"])
+    assert ran.code == 0, ran
+    assert "take one: imctl snapshot create -s other)" in ran.stdout
+
+
+def test_the_default_stack_and_local_add_nothing(home: Path) -> None:
+    recorded_stack(home, "dev")
+    ran = invoke(make_env(home), ["snapshot", "list"])
+    assert "take one: imctl snapshot create)" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (["standby", "rebuild", "--region", "b"], "`imctl deploy -s other --cloud aws`"),
+        (["drill", "failover"], "`imctl failover -s other --dry-run --cloud aws`"),
+    ],
+)
+def test_cloud_hints_name_the_stack_and_cloud(home: Path, args: list[str], wanted: str) -> None:
+    ran = invoke(make_env(home), [*args, "-s", "other", "--cloud", "aws", "-o", "json"])
+    assert wanted in one_document(ran.stdout)["error"]["hint"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # already there: left alone
+        ("`imctl deploy -s other`", "`imctl deploy -s other --cloud aws`"),
+        (
+            "imctl deploy -s dev when both are up",
+            "imctl deploy -s dev --cloud aws when both are up",
+        ),
+        ("imctl failover --force -s x --cloud gcp (if a is lost)", None),
+        # subcommands take the options after both words
+        ("`imctl snapshot show ID`", "`imctl snapshot show -s other --cloud aws ID`"),
+        # each mention on its own; prose after a command is not an option
+        (
+            "check `imctl status`, then `imctl history`",
+            "check `imctl status -s other --cloud aws`, then `imctl history -s other --cloud aws`",
+        ),
+        # "imctl" as a name, not a command
+        ("imctl needs Pulumi; imctl writes this file", None),
+    ],
+)
+def test_with_options(text: str, expected: str | None) -> None:
+    assert with_options(text, "other", "aws") == (expected or text)

@@ -1,0 +1,65 @@
+"""A step that runs long says so again (the heartbeat), in JSON lines and in plain lines, and
+stops saying so when it ends; a failed step is told as failed."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.context import Context, OutputFormat
+from tests.cli.test_contract import make_env
+
+
+def _stderr(ctx: Context) -> str:
+    assert isinstance(ctx.env.stderr, io.StringIO)
+    return ctx.env.stderr.getvalue()
+
+
+def test_json_heartbeat_then_done(tmp_path: Path) -> None:
+    env = make_env(tmp_path, environ={"IMCTL_PROGRESS_INTERVAL": "0.05"})
+    ctx = Context(env=env, stack="prod", output=OutputFormat.JSON)
+    ctx.out.operation = "deploy"
+    with ctx.out.step("waiting for PostgreSQL"):
+        time.sleep(0.3)
+    time.sleep(0.15)  # nothing more once the step has ended
+    events = [json.loads(line) for line in _stderr(ctx).splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "step_started" and kinds[-1] == "step_done"
+    running = [e for e in events if e["event"] == "step_running"]
+    assert len(running) >= 2 and kinds.count("step_running") == len(kinds) - 2
+    assert all(e["name"] == "waiting for PostgreSQL" for e in events)
+    assert all(e["stack"] == "prod" and e["operation"] == "deploy" for e in events)
+    assert [e["duration_seconds"] for e in running] == sorted(
+        e["duration_seconds"] for e in running
+    )
+
+
+def test_json_failed_step(tmp_path: Path) -> None:
+    ctx = Context(env=make_env(tmp_path), output=OutputFormat.JSON)
+    with pytest.raises(RuntimeError), ctx.out.step("migrating"):
+        raise RuntimeError("boom")
+    last = json.loads(_stderr(ctx).splitlines()[-1])
+    assert last["event"] == "step_failed" and last["done"] == last["total"] == 1
+
+
+def test_plain_heartbeat_lines_and_a_standalone_final_line(tmp_path: Path) -> None:
+    env = make_env(tmp_path, environ={"IMCTL_PROGRESS_INTERVAL": "0.05"})
+    ctx = Context(env=env)
+    with ctx.out.step("copying the primary (pg_basebackup)"):
+        time.sleep(0.2)
+    lines = _stderr(ctx).splitlines()
+    assert lines[0] == "copying the primary (pg_basebackup) ..."
+    assert lines[1].startswith("copying the primary (pg_basebackup) ... still running (")
+    assert lines[-1].startswith("copying the primary (pg_basebackup) ... done (")
+
+
+def test_no_heartbeat_when_turned_off(tmp_path: Path) -> None:
+    env = make_env(tmp_path, environ={"IMCTL_PROGRESS_INTERVAL": "0"})
+    ctx = Context(env=env)
+    with ctx.out.step("quick"):
+        time.sleep(0.1)
+    assert _stderr(ctx).startswith("quick ... done (")
