@@ -49,6 +49,7 @@ COMMAND_LAYER = (
     "cli.output",
     "cli.progress_view",
     "cli.runner",
+    "cli.tables",
 )
 
 EXIT_CODES: dict[str, ExitStatus] = {
@@ -74,6 +75,7 @@ EXIT_CODES: dict[str, ExitStatus] = {
     "ContentUnverified": ExitStatus.PARTIAL,
     "FailoverIncomplete": ExitStatus.PARTIAL,
     "Interrupted": ExitStatus.INTERRUPTED,
+    "InterruptedUnchanged": ExitStatus.INTERRUPTED,
 }
 
 
