@@ -3,8 +3,9 @@
 On a terminal: rich's boxed table, folding long cells to fit the screen. Anywhere else (a pipe,
 a file, a CI log): whitespace-aligned columns, one row per line, no cell wrapped or cut, so
 ``imctl history | grep drill-failover`` finds every row whole and ``awk '{print $2}'`` works;
-an empty cell is "-" there, or the columns after it would shift. ``no_headers`` drops the
-header line (and the title), as ``kubectl get --no-headers`` does.
+an empty cell is "-" there, or the columns after it would shift. A title shows on a terminal
+only. ``no_headers`` drops the header line (and the title), as ``kubectl get --no-headers``
+does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 # Between plain columns: wide enough that a space inside a cell does not look like a border.
 GAP = "   "
@@ -29,7 +30,7 @@ class Cell:
 @dataclass(frozen=True)
 class Column:
     header: str
-    justify: str = "left"  # or "right"
+    justify: Literal["left", "right"] = "left"
 
 
 def _text(cell: str | Cell) -> str:
@@ -64,8 +65,7 @@ def _rich_table(
 
     table = Table(title=None if no_headers else title, show_header=not no_headers)
     for c in cols:
-        table.add_column(c.header, justify="right" if c.justify == "right" else "left")
-        table.columns[-1].overflow = "fold"
+        table.add_column(c.header, justify=c.justify, overflow="fold")
     for row in rows:
         table.add_row(
             *(Text(c.text, style=c.style) if isinstance(c, Cell) else Text(c) for c in row)
@@ -74,7 +74,7 @@ def _rich_table(
 
 
 def _plain_header(header: str) -> str:
-    """ "started (UTC)" -> "STARTED_UTC": one word, so a header line splits like the rows."""
+    """One word ("started (UTC)" -> "STARTED_UTC"), so a header line splits like its rows."""
     return "_".join(re.sub(r"[^\w\s]", " ", header).split()).upper()
 
 
