@@ -270,7 +270,8 @@ class Output:
             self._env.stderr.flush()
             answer = self._env.stdin.readline()
         except KeyboardInterrupt:
-            # Nothing was asked for yet, so nothing is half done: end the prompt's line, no more.
+            # Confirmations come before any change, so nothing is half done: end the prompt's
+            # line and say no more.
             self._env.stderr.write("\n")
             raise InterruptedUnchanged(
                 "interrupted at the confirmation", "nothing was changed"

@@ -76,6 +76,7 @@ def _failed(exc: BaseException, *, mutating: bool) -> _Outcome:
     if isinstance(exc, ImctlError):
         return _Outcome(exc.status, error=exc, exc=exc)
     if isinstance(exc, KeyboardInterrupt) and not mutating:
+        # A read-only command changed nothing: Ctrl-C is how `logs -f` ends, not an accident.
         return _Outcome(ExitStatus.INTERRUPTED, error=InterruptedUnchanged("interrupted"), exc=exc)
     if isinstance(exc, KeyboardInterrupt):
         err: ImctlError = Interrupted(
