@@ -28,6 +28,7 @@ Exception tree::
     │   ├── ContentUnverified     exit 12: restored and in service, content not checked
     │   └── FailoverIncomplete    exit 12: the new primary serves, DNS (or later) failed
     └── Interrupted               exit 130: Ctrl-C
+        └── InterruptedUnchanged  exit 130: Ctrl-C before anything changed (says nothing more)
 """
 
 from __future__ import annotations
@@ -131,6 +132,11 @@ class InternalError(ImctlError):
 class Interrupted(ImctlError):
     status = ExitStatus.INTERRUPTED
     code = "interrupted"
+
+
+class InterruptedUnchanged(Interrupted):
+    """Ctrl-C where nothing can be half done (a read-only command, a confirmation not yet
+    answered): there is nothing to check or re-run, so text output adds nothing to the ^C."""
 
 
 class CredentialsError(ImctlError):

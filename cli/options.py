@@ -85,6 +85,11 @@ NoColor = Annotated[
     bool,
     typer.Option("--no-color", help="No colors (also: NO_COLOR=1).", rich_help_panel=_PANEL),
 ]
+# Not a common option: only the commands that print a table take it.
+NoHeaders = Annotated[
+    bool,
+    typer.Option("--no-headers", help="Print the table without its header line."),
+]
 
 _NAMES = ("stack", "cloud", "output", "yes", "verbose", "no_color")
 

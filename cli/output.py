@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
-from cli.errors import Cancelled, ImctlError, UsageError
+from cli.errors import Cancelled, ImctlError, InterruptedUnchanged, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -357,6 +357,13 @@ class Output:
             self._env.stderr.write(prompt)
             self._env.stderr.flush()
             answer = self._env.stdin.readline()
+        except KeyboardInterrupt:
+            # Confirmations come before any change, so nothing is half done: end the prompt's
+            # line and say no more.
+            self._env.stderr.write("\n")
+            raise InterruptedUnchanged(
+                "interrupted at the confirmation", "nothing was changed"
+            ) from None
         finally:
             if self._status is not None:
                 self._status.start()

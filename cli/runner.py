@@ -19,7 +19,14 @@ import typer
 
 from cli import journal
 from cli.context import Context
-from cli.errors import ExitStatus, ImctlError, InternalError, Interrupted, StackNotFound
+from cli.errors import (
+    ExitStatus,
+    ImctlError,
+    InternalError,
+    Interrupted,
+    InterruptedUnchanged,
+    StackNotFound,
+)
 from cli.locks import StackLock, utc_now_iso
 from cli.output import Render
 from cli.results import Result
@@ -67,9 +74,12 @@ class _Outcome:
         return None if self.status is ExitStatus.OK else self.status.name.lower()
 
 
-def _failed(exc: BaseException) -> _Outcome:
+def _failed(exc: BaseException, *, mutating: bool) -> _Outcome:
     if isinstance(exc, ImctlError):
         return _Outcome(exc.status, error=exc, exc=exc)
+    if isinstance(exc, KeyboardInterrupt) and not mutating:
+        # A read-only command changed nothing: Ctrl-C is how `logs -f` ends, not an accident.
+        return _Outcome(ExitStatus.INTERRUPTED, error=InterruptedUnchanged("interrupted"), exc=exc)
     if isinstance(exc, KeyboardInterrupt):
         err: ImctlError = Interrupted(
             "interrupted",
@@ -82,14 +92,14 @@ def _failed(exc: BaseException) -> _Outcome:
     return _Outcome(ExitStatus.ERROR, error=err, exc=exc)
 
 
-def _attempt(body: Callable[[], R]) -> _Outcome:
+def _attempt(body: Callable[[], R], *, mutating: bool) -> _Outcome:
     try:
         result = body()
         # to_json inside the attempt: a result that cannot be serialised is a failure, and the
         # journal must say so.
         return _Outcome(ExitStatus(result.exit_status), doc=result.to_json())
     except (Exception, KeyboardInterrupt) as exc:
-        return _failed(exc)
+        return _failed(exc, mutating=mutating)
 
 
 def _journal(
@@ -142,15 +152,15 @@ def run(
             raise stack_not_found(ctx)
         if mutating:
             with StackLock(ctx.env.home, ctx.stack, op, ctx.env.user):
-                outcome = _attempt(body)
+                outcome = _attempt(body, mutating=True)
                 # Written while still holding the lock, so the journal's order is the order in
                 # which operations held the stack.
                 _journal(ctx, op, args, started_at, t0, outcome)
                 journaled = True
         else:
-            outcome = _attempt(body)
+            outcome = _attempt(body, mutating=False)
     except (Exception, KeyboardInterrupt) as exc:
-        outcome = _failed(exc)
+        outcome = _failed(exc, mutating=mutating)
     if mutating and not journaled and not isinstance(outcome.error, StackNotFound):
         # Refused (locked) or broken before the body ran: still worth a line in the audit
         # trail. A mistyped stack name is not: it would make the journal conjure up a stack.
@@ -160,6 +170,8 @@ def run(
 
 def _emit(ctx: Context, outcome: _Outcome, render: Render) -> int:
     status = outcome.status
+    if isinstance(outcome.error, InterruptedUnchanged) and not ctx.json:
+        return int(status)  # the terminal shows ^C; a pipe reading JSON still gets its document
     try:
         if outcome.error is not None:
             if ctx.verbose and outcome.exc is not None and not isinstance(outcome.exc, ImctlError):

@@ -187,7 +187,7 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
     console.print(
         f"[green]✓[/green] {doc['cloud']} stack [bold]{doc['stack']}[/bold]: {doc['result']},"
         f" {res.get('done', 0)}/{res.get('total', 0)} resources in"
-        f" {doc.get('duration_seconds', 0):.0f}s; changes {doc.get('changes', {})}"
+        f" {doc.get('duration_seconds') or 0:.0f}s; {_counted(doc.get('changes') or {})}"
     )
     outputs = doc.get("outputs", {})
     if outputs.get("endpoint"):  # the stack says how clients connect (wss:// since issue 13)

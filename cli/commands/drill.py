@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
-from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    GROUP_EPILOG,
+    Cloud,
+    NoColor,
+    NoHeaders,
+    Output,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.results import Result
 from cli.runner import run
+from cli.tables import Column, print_table
 from cli.targets.choose import target_for
 
 app = typer.Typer(
@@ -20,20 +32,23 @@ app = typer.Typer(
 )
 
 
-def _render_drill(console: Any, doc: Mapping[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{doc['mode']} failover drill {doc['from_region']} -> {doc['to_region']}")
-    t.add_column("measure")
-    t.add_column("value", justify="right")
+def _render_drill(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -> None:
     rto = doc["rto_seconds"]
-    t.add_row("RTO (failover start -> first ack from the new primary)", f"{rto}s" if rto else "-")
-    t.add_row("failover command", f"{doc['failover_seconds']}s")
-    t.add_row("acked messages", str(doc["acked"]))
-    t.add_row("acked but missing afterwards", str(doc["acked_missing"]))
-    t.add_row("duplicates", str(doc["duplicates"]))
-    t.add_row("conversations with seq gaps", str(doc["seq_gaps"]))
-    console.print(t)
+    rows = [
+        ["RTO (failover start -> first ack from the new primary)", f"{rto}s" if rto else "-"],
+        ["failover command", f"{doc['failover_seconds']}s"],
+        ["acked messages", str(doc["acked"])],
+        ["acked but missing afterwards", str(doc["acked_missing"])],
+        ["duplicates", str(doc["duplicates"])],
+        ["conversations with seq gaps", str(doc["seq_gaps"])],
+    ]
+    print_table(
+        console,
+        ["measure", Column("value", "right")],
+        rows,
+        title=f"{doc['mode']} failover drill {doc['from_region']} -> {doc['to_region']}",
+        no_headers=no_headers,
+    )
 
 
 @app.command("failover")
@@ -46,6 +61,7 @@ def failover(
         bool, typer.Option(help="Kill -9 the primary region first, then fail over with --force.")
     ] = False,
     pairs: Annotated[int, typer.Option(help="Sender/receiver client pairs.")] = 4,
+    no_headers: NoHeaders = False,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -59,8 +75,9 @@ def failover(
     def body() -> Result:
         return target_for(ctx).drill_failover(to_region, force, pairs, ctx.operator)
 
+    render = functools.partial(_render_drill, no_headers=no_headers)
     run(ctx, "drill-failover", {"to_region": to_region, "force": force, "pairs": pairs}, body,
-        _render_drill, mutating=True)  # fmt: skip
+        render, mutating=True)  # fmt: skip
 
 
 def _render_clean(console: Any, doc: Mapping[str, Any]) -> None:

@@ -52,7 +52,7 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"  {doc['from_region']} is fenced")
     else:
         console.print(f"  [yellow]{doc['from_region']} could not be fenced[/yellow]")
-    console.print(f"  endpoint {doc.get('endpoint')} now served by {doc['to_region']}")
+    console.print(f"  endpoint {doc.get('endpoint') or '-'} now served by {doc['to_region']}")
     for w in doc.get("warnings") or []:
         console.print(f"  [yellow]warning[/yellow] {escape(w)}")
     for step in doc.get("next_steps") or []:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,8 +11,10 @@ import typer
 
 from cli import journal
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import Cloud, NoColor, NoHeaders, Output, Stack, Verbose, Yes, make_context
 from cli.runner import run, stack_not_found
+from cli.tables import Cell, print_table
+from cli.words import human
 
 DEFAULT_LIMIT = 20
 
@@ -27,39 +30,49 @@ class HistoryResult:
 
 
 def _args_text(args: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in args.items() if v is not None and v is not False)
+    """The arguments in words: a flag that was set by its name alone ("force"), one left at
+    its default (None, False) not at all, a list comma-separated."""
+    words = []
+    for k, v in args.items():
+        if v is None or v is False:
+            continue
+        words.append(k if v is True else f"{k}={human(v)}")
+    return " ".join(words)
 
 
-def _render_history(console: Any, doc: Mapping[str, Any]) -> None:
+def _render_history(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     ops = doc["operations"]
     if not ops:
         console.print(f"no operations recorded for stack [bold]{escape(doc['stack'])}[/bold]")
         return
-    table = Table(title=f"stack {escape(doc['stack'])}: last {len(ops)} operations (newest last)")
-    for column in ("started (UTC)", "op", "result", "exit", "took", "user", "args / error"):
-        table.add_column(column, overflow="fold")
     styles = {"ok": "green", "error": "red", "interrupted": "yellow"}
+    rows: list[list[str | Cell]] = []
     for op in ops:
         detail = _args_text(op["args"] or {})
         if op["message"]:
-            # The table shows the headline; -o json carries the whole message.
+            # The headline; -o json carries the whole message.
             first = op["message"].strip().splitlines()[0]
-            first = first if len(first) <= 100 else first[:99] + "…"
             detail = f"{detail}\n{first}" if detail else first
-        style = styles.get(op["result"], "")
-        table.add_row(
-            str(op["started_at"] or "?").replace("T", " ").removesuffix("Z")[:19],
-            escape(str(op["op"])),
-            f"[{style}]{escape(str(op['result']))}[/{style}]" if style else str(op["result"]),
-            str(op["exit_code"]),
-            f"{op['duration_s']:.1f}s" if isinstance(op["duration_s"], int | float) else "?",
-            escape(str(op["user"])),
-            escape(detail),
+        rows.append(
+            [
+                str(op["started_at"] or "-").replace("T", " ").removesuffix("Z")[:19],
+                str(op["op"]),
+                Cell(str(op["result"]), styles.get(op["result"], "")),
+                str(op["exit_code"]),
+                f"{op['duration_s']:.1f}s" if isinstance(op["duration_s"], int | float) else "-",
+                human(op["user"]),
+                detail,
+            ]
         )
-    console.print(table)
+    print_table(
+        console,
+        ["started (UTC)", "op", "result", "exit", "took", "user", "args / error"],
+        rows,
+        title=f"stack {doc['stack']}: last {len(ops)} operations (newest last)",
+        no_headers=no_headers,
+    )
 
 
 def history(
@@ -68,6 +81,7 @@ def history(
         int,
         typer.Option("--limit", "-n", min=0, help="Show the last N operations (0: all)."),
     ] = DEFAULT_LIMIT,
+    no_headers: NoHeaders = False,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
@@ -88,4 +102,5 @@ def history(
         return HistoryResult(ctx.stack, journal.read(home, ctx.stack, limit=limit or None))
 
     # create_stack=True: a destroyed stack has a journal but no directory; body checks itself.
-    run(ctx, "history", {"limit": limit}, body, _render_history, mutating=False, create_stack=True)
+    render = functools.partial(_render_history, no_headers=no_headers)
+    run(ctx, "history", {"limit": limit}, body, render, mutating=False, create_stack=True)

@@ -31,6 +31,7 @@ from cli.results import Result
 from cli.runner import run
 from cli.targets.base import RestoreRequest, RestoreWhere
 from cli.targets.choose import target_for
+from cli.words import human
 
 
 class Target(enum.StrEnum):
@@ -78,11 +79,12 @@ def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
 
     console.print(
         f"[green]✓[/green] restored snapshot [bold]{doc.get('snapshot_id')}[/bold] into"
-        f" {doc.get('instance_id')} ({doc.get('target')}), in {doc.get('duration_s')}s"
+        f" {human(doc.get('instance_id'))} ({human(doc.get('target'))}),"
+        f" in {human(doc.get('duration_s'))}s"
     )
     verified = doc.get("verified") or {}
     if verified:
-        facts = ", ".join(f"{k} {v}" for k, v in verified.items() if not isinstance(v, Mapping))
+        facts = human({k: v for k, v in verified.items() if not isinstance(v, Mapping)})
         console.print(f"  verified: {facts}", markup=False)
     if doc.get("previous_instance_id"):
         console.print(f"  the previous instance {doc['previous_instance_id']} is kept, untouched")

@@ -21,6 +21,7 @@ from cli.results import Result
 from cli.runner import run
 from cli.targets.base import ScaleRequest
 from cli.targets.choose import target_for
+from cli.words import human
 
 
 def _render(console: Any, doc: Mapping[str, Any]) -> None:
@@ -34,7 +35,7 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"[green]✓[/green] region {doc['region']} ({doc.get('cloud')}) scaled")
         for what, now in doc.items():
             if isinstance(now, Mapping):
-                facts = ", ".join(f"{k} {v}" for k, v in now.items() if not isinstance(v, Mapping))
+                facts = human({k: v for k, v in now.items() if not isinstance(v, Mapping)})
                 console.print(f"  {what}: {facts}", markup=False)
     if doc.get("started"):
         console.print(f"  started {', '.join(doc['started'])}")

@@ -6,6 +6,7 @@ read. An unknown snapshot id exits 1 (code ``snapshot_not_found``): 6 stays "no 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from cli.options import (
     GROUP_EPILOG,
     Cloud,
     NoColor,
+    NoHeaders,
     Output,
     OutputsFile,
     Stack,
@@ -25,6 +27,7 @@ from cli.options import (
 )
 from cli.results import Result
 from cli.runner import run
+from cli.tables import Column, print_table
 from cli.targets.choose import target_for
 
 app = typer.Typer(
@@ -106,18 +109,24 @@ def create(
 # --- list / show ----------------------------------------------------------------------------
 
 
-def _render_list(console: Any, doc: Mapping[str, Any]) -> None:
-    from rich.table import Table
-
+def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -> None:
     if not doc["snapshots"]:
         console.print("no snapshots (take one: imctl snapshot create)")
     else:
-        t = Table("id", "created", "status", "messages", "size", "note")
-        for s in doc["snapshots"]:
-            t.add_row(s["id"], s.get("created_at") or "-", s.get("status") or "complete",
-                      _count(s.get("messages")), _mb(s.get("size_bytes")),
-                      s.get("note") or "")  # fmt: skip
-        console.print(t)
+        rows = [
+            [s["id"], s.get("created_at") or "-", s.get("status") or "complete",
+             _count(s.get("messages")), _mb(s.get("size_bytes")), s.get("note") or "-"]
+            for s in doc["snapshots"]
+        ]  # fmt: skip
+        columns: list[str | Column] = [
+            "id",
+            "created",
+            "status",
+            Column("messages", "right"),
+            "size",
+            "note",
+        ]
+        print_table(console, columns, rows, no_headers=no_headers)
     for name in doc.get("incomplete") or []:
         console.print(f"[yellow]incomplete:[/yellow] {name} (`imctl snapshot prune` removes it)")
     for p in doc.get("previous_data") or []:
@@ -130,6 +139,7 @@ def _render_list(console: Any, doc: Mapping[str, Any]) -> None:
 @app.command("list")
 def list_(
     tctx: typer.Context,
+    no_headers: NoHeaders = False,
     outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
@@ -144,12 +154,13 @@ def list_(
     def body() -> Result:
         return target_for(ctx, outputs=outputs).snapshot_list()
 
-    run(ctx, "snapshot list", {}, body, _render_list, mutating=False)
+    render = functools.partial(_render_list, no_headers=no_headers)
+    run(ctx, "snapshot list", {}, body, render, mutating=False)
 
 
 def _render_show(console: Any, doc: Mapping[str, Any]) -> None:
     console.print(
-        f"snapshot [bold]{doc['id']}[/bold]  ({doc.get('stack') or '-'}/{doc.get('region')})"
+        f"snapshot [bold]{doc['id']}[/bold]  ({doc.get('stack') or '-'}/{doc.get('region') or '-'})"
     )
     console.print(f"  created      {doc.get('created_at') or '-'}")
     console.print(f"  location     {doc.get('location') or '-'}", markup=False)

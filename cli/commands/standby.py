@@ -22,8 +22,8 @@ app = typer.Typer(
 
 def _render_rebuild(console: Any, doc: Mapping[str, Any]) -> None:
     console.print(
-        f"[green]✓[/green] region {doc['region']} is the standby again; protected:"
-        f" {doc['status']['protected']}"
+        f"[green]✓[/green] region {doc['region']} is the standby again; the stack is"
+        f" {'protected' if doc['status']['protected'] else '[red]not protected yet[/red]'}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from cli.options import (
     Cloud,
     NoColor,
+    NoHeaders,
     Output,
     OutputsFile,
     Stack,
@@ -19,7 +21,9 @@ from cli.options import (
 )
 from cli.results import Result
 from cli.runner import run
+from cli.tables import Cell, Column, print_table
 from cli.targets.choose import target_for
+from cli.words import human
 
 
 def render_problems(console: Any, problems: list[Mapping[str, Any]]) -> None:
@@ -30,7 +34,7 @@ def render_problems(console: Any, problems: list[Mapping[str, Any]]) -> None:
             console.print(f"    next: {p['next_command']}", markup=False)
 
 
-def _render(console: Any, doc: Mapping[str, Any]) -> None:
+def _render(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -> None:
     mark = "[green]healthy[/green]" if doc.get("healthy") else "[red]UNHEALTHY[/red]"
     console.print(f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  {mark}")
     console.print(f"endpoint {doc.get('endpoint') or '-'}")
@@ -41,47 +45,65 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
     if isinstance(regions, Mapping):  # a cloud: regions by name
         _render_cloud_regions(console, doc)
     else:
-        _render_local_regions(console, regions)
+        _render_local_regions(console, doc["stack"], regions, no_headers)
 
 
-def _render_local_regions(console: Any, regions: list[Mapping[str, Any]]) -> None:
-    from rich.table import Table
+def _lag(bytes_: Any, seconds: Any) -> str:
+    """Bytes behind is the lag; seconds only while there are bytes to replay (an idle standby
+    is 0 bytes behind however long ago the last commit was)."""
+    if bytes_ is None:
+        return "unknown (the primary does not answer)"
+    if bytes_ and seconds:
+        return f"{bytes_} bytes / {seconds:.1f}s"
+    return f"{bytes_} bytes"
 
+
+def _render_local_regions(
+    console: Any, stack: str, regions: list[Mapping[str, Any]], no_headers: bool
+) -> None:
     for r in regions:
         db, bus = r["database"], r["bus"]
+        role = f" ({db['role']})" if db.get("role") else ""
         console.print(
             f"\nregion [bold]{r['name']}[/bold] ({r['role']}) port {r['port']}  "
-            f"PostgreSQL {'up' if db['running'] else '[red]down[/red]'} ({db.get('role')})  "
+            f"PostgreSQL {'up' if db['running'] else '[red]down[/red]'}{role}  "
             f"NATS {'up' if bus['running'] else '[red]down[/red]'}"
         )
         rep = r.get("replication") or {}
         for sb in rep.get("standbys", []):
             console.print(
                 f"  replicating to {sb['standby']}: {sb['state']} ({sb['sync_state']}),"
-                f" lag {sb['lag_bytes']} bytes"
+                f" lag {_lag(sb['lag_bytes'], sb.get('lag_seconds'))}"
             )
         if r["role"] == "standby":
             if rep.get("streaming"):
                 console.print(
-                    f"  streaming from {rep.get('upstream')}, lag {rep.get('lag_bytes')} bytes"
-                    f" / {rep.get('lag_seconds') or 0:.1f}s"
+                    f"  streaming from {human(rep.get('upstream'))},"
+                    f" lag {_lag(rep.get('lag_bytes'), rep.get('lag_seconds'))}"
                 )
             else:
                 console.print("  [red]not streaming[/red]: the stack is not protected")
         if r["role"] == "fenced":
-            console.print(f"  fenced: imctl standby rebuild --region {r['name']}")
+            console.print(f"  fenced: imctl standby rebuild --region {r['name']} -s {stack}")
             _render_orphans(console, r)
             continue
-        t = Table("node", "pid", "alive", "ready", "connections")
-        for n in r["nodes"]:
-            t.add_row(
+        rows = [
+            [
                 n["id"],
-                str(n["pid"] or "-"),
-                "yes" if n["alive"] else "[red]no[/red]",
-                "yes" if n["ready"] else "[red]no[/red]",
-                str(n["connections"] if n["connections"] is not None else "-"),
+                human(n["pid"]),
+                Cell("yes") if n["alive"] else Cell("no", "red"),
+                Cell("yes") if n["ready"] else Cell("no", "red"),
+                human(n["connections"]),
+            ]
+            for n in r["nodes"]
+        ]
+        if rows:
+            print_table(
+                console,
+                ["node", "pid", "alive", "ready", Column("connections", "right")],
+                rows,
+                no_headers=no_headers,
             )
-        console.print(t)
         _render_orphans(console, r)
 
 
@@ -97,6 +119,7 @@ def _render_orphans(console: Any, region: Mapping[str, Any]) -> None:
 def status(
     tctx: typer.Context,
     check: Annotated[bool, typer.Option("--check", help="Exit 10 when unhealthy.")] = False,
+    no_headers: NoHeaders = False,
     outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
@@ -111,7 +134,8 @@ def status(
     def body() -> Result:
         return target_for(ctx, outputs=outputs).status(check)
 
-    run(ctx, "status", {"check": check}, body, _render, mutating=False)
+    render = functools.partial(_render, no_headers=no_headers)
+    run(ctx, "status", {"check": check}, body, render, mutating=False)
 
 
 def _render_cloud_regions(console: Any, doc: Mapping[str, Any]) -> None:
@@ -119,13 +143,14 @@ def _render_cloud_regions(console: Any, doc: Mapping[str, Any]) -> None:
         db = r.get("database") or {}
         work = r.get("workload") or {}
         pods = (
-            f"{work.get('ready')}/{work.get('desired')} pods ready"
+            f"{human(work.get('ready'))}/{human(work.get('desired'))} pods ready"
             if "desired" in work
             else f"pods: {work.get('error', 'unknown')}"
         )
         console.print(
-            f"\nregion [bold]{name}[/bold] ({r.get('role')})  database {db.get('id') or '-'}:"
-            f" {db.get('state') or 'unknown'}  {pods}  /readyz {r.get('readyz')}",
+            f"\nregion [bold]{name}[/bold] ({human(r.get('role'))})  database"
+            f" {db.get('id') or '-'}: {db.get('state') or 'unknown'}  {pods}"
+            f"  /readyz {human(r.get('readyz'))}",
             highlight=False,
         )
         if r.get("endpoint"):

@@ -51,6 +51,7 @@ COMMAND_LAYER = (
     "cli.step_progress",
     "cli.hints",
     "cli.runner",
+    "cli.tables",
 )
 
 EXIT_CODES: dict[str, ExitStatus] = {
@@ -76,6 +77,7 @@ EXIT_CODES: dict[str, ExitStatus] = {
     "ContentUnverified": ExitStatus.PARTIAL,
     "FailoverIncomplete": ExitStatus.PARTIAL,
     "Interrupted": ExitStatus.INTERRUPTED,
+    "InterruptedUnchanged": ExitStatus.INTERRUPTED,
 }
 
 

@@ -186,12 +186,29 @@ def test_failed_and_interrupted_runs_are_recorded(home: Path) -> None:
 
     ctx = Context(env=make_env(home))
     assert run_code(ctx, "deploy", {"replicas": 2}, fails) == 4
-    assert run_code(Context(env=make_env(home)), "scale", {}, interrupted) == 130
+    mid_way = Context(env=make_env(home))
+    assert run_code(mid_way, "scale", {}, interrupted) == 130
+    assert isinstance(mid_way.env.stderr, io.StringIO)
+    assert "may be half done" in mid_way.env.stderr.getvalue()  # a change may be half made
     failed, stopped = journal.read(home, "dev")
     assert (failed.result, failed.exit_code, failed.error_code) == ("error", 4, "resource_failure")
     assert failed.message == "pg_ctl start failed"
     assert (stopped.result, stopped.exit_code) == ("interrupted", 130)
     assert lock_path(home, "dev").read_text() == ""  # released on the way out
+
+
+def test_ctrl_c_on_a_read_only_command_ends_quietly(home: Path) -> None:
+    def follows() -> Done:
+        raise KeyboardInterrupt
+
+    for output, stdout in ((OutputFormat.TEXT, ""), (OutputFormat.JSON, '"interrupted"')):
+        ctx = Context(env=make_env(home), output=output)
+        with pytest.raises(typer.Exit) as info:
+            run(ctx, "logs", {}, follows, lambda console, doc: None, mutating=False)
+        assert info.value.exit_code == 130
+        assert isinstance(ctx.env.stdout, io.StringIO) and isinstance(ctx.env.stderr, io.StringIO)
+        assert ctx.env.stderr.getvalue() == ""
+        assert stdout in ctx.env.stdout.getvalue()  # -o json still gets its one document
 
 
 def test_non_mutating_runs_are_not_journaled_and_take_no_lock(home: Path) -> None:

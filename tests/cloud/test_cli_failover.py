@@ -116,6 +116,11 @@ def test_forced_failover_is_recorded_and_a_repeat_is_refused(aws: Aws, stack: Fa
     # Before any deploy, imctl already reads the new roles...
     outs = engine.outputs("dev", home=stack.home, env=stack.env).cloud("dev")
     assert (outs.primary_region, outs.standby_region) == (WEST, EAST)
+    # ...and the old writer, kept, is no standby: nothing protects the new one until a deploy.
+    code, st = _imctl(stack, ["status", "--cloud", "aws", "--check", "-o", "json"])
+    [lost] = [p for p in st["problems"] if p["code"] == "writes_unprotected"]
+    assert code == 10 and lost["region"] == EAST and "not a replica" in lost["message"], st
+    assert lost["next_command"].startswith("imctl deploy -s dev --cloud aws")
     # ...so failing over to the region that already leads is refused, not counted twice.
     code, again = _imctl(
         stack, ["failover", "--cloud", "aws", "--to-region", WEST, "--force", "--yes", "-o", "json"]

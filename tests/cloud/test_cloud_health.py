@@ -74,3 +74,22 @@ def test_an_unprotected_stack_is_unhealthy() -> None:
         p["code"] == "writes_unprotected"
         and "imctl deploy -s prod --cloud gcp" in p["next_command"]
     )
+
+
+def test_a_standby_that_no_longer_replicates_is_unprotected() -> None:
+    # After a forced failover the old writer is kept as the "standby" region, still a primary.
+    promoted = _with(regions__b__database={"id": "db-b", "state": "available",
+                                           "available": True, "role": "primary"})  # fmt: skip
+    [p] = problems(promoted, "prod", "aws")
+    assert p["code"] == "writes_unprotected" and "not a replica" in p["message"], p
+    assert _codes(_with(regions__b__database__role="replica")) == []
+
+
+def test_alibabas_standby_is_protected_only_while_its_dts_job_synchronizes() -> None:
+    running = {"id": "dts-1", "status": "Synchronizing", "delay_seconds": 0}
+    assert _codes(_with(dts=running)) == []
+    assert _codes(_with(dts={"error": "throttled"})) == []  # unknown, not a problem
+    assert _codes(_with(dts=None)) == ["writes_unprotected"]
+    [p] = problems(_with(dts={**running, "status": "Suspending"}), "prod", "alicloud")
+    assert "dts-1" in p["message"] and "Suspending" in p["message"]
+    assert p["next_command"].startswith("imctl deploy -s prod --cloud alicloud")

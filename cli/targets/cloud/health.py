@@ -64,6 +64,12 @@ def problems(doc: Mapping[str, Any], stack: str, cloud: str) -> list[dict[str, A
         lag = doc.get("replica_lag_seconds")
         if not s_db.get("available"):
             why = f"the standby database {s_db.get('id')} is {s_db.get('state')}"
+        elif s_db.get("role") not in (None, "replica"):
+            # After a forced failover the old writer is kept, not deleted, and no longer
+            # replicates: the status names it the standby until a deploy builds a new one.
+            why = f"the standby database {s_db.get('id')} is not a replica (it is a {s_db['role']})"
+        elif (dts_why := _dts_problem(doc)) is not None:
+            why = dts_why
         elif lag is not None and lag > REPLICA_LAG_ALARM_SECONDS:
             why = f"the standby is {lag:g}s behind (alarm at {REPLICA_LAG_ALARM_SECONDS}s)"
         else:
@@ -78,3 +84,17 @@ def problems(doc: Mapping[str, Any], stack: str, cloud: str) -> list[dict[str, A
                 )
             )
     return found
+
+
+def _dts_problem(doc: Mapping[str, Any]) -> str | None:
+    """Alibaba's standby is a writable instance that a DTS job feeds: no job, or one that is not
+    synchronizing, protects nothing. None when the document has no DTS facts (other clouds) or
+    the job could not be read (the problem is then unknown, not absent or present)."""
+    if "dts" not in doc:
+        return None
+    dts = doc["dts"]
+    if dts is None:
+        return "no DTS job feeds the standby database"
+    if "error" in dts or dts.get("status") == "Synchronizing":
+        return None
+    return f"the DTS job {dts.get('id')} feeding the standby is {dts.get('status')}"

@@ -312,7 +312,7 @@ def result_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
         "fenced": True,
         "rejoined": info["rejoined"],
         "endpoint": status["endpoint"],
-        "next_steps": [f"imctl standby rebuild --region {old}"] if forced else [],
+        "next_steps": [f"imctl standby rebuild --region {old} -s {stack}"] if forced else [],
         "warnings": [] if info["rejoined"] or forced else [f"{old} did not rejoin as standby"],
         "details": {**plan["details"], "status": status},
     }

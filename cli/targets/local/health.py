@@ -33,6 +33,8 @@ def problems(cfg: StackConfig, regions: Sequence[Mapping[str, Any]]) -> list[dic
     deploy = f"imctl deploy {s}"
     out: list[dict[str, Any]] = []
     standbys = [r for r in regions if r["role"] == "standby"]
+    primary = next((r for r in regions if r["role"] == "primary"), None)
+    primary_down = primary is not None and not primary["database"]["answering"]
     for r in regions:
         name, role, db = r["name"], r["role"], r["database"]
         if role == "fenced":
@@ -59,22 +61,25 @@ def problems(cfg: StackConfig, regions: Sequence[Mapping[str, Any]]) -> list[dic
             out += _primary_problems(cfg, r, standbys, deploy)
         elif role == "standby":
             rep = r.get("replication") or {}
+            nxt = f"{deploy}   (or rebuild it: imctl standby rebuild --region {name} {s})"
             if not db["answering"]:
                 what = "is not running" if not db["running"] else "does not answer within 2 s"
                 why = f"standby {name}'s PostgreSQL {what}"
+            elif not rep.get("streaming") and primary_down:
+                # Its copy may be the only one left: rebuilding it from the primary would be
+                # the wrong advice (and cannot work); promoting it is the way out.
+                assert primary is not None
+                why = f"standby {name} cannot stream: the primary {primary['name']} is down"
+                nxt = (
+                    f"{deploy}   (if region {primary['name']} is lost: imctl failover"
+                    f" --to-region {name} --force {s})"
+                )
             elif not rep.get("streaming"):
                 why = f"standby {name} is not streaming from the primary"
             else:
                 why = ""
             if why:
-                out.append(
-                    _problem(
-                        "writes_unprotected",
-                        name,
-                        why,
-                        f"{deploy}   (or rebuild it: imctl standby rebuild --region {name} {s})",
-                    )
-                )
+                out.append(_problem("writes_unprotected", name, why, nxt))
         # A standby region's NATS serves nobody until a failover (which starts it).
         if not r["bus"]["running"] and role == "primary":
             out.append(_problem("bus_down", name, "NATS is not running", deploy))

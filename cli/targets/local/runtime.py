@@ -442,11 +442,14 @@ class Region:
                 with contextlib.suppress(Exception):
                     upstream_lsn = rep.current_lsn(self.upstream.pg(), PROBE_TIMEOUT)
                     lag_bytes = max(0, upstream_lsn - st.replay_lsn)
+            # The replay timestamp is that of the last commit replayed, so "now - it" grows
+            # while the primary is idle: seconds count only while there are bytes to replay.
+            lag_seconds = st.lag_seconds if lag_bytes else None if lag_bytes is None else 0.0
             return {
                 "streaming": st.streaming,
                 "upstream": self.upstream.cfg.name if self.upstream else None,
                 "lag_bytes": lag_bytes,
-                "lag_seconds": st.lag_seconds,
+                "lag_seconds": lag_seconds,
             }
         except Exception:
             return None
