@@ -47,19 +47,19 @@ _HAS_STACK: Final = re.compile(r"(?:^|\s)(?:-s|--stack)(?:\s|=)")
 _HAS_CLOUD: Final = re.compile(r"(?:^|\s)--cloud(?:\s|=)")
 
 
-def options_for(stack: str, cloud: str) -> str:
-    """The options a pasted command needs to reach this stack: none for the defaults."""
-    parts = []
-    if stack != DEFAULT_STACK:
-        parts.append(f"-s {stack}")
-    if cloud != DEFAULT_CLOUD:
-        parts.append(f"--cloud {cloud}")
-    return " ".join(parts)
+def needed(stack: str, cloud: str, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The stack and cloud a pasted command must name: none for the defaults, unless
+    IMCTL_STACK/IMCTL_CLOUD is set (a pasted ``imctl status`` would then read the variable, not
+    the default the invocation chose with ``-s dev``)."""
+    named_stack = stack != DEFAULT_STACK or "IMCTL_STACK" in environ
+    named_cloud = cloud != DEFAULT_CLOUD or "IMCTL_CLOUD" in environ
+    return (stack if named_stack else None, cloud if named_cloud else None)
 
 
-def with_options(text: str, stack: str, cloud: str) -> str:
-    """``text`` with ``-s``/``--cloud`` added to each ``imctl <command>`` that lacks them."""
-    if not options_for(stack, cloud) or "imctl " not in text:
+def with_options(text: str, stack: str | None, cloud: str | None) -> str:
+    """``text`` with ``-s stack``/``--cloud cloud`` (those not None) added to each
+    ``imctl <command>`` that lacks them."""
+    if (stack is None and cloud is None) or "imctl " not in text:
         return text
     out: list[str] = []
     last = 0
@@ -67,9 +67,9 @@ def with_options(text: str, stack: str, cloud: str) -> str:
         end = _END.search(text, m.end())
         rest = text[m.end() : end.start() if end else len(text)]
         extra = []
-        if stack != DEFAULT_STACK and not _HAS_STACK.search(rest):
+        if stack is not None and not _HAS_STACK.search(rest):
             extra.append(f"-s {stack}")
-        if cloud != DEFAULT_CLOUD and not _HAS_CLOUD.search(rest):
+        if cloud is not None and not _HAS_CLOUD.search(rest):
             extra.append(f"--cloud {cloud}")
         at = _LEADING.match(text, m.end())
         cut = at.end() if at else m.end()
@@ -81,7 +81,7 @@ def with_options(text: str, stack: str, cloud: str) -> str:
     return "".join(out)
 
 
-def in_document(doc: Mapping[str, Any], stack: str, cloud: str) -> dict[str, Any]:
+def in_document(doc: Mapping[str, Any], stack: str | None, cloud: str | None) -> dict[str, Any]:
     """A copy of a result document whose hint-like fields (``HINT_KEYS``, at any depth) have
     their commands completed; every other value is left exactly as it was."""
 

@@ -137,15 +137,18 @@ class Output:
 
     # --- hints: commands that work when pasted (cli/hints.py) ----------------------------
 
+    def _hint_options(self) -> tuple[str | None, str | None]:
+        from cli.hints import needed
+
+        return needed(self._ctx.stack, self._ctx.cloud, self._ctx.env.environ)
+
     def _hinted(self, text: str) -> str:
         from cli.hints import with_options
 
-        return with_options(text, self._ctx.stack, self._ctx.cloud)
+        return with_options(text, *self._hint_options())
 
     def _needs_hints(self) -> bool:
-        from cli.hints import options_for
-
-        return bool(options_for(self._ctx.stack, self._ctx.cloud))
+        return self._hint_options() != (None, None)
 
     # --- progress and messages ----------------------------------------------------------
 
@@ -289,7 +292,7 @@ class Output:
         if self._needs_hints():
             from cli.hints import in_document
 
-            doc = in_document(doc, self._ctx.stack, self._ctx.cloud)
+            doc = in_document(doc, *self._hint_options())
         if self._json:
             self._write_document(doc)
         elif self._needs_hints():
@@ -312,7 +315,7 @@ class Output:
         if err.details is not None and self._needs_hints():
             from cli.hints import in_document
 
-            err.details = in_document(err.details, self._ctx.stack, self._ctx.cloud)
+            err.details = in_document(err.details, *self._hint_options())
         if self._json and not self._document_written:
             self._write_document({"error": err.to_json()})
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.hints import with_options
+from cli.hints import needed, with_options
 from cli.state import RegionConfig, StackConfig, StackFiles
 from tests.cli.test_contract import invoke, make_env, one_document
 
@@ -49,7 +49,7 @@ def test_status_advice_names_the_stack_in_json_and_text(home: Path) -> None:
 
     text = invoke(make_env(home), ["status", "-s", "other"]).stdout
     # The text render's own line, a literal in the command, is completed on its way out.
-    assert "fenced: imctl standby rebuild -s other --region a" in text
+    assert "fenced: imctl standby rebuild --region a -s other" in text
     assert "imctl deploy -s other" in text
 
 
@@ -58,6 +58,15 @@ def test_snapshot_advice_names_the_stack(home: Path) -> None:
     ran = invoke(make_env(home), ["snapshot", "list", "-s", "other"])
     assert ran.code == 0, ran
     assert "take one: imctl snapshot create -s other)" in ran.stdout
+
+
+def test_the_default_stack_is_named_when_imctl_stack_points_elsewhere(home: Path) -> None:
+    # Pasted in the same shell, a bare "imctl snapshot create" would act on prod.
+    recorded_stack(home, "dev")
+    env = make_env(home, environ={"USER": "tester", "IMCTL_STACK": "prod"})
+    ran = invoke(env, ["snapshot", "list", "-s", "dev"], os_env={"IMCTL_STACK": "prod"})
+    assert ran.code == 0, ran
+    assert "take one: imctl snapshot create -s dev)" in ran.stdout
 
 
 def test_the_default_stack_and_local_add_nothing(home: Path) -> None:
@@ -101,3 +110,10 @@ def test_cloud_hints_name_the_stack_and_cloud(home: Path, args: list[str], wante
 )
 def test_with_options(text: str, expected: str | None) -> None:
     assert with_options(text, "other", "aws") == (expected or text)
+
+
+def test_defaults_are_left_out_unless_the_environment_names_others() -> None:
+    assert needed("dev", "local", {}) == (None, None)
+    assert needed("other", "local", {}) == ("other", None)
+    assert needed("dev", "local", {"IMCTL_STACK": "prod"}) == ("dev", None)
+    assert needed("dev", "local", {"IMCTL_CLOUD": "aws"}) == (None, "local")
