@@ -10,7 +10,7 @@ import typer
 
 from cli import journal
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import CloudAccepted, NoColor, Output, Stack, Verbose, YesAccepted, make_context
 from cli.runner import run, stack_not_found
 
 DEFAULT_LIMIT = 20
@@ -66,18 +66,25 @@ def history(
     tctx: typer.Context,
     limit: Annotated[
         int,
-        typer.Option("--limit", "-n", min=0, help="Show the last N operations (0: all)."),
+        typer.Option(
+            "--limit", "-n", min=0, metavar="N", help="Show the last N operations (0: all)."
+        ),
     ] = DEFAULT_LIMIT,
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
     """Show the stack's operations journal: who, when, args, result, duration.
 
     Also works after `imctl destroy`: the journal is kept outside the stack directory.
+
+    \b
+    Examples:
+      imctl history                 # the last 20 operations of stack dev
+      imctl history -s prod -n 0 -o json
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
