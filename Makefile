@@ -14,6 +14,8 @@ ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# --no-compile: byte-compiling every installed package was a third of the install's CPU; the
+# modules a command imports are compiled on first use instead.
 $(LOCAL_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e .
 	touch $@
