@@ -65,8 +65,6 @@ def _click_usage_error() -> type[Exception]:
 _ClickUsageError = _click_usage_error()
 _click_exceptions = sys.modules[_ClickUsageError.__module__]
 _NoSuchOption: type[Exception] = _click_exceptions.NoSuchOption
-# click < 8.2 prints the help for a bare group itself and has no such class
-_NoArgsIsHelp: type[Exception] | None = getattr(_click_exceptions, "NoArgsIsHelpError", None)
 
 
 def _wants_json(ctx: Context, argv: list[str], group_output: Any) -> bool:
@@ -125,6 +123,7 @@ class ImctlGroup(TyperGroup):
         return super().resolve_command(ctx, args)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # before click's no_args_is_help, which prints the help as an error (stderr, exit 2)
         if not args and not ctx.resilient_parsing:
             _print_help(ctx)
             ctx.exit(0)
@@ -141,9 +140,6 @@ class ImctlGroup(TyperGroup):
             current_context(cast(typer.Context, ctx)).out.error(err)
             raise typer.Exit(int(err.status)) from None
         except _ClickUsageError as exc:
-            if _NoArgsIsHelp is not None and isinstance(exc, _NoArgsIsHelp):
-                _print_help(exc.ctx)  # type: ignore[attr-defined]
-                raise typer.Exit(0) from None
             _usage_error(ctx, exc, argv, ctx.params.get("output"))
 
 
