@@ -80,7 +80,7 @@ def ls(
 
     State: running, degraded or stopped (local: from its processes); deployed, destroyed or
     unknown (a cloud: from the Pulumi state on this machine; the cloud itself is not asked:
-    imctl status --cloud X does); destroyed or not-deployed (known only from the journal).
+    imctl status --cloud X does); destroyed (known from the journal).
 
     \b
     Examples:

@@ -11,8 +11,10 @@ Where each kind of stack is recorded, and what its state can be told from:
   directory (the default, ``$IMCTL_HOME/pulumi``): ``deployed`` with resources, ``destroyed``
   without. With another backend, or without a checkpoint yet, it is ``unknown``: asking would
   mean the network, and a cloud's health is ``imctl status --cloud X``.
-- a journal only (``<home>/journal/<stack>.jsonl`` outlives a destroy): ``destroyed`` when the
-  last successful operation was a destroy, else ``not-deployed`` (a first deploy that failed).
+- a journal only (``<home>/journal/<stack>.jsonl`` outlives a destroy; one file per stack
+  name, whatever the target): per target, ``destroyed`` when its last successful operation was
+  a destroy, else ``unknown``. A target with no successful operation in it (a deploy that was
+  refused) is no stack and is left out.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from cli import journal
 from cli.errors import ExitStatus, ImctlError
 
-STATES = ("running", "degraded", "stopped", "deployed", "destroyed", "not-deployed", "unknown")
+STATES = ("running", "degraded", "stopped", "deployed", "destroyed", "unknown")
 CLOUDS = ("aws", "gcp", "alicloud")
 PROJECT = "imctl"  # the Pulumi project (cli/engine/workspace.py); not imported: it loads Pulumi
 
@@ -79,12 +81,13 @@ def list_stacks(home: Path, environ: Mapping[str, str]) -> StackList:
     journals = home / "journal"
     if journals.is_dir():
         for path in sorted(journals.glob("*.jsonl")):
-            records = journal.read(home, path.stem)
-            if not records:
-                continue
-            target = records[-1].cloud or "local"
-            if (path.stem, target) not in found:
-                found[(path.stem, target)] = _journal_entry(path.stem, target, records)
+            by_target: dict[str, list[journal.Record]] = {}
+            for record in journal.read(home, path.stem):
+                if record.result == "ok":
+                    by_target.setdefault(record.cloud or "local", []).append(record)
+            for target, done in by_target.items():
+                if (path.stem, target) not in found:
+                    found[(path.stem, target)] = _journal_entry(path.stem, target, done)
     return StackList(str(home), [found[key] for key in sorted(found)])
 
 
@@ -222,8 +225,9 @@ def cloud_entry(
 # --- journal only -----------------------------------------------------------------------------
 
 
-def _journal_entry(stack: str, target: str, records: list[journal.Record]) -> StackEntry:
-    done = [r for r in records if r.result == "ok"]
-    if done and done[-1].op == "destroy":
+def _journal_entry(stack: str, target: str, done: list[journal.Record]) -> StackEntry:
+    """``done``: the target's successful operations, oldest first."""
+    if done[-1].op == "destroy":
         return StackEntry(stack, target, "destroyed")
-    return StackEntry(stack, target, "not-deployed", why="only in the journal (imctl history)")
+    why = "known only from the journal (imctl history): its files are not on this machine"
+    return StackEntry(stack, target, "unknown", why=why)

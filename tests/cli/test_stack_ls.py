@@ -46,12 +46,12 @@ def stack_resource(stack: str, endpoint: str) -> dict[str, Any]:
     }
 
 
-def seed(home: Path, stack: str, cloud: str, ops: list[str]) -> None:
+def seed(home: Path, stack: str, cloud: str, ops: list[str], result: str = "ok") -> None:
     for op in ops:
         journal.append(
             home,
             stack,
-            journal.Record(op, {}, "t0", "t1", 0.1, "ok", 0, None, None, "u@h", stack, cloud),
+            journal.Record(op, {}, "t0", "t1", 0.1, result, 0, None, None, "u@h", stack, cloud),
         )
 
 
@@ -86,6 +86,8 @@ def test_local_and_recorded_cloud_stacks(home: Path) -> None:
     record_cloud_stack(home, "old", {"cloud": "gcp", "region": "europe-west1"}, [])  # destroyed
     record_cloud_stack(home, "fresh", {"cloud": "alicloud", "region": "cn-hangzhou"}, None)
     seed(home, "gone", "local", ["deploy", "destroy"])
+    # refused before anything existed (e.g. the cloud's extra missing): no stack
+    seed(home, "dev", "aws", ["deploy"], result="error")
 
     stacks = listed(home)
     assert set(stacks) == {
