@@ -116,6 +116,8 @@ def test_every_local_verb_works_without_the_cloud_extras(home: Path, tmp_path: P
     ok("snapshot", "verify", snap["id"])
     ok("failover", "--to-region", "b", "--dry-run")
     ok("failover", "--to-region", "b", "--yes")
+    ok("standby", "rebuild", "--region", "a", "--yes")
+    ok("drill", "failover", "--pairs", "1", "--yes")  # back to a, under load
     ok("drill", "clean", "--yes")
     ok("snapshot", "prune", "--keep", "1", "--yes")
     ok("snapshot", "delete", snap["id"], "--yes")
