@@ -25,10 +25,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli import journal
 from cli.errors import ExitStatus, ImctlError
+
+if TYPE_CHECKING:
+    from cli.targets.local.runtime import Region as LocalRegion
 
 STATES = ("running", "degraded", "stopped", "deployed", "destroyed", "unknown")
 CLOUDS = ("aws", "gcp", "alicloud")
@@ -96,17 +99,36 @@ def list_stacks(home: Path, environ: Mapping[str, str]) -> StackList:
 
 def local_entry(stack_dir: Path) -> StackEntry:
     from cli.state import StackFiles
-    from cli.targets.local import procs
     from cli.targets.local.target import LocalTarget
 
     target = LocalTarget(StackFiles(stack_dir))
     try:
         cfg = target.files.load_config()
-        regions = target.regions(cfg)
+        alive, problems = _liveness(target.regions(cfg))
     except ImctlError as exc:  # a damaged file: say which, list the rest
         return StackEntry(stack_dir.name, "local", "unknown", why=exc.message)
+    if not alive:
+        state, why = "stopped", None
+    elif problems:
+        state, why = "degraded", "; ".join(problems)
+    else:
+        state, why = "running", None
+    return StackEntry(
+        stack_dir.name,
+        "local",
+        state,
+        [RegionRole(r.name, r.role) for r in cfg.regions],
+        target.endpoint(cfg),
+        why,
+    )
+
+
+def _liveness(regions: list[LocalRegion]) -> tuple[int, list[str]]:
+    """(how many of the stack's processes are alive, what keeps it from "running")."""
+    from cli.targets.local import procs
+
     alive = 0
-    problems: list[str] = []  # what keeps it from "running"
+    problems: list[str] = []
     for region in regions:
         name = region.cfg.name
         if region.cfg.role == "fenced":
@@ -125,20 +147,7 @@ def local_entry(stack_dir: Path) -> StackEntry:
             alive += nodes
             if nodes < region.cfg.replicas:
                 problems.append(f"{name}: {nodes}/{region.cfg.replicas} im-server nodes up")
-    if not alive:
-        state, why = "stopped", None
-    elif problems:
-        state, why = "degraded", "; ".join(problems)
-    else:
-        state, why = "running", None
-    return StackEntry(
-        stack_dir.name,
-        "local",
-        state,
-        [RegionRole(r.name, r.role) for r in cfg.regions],
-        target.endpoint(cfg),
-        why,
-    )
+    return alive, problems
 
 
 # --- clouds -----------------------------------------------------------------------------------

@@ -132,3 +132,13 @@ def test_a_cloud_state_kept_elsewhere_is_unknown_without_asking(tmp_path: Path) 
     assert ran.code == 0, ran
     (prod,) = one_document(ran.stdout)["stacks"]
     assert prod["target"] == "aws" and prod["state"] == "unknown" and prod["why"]
+
+
+def test_a_damaged_stack_is_listed_as_unknown_with_why(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "stacks" / "bad").mkdir(parents=True)
+    (home / "stacks" / "bad" / "config.json").write_text('{"stack": "bad", "regions": 7}')
+    ran = invoke(make_env(home), ["stack", "ls", "-o", "json"])
+    assert ran.code == 0, ran
+    (bad,) = one_document(ran.stdout)["stacks"]
+    assert bad["state"] == "unknown" and "config.json" in bad["why"]
