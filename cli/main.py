@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 from typer.core import TyperGroup
 
 from cli.commands import doctor, history, version
+from cli.commands import help as help_command
 from cli.context import Context, OutputFormat
 from cli.errors import ExitStatus, ImctlError, UsageError
 from cli.options import (
@@ -28,18 +29,25 @@ from cli.options import (
     current_context,
     set_fallbacks,
 )
+from cli.suggest import did_you_mean, nearest
 
 HELP = """\
 Deploy and operate the bundled IM server on this machine, AWS, GCP or Alibaba Cloud.
 
 \b
-Operators:     imctl deploy --cloud aws --region us-east-1 --standby-region us-west-2
+Examples:
+  imctl deploy                     # this machine: PostgreSQL, NATS, 2 im-server nodes
+  imctl deploy --cloud aws --region us-east-1 --standby-region us-west-2
+  imctl status --check -o json     # CI: one JSON document, exit 10 when unhealthy
+
+\b
 CI pipelines:  -o json (one JSON document on stdout), stable exit codes, --yes;
                nothing prompts without a TTY or when CI is set
 On-call:       imctl status | imctl failover --to-region REGION | imctl history
 
 Common options work before or after the command (imctl deploy -s prod -o json).
-Check prerequisites first: imctl doctor [--cloud aws|gcp|alicloud].
+Check prerequisites first: imctl doctor [--cloud aws|gcp|alicloud]. Help on a command:
+imctl help COMMAND, or imctl COMMAND --help.
 """
 
 EPILOG = (
@@ -55,10 +63,16 @@ def _click_usage_error() -> type[Exception]:
 
 
 _ClickUsageError = _click_usage_error()
+_click_exceptions = sys.modules[_ClickUsageError.__module__]
+_NoSuchOption: type[Exception] = _click_exceptions.NoSuchOption
 
 
-def _wants_json(ctx: Context, argv: list[str]) -> bool:
-    if ctx.output is OutputFormat.JSON:  # given before the command, or IMCTL_OUTPUT
+def _wants_json(ctx: Context, argv: list[str], group_output: Any) -> bool:
+    if ctx.output is OutputFormat.JSON:  # set by a command that got as far as its context
+        return True
+    # -o given before the command, or IMCTL_OUTPUT: the group parsed it, even when the command
+    # name that follows turned out to be unknown (resolved before the group's callback runs)
+    if str(group_output or "").lower() == "json":
         return True
     for i, arg in enumerate(argv):
         if arg in ("-o", "--output") and argv[i + 1 : i + 2] in (["json"], ["JSON"]):
@@ -68,12 +82,55 @@ def _wants_json(ctx: Context, argv: list[str]) -> bool:
     return False
 
 
+def _suggest_options(exc: Any) -> None:
+    """click's "(Possible options: ...)" in a NoSuchOption becomes the nearest options, best
+    first (cli/suggest.py), among those the command's help shows."""
+    command = getattr(exc.ctx, "command", None)
+    if command is None:
+        return
+    visible = [
+        name
+        for param in command.params
+        if not getattr(param, "hidden", False)
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--")
+    ]
+    exc.possibilities = None
+    exc.message = f"No such option: {exc.option_name}." + did_you_mean(
+        nearest(exc.option_name, visible)
+    )
+
+
+def _print_help(ctx: Any) -> None:
+    typer.echo(ctx.get_help(), color=ctx.color)
+
+
 class ImctlGroup(TyperGroup):
     """Keeps the contract for errors raised outside ``runner.run``.
 
     An ImctlError (a bad -s value, say) is reported as run would; a click usage error (bad
-    flag or value) under ``-o json`` also becomes one ``{"error": ...}`` document on stdout.
+    flag or value, unknown command) under ``-o json`` also becomes one ``{"error": ...}``
+    document on stdout. A mistyped option names the nearest valid ones. A bare group (``imctl``,
+    ``imctl snapshot``) prints its help and exits 0: asking what there is is not an error.
     """
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        unknown = name and not name.startswith("-") and self.get_command(ctx, name) is None
+        if unknown and not ctx.resilient_parsing:
+            found = nearest(name, self.list_commands(ctx))
+            ctx.fail(f"No such command {name!r}." + did_you_mean([repr(n) for n in found]))
+        return super().resolve_command(ctx, args)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # before click's no_args_is_help, which prints the help as an error (stderr, exit 2)
+        if not args and not ctx.resilient_parsing:
+            _print_help(ctx)
+            ctx.exit(0)
+        try:
+            return super().parse_args(ctx, args)
+        except _ClickUsageError as exc:  # imctl --stak x: the group's own options
+            _usage_error(ctx, exc, args, None)
 
     def invoke(self, ctx: Any) -> Any:
         argv = [*getattr(ctx, "_protected_args", ()), *ctx.args]
@@ -83,14 +140,23 @@ class ImctlGroup(TyperGroup):
             current_context(cast(typer.Context, ctx)).out.error(err)
             raise typer.Exit(int(err.status)) from None
         except _ClickUsageError as exc:
-            imctl_ctx = current_context(cast(typer.Context, ctx))
-            if not _wants_json(imctl_ctx, argv):
-                raise
-            exc.show()  # type: ignore[attr-defined]  # the usual message, on stderr
-            where = f"imctl {argv[0]} --help" if argv else "imctl --help"
-            usage = UsageError(exc.format_message(), f"see `{where}`")  # type: ignore[attr-defined]
-            dataclasses.replace(imctl_ctx, output=OutputFormat.JSON).out.error(usage)
-            raise typer.Exit(int(usage.status)) from None
+            _usage_error(ctx, exc, argv, ctx.params.get("output"))
+
+
+def _usage_error(ctx: Any, exc: Any, argv: list[str], group_output: Any) -> NoReturn:
+    """Re-raise a click usage error with the nearest options named; under ``-o json``, report
+    it as one error document instead."""
+    if isinstance(exc, _NoSuchOption):
+        _suggest_options(exc)
+    imctl_ctx = current_context(cast(typer.Context, ctx))
+    if not _wants_json(imctl_ctx, argv, group_output):
+        raise exc
+    exc.show()  # the usual message, on stderr
+    # the command (or group) the error is about: the group for an unknown command
+    where = f"{exc.ctx.command_path} --help" if exc.ctx else "imctl --help"
+    usage = UsageError(exc.format_message(), f"see `{where}`")
+    dataclasses.replace(imctl_ctx, output=OutputFormat.JSON).out.error(usage)
+    raise typer.Exit(int(usage.status)) from None
 
 
 app = typer.Typer(
@@ -99,7 +165,9 @@ app = typer.Typer(
     help=HELP,
     epilog=EPILOG,
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion; typer's completion code is imported for every
+    # run anyway (typer.main imports it), so this adds two options, not import time.
+    add_completion=True,
     # Plain click help: typer's rich help imports rich, markdown-it and pygments, which doubled
     # `imctl --help` (~0.35 s -> ~0.18 s here); rich stays for command output.
     rich_markup_mode=None,
@@ -142,6 +210,7 @@ _VERBS = (
     "deploy",
     "plan",
     "status",
+    "stack",
     "scale",
     "token",
     "logs",
@@ -164,7 +233,8 @@ def _register(verb: str) -> None:
         return
     sub = getattr(module, "app", None)
     if isinstance(sub, typer.Typer):
-        app.add_typer(sub, name=verb)
+        # The group class reaches the nested groups too: bare `imctl snapshot` is help, exit 0
+        app.add_typer(sub, name=verb, cls=ImctlGroup)
     else:
         app.command(verb)(getattr(module, verb))
 
@@ -174,6 +244,7 @@ for _verb in _VERBS:
 app.command("history")(history.history)
 app.command("doctor")(doctor.doctor)
 app.command("version")(version.version)
+app.command("help")(help_command.help_)
 
 
 def run() -> None:

@@ -28,9 +28,13 @@ DEFAULT_STACK = "dev"
 DEFAULT_CLOUD = "local"
 _PANEL = "Common options"
 
-Stack = Annotated[
-    str | None,
-    typer.Option(
+# Each common option comes twice: shown, and accepted but left out of a command's help where it
+# means nothing (a command that never asks has no use for --yes, a local-only one for --cloud).
+# Accepting it still lets a script pass the same common options to every command.
+
+
+def _stack_option(hidden: bool = False) -> Any:
+    return typer.Option(
         "-s",
         "--stack",
         envvar="IMCTL_STACK",
@@ -38,19 +42,44 @@ Stack = Annotated[
         help=f"Stack to act on [default: {DEFAULT_STACK}].",
         show_default=False,
         rich_help_panel=_PANEL,
-    ),
-]
-Cloud = Annotated[
-    str | None,
-    typer.Option(
+        hidden=hidden,
+    )
+
+
+def _cloud_option(hidden: bool = False) -> Any:
+    return typer.Option(
         "--cloud",
         envvar="IMCTL_CLOUD",
         metavar="|".join(CLOUDS),
         help=f"Target: {', '.join(CLOUDS)} [default: {DEFAULT_CLOUD}].",
         show_default=False,
         rich_help_panel=_PANEL,
-    ),
-]
+        hidden=hidden,
+    )
+
+
+def _yes_option(hidden: bool = False) -> Any:
+    return typer.Option(
+        "-y",
+        "--yes",
+        help="Answer yes to confirmations (needed without a TTY or in CI).",
+        rich_help_panel=_PANEL,
+        hidden=hidden,
+    )
+
+
+def _verbose_option(hidden: bool = False) -> Any:
+    return typer.Option(
+        "-v",
+        "--verbose",
+        help="More progress detail; tracebacks on errors.",
+        rich_help_panel=_PANEL,
+        hidden=hidden,
+    )
+
+
+Stack = Annotated[str | None, _stack_option()]
+Cloud = Annotated[str | None, _cloud_option()]
 Output = Annotated[
     OutputFormat | None,
     typer.Option(
@@ -63,24 +92,8 @@ Output = Annotated[
         rich_help_panel=_PANEL,
     ),
 ]
-Yes = Annotated[
-    bool,
-    typer.Option(
-        "-y",
-        "--yes",
-        help="Answer yes to confirmations (needed without a TTY or in CI).",
-        rich_help_panel=_PANEL,
-    ),
-]
-Verbose = Annotated[
-    bool,
-    typer.Option(
-        "-v",
-        "--verbose",
-        help="More progress detail; tracebacks on errors.",
-        rich_help_panel=_PANEL,
-    ),
-]
+Yes = Annotated[bool, _yes_option()]
+Verbose = Annotated[bool, _verbose_option()]
 NoColor = Annotated[
     bool,
     typer.Option("--no-color", help="No colors (also: NO_COLOR=1).", rich_help_panel=_PANEL),
@@ -90,6 +103,11 @@ NoHeaders = Annotated[
     bool,
     typer.Option("--no-headers", help="Print the table without its header line."),
 ]
+# Accepted, not shown: see above.
+StackAccepted = Annotated[str | None, _stack_option(hidden=True)]
+CloudAccepted = Annotated[str | None, _cloud_option(hidden=True)]
+YesAccepted = Annotated[bool, _yes_option(hidden=True)]
+VerboseAccepted = Annotated[bool, _verbose_option(hidden=True)]
 
 _NAMES = ("stack", "cloud", "output", "yes", "verbose", "no_color")
 
@@ -201,8 +219,8 @@ def current_context(tctx: typer.Context) -> Context:
 
 # For command groups (snapshot, standby, drill): their own --help lists only subcommands.
 GROUP_EPILOG = (
-    "Every subcommand takes the common options after it (-s/--stack NAME, -o/--output json, "
-    "--cloud, -y/--yes, -v, --no-color)."
+    "Every subcommand takes the common options after it (-s/--stack NAME, -o/--output json, ...);"
+    " its own --help lists the ones that mean something for it."
 )
 
 
@@ -212,7 +230,7 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {item!r}", "e.g. --set hpaMax=20")
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}", "e.g. --set hpaMax=20")
         overrides[key] = value
     return overrides
 
@@ -222,6 +240,7 @@ OutputsFile = Annotated[
     typer.Option(
         "--outputs",
         envvar="IMCTL_OUTPUTS_FILE",
+        metavar="FILE",
         help="Clouds: read resource ids from this outputs JSON instead of the stack's outputs.",
     ),
 ]

@@ -42,17 +42,25 @@ def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
 
 def deploy(
     tctx: typer.Context,
-    region: Annotated[str | None, typer.Option(help="Region name (local: a label).")] = None,
-    replicas: Annotated[
-        int | None, typer.Option(help="im-server processes (default 2; kept on re-deploy).")
+    region: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Region name (local: a label).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Endpoint port (default 8700).")] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="im-server processes (default 2; kept on re-deploy)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Endpoint port (default 8700).")
+    ] = None,
     standby_region: Annotated[
         str | None,
-        typer.Option(help="Also run a standby region (streaming replica), for failover."),
+        typer.Option(
+            metavar="NAME", help="Also run a standby region (streaming replica), for failover."
+        ),
     ] = None,
     replication: Annotated[
-        str | None, typer.Option(help="sync (default: no acked loss) or async.")
+        str | None,
+        typer.Option(metavar="sync|async", help="sync (default: no acked loss) or async."),
     ] = None,
     sync_policy: Annotated[
         str | None,
@@ -65,11 +73,17 @@ def deploy(
     ] = None,
     sync_degrade_after: Annotated[
         float | None,
-        typer.Option("--sync-degrade-after", help="Seconds before degrade acts (default 5)."),
+        typer.Option(
+            "--sync-degrade-after",
+            metavar="SECONDS",
+            help="Seconds before degrade acts (default 5).",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Clouds: override a stack config key, key=value."),
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="Clouds: override a stack config key (repeatable)."
+        ),
     ] = None,
     preview: Annotated[
         bool,
@@ -94,7 +108,17 @@ def deploy(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Deploy the IM server, or bring an existing stack back to what it should be."""
+    """Deploy the IM server, or bring an existing stack back to what it should be.
+
+    Idempotent: running it again starts only what is missing or dead and changes nothing that
+    already matches. On a cloud it previews first and asks before applying.
+
+    \b
+    Examples:
+      imctl deploy                                  # this machine, ws://127.0.0.1:8700/ws
+      imctl deploy --region a --standby-region b    # add a standby region, for failover
+      imctl deploy --cloud aws --region us-east-1 --preview   # what would change; changes nothing
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     args = {
         "region": region,

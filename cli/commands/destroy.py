@@ -60,7 +60,14 @@ def destroy(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Stop every process of the stack and delete its data (asks first; --yes in scripts)."""
+    """Stop every process of the stack and delete its data (asks first; --yes in scripts).
+
+    \b
+    Examples:
+      imctl destroy                     # shows what goes, then asks
+      imctl destroy --keep-data --yes   # stop everything, keep the data; deploy starts it again
+      imctl destroy -s prod --cloud aws # a cloud stack: asks you to type its name
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import Cloud, NoColor, Output, Stack, Verbose, YesAccepted, make_context
 from cli.results import Result
 from cli.runner import run
 from cli.targets.choose import target_for
@@ -43,13 +43,18 @@ def doctor(
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
     """Check the prerequisites for a target (--cloud); each failure comes with a fix.
 
     Exit 10 when a required check fails; optional ones (kubectl) only warn.
+
+    \b
+    Examples:
+      imctl doctor                  # this machine: PostgreSQL, NATS, ports, disk
+      imctl doctor --cloud aws      # Pulumi CLI, the aws extras, credentials, buildx
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     args = {"cloud": ctx.cloud}

@@ -10,7 +10,7 @@ import typer
 
 from cli.options import (
     GROUP_EPILOG,
-    Cloud,
+    CloudAccepted,
     NoColor,
     NoHeaders,
     Output,
@@ -25,7 +25,14 @@ from cli.tables import Column, print_table
 from cli.targets.choose import target_for
 
 app = typer.Typer(
-    help="Rehearse operations under load and measure them.",
+    help="""Rehearse operations under load and measure them (local target).
+
+    \b
+    Examples:
+      imctl drill failover              # planned switchover while clients stream
+      imctl drill failover --force      # kill -9 the primary first
+      imctl drill clean --yes           # remove what drills wrote
+    """,
     no_args_is_help=True,
     epilog=GROUP_EPILOG,
     rich_markup_mode=None,
@@ -55,21 +62,28 @@ def _render_drill(console: Any, doc: Mapping[str, Any], *, no_headers: bool = Fa
 def failover(
     tctx: typer.Context,
     to_region: Annotated[
-        str | None, typer.Option(help="Standby to promote (default: the only standby).")
+        str | None,
+        typer.Option(metavar="NAME", help="Standby to promote (default: the only standby)."),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Kill -9 the primary region first, then fail over with --force.")
     ] = False,
-    pairs: Annotated[int, typer.Option(help="Sender/receiver client pairs.")] = 4,
+    pairs: Annotated[int, typer.Option(metavar="N", help="Sender/receiver client pairs.")] = 4,
     no_headers: NoHeaders = False,
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
     yes: Yes = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Fail over while clients stream; report RTO, lost and duplicated messages."""
+    """Fail over while clients stream; report RTO, lost and duplicated messages.
+
+    \b
+    Examples:
+      imctl drill failover                      # planned, to the only standby
+      imctl drill failover --to-region b --force --yes
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -92,10 +106,12 @@ def clean(
     tctx: typer.Context,
     run_id: Annotated[
         str | None,
-        typer.Option("--run", help="Only this drill run (the `run` a drill reported)."),
+        typer.Option(
+            "--run", metavar="RUN_ID", help="Only this drill run (the `run` a drill reported)."
+        ),
     ] = None,
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
     yes: Yes = False,
     verbose: Verbose = False,
@@ -103,7 +119,10 @@ def clean(
 ) -> None:
     """Delete what drills wrote: conversations between drill users, and nothing else.
 
-    Example: imctl drill clean --run 1a2b3c4d --yes
+    \b
+    Examples:
+      imctl drill clean                       # every drill run; asks first
+      imctl drill clean --run 1a2b3c4d --yes  # one run, no question
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 

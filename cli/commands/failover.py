@@ -61,20 +61,24 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
 
 def failover(
     tctx: typer.Context,
-    to_region: Annotated[str, typer.Option(help="The standby region to promote.")],
+    to_region: Annotated[str, typer.Option(metavar="NAME", help="The standby region to promote.")],
     force: Annotated[
         bool, typer.Option(help="The primary is lost: fence it and promote without it.")
     ] = False,
     max_lag: Annotated[
         int | None,
         typer.Option(
-            help="Local, planned: refuse when the standby is more bytes behind [default: 16 MiB]."
+            metavar="BYTES",
+            help="Local, planned: refuse when the standby is more bytes behind [default: 16 MiB].",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and its bound only.")] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Give up (exit 9) after this many seconds (local 120, clouds 1800)."),
+        typer.Option(
+            metavar="SECONDS",
+            help="Give up (exit 9) after this many seconds (local 120, clouds 1800).",
+        ),
     ] = None,
     outputs: OutputsFile = None,
     stack: Stack = None,
@@ -84,7 +88,16 @@ def failover(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Promote the standby region (planned switchover, or --force after losing the primary)."""
+    """Promote the standby region (planned switchover, or --force after losing the primary).
+
+    Shows the plan and its data-loss bound, then asks (--yes in scripts).
+
+    \b
+    Examples:
+      imctl failover --to-region b --dry-run   # the plan and its data-loss bound only
+      imctl failover --to-region b             # planned: no acked message lost
+      imctl failover --to-region b --force     # the primary is lost: fence it, promote b
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     args = {"to_region": to_region, "force": force, "max_lag": max_lag, "dry_run": dry_run}
 

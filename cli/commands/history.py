@@ -11,7 +11,16 @@ import typer
 
 from cli import journal
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, NoHeaders, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    CloudAccepted,
+    NoColor,
+    NoHeaders,
+    Output,
+    Stack,
+    Verbose,
+    YesAccepted,
+    make_context,
+)
 from cli.runner import run, stack_not_found
 from cli.tables import Cell, print_table
 from cli.words import human
@@ -79,19 +88,26 @@ def history(
     tctx: typer.Context,
     limit: Annotated[
         int,
-        typer.Option("--limit", "-n", min=0, help="Show the last N operations (0: all)."),
+        typer.Option(
+            "--limit", "-n", min=0, metavar="N", help="Show the last N operations (0: all)."
+        ),
     ] = DEFAULT_LIMIT,
     no_headers: NoHeaders = False,
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
     """Show the stack's operations journal: who, when, args, result, duration.
 
     Also works after `imctl destroy`: the journal is kept outside the stack directory.
+
+    \b
+    Examples:
+      imctl history                 # the last 20 operations of stack dev
+      imctl history -s prod -n 0 -o json
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import UsageError
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import CloudAccepted, NoColor, Output, Stack, Verbose, YesAccepted, make_context
 from cli.results import Result
 from cli.runner import run
 from cli.targets.base import LogsRequest
@@ -24,21 +24,29 @@ def _render_logs(console: Any, doc: Mapping[str, Any]) -> None:
 def logs(
     tctx: typer.Context,
     node: Annotated[
-        str | None, typer.Option(help="Only this node (e.g. n1, or nats, postgres).")
+        str | None,
+        typer.Option(metavar="n1|nats|postgres", help="Only this node, or NATS, or PostgreSQL."),
     ] = None,
-    region: Annotated[str | None, typer.Option(help="Only this region.")] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines per log.")] = 50,
+    region: Annotated[str | None, typer.Option(metavar="NAME", help="Only this region.")] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", metavar="N", help="Lines per log.")] = 50,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Show recent log lines of the stack's processes."""
+    """Show recent log lines of the stack's processes (local target).
+
+    \b
+    Examples:
+      imctl logs                      # the last 50 lines of every node
+      imctl logs --node n1 -f         # follow one node until Ctrl-C
+      imctl logs --node postgres --region b -n 200
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
+from cli.options import (
+    Cloud,
+    NoColor,
+    Output,
+    Stack,
+    Verbose,
+    YesAccepted,
+    make_context,
+    parse_sets,
+)
 from cli.results import Result
 from cli.runner import run
 from cli.targets.base import DeployRequest
@@ -54,21 +63,30 @@ def _render_plan(console: Any, doc: Mapping[str, Any]) -> None:
 
 def plan(
     tctx: typer.Context,
-    region: Annotated[str, typer.Option(help="Primary region, e.g. us-east-1.")],
+    region: Annotated[str, typer.Option(metavar="NAME", help="Primary region, e.g. us-east-1.")],
     standby_region: Annotated[
-        str | None, typer.Option(help="Standby region (cross-region replica, DNS failover).")
+        str | None,
+        typer.Option(metavar="NAME", help="Standby region (cross-region replica, DNS failover)."),
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: key=value.")
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a config key (repeatable)."),
     ] = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Show the resources a cloud deploy would create (offline, under Pulumi mocks)."""
+    """Show the resources a cloud deploy would create (offline, under Pulumi mocks).
+
+    \b
+    Examples:
+      imctl plan --cloud aws --region us-east-1
+      imctl plan --cloud gcp --region europe-west1 --standby-region europe-west4
+      imctl plan --cloud aws --region us-east-1 --set hpaMax=20 -o json
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     overrides = parse_sets(set_ or [])
 

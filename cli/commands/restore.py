@@ -124,7 +124,15 @@ def restore(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Restore snapshot ID into the stack: verify, restore, compare, switch, smoke-test."""
+    """Restore snapshot ID into the stack: verify, restore, compare, switch, smoke-test.
+
+    Asks first (in-place: type the stack name); --yes in scripts.
+
+    \b
+    Examples:
+      imctl restore 20250101T120000Z-ab12cd     # next to the live data, then switch
+      imctl restore 20250101T120000Z-ab12cd --target in-place --yes
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     where: RestoreWhere = "in-place" if target is Target.IN_PLACE else "new"
 

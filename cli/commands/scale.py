@@ -14,7 +14,7 @@ from cli.options import (
     OutputsFile,
     Stack,
     Verbose,
-    Yes,
+    YesAccepted,
     make_context,
 )
 from cli.results import Result
@@ -48,24 +48,44 @@ def _render(console: Any, doc: Mapping[str, Any]) -> None:
 def scale(
     tctx: typer.Context,
     replicas: Annotated[
-        int | None, typer.Option(help="Desired im-server processes / pods (local: 1-32).")
+        int | None,
+        typer.Option(metavar="N", help="Desired im-server processes / pods (local: 1-32)."),
     ] = None,
-    nodes: Annotated[int | None, typer.Option(help="Clouds: node group / pool size.")] = None,
-    min_: Annotated[int | None, typer.Option("--min", help="Clouds: HPA minimum pods.")] = None,
-    max_: Annotated[int | None, typer.Option("--max", help="Clouds: HPA maximum pods.")] = None,
+    nodes: Annotated[
+        int | None, typer.Option(metavar="N", help="Clouds: node group / pool size.")
+    ] = None,
+    min_: Annotated[
+        int | None, typer.Option("--min", metavar="N", help="Clouds: HPA minimum pods.")
+    ] = None,
+    max_: Annotated[
+        int | None, typer.Option("--max", metavar="N", help="Clouds: HPA maximum pods.")
+    ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Clouds: give up after this many seconds (exit 9; 1800).")
+        float | None,
+        typer.Option(
+            metavar="SECONDS", help="Clouds: give up after this many seconds (exit 9; 1800)."
+        ),
     ] = None,
     outputs: OutputsFile = None,
-    region: Annotated[str | None, typer.Option(help="Region (default: the primary).")] = None,
+    region: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Region (default: the primary).")
+    ] = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Change the number of im-server nodes; the new count is kept by later deploys."""
+    """Change the number of im-server nodes; the new count is kept by later deploys.
+
+    Up waits for each new node to be ready; down drains (no acked message is lost).
+
+    \b
+    Examples:
+      imctl scale --replicas 4
+      imctl scale --cloud aws --min 3 --max 20 --nodes 4
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

@@ -23,6 +23,7 @@ from cli.options import (
     Stack,
     Verbose,
     Yes,
+    YesAccepted,
     make_context,
 )
 from cli.results import Result
@@ -32,7 +33,14 @@ from cli.targets.choose import target_for
 
 app = typer.Typer(
     name="snapshot",
-    help="Take, list, check and delete snapshots of a stack's data (restore: imctl restore).",
+    help="""Take, list, check and delete snapshots of a stack's data (restore: imctl restore).
+
+    \b
+    Examples:
+      imctl snapshot create --note "before the upgrade"
+      imctl snapshot list
+      imctl snapshot verify ID --deep
+    """,
     epilog=GROUP_EPILOG + " An unknown snapshot id exits 1 (code snapshot_not_found).",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -84,17 +92,25 @@ def _render_create(console: Any, doc: Mapping[str, Any]) -> None:
 @app.command("create")
 def create(
     tctx: typer.Context,
-    note: Annotated[str | None, typer.Option(help="A note kept with the snapshot.")] = None,
+    note: Annotated[
+        str | None, typer.Option(metavar="NOTE", help="A note kept with the snapshot.")
+    ] = None,
     timeout: Timeout = None,
     outputs: OutputsFile = None,
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Take a consistent snapshot of the primary's data while traffic flows."""
+    """Take a consistent snapshot of the primary's data while traffic flows.
+
+    \b
+    Examples:
+      imctl snapshot create
+      imctl snapshot create --note "before the upgrade" -o json
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -144,11 +160,17 @@ def list_(
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """List the stack's snapshots, oldest first."""
+    """List the stack's snapshots, oldest first.
+
+    \b
+    Examples:
+      imctl snapshot list
+      imctl snapshot list --cloud aws -s prod -o json
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -196,12 +218,18 @@ def show(
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
     """Show one snapshot: where it is and its manifest (-o json has the per-conversation
-    digest)."""
+    digest).
+
+    \b
+    Examples:
+      imctl snapshot show 20250101T120000Z-ab12cd
+      imctl snapshot show 20250101T120000Z-ab12cd -o json
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -239,7 +267,12 @@ def delete(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Delete one snapshot."""
+    """Delete one snapshot.
+
+    \b
+    Examples:
+      imctl snapshot delete 20250101T120000Z-ab12cd
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -266,7 +299,13 @@ def prune(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Keep the newest N snapshots, delete the rest (and unfinished ones)."""
+    """Keep the newest N snapshots, delete the rest (and unfinished ones).
+
+    \b
+    Examples:
+      imctl snapshot prune --keep 7
+      imctl snapshot prune --keep 3 --previous-data    # also what restores replaced
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:
@@ -314,11 +353,17 @@ def verify(
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Check a snapshot's files against its manifest (exit 10 when anything differs)."""
+    """Check a snapshot's files against its manifest (exit 10 when anything differs).
+
+    \b
+    Examples:
+      imctl snapshot verify 20250101T120000Z-ab12cd
+      imctl snapshot verify 20250101T120000Z-ab12cd --deep   # restore-check into a scratch cluster
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

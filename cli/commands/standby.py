@@ -7,13 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.options import GROUP_EPILOG, Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    GROUP_EPILOG,
+    CloudAccepted,
+    NoColor,
+    Output,
+    Stack,
+    Verbose,
+    Yes,
+    make_context,
+)
 from cli.results import Result
 from cli.runner import run
 from cli.targets.choose import target_for
 
 app = typer.Typer(
-    help="Standby region operations.",
+    help="""Standby region operations (local target).
+
+    \b
+    Examples:
+      imctl standby rebuild --region a     # the fenced old primary becomes the standby
+    """,
     no_args_is_help=True,
     epilog=GROUP_EPILOG,
     rich_markup_mode=None,
@@ -30,15 +44,25 @@ def _render_rebuild(console: Any, doc: Mapping[str, Any]) -> None:
 @app.command("rebuild")
 def rebuild(
     tctx: typer.Context,
-    region: Annotated[str, typer.Option(help="The region to rebuild as a standby.")],
+    region: Annotated[
+        str, typer.Option(metavar="NAME", help="The region to rebuild as a standby.")
+    ],
     stack: Stack = None,
-    cloud: Cloud = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
     yes: Yes = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Wipe REGION's database and copy the primary into it (pg_basebackup), then stream."""
+    """Wipe the region's database and copy the primary into it (pg_basebackup), then stream.
+
+    Asks first (--yes in scripts).
+
+    \b
+    Examples:
+      imctl standby rebuild --region a          # after `failover --force` fenced region a
+      imctl status                              # then: a is the standby, streaming
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

@@ -16,7 +16,7 @@ from cli.options import (
     OutputsFile,
     Stack,
     Verbose,
-    Yes,
+    YesAccepted,
     make_context,
 )
 from cli.results import Result
@@ -124,11 +124,20 @@ def status(
     stack: Stack = None,
     cloud: Cloud = None,
     output: Output = None,
-    yes: Yes = False,
+    yes: YesAccepted = False,
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Show nodes, database and bus per region, with health."""
+    """Show nodes, database and bus per region, with health.
+
+    Each problem comes with the command to run next.
+
+    \b
+    Examples:
+      imctl status
+      imctl status --check -o json || exit $?    # exit 10 when unhealthy
+      imctl status --cloud aws -s prod
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> Result:

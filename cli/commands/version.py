@@ -11,7 +11,15 @@ from typing import Any
 import typer
 
 from cli.errors import ExitStatus
-from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
+from cli.options import (
+    CloudAccepted,
+    NoColor,
+    Output,
+    StackAccepted,
+    VerboseAccepted,
+    YesAccepted,
+    make_context,
+)
 from cli.runner import run
 
 
@@ -41,14 +49,20 @@ def _render_version(console: Any, doc: Mapping[str, Any]) -> None:
 
 def version(
     tctx: typer.Context,
-    stack: Stack = None,
-    cloud: Cloud = None,
+    stack: StackAccepted = None,
+    cloud: CloudAccepted = None,
     output: Output = None,
-    yes: Yes = False,
-    verbose: Verbose = False,
+    yes: YesAccepted = False,
+    verbose: VerboseAccepted = False,
     no_color: NoColor = False,
 ) -> None:
-    """Show the imctl, Python and platform versions."""
+    """Show the imctl, Python and platform versions (for a bug report).
+
+    \b
+    Examples:
+      imctl version
+      imctl version -o json
+    """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
     def body() -> VersionResult:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from cli.errors import PrerequisiteMissing
 from cli.prereqs import Check
 
 _PULUMI_FIX = (
@@ -45,6 +46,25 @@ _PACKAGES = {
         "pulumi_docker_build",
     ),
 }
+
+
+# The cloud's own API client, which the day-2 verbs need even with --outputs (no Pulumi).
+_SDK = {"aws": ("boto3",), "gcp": ("googleapiclient",), "alicloud": ("alibabacloud_tea_openapi",)}
+
+
+def require_packages(cloud: str, *, pulumi: bool) -> None:
+    """Exit 10 naming the extra to install, before a cloud verb reaches a package that only
+    ``imctl[<cloud>]`` brings (``make deploy`` installs the local target's alone). ``pulumi``:
+    the verb runs Pulumi too, not only the cloud's API."""
+    wanted = [*(_PACKAGES[cloud] if pulumi else ()), *_SDK[cloud]]
+    missing = [m for m in dict.fromkeys(wanted) if not _installed(m)]
+    if missing:
+        raise PrerequisiteMissing(
+            f"the {cloud} target needs Python packages that are not installed:"
+            f" {', '.join(missing)}",
+            f"pip install 'imctl[{cloud}]' (or 'imctl[all]'); `imctl doctor --cloud {cloud}`"
+            " checks the rest",
+        )
 
 
 def check_pulumi(environ: Mapping[str, str]) -> Check:

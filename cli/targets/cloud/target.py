@@ -77,12 +77,20 @@ class CloudTarget(Target):
     def _outputs(self) -> CloudOutputs:
         from cli.targets.cloud.factory import load_outputs
 
+        # the stack's outputs come through Pulumi, an outputs file does not
+        self._require(pulumi=self.managed)
         return load_outputs(self.ctx, self.outputs_file)
 
     def _ops(self, outputs: CloudOutputs | None = None) -> CloudOps:
         from cli.targets.cloud.factory import ops_for
 
+        self._require(pulumi=False)
         return ops_for(self.ctx, outputs if outputs is not None else self._outputs())
+
+    def _require(self, *, pulumi: bool) -> None:
+        from cli.targets.cloud.prereqs import require_packages
+
+        require_packages(self.cloud, pulumi=pulumi)
 
     def _doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         return merged(doc, cloud=self.cloud, stack=self.stack)
@@ -104,6 +112,7 @@ class CloudTarget(Target):
                 f"--replicas is not an option of deploy on the {self.cloud} target",
                 "the HPA sizes the Deployment: --set hpaMin=N (or imctl scale --replicas N)",
             )
+        self._require(pulumi=True)
         cfg = engine.stack_config(req.region, req.standby_region, dict(req.sets))
         env = self.ctx.env
         with engine.staged(self.stack, self.cloud, cfg, home=env.home, env=env.environ) as stage:
@@ -137,6 +146,8 @@ class CloudTarget(Target):
     def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
         from cli import engine
 
+        self._require(pulumi=True)  # before the question: a "yes" must be able to act
+
         op.confirm_typed(
             self.stack,
             details=[
@@ -157,6 +168,7 @@ class CloudTarget(Target):
     def plan(self, req: DeployRequest, op: Operator) -> Result:
         """What a deploy would create, from the Pulumi program run under mocks: offline, so
         it shows what imctl asks for, not what the cloud would accept."""
+        self._require(pulumi=True)  # stacks.plan imports the providers
         from stacks.config import ConfigError, Undeployable
         from stacks.plan import PlanError, run_plan
 
