@@ -38,9 +38,9 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
+# A test file per worker keeps module-scoped clusters in one process; most of the suite waits
+# on PostgreSQL and subprocesses, so two workers on two cores still gain.
 test: lint typecheck
-	# A test file per worker keeps module-scoped clusters in one process; most of the suite
-	# waits on PostgreSQL and subprocesses, so two workers on two cores still gain.
 	$(BIN)/pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadfile
 
 clean:

@@ -6,6 +6,7 @@ Nothing is asked over the network (cli/targets/inventory.py says where each stat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from cli.options import (
     GROUP_EPILOG,
     CloudAccepted,
     NoColor,
+    NoHeaders,
     Output,
     StackAccepted,
     Verbose,
@@ -22,6 +24,7 @@ from cli.options import (
     make_context,
 )
 from cli.runner import run
+from cli.tables import Cell, print_table
 from cli.targets.inventory import StackList, list_stacks
 
 app = typer.Typer(
@@ -41,34 +44,33 @@ _STYLE = {"running": "green", "deployed": "green", "degraded": "yellow", "unknow
 
 
 def _regions(regions: list[Mapping[str, Any]]) -> str:
-    return ", ".join(f"{r['name']} ({r['role']})" for r in regions) or "-"
+    # No spaces: a piped row splits into its columns on whitespace (awk '{print $3}').
+    return ",".join(f"{r['name']}:{r['role']}" for r in regions) or "-"
 
 
-def _render_ls(console: Any, doc: Mapping[str, Any]) -> None:
+def _render_ls(console: Any, doc: Mapping[str, Any], no_headers: bool = False) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     if not doc["stacks"]:
         console.print(f"no stacks in {escape(doc['home'])} (create one: imctl deploy)")
         return
-    table = Table("stack", "target", "regions", "state")
-    # whole, on one line, even in a narrow terminal: it is there to be copied
-    widest = max(len(s["endpoint"] or "-") for s in doc["stacks"])
-    table.add_column("endpoint", no_wrap=True, min_width=widest)
+    rows = [
+        [s["stack"], s["target"], _regions(s["regions"]),
+         Cell(s["state"], _STYLE.get(s["state"], "")), s["endpoint"] or "-"]
+        for s in doc["stacks"]
+    ]  # fmt: skip
+    print_table(
+        console, ["stack", "target", "regions", "state", "endpoint"], rows, no_headers=no_headers
+    )
     for s in doc["stacks"]:
-        style = _STYLE.get(s["state"])
-        state = f"[{style}]{s['state']}[/{style}]" if style else s["state"]
-        table.add_row(escape(s["stack"]), s["target"], escape(_regions(s["regions"])), state,
-                      escape(s["endpoint"] or "-"))  # fmt: skip
-    console.print(table)
-    for s in doc["stacks"]:
-        if s["why"] and s["state"] in ("degraded", "unknown"):
+        if s["why"] and s["state"] in ("degraded", "unknown", "destroyed"):
             console.print(f"{escape(s['stack'])} ({s['target']}): {escape(s['why'])}")
 
 
 @app.command("ls")
 def ls(
     tctx: typer.Context,
+    no_headers: NoHeaders = False,
     stack: StackAccepted = None,
     cloud: CloudAccepted = None,
     output: Output = None,
@@ -85,6 +87,7 @@ def ls(
     \b
     Examples:
       imctl stack ls
+      imctl stack ls --no-headers | awk '{print $1}'
       imctl stack ls -o json | jq -r '.stacks[] | select(.state=="degraded") | .stack'
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
@@ -92,4 +95,5 @@ def ls(
     def body() -> StackList:
         return list_stacks(ctx.env.home, ctx.env.environ)
 
-    run(ctx, "stack ls", {}, body, _render_ls, mutating=False, create_stack=True)
+    render = functools.partial(_render_ls, no_headers=no_headers)
+    run(ctx, "stack ls", {}, body, render, mutating=False, create_stack=True)

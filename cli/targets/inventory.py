@@ -54,7 +54,7 @@ class StackEntry:
     state: str  # one of STATES
     regions: list[RegionRole] = field(default_factory=list)
     endpoint: str | None = None
-    why: str | None = None  # what makes it degraded or unknown
+    why: str | None = None  # what makes it degraded or unknown; what a destroyed one kept
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +78,8 @@ def list_stacks(home: Path, environ: Mapping[str, str]) -> StackList:
         for stack_dir in sorted(p for p in stacks_dir.iterdir() if p.is_dir()):
             if (stack_dir / "config.json").is_file():
                 found[(stack_dir.name, "local")] = local_entry(stack_dir)
+            elif (stack_dir / "destroyed.json").is_file():
+                found[(stack_dir.name, "local")] = _destroyed_with_snapshots(stack_dir)
     for name, config in _cloud_configs(home, environ).items():
         entry = cloud_entry(name, config, home, environ)
         found[(name, entry.target)] = entry
@@ -229,6 +231,17 @@ def cloud_entry(
     return StackEntry(
         stack, cloud, "deployed", regions, endpoint if isinstance(endpoint, str) else None
     )
+
+
+def _destroyed_with_snapshots(stack_dir: Path) -> StackEntry:
+    """Destroyed, its snapshots kept (cli/state.py): listed so they are not forgotten."""
+    root = stack_dir / "snapshots"
+    count = sum(1 for p in root.iterdir() if p.is_dir()) if root.is_dir() else 0
+    why = (
+        f"{count} snapshot(s) kept: imctl snapshot list -s {stack_dir.name}; imctl restore ID"
+        f" -s {stack_dir.name} builds it again"
+    )
+    return StackEntry(stack_dir.name, "local", "destroyed", why=why)
 
 
 # --- journal only -----------------------------------------------------------------------------

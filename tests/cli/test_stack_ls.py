@@ -142,3 +142,24 @@ def test_a_damaged_stack_is_listed_as_unknown_with_why(tmp_path: Path) -> None:
     assert ran.code == 0, ran
     (bad,) = one_document(ran.stdout)["stacks"]
     assert bad["state"] == "unknown" and "config.json" in bad["why"]
+
+
+def test_a_destroyed_stack_with_kept_snapshots_says_so_and_pipes_plainly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    kept = home / "stacks" / "old"
+    (kept / "snapshots" / "20261203T100000Z-ab12").mkdir(parents=True)
+    (kept / "destroyed.json").write_text("{}")
+    record_cloud_stack(home, "prod", {"cloud": "aws", "region": "us-east-1"}, [])
+    ran = invoke(make_env(home), ["stack", "ls", "-o", "json"])
+    (old,) = [s for s in one_document(ran.stdout)["stacks"] if s["stack"] == "old"]
+    assert old["target"] == "local" and old["state"] == "destroyed"
+    assert "1 snapshot(s) kept" in old["why"] and "imctl snapshot list -s old" in old["why"]
+
+    text = invoke(make_env(home), ["stack", "ls"]).stdout.splitlines()
+    assert text[0].split() == ["STACK", "TARGET", "REGIONS", "STATE", "ENDPOINT"]
+    assert [line.split()[:4] for line in text[1:3]] == [
+        ["old", "local", "-", "destroyed"],
+        ["prod", "aws", "us-east-1:primary", "destroyed"],
+    ]
+    bare = invoke(make_env(home), ["stack", "ls", "--no-headers"]).stdout.splitlines()
+    assert bare[0].split()[0] == "old"
