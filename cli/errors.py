@@ -136,7 +136,10 @@ class Interrupted(ImctlError):
 
 class InterruptedUnchanged(Interrupted):
     """Ctrl-C where nothing can be half done (a read-only command, a confirmation not yet
-    answered): there is nothing to check or re-run, so text output adds nothing to the ^C."""
+    answered): there is nothing to check or re-run, so text output adds nothing to the ^C.
+    Its own code lets a script tell it from a mutating command's interruption."""
+
+    code = "interrupted_unchanged"
 
 
 class CredentialsError(ImctlError):

@@ -79,7 +79,8 @@ def _failed(exc: BaseException, *, mutating: bool) -> _Outcome:
         return _Outcome(exc.status, error=exc, exc=exc)
     if isinstance(exc, KeyboardInterrupt) and not mutating:
         # A read-only command changed nothing: Ctrl-C is how `logs -f` ends, not an accident.
-        return _Outcome(ExitStatus.INTERRUPTED, error=InterruptedUnchanged("interrupted"), exc=exc)
+        quiet = InterruptedUnchanged("interrupted; nothing was changed")
+        return _Outcome(ExitStatus.INTERRUPTED, error=quiet, exc=exc)
     if isinstance(exc, KeyboardInterrupt):
         err: ImctlError = Interrupted(
             "interrupted",

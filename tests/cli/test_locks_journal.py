@@ -201,7 +201,7 @@ def test_ctrl_c_on_a_read_only_command_ends_quietly(home: Path) -> None:
     def follows() -> Done:
         raise KeyboardInterrupt
 
-    for output, stdout in ((OutputFormat.TEXT, ""), (OutputFormat.JSON, '"interrupted"')):
+    for output, stdout in ((OutputFormat.TEXT, ""), (OutputFormat.JSON, '"interrupted_unchanged"')):
         ctx = Context(env=make_env(home), output=output)
         with pytest.raises(typer.Exit) as info:
             run(ctx, "logs", {}, follows, lambda console, doc: None, mutating=False)
