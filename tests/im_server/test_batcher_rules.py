@@ -5,9 +5,9 @@ to it waits inside ``im_send_batch`` for as long as the test says.
 The scene: connection ``x``'s commit C0 waits on lock 1 while ``x2`` and ``u``'s ``u1``, both
 to the conversation under lock 2, are submitted. Where the batcher lets one commit take every
 queue, lock 1 goes and ``x``'s worker (its fan-out does not yield without a bus) starts C1 with
-``x2`` and ``u1`` before ``u``'s worker runs: ``u1`` is borrowed, ``u``'s queue held. A batcher
-that never borrows commits ``u1`` on ``u``'s own worker, waiting on lock 2 all the same, so the
-same tests state the rules for both."""
+``x2`` and ``u1`` before ``u``'s worker runs: ``u1`` is borrowed, ``u``'s queue held (the scene
+checks that it is). Without that check the same tests ran against the batcher that never
+borrows (``u1`` then waits on lock 2 in a commit of ``u``'s own worker) and held there too."""
 
 from __future__ import annotations
 
@@ -158,6 +158,8 @@ async def _scene(im: Running, x: Peer, u: Peer) -> tuple[Lock, Lock]:
     await lock1.release()
     await _acked(x, "x1")
     await until(lambda: "x2" in _running(b), what="C1 under way")
+    # Else the tests below would pass without exercising a borrowed send or a held queue.
+    assert _borrowed(b, "u1", u.conn_id), f"u1 is not in x's commit: {_running(b)}"
     return lock1, lock2
 
 
