@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from im_server import protocol
 from im_server.errors import AccessError, ErrorCode, ImError, UnavailableError
-from im_server.store import SendItem
+from im_server.store import SendItem, SendResult
 
 if TYPE_CHECKING:
     from im_server.server import Connection, ImServer
@@ -239,14 +239,16 @@ class SendBatcher:
         for p in batch:
             p.answered = True
         now = time.perf_counter()
+        # Every answer goes out before the first await: the commit's end let connections whose
+        # sends this batch borrowed commit again, and their next acks must not overtake these.
+        delivered: list[tuple[_PendingSend, SendResult]] = []
         for p, r, answered in zip(batch, results, late, strict=True):
             item = p.item
             if r.status == "ok":
                 if not answered:
                     p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
                     m.ack_latency.observe(now - p.t0)
-                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
-                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
+                delivered.append((p, r))
             elif answered:
                 continue
             elif r.status == "dup":
@@ -258,3 +260,6 @@ class SendBatcher:
                     AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
                     {"cid": item.cid},
                 )
+        for p, r in delivered:
+            frame = protocol.msg(r.conv, r.seq, p.item.sender, r.ts, p.item.body)
+            await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
