@@ -197,7 +197,7 @@ async def test_later_sends_wait_for_a_borrowed_send_and_are_acked_after_it(
             for cid in later:
                 await u.send(cid, CU)
             await until(lambda: set(later) <= _queued(b) | set(_running(b)), what="submitted")
-            await _slow_fan_out(im, 0.05)  # C1's acks trail its commit, as with a bus
+            await _slow_fan_out(im, 0.25)  # C1's acks trail its commit, as with a bus
             await asyncio.sleep(0.3)  # a batcher breaking the rule commits them meanwhile
             assert await _rows(im.settings.database_url, ["u1", *later]) == {}
             assert u.answer_order() == ["u-new"], u.frames
