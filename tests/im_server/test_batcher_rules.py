@@ -62,13 +62,14 @@ class Peer:
 
 
 def _worker_of(b: SendBatcher, conn_id: str) -> int:
+    # SendBatcher.submit's choice: the scenes need the sessions on workers they know.
     return hash(conn_id) % len(b.workers)
 
 
 @asynccontextmanager
 async def _peers(im: Running, want: dict[str, str | None]) -> AsyncIterator[dict[str, Peer]]:
-    """Sessions by name: ``{"x": None, "y": "u"}`` logs in user x on a worker no other peer
-    uses, then user y on u's worker (a name is also its user, up to a digit suffix)."""
+    """Sessions by name: ``{"x": None, "u": None, "u2": "u"}`` logs in users x and u on workers
+    of their own, then user u again on u's worker (a name is its user up to a digit suffix)."""
     b = im.server.batcher
     out: dict[str, Peer] = {}
     async with aiohttp.ClientSession() as http:
