@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from im_server import protocol
 from im_server.errors import AccessError, ErrorCode, ImError, UnavailableError
-from im_server.store import SendItem
+from im_server.store import SendItem, SendResult
 
 if TYPE_CHECKING:
     from im_server.server import Connection, ImServer
@@ -31,7 +31,7 @@ class _Worker:
     """One worker's state: a connection's sends all land in one queue, so they commit in order;
     the running batch and its start are what the send timeout and /readyz look at."""
 
-    __slots__ = ("queue", "running", "started", "task", "wake")
+    __slots__ = ("borrowed", "held", "queue", "running", "started", "task", "wake")
 
     def __init__(self) -> None:
         self.queue: deque[_PendingSend] = deque()
@@ -39,10 +39,17 @@ class _Worker:
         self.running: list[_PendingSend] = []
         self.started = 0.0  # when the running commit started; 0.0 when idle
         self.task: asyncio.Task[None] | None = None
+        # Workers whose queued sends this one's running commit took; while it runs, they
+        # are ``held``: their later sends must not commit beside their earlier ones.
+        self.borrowed: list[_Worker] = []
+        self.held = False
 
     def done_committing(self) -> None:
         self.running = []
         self.started = 0.0
+        for other in self.borrowed:
+            other.held = False
+        self.borrowed = []
 
 
 class SendBatcher:
@@ -60,6 +67,13 @@ class SendBatcher:
         self.max = s.batch_max
         self.linger = s.batch_linger_ms / 1000
         self.timeout = s.send_timeout
+        # Below this many queued sends a worker does not start a commit while another one runs:
+        # it waits for that commit to end and then takes everything queued meanwhile. At low
+        # rates this keeps one commit in flight (each one costs PostgreSQL about 1 ms of CPU,
+        # whatever its size, and 4 workers committing 1-2 sends each spent a one-core budget
+        # on that); at high rates the queues pass the bar while a commit runs and the workers
+        # commit in parallel as before. Measured in docs/benchmarks.md.
+        self.parallel_min = s.send_parallel_min
         # A connection always on the same worker: its sends commit in the order it sent them,
         # while different connections commit in parallel.
         self.workers: list[_Worker] = []
@@ -84,11 +98,45 @@ class SendBatcher:
         self.idle.clear()
         w = self.workers[hash(conn.id) % len(self.workers)]
         w.queue.append(_PendingSend(item, conn, time.perf_counter()))
-        w.wake.set()
+        # A worker held back by another's commit would only wake to wait again: one wakeup per
+        # send, for nothing.
+        if not w.held and (len(w.queue) >= self.parallel_min or not self._committing()):
+            w.wake.set()
 
     def oldest_commit_age(self) -> float:
         now = time.perf_counter()
         return max((now - w.started for w in self.workers if w.started), default=0.0)
+
+    def _committing(self) -> bool:
+        return any(w.started for w in self.workers)
+
+    def _commit_over(self, w: _Worker) -> None:
+        """``w``'s commit has returned: workers held back by it may go."""
+        if not w.started:
+            return
+        w.done_committing()
+        for other in self.workers:
+            if other.queue and other is not w:
+                other.wake.set()
+
+    def _take(self, w: _Worker) -> list[_PendingSend]:
+        """The next batch for ``w``: its own queue, and, when no other commit runs, the other
+        queues too (each in its order), so that a low rate makes one commit of everything
+        queued rather than one small commit per worker. No await between the check and
+        ``started``: no other commit can begin in between."""
+        q = w.queue
+        batch = [q.popleft() for _ in range(min(len(q), self.max))]
+        if self._committing():
+            return batch
+        for other in self.workers:
+            room = self.max - len(batch)
+            if other is w or not other.queue or room <= 0:
+                continue
+            oq = other.queue
+            batch += [oq.popleft() for _ in range(min(len(oq), room))]
+            other.held = True
+            w.borrowed.append(other)
+        return batch
 
     def _finished(self, n: int) -> None:
         self.inflight -= n
@@ -104,14 +152,17 @@ class SendBatcher:
     async def _work(self, w: _Worker) -> None:
         q = w.queue
         while True:
-            if not q:
+            if not q or w.held or (len(q) < self.parallel_min and self._committing()):
+                # Woken by a submit to this worker, or by the end of any worker's commit.
                 w.wake.clear()
                 await w.wake.wait()
                 continue
             if self.linger and len(q) < self.max:
                 await asyncio.sleep(self.linger)
-            batch = [q.popleft() for _ in range(min(len(q), self.max))]
-            if not batch:  # all expired during the linger
+                if w.held:  # another worker's commit took this queue's sends meanwhile
+                    continue
+            batch = self._take(w)
+            if not batch:  # all expired (or taken by another worker) during the linger
                 continue
             w.running = batch
             w.started = time.perf_counter()
@@ -127,7 +178,7 @@ class SendBatcher:
                 for p in batch:
                     self._answer(p, failed)
             finally:
-                w.done_committing()
+                self._commit_over(w)
                 self._finished(len(batch))
 
     async def _expire(self) -> None:
@@ -183,19 +234,21 @@ class SendBatcher:
             return
         # The commit is over: from here on the send timeout has nothing to answer (a slow
         # fan-out is not a stalled commit, and an acked send must not also get outcome_unknown).
-        w.done_committing()
+        self._commit_over(w)
         late = [p.answered for p in batch]
         for p in batch:
             p.answered = True
         now = time.perf_counter()
+        # Every answer goes out before the first await: the commit's end let connections whose
+        # sends this batch borrowed commit again, and their next acks must not overtake these.
+        delivered: list[tuple[_PendingSend, SendResult]] = []
         for p, r, answered in zip(batch, results, late, strict=True):
             item = p.item
             if r.status == "ok":
                 if not answered:
                     p.conn.push(protocol.ack(item.cid, r.conv, r.seq, r.ts), "ack")
                     m.ack_latency.observe(now - p.t0)
-                frame = protocol.msg(r.conv, r.seq, item.sender, r.ts, item.body)
-                await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)
+                delivered.append((p, r))
             elif answered:
                 continue
             elif r.status == "dup":
@@ -207,3 +260,6 @@ class SendBatcher:
                     AccessError(code, f"cannot send to '{item.conv}': {code.value}"),
                     {"cid": item.cid},
                 )
+        for p, r in delivered:
+            frame = protocol.msg(r.conv, r.seq, p.item.sender, r.ts, p.item.body)
+            await srv.hub.deliver(r.recipients, frame, "msg", exclude=p.conn.id)

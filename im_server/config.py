@@ -42,6 +42,8 @@ class Settings:
     batch_linger_ms: float = 0.0
     db_pool_size: int = 8
     send_workers: int = 4
+    # A worker commits beside another worker's running commit only with this many sends queued.
+    send_parallel_min: int = 8
     max_outbound_frames: int = 10_000
     # writes (issue 12): how long a send may wait for its commit before it is answered, and
     # what to do when the synchronous standby (local target) is gone.
@@ -144,6 +146,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         batch_linger_ms=_float(env, "IM_BATCH_LINGER_MS", 0.0, 0, 1000),
         db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
+        send_parallel_min=_int(env, "IM_SEND_PARALLEL_MIN", 8, 1, 10_000),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
         send_timeout=_float(env, "IM_SEND_TIMEOUT_SECONDS", 10.0, 0.5, 3600),
         sync_standby=env.get(SYNC_STANDBY_ENV, ""),

@@ -50,7 +50,9 @@ def _server(
         answers.append(((ref or {}).get("cid", "?"), exc.code.value, conn.id))
 
     srv = types.SimpleNamespace(
-        settings=types.SimpleNamespace(batch_max=16, batch_linger_ms=0, send_timeout=TIMEOUT),
+        settings=types.SimpleNamespace(
+            batch_max=16, batch_linger_ms=0, send_timeout=TIMEOUT, send_parallel_min=8
+        ),
         store=Store(),
         hub=Hub(),
         metrics=types.SimpleNamespace(
