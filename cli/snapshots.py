@@ -314,11 +314,13 @@ class RestoreResult:
     # drained nodes that outlived the drain grace and were killed; their clients reconnect and
     # resend by cid, so nothing acked is lost, but a drain that slow is worth a look
     nodes_killed: list[str] = field(default_factory=list)
+    from_stack: str = ""  # the stack whose snapshot it is (--from-stack, or this one)
     exit_status: ExitStatus = ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "from_stack": self.from_stack,
             "target": self.target,
             "region": self.region,
             "verified": True,  # a restore that did not verify raises instead of returning

@@ -111,8 +111,8 @@ def restore(
         typer.Option(
             "--from-stack",
             metavar="NAME",
-            help="Local: the stack whose snapshot ID is, when several stacks have one of that"
-            " id (by default: this stack's, else the one stack that has it).",
+            help="Local: restore a snapshot of stack NAME (a destroyed stack's, say) instead"
+            " of one of this stack's own; a stack that does not exist is created.",
         ),
     ] = None,
     timeout: Timeout = None,
@@ -132,6 +132,7 @@ def restore(
     Examples:
       imctl restore 20250101T120000Z-ab12cd     # next to the live data, then switch
       imctl restore 20250101T120000Z-ab12cd --target in-place --yes
+      imctl restore 20250101T120000Z-ab12cd -s new --from-stack old   # creates stack new
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
     where: RestoreWhere = "in-place" if target is Target.IN_PLACE else "new"
@@ -143,5 +144,8 @@ def restore(
         return target_for(ctx, outputs=outputs, from_stack=from_stack).restore(req, ctx.operator)
 
     args = {"id": snapshot_id, "target": where, "timeout": timeout, "from_stack": from_stack}
-    # The stack need not exist: a local restore into a new name creates it.
-    run(ctx, "restore", args, body, _render_restore, mutating=True, create_stack=True)
+    # The stack need not exist when the snapshot comes from elsewhere (--from-stack) or it was
+    # destroyed with its snapshots kept; a mistyped -s still finds "stack not found" (exit 6)
+    # and leaves no journal behind.
+    create = from_stack is not None or ctx.stack_dir.is_dir()
+    run(ctx, "restore", args, body, _render_restore, mutating=True, create_stack=create or None)

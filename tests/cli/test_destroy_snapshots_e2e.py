@@ -138,9 +138,7 @@ def _fake_snapshot(home: Path, stack: str, snapshot_id: str) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_restore_into_a_new_stack_finds_the_id_in_one_stack_or_names_them_all(
-    tmp_path: Path,
-) -> None:
+def test_another_stacks_snapshot_is_restored_only_when_named(tmp_path: Path) -> None:
     sid = "20261203T120000Z-abc123"
     for stack in ("a", "b"):
         _fake_snapshot(tmp_path, stack, sid)
@@ -152,9 +150,19 @@ def test_a_restore_into_a_new_stack_finds_the_id_in_one_stack_or_names_them_all(
     (fresh / "destroyed.json").write_text(
         json.dumps({"destroyed_at": "2026-12-03T12:00:00+00:00", "config": shape})
     )
-    err = run_json(tmp_path, 2, "restore", sid, "-s", "fresh", "--yes")["error"]
-    assert err["code"] == "ambiguous_snapshot" and "a, b" in err["message"]
-    assert "--from-stack" in err["hint"]
+    # A snapshot id pasted with the wrong -s must not replace that stack's data, even with
+    # --yes (nobody sees the plan): another stack's snapshot is taken only when named.
+    for into in ("fresh", "live"):
+        if into == "live":
+            (tmp_path / "stacks" / "live").mkdir()
+            (tmp_path / "stacks" / "live" / "config.json").write_text("{}")
+        err = run_json(tmp_path, 2, "restore", sid, "-s", into, "--yes")["error"]
+        assert err["code"] == "snapshot_of_another_stack", err
+        assert "'a' and 'b'" in err["message"] and "--from-stack a" in err["hint"]
+    # A mistyped stack is not found (exit 6), and leaves no journal behind.
+    err = run_json(tmp_path, 6, "restore", sid, "-s", "fresj", "--yes")["error"]
+    assert err["code"] == "stack_not_found"
+    assert not (tmp_path / "journal" / "fresj.jsonl").exists()
     # Named: its dump is missing, which stops the restore before the stack is made.
     r = imctl(tmp_path, "restore", sid, "-s", "fresh", "--from-stack", "a", "--yes", "-o", "json")
     assert r.returncode == 10, r.stdout + r.stderr

@@ -1,10 +1,9 @@
-"""Which stack's catalog holds a snapshot id: a restore may take it from another stack's
-snapshots, such as a destroyed stack's, whose snapshots outlive it.
+"""Which catalog a restore reads: the stack's own snapshots, or, only when ``--from-stack``
+names it, another stack's (a destroyed stack's, say, whose snapshots outlive it).
 
-The stack restored into is searched first (its own snapshot needs no other name); then every
-other stack under ``$IMCTL_HOME/stacks``. Ids carry the second they were taken and random
-hex, so two stacks share one only when a snapshot directory was copied: that is ambiguous, and
-``--from-stack`` names the one meant.
+Never found by searching: a snapshot id pasted into the wrong ``-s`` would otherwise replace
+that stack's data with another stack's, and ``--yes`` shows nobody the plan that says so. An id
+that only another stack holds is refused with that stack's name, so the fix is one flag away.
 """
 
 from __future__ import annotations
@@ -43,18 +42,19 @@ def source_catalog(files: StackFiles, snapshot_id: str, from_stack: str | None) 
     if SNAPSHOT_ID_RE.fullmatch(snapshot_id) and (own.root / snapshot_id).is_dir():
         return own
     found = holders(files, snapshot_id)
-    if len(found) > 1:
-        raise UsageError(
-            f"snapshot {snapshot_id} is in several stacks: {', '.join(found)}",
-            "name the one to restore from with --from-stack NAME",
-            code="ambiguous_snapshot",
-        )
     if found:
-        return Catalog(StackFiles(files.dir.parent / found[0]))
+        raise UsageError(
+            f"snapshot {snapshot_id} is not stack {files.name!r}'s: it is"
+            f" {' and '.join(repr(n) for n in found)}'s",
+            f"to restore another stack's snapshot into {files.name!r}, name it:"
+            f" --from-stack {found[0]}",
+            code="snapshot_of_another_stack",
+        )
     if not files.exists():
         raise SnapshotNotFound(
-            f"snapshot {snapshot_id!r} not found: stack {files.name!r} does not exist and no"
-            " other stack has it",
-            "`imctl snapshot list -s NAME` lists a stack's snapshots",
+            f"snapshot {snapshot_id!r} not found: stack {files.name!r} does not exist and"
+            " has no snapshots",
+            "`imctl stack ls` lists the stacks; `imctl snapshot list -s NAME` a stack's"
+            " snapshots; --from-stack NAME restores one of another stack's",
         )
     return own

@@ -4,6 +4,7 @@ snapshot's digest before anything is switched (a new cluster, or a second databa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import time
 from pathlib import Path
@@ -120,10 +121,13 @@ def restore(
     deadline.check("after verifying the snapshot; nothing was changed")
     expected = ContentDigest.from_json(manifest["content"])
     if target == "new":
-        return _restore_new(region, snapshot_id, path / DUMP, expected, deadline, progress)
-    return _restore_in_place(
-        catalog, region, snapshot_id, path / DUMP, expected, deadline, progress
-    )
+        done = _restore_new(region, snapshot_id, path / DUMP, expected, deadline, progress)
+    else:
+        done = _restore_in_place(
+            catalog, region, snapshot_id, path / DUMP, expected, deadline, progress
+        )
+    # Whose snapshot it was, in every result: another stack's is only ever taken when asked.
+    return dataclasses.replace(done, from_stack=(source or catalog).files.name)
 
 
 def _compare(
