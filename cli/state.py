@@ -295,6 +295,8 @@ class StackFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg.updated_at = now_iso()
         write_atomic(self.config_path, json.dumps(cfg.to_json(), indent=2) + "\n")
+        # Built again (deploy, or a restore into it): the record of its destroy is history now.
+        self.destroyed_path.unlink(missing_ok=True)
 
     def load_or_create_secrets(self) -> Secrets:
         """The stack's secrets, generating the file or the fields an older imctl did not have."""

@@ -113,6 +113,7 @@ async def test_destroy_keeps_the_snapshots_and_restore_builds_the_stack_again(
     again = ok_json(home, "deploy", "--replicas", "1", "--port", str(free_port()))
     assert again["created"] is True and await _messages(home) == 0
     assert _ids(home) == [first]
+    assert not (_stack(home) / "destroyed.json").exists()  # built again: no longer destroyed
 
     r = imctl(home, "destroy", "--delete-snapshots", "--yes", "-o", "json")
     assert r.returncode == 0, r.stdout + r.stderr

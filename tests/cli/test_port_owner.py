@@ -1,11 +1,14 @@
 """``imctl deploy --port P`` on a port another imctl stack holds names that stack (exit 10, as for
-any port in use) and says how to free it; a port held by a stranger says so as before."""
+any port in use) and says how to free it; a port held by a stranger says so as before, also
+when a stopped stack's files name that port."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +32,44 @@ def listening() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.fixture
+def listen_in() -> Iterator[Callable[[Path], int]]:
+    """A process listening on a free port with its working directory in ``where``, as the
+    stack's nodes run in theirs."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(where: Path) -> int:
+        where.mkdir(parents=True, exist_ok=True)
+        code = (
+            "import socket, sys, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); time.sleep(120)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=where, stdout=subprocess.PIPE, text=True
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        return int(proc.stdout.readline())
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(10)
+
+
 def recorded_stack(home: Path, name: str, endpoint: int, pg: int | None = None) -> None:
     files = StackFiles(home / "stacks" / name)
     files.load_or_create_secrets()
     files.save_config(StackConfig(name, "local", [RegionConfig("a", endpoint, 2)]))
     if pg is not None:
         ports = files.region_dir("a") / "ports.json"
-        ports.parent.mkdir(parents=True)
+        ports.parent.mkdir(parents=True, exist_ok=True)
         ports.write_text(json.dumps({"pg": pg, "nats": pg + 1, "nats_monitor": pg + 2}))
 
 
-def test_the_endpoint_of_another_stack(home: Path, listening: int) -> None:
+def test_the_endpoint_of_another_stack(home: Path, listen_in: Callable[[Path], int]) -> None:
+    listening = listen_in(home / "stacks" / "prod" / "regions" / "a" / "nodes")
     recorded_stack(home, "prod", listening)
     ran = invoke(make_env(home), ["deploy", "--port", str(listening), "-o", "json"])
     assert ran.code == 10, ran
@@ -48,11 +78,15 @@ def test_the_endpoint_of_another_stack(home: Path, listening: int) -> None:
         err["message"]
         == f"port {listening} is in use by stack 'prod' (the endpoint of its region a)"
     )
-    assert err["hint"] == "`imctl destroy -s prod` frees it, or pick another --port"
+    assert err["hint"] == (
+        "`imctl destroy -s prod --keep-data` stops that stack and keeps its data, or pick"
+        " another --port"
+    )
     assert not (home / "stacks" / "dev" / "config.json").exists()  # nothing was started
 
 
-def test_the_database_of_another_stack(home: Path, listening: int) -> None:
+def test_the_database_of_another_stack(home: Path, listen_in: Callable[[Path], int]) -> None:
+    listening = listen_in(home / "stacks" / "prod" / "regions" / "a" / "pg")
     recorded_stack(home, "prod", free_port(), pg=listening)
     ran = invoke(make_env(home), ["deploy", "-s", "qa", "--port", str(listening)])
     assert ran.code == 10, ran
@@ -60,10 +94,14 @@ def test_the_database_of_another_stack(home: Path, listening: int) -> None:
 
 
 def test_a_stranger_is_not_named(home: Path, listening: int) -> None:
-    recorded_stack(home, "prod", free_port())
+    # prod's files name the port, but prod is stopped and a stranger took it: stopping prod
+    # would not free it, so prod is not named.
+    recorded_stack(home, "prod", listening)
+    recorded_stack(home, "qa", free_port())
     ran = invoke(make_env(home), ["deploy", "--port", str(listening), "-o", "json"])
     assert ran.code == 10, ran
-    assert "in use by another program" in one_document(ran.stdout)["error"]["message"]
+    message = one_document(ran.stdout)["error"]["message"]
+    assert "in use by another program" in message and "prod" not in message
 
 
 @pytest.fixture(scope="module")

@@ -313,7 +313,8 @@ class Region:
                 other, what = held
                 raise PreconditionFailed(
                     f"port {port} is in use by stack {other!r} ({what})",
-                    f"`imctl destroy -s {other}` frees it, or pick another --port",
+                    f"`imctl destroy -s {other} --keep-data` stops that stack and keeps its"
+                    " data, or pick another --port",
                 )
             raise PreconditionFailed(
                 f"port {port} is in use by another program",
