@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cli.locks import StackLock
 from cli.snapshots import manifest_digest
 from cli.targets.local.procs import free_port
 from im_server.client import Client
@@ -164,6 +165,10 @@ def test_another_stacks_snapshot_is_restored_only_when_named(tmp_path: Path) -> 
     err = run_json(tmp_path, 6, "restore", sid, "-s", "fresj", "--yes")["error"]
     assert err["code"] == "stack_not_found"
     assert not (tmp_path / "journal" / "fresj.jsonl").exists()
+    # Named, while stack a is busy: its lock keeps a's snapshots from going mid-restore.
+    with StackLock(tmp_path, "a", "snapshot delete", "someone"):
+        err = run_json(tmp_path, 11, "restore", sid, "-s", "fresh", "--from-stack", "a", "--yes")
+    assert err["error"]["code"] == "locked" and "snapshot delete" in err["error"]["message"]
     # Named: its dump is missing, which stops the restore before the stack is made.
     r = imctl(tmp_path, "restore", sid, "-s", "fresh", "--from-stack", "a", "--yes", "-o", "json")
     assert r.returncode == 10, r.stdout + r.stderr

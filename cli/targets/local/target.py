@@ -7,6 +7,7 @@ of the one Target interface (cli/targets/base.py).
 
 from __future__ import annotations
 
+import getpass
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cli.deadline import Deadline
 from cli.errors import PreconditionFailed, UsageError
+from cli.locks import StackLock
 from cli.progress import Note, Step
 from cli.results import DocResult, Result, StatusResult
 from cli.state import (
@@ -52,8 +54,17 @@ from im_server.syncpolicy import SYNC_DEGRADE_AFTER_MAX, SYNC_DEGRADE_AFTER_MIN,
 
 if TYPE_CHECKING:
     from cli.targets.local.snapshots import LocalSnapshots
+    from cli.targets.local.snapshots.catalog import Catalog
 
 DEFAULT_REGION = "local"
+
+
+def _user() -> str:
+    """Who holds a lock, for the message of whoever finds it held."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER and no passwd entry (some containers)
+        return "unknown"
 
 
 # What a deploy's data phase waits for in a region: a new standby's is a full base backup.
@@ -510,6 +521,15 @@ class LocalTarget(Target):
         check_timeout(req.timeout)  # a bad --timeout fails before anyone is asked anything
         source = source_catalog(self.files, req.snapshot_id, req.from_stack)
         source.load(req.snapshot_id)  # an unknown id fails here, before any stack is made
+        if source.files.name == self.stack:
+            return self._restore(source, req, op)
+        # Another stack's snapshot: its lock too, so that its `snapshot delete`, `prune` or
+        # `destroy` cannot remove the dump while it is read (exit 11 names who holds it).
+        home = self.files.dir.parent.parent
+        with StackLock(home, source.files.name, f"restore -s {self.stack}", _user()):
+            return self._restore(source, req, op)
+
+    def _restore(self, source: Catalog, req: RestoreRequest, op: Operator) -> Result:
         if not self.files.exists():
             from cli.targets.local.snapshots.new_stack import restore_into_new_stack
 
