@@ -4,6 +4,7 @@ would run, nothing run): `make deploy` installs the base dependencies only and p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,9 +17,13 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
 
 def planned(clone: Path, *args: str) -> list[str]:
+    # Under `make test` this runs inside make: without its variables, or the inner make prints
+    # "Entering/Leaving directory" lines among the commands.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(
-        ["make", "-n", *args], cwd=clone, capture_output=True, text=True, timeout=60, check=True
-    )
+        ["make", "-n", "--no-print-directory", *args],
+        cwd=clone, capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
     return done.stdout.splitlines()
 
 
