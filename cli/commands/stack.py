@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from cli.hints import advice
 from cli.options import (
     GROUP_EPILOG,
     CloudAccepted,
@@ -52,7 +53,7 @@ def _render_ls(console: Any, doc: Mapping[str, Any], no_headers: bool = False) -
     from rich.markup import escape
 
     if not doc["stacks"]:
-        console.print(f"no stacks in {escape(doc['home'])} (create one: imctl deploy)")
+        console.print(advice(f"no stacks in {escape(doc['home'])} (create one: imctl deploy)"))
         return
     rows = [
         [s["stack"], s["target"], _regions(s["regions"]),
