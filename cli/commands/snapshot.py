@@ -144,6 +144,8 @@ def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = Fal
             "note",
         ]
         print_table(console, columns, rows, no_headers=no_headers)
+    if no_headers or not console.is_terminal:
+        return  # rows only, for a pipe; -o json has the notes below
     for name in doc.get("incomplete") or []:
         console.print(
             advice(f"[yellow]incomplete:[/yellow] {name} (`imctl snapshot prune` removes it)")
