@@ -48,7 +48,9 @@ class StepEvents:
                 total=self._started,
                 **fields,  # type: ignore[arg-type]
             )
-        self._sink.event(event)
+            # Written under the lock too: a heartbeat numbered after a main-thread event must
+            # not reach stderr before it.
+            self._sink.event(event)
 
     def started(self, step: str) -> None:
         with self._lock:

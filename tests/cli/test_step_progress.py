@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from cli.context import Context, OutputFormat
+from cli.progress import ProgressEvent
+from cli.step_progress import StepEvents
 from tests.cli.test_contract import make_env
 
 
@@ -63,3 +66,26 @@ def test_no_heartbeat_when_turned_off(tmp_path: Path) -> None:
     with ctx.out.step("quick"):
         time.sleep(0.1)
     assert _stderr(ctx).startswith("quick ... done (")
+
+
+def test_events_reach_the_sink_in_sequence_order() -> None:
+    """A heartbeat emitted while the main thread's event is on its way to the sink must not
+    overtake it: JSON lines on stderr are in ``sequence`` order."""
+    seen: list[int] = []
+
+    class Sink:
+        events: StepEvents
+
+        def event(self, event: ProgressEvent) -> None:
+            if event.sequence == 1:  # the heartbeat fires while this event is being written
+                other = threading.Thread(target=self.events.running, args=("step", 15.0))
+                other.start()
+                other.join(timeout=0.3)
+                self.other = other
+            seen.append(event.sequence)
+
+    sink = Sink()
+    sink.events = StepEvents(sink, "dev", "deploy")
+    sink.events.started("step")
+    sink.other.join()
+    assert seen == [1, 2]
