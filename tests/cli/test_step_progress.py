@@ -13,8 +13,8 @@ import pytest
 
 from cli.context import Context, OutputFormat
 from cli.progress import ProgressEvent
-from cli.step_progress import StepEvents
-from tests.cli.test_contract import make_env
+from cli.step_progress import StepEvents, heartbeat_interval
+from tests.cli.test_contract import invoke, make_env, one_document
 
 
 def _stderr(ctx: Context) -> str:
@@ -89,3 +89,18 @@ def test_events_reach_the_sink_in_sequence_order() -> None:
     sink.events.started("step")
     sink.other.join()
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e12", "-1", "nan", "soon", "0.001"])
+def test_a_bad_interval_is_a_usage_error_naming_the_variable(tmp_path: Path, raw: str) -> None:
+    env = make_env(tmp_path, environ={"USER": "tester", "IMCTL_PROGRESS_INTERVAL": raw})
+    ran = invoke(env, ["history", "-o", "json"])
+    assert ran.code == 2, ran
+    error = one_document(ran.stdout)["error"]
+    assert "IMCTL_PROGRESS_INTERVAL" in error["message"] and raw in error["message"]
+    assert "3600" in error["hint"]
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("", 15.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600)])
+def test_good_intervals(raw: str, seconds: float) -> None:
+    assert heartbeat_interval({"IMCTL_PROGRESS_INTERVAL": raw}) == seconds
