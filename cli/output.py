@@ -328,6 +328,9 @@ class Output:
         if not details:
             return
         details = [self._hinted(line) for line in details]
+        if self._json:  # stderr stays JSON lines: the question and its details are one event
+            self._step_events().confirm(question, details)
+            return
         self._err_rich(question, lambda esc: f"[bold]{esc(question)}[/bold]")
         for line in details:
 

@@ -3,7 +3,8 @@ from going quiet during a long step.
 
 With ``-o json`` a local deploy reports through the same event shape (and the same JSON lines on
 stderr) as a cloud deploy's engine, so one consumer reads both: ``step_started``, ``step_done``,
-``step_failed``, ``step_running`` (the heartbeat), ``note``, ``diagnostic`` (warnings). ``done``
+``step_failed``, ``step_running`` (the heartbeat), ``note``, ``diagnostic`` (warnings), ``confirm``
+(a confirmation's question and what it does, also when ``--yes`` answered it). ``done``
 counts the steps finished, ``total`` the steps started so far, as the engine counts resources it
 has seen.
 """
@@ -14,7 +15,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from cli.errors import UsageError
@@ -77,6 +78,9 @@ class StepEvents:
 
     def warning(self, message: str) -> None:
         self._emit("diagnostic", severity="warning", message=message)
+
+    def confirm(self, question: str, details: Sequence[str]) -> None:
+        self._emit("confirm", question=question, details=tuple(details))
 
 
 class Heartbeat:

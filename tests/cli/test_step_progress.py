@@ -15,6 +15,7 @@ from cli.context import Context, OutputFormat
 from cli.progress import ProgressEvent
 from cli.step_progress import StepEvents, heartbeat_interval
 from tests.cli.test_contract import invoke, make_env, one_document
+from tests.cli.test_hints import recorded_stack
 
 
 def _stderr(ctx: Context) -> str:
@@ -104,3 +105,20 @@ def test_a_bad_interval_is_a_usage_error_naming_the_variable(tmp_path: Path, raw
 @pytest.mark.parametrize(("raw", "seconds"), [("", 15.0), ("0", 0.0), ("2.5", 2.5), ("3600", 3600)])
 def test_good_intervals(raw: str, seconds: float) -> None:
     assert heartbeat_interval({"IMCTL_PROGRESS_INTERVAL": raw}) == seconds
+
+
+def test_json_confirmation_details_are_one_event_among_the_json_lines(tmp_path: Path) -> None:
+    """`-o json --yes` still tells what it confirmed, as one ``confirm`` event: every stderr line
+    under -o json is JSON."""
+    home = tmp_path / "home"
+    recorded_stack(home, "dev")
+    (home / "stacks" / "dev" / "snapshots" / "20261203T100000Z-cd34").mkdir(parents=True)
+    ran = invoke(make_env(home), ["destroy", "-o", "json", "--yes"])
+    assert ran.code == 0, ran
+    events = [json.loads(line) for line in ran.stderr.splitlines()]
+    confirm = events[0]
+    assert confirm["event"] == "confirm" and confirm["question"] == "Destroy stack 'dev'?"
+    assert confirm["stack"] == "dev" and confirm["operation"] == "destroy"
+    assert confirm["details"][0] == "region a: stop 0 im-server node(s), NATS and PostgreSQL"
+    assert any("imctl snapshot list -s dev" in d for d in confirm["details"])
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
