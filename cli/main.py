@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
 from typing import Annotated, Any, NoReturn, cast
 
@@ -111,7 +112,9 @@ class ImctlGroup(TyperGroup):
     An ImctlError (a bad -s value, say) is reported as run would; a click usage error (bad
     flag or value, unknown command) under ``-o json`` also becomes one ``{"error": ...}``
     document on stdout. A mistyped option names the nearest valid ones. A bare group (``imctl``,
-    ``imctl snapshot``) prints its help and exits 0: asking what there is is not an error.
+    ``imctl snapshot``) prints its help and exits 0: asking what there is is not an error. Under
+    ``-o json`` (or IMCTL_OUTPUT=json) it is the usage error "Missing command." instead, as
+    ``imctl -o json`` is: stdout carries one JSON document there, never help text.
     """
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
@@ -125,6 +128,9 @@ class ImctlGroup(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # before click's no_args_is_help, which prints the help as an error (stderr, exit 2)
         if not args and not ctx.resilient_parsing:
+            output = _bare_output(ctx)
+            if str(output or "").lower() == "json":
+                _usage_error(ctx, _ClickUsageError("Missing command.", ctx), args, output)
             _print_help(ctx)
             ctx.exit(0)
         try:
@@ -141,6 +147,15 @@ class ImctlGroup(TyperGroup):
             raise typer.Exit(int(err.status)) from None
         except _ClickUsageError as exc:
             _usage_error(ctx, exc, argv, ctx.params.get("output"))
+
+
+def _bare_output(ctx: Any) -> Any:
+    """The -o a bare group runs under: ``imctl``'s own (typed before the group, or
+    IMCTL_OUTPUT), which click has parsed for a nested group but not yet for ``imctl`` itself."""
+    root = ctx.find_root()
+    if root is not ctx:
+        return root.params.get("output")
+    return os.environ.get("IMCTL_OUTPUT")
 
 
 def _usage_error(ctx: Any, exc: Any, argv: list[str], group_output: Any) -> NoReturn:

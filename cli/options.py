@@ -201,6 +201,11 @@ def validate(ctx: Context) -> None:
             f"use --cloud {' | '.join(CLOUDS)}",
             code="invalid_cloud",
         )
+    from cli.step_progress import heartbeat_interval
+
+    # Here, not when the first step starts: a bad value must stop a command before it changes
+    # anything, not half way through a deploy.
+    heartbeat_interval(ctx.env.environ)
 
 
 def current_context(tctx: typer.Context) -> Context:

@@ -295,16 +295,10 @@ class Output:
             doc = in_document(doc, *self._hint_options())
         if self._json:
             self._write_document(doc)
-        elif self._needs_hints():
-            # A render's own advice ("take one: imctl snapshot create") is a literal in the
-            # command; completing the printed text keeps every render honest without each
-            # one knowing the stack.
-            console = self.stdout_console
-            with console.capture() as captured:
-                render(console, doc)
-            self._env.stdout.write(self._hinted(captured.get()))
-            self._env.stdout.flush()
-        else:
+            return
+        from cli.hints import rendering
+
+        with rendering(*self._hint_options()):
             render(self.stdout_console, doc)
 
     def error(self, err: ImctlError) -> None:
@@ -334,6 +328,9 @@ class Output:
         if not details:
             return
         details = [self._hinted(line) for line in details]
+        if self._json:  # stderr stays JSON lines: the question and its details are one event
+            self._step_events().confirm(question, details)
+            return
         self._err_rich(question, lambda esc: f"[bold]{esc(question)}[/bold]")
         for line in details:
 

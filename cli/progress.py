@@ -43,6 +43,8 @@ class ProgressEvent:
     message: str | None = None
     changes: Mapping[str, int] | None = None
     duration_seconds: float | None = None
+    question: str | None = None  # ``confirm`` (cli/step_progress.py): what was asked
+    details: tuple[str, ...] | None = None  # and what answering yes does
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"event": self.kind}

@@ -3,7 +3,8 @@ from going quiet during a long step.
 
 With ``-o json`` a local deploy reports through the same event shape (and the same JSON lines on
 stderr) as a cloud deploy's engine, so one consumer reads both: ``step_started``, ``step_done``,
-``step_failed``, ``step_running`` (the heartbeat), ``note``, ``diagnostic`` (warnings). ``done``
+``step_failed``, ``step_running`` (the heartbeat), ``note``, ``diagnostic`` (warnings), ``confirm``
+(a confirmation's question and what it does, also when ``--yes`` answered it). ``done``
 counts the steps finished, ``total`` the steps started so far, as the engine counts resources it
 has seen.
 """
@@ -11,17 +12,23 @@ has seen.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from cli.errors import UsageError
 from cli.progress import EventSink, ProgressEvent
 
 # How often a step that is still running says so, in a log or JSON lines (never on a terminal,
 # where the spinner moves). Short enough that a CI job's "no output" watchdog never fires.
 HEARTBEAT_SECONDS: Final = 15.0
 HEARTBEAT_ENV: Final = "IMCTL_PROGRESS_INTERVAL"
+# Bounds of the variable besides 0 (off): below, a log is all heartbeats; above, a CI watchdog
+# fires first, and Event.wait overflows long before a value like 1e12.
+HEARTBEAT_MIN: Final = 0.01
+HEARTBEAT_MAX: Final = 3600.0
 
 
 class StepEvents:
@@ -48,7 +55,9 @@ class StepEvents:
                 total=self._started,
                 **fields,  # type: ignore[arg-type]
             )
-        self._sink.event(event)
+            # Written under the lock too: a heartbeat numbered after a main-thread event must
+            # not reach stderr before it.
+            self._sink.event(event)
 
     def started(self, step: str) -> None:
         with self._lock:
@@ -69,6 +78,9 @@ class StepEvents:
 
     def warning(self, message: str) -> None:
         self._emit("diagnostic", severity="warning", message=message)
+
+    def confirm(self, question: str, details: Sequence[str]) -> None:
+        self._emit("confirm", question=question, details=tuple(details))
 
 
 class Heartbeat:
@@ -97,11 +109,20 @@ class Heartbeat:
 
 
 def heartbeat_interval(environ: Mapping[str, str]) -> float:
-    """``IMCTL_PROGRESS_INTERVAL`` seconds (0 turns the heartbeat off), else the default."""
-    raw = environ.get(HEARTBEAT_ENV)
+    """``IMCTL_PROGRESS_INTERVAL`` seconds (0 turns the heartbeat off), else the default;
+    UsageError for anything else, checked with the common options before a command runs."""
+    raw = environ.get(HEARTBEAT_ENV, "").strip()
     if not raw:
         return HEARTBEAT_SECONDS
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        return HEARTBEAT_SECONDS
+        seconds = math.nan
+    if seconds == 0 or HEARTBEAT_MIN <= seconds <= HEARTBEAT_MAX:  # nan fails both
+        return seconds
+    raise UsageError(
+        f"{HEARTBEAT_ENV}={raw!r} is not a heartbeat interval",
+        f"set it to seconds between {HEARTBEAT_MIN:g} and {HEARTBEAT_MAX:g}, 0 to turn the"
+        f" heartbeat off, or unset it for the default {HEARTBEAT_SECONDS:g}",
+        code="invalid_progress_interval",
+    )

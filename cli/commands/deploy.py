@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.hints import advice
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context, parse_sets
 from cli.results import Result
 from cli.runner import run
@@ -37,7 +38,7 @@ def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
 
     render_problems(console, doc.get("problems", []))
     console.print(f"\nendpoint  [bold]{doc['endpoint']}[/bold]")
-    console.print("connect   imctl token --user alice   # then hello with that token")
+    console.print(advice("connect   imctl token --user alice   # then hello with that token"))
 
 
 def deploy(
@@ -193,9 +194,11 @@ def render_preview(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(f"config to write: {', '.join(doc['config_changed'])}")
     if losses:
         console.print(
-            f"[bold red]{losses} stateful resource(s) replaced or deleted (marked !): the data"
-            " does not move to a replacement.[/bold red] Take a snapshot first"
-            " (imctl snapshot create); --refuse-replace stops a deploy here (exit 10)."
+            advice(
+                f"[bold red]{losses} stateful resource(s) replaced or deleted (marked !): the"
+                " data does not move to a replacement.[/bold red] Take a snapshot first"
+                " (imctl snapshot create); --refuse-replace stops a deploy here (exit 10)."
+            )
         )
 
 

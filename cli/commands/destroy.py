@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.hints import advice
 from cli.options import Cloud, NoColor, Output, Stack, Verbose, Yes, make_context
 from cli.results import Result
 from cli.runner import run
@@ -27,16 +28,21 @@ def _render_destroy(console: Any, doc: Mapping[str, Any]) -> None:
             size = f"{snaps['count']} snapshot(s), {snaps['size_bytes'] / 1e6:.1f} MB"
             if snaps["kept"]:
                 console.print(
-                    f"  kept {size} in {snaps['dir']} (`imctl snapshot list -s {doc['stack']}`;"
-                    f" `imctl restore ID -s {doc['stack']}` builds the stack again from one)",
+                    advice(
+                        f"  kept {size} in {snaps['dir']} (`imctl snapshot list -s"
+                        f" {doc['stack']}`; `imctl restore ID -s {doc['stack']}` builds the stack"
+                        " again from one)"
+                    ),
                     markup=False,
                 )
             else:
                 console.print(f"  deleted {size}", markup=False)
     else:
         console.print(
-            f"[green]✓[/green] stack [bold]{doc['stack']}[/bold] stopped; data kept in"
-            f" {doc['data_dir']} (`imctl deploy -s {doc['stack']}` starts it again)"
+            advice(
+                f"[green]✓[/green] stack [bold]{doc['stack']}[/bold] stopped; data kept in"
+                f" {doc['data_dir']} (`imctl deploy -s {doc['stack']}` starts it again)"
+            )
         )
 
 

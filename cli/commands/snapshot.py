@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import UsageError
+from cli.hints import advice
 from cli.options import (
     GROUP_EPILOG,
     Cloud,
@@ -127,7 +128,7 @@ def create(
 
 def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -> None:
     if not doc["snapshots"]:
-        console.print("no snapshots (take one: imctl snapshot create)")
+        console.print(advice("no snapshots (take one: imctl snapshot create)"))
     else:
         rows = [
             [s["id"], s.get("created_at") or "-", s.get("status") or "complete",
@@ -143,12 +144,18 @@ def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = Fal
             "note",
         ]
         print_table(console, columns, rows, no_headers=no_headers)
+    if no_headers or not console.is_terminal:
+        return  # rows only, for a pipe; -o json has the notes below
     for name in doc.get("incomplete") or []:
-        console.print(f"[yellow]incomplete:[/yellow] {name} (`imctl snapshot prune` removes it)")
+        console.print(
+            advice(f"[yellow]incomplete:[/yellow] {name} (`imctl snapshot prune` removes it)")
+        )
     for p in doc.get("previous_data") or []:
         console.print(
-            f"kept by a restore: {p['path']} ({_mb(p['size_bytes'])}; "
-            "`imctl snapshot prune --previous-data` removes it)"
+            advice(
+                f"kept by a restore: {p['path']} ({_mb(p['size_bytes'])}; "
+                "`imctl snapshot prune --previous-data` removes it)"
+            )
         )
 
 

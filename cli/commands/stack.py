@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from cli.hints import advice
 from cli.options import (
     GROUP_EPILOG,
     CloudAccepted,
@@ -52,7 +53,7 @@ def _render_ls(console: Any, doc: Mapping[str, Any], no_headers: bool = False) -
     from rich.markup import escape
 
     if not doc["stacks"]:
-        console.print(f"no stacks in {escape(doc['home'])} (create one: imctl deploy)")
+        console.print(advice(f"no stacks in {escape(doc['home'])} (create one: imctl deploy)"))
         return
     rows = [
         [s["stack"], s["target"], _regions(s["regions"]),
@@ -62,6 +63,8 @@ def _render_ls(console: Any, doc: Mapping[str, Any], no_headers: bool = False) -
     print_table(
         console, ["stack", "target", "regions", "state", "endpoint"], rows, no_headers=no_headers
     )
+    if no_headers or not console.is_terminal:
+        return  # rows only: `... --no-headers | awk '{print $1}'` must print stack names alone
     for s in doc["stacks"]:
         if s["why"] and s["state"] in ("degraded", "unknown", "destroyed"):
             console.print(f"{escape(s['stack'])} ({s['target']}): {escape(s['why'])}")
@@ -82,7 +85,8 @@ def ls(
 
     State: running, degraded or stopped (local: from its processes); deployed, destroyed or
     unknown (a cloud: from the Pulumi state on this machine; the cloud itself is not asked:
-    imctl status --cloud X does); destroyed (known from the journal).
+    imctl status --cloud X does); destroyed (known from the journal). Why a stack is degraded,
+    unknown or destroyed follows the table on a terminal (not with --no-headers); -o json has it.
 
     \b
     Examples:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.hints import advice
 from cli.options import (
     Cloud,
     NoColor,
@@ -84,7 +85,9 @@ def _render_local_regions(
             else:
                 console.print("  [red]not streaming[/red]: the stack is not protected")
         if r["role"] == "fenced":
-            console.print(f"  fenced: imctl standby rebuild --region {r['name']} -s {stack}")
+            console.print(
+                advice(f"  fenced: imctl standby rebuild --region {r['name']} -s {stack}")
+            )
             _render_orphans(console, r)
             continue
         rows = [
@@ -110,9 +113,11 @@ def _render_local_regions(
 def _render_orphans(console: Any, region: Mapping[str, Any]) -> None:
     for f in region.get("orphans") or []:
         console.print(
-            f"  [yellow]running without a pid file[/yellow]: {f['kind']} {f['name']} (pid"
-            f" {f['pid']}; {f['proof']}); `imctl deploy` adopts or stops it, `imctl destroy`"
-            " stops it"
+            advice(
+                f"  [yellow]running without a pid file[/yellow]: {f['kind']} {f['name']} (pid"
+                f" {f['pid']}; {f['proof']}); `imctl deploy` adopts or stops it, `imctl destroy`"
+                " stops it"
+            )
         )
 
 

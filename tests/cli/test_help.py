@@ -121,6 +121,29 @@ def test_help_alone_and_bare_imctl_print_the_top_help_and_exit_0(tmp_path: Path)
     assert ran.code == 0 and ran.click_output == _help(tmp_path, "snapshot")
 
 
+@pytest.mark.parametrize(
+    ("args", "os_env"),
+    [
+        (["-o", "json"], {}),
+        (["-o", "json", "snapshot"], {}),
+        (["--output=json", "stack"], {}),
+        (["-o", "json", "drill"], {}),
+        (["snapshot"], {"IMCTL_OUTPUT": "json"}),
+        ([], {"IMCTL_OUTPUT": "json"}),
+    ],
+)
+def test_a_bare_group_under_json_is_a_missing_command_error(
+    tmp_path: Path, args: list[str], os_env: dict[str, str]
+) -> None:
+    """Under -o json stdout is one JSON document, help text included: a bare group is what bare
+    `imctl -o json` is, a usage error (exit 2) with the usage on stderr."""
+    ran = invoke(make_env(tmp_path), args, os_env=os_env)
+    assert ran.code == ExitStatus.USAGE, ran
+    error = one_document(ran.stdout)["error"]
+    assert error["code"] == "usage" and error["message"] == "Missing command."
+    assert "Usage: imctl" in ran.click_output  # click writes its usage to stderr
+
+
 def test_help_of_an_unknown_command_suggests(tmp_path: Path) -> None:
     ran = invoke(make_env(tmp_path), ["help", "snapshot", "creat", "-o", "json"])
     # `help` has no -o: the option is an error of its own; without it, the suggestion

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli import journal
 from cli.hints import needed, with_options
 from cli.state import RegionConfig, StackConfig, StackFiles
 from tests.cli.test_contract import invoke, make_env, one_document
@@ -92,10 +93,9 @@ def test_cloud_hints_name_the_stack_and_cloud(home: Path, args: list[str], wante
     [
         # already there: left alone
         ("`imctl deploy -s other`", "`imctl deploy -s other --cloud aws`"),
-        (
-            "imctl deploy -s dev when both are up",
-            "imctl deploy -s dev --cloud aws when both are up",
-        ),
+        # another stack's command is about that stack: neither its stack nor its cloud is ours
+        ("imctl deploy -s dev when both are up", None),
+        ("`imctl history --stack=dev`", None),
         ("imctl failover --force -s x --cloud gcp (if a is lost)", None),
         # subcommands take the options after both words
         ("`imctl snapshot show ID`", "`imctl snapshot show -s other --cloud aws ID`"),
@@ -117,3 +117,59 @@ def test_defaults_are_left_out_unless_the_environment_names_others() -> None:
     assert needed("other", "local", {}) == ("other", None)
     assert needed("dev", "local", {"IMCTL_STACK": "prod"}) == ("dev", None)
     assert needed("dev", "local", {"IMCTL_CLOUD": "aws"}) == (None, "local")
+
+
+# --- only advice is completed: journal messages and other stacks' hints are left alone ----------
+
+
+def test_history_leaves_journal_messages_as_they_were(home: Path) -> None:
+    message = "`imctl standby rebuild` is not available on aws"
+    journal.append(
+        home,
+        "prod",
+        journal.Record(
+            "standby rebuild", {}, "t0", "t1", 0.1, "error", 1, "x", message, "u@h", "prod", "aws"
+        ),
+    )
+    ran = invoke(make_env(home), ["history", "-s", "prod"])
+    assert ran.code == 0, ran
+    assert message in ran.stdout
+    assert "-s prod" not in ran.stdout
+
+
+def _other_stacks(home: Path) -> None:
+    kept = home / "stacks" / "old"
+    (kept / "snapshots" / "20261203T100000Z-ab12").mkdir(parents=True)
+    (kept / "destroyed.json").write_text("{}")
+    journal.append(
+        home,
+        "other",
+        journal.Record("deploy", {}, "t0", "t1", 0.1, "ok", 0, None, None, "u@h", "other", "aws"),
+    )
+
+
+def test_stack_ls_leaves_other_stacks_hints_alone(home: Path) -> None:
+    _other_stacks(home)
+    wide = {"USER": "tester", "COLUMNS": "200"}
+    ran = invoke(make_env(home, environ=wide, tty=True), ["stack", "ls", "-s", "prod"])
+    assert ran.code == 0, ran
+    assert "known only from the journal (imctl history): its files" in ran.stdout
+    assert "imctl snapshot list -s old; imctl restore ID -s old builds" in ran.stdout
+    assert "-s prod" not in ran.stdout
+
+
+def test_imctl_cloud_adds_no_cloud_to_another_stacks_command(home: Path) -> None:
+    _other_stacks(home)
+    environ = {"USER": "tester", "IMCTL_CLOUD": "aws", "COLUMNS": "200"}
+    env = make_env(home, environ=environ, tty=True)
+    ran = invoke(env, ["stack", "ls", "-s", "prod"], os_env={"IMCTL_CLOUD": "aws"})
+    assert ran.code == 0, ran
+    assert "--cloud" not in ran.stdout
+    # a hint about another stack is about that stack, whatever the invocation names
+    text = "see `imctl snapshot list -s old`"
+    assert with_options(text, "prod", "aws") == text
+    assert with_options(text, None, "aws") == text
+    assert (
+        with_options("`imctl status -s dev`", None, "local")
+        == "`imctl status -s dev --cloud local`"
+    )
