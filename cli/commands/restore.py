@@ -16,6 +16,7 @@ import typer
 
 from cli.commands.snapshot import SnapshotId, Timeout
 from cli.errors import UsageError
+from cli.hints import advice
 from cli.options import (
     STACK_RE,
     Cloud,
@@ -68,7 +69,7 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
     if doc["previous_data"]:
         console.print(
             f"  the replaced data is kept in {doc['previous_data']} "
-            "(`imctl snapshot prune --keep N --previous-data` removes it)"
+            + advice("(`imctl snapshot prune --keep N --previous-data` removes it)")
         )
     for w in doc.get("warnings") or []:
         console.print(f"  note: {w}", markup=False)
