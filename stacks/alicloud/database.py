@@ -131,6 +131,10 @@ class RdsInstance(pulumi.ComponentResource):
             preferred_backup_time="02:00Z-03:00Z",
             enable_backup_log=True,
             log_backup_retention_period=args.backup_retention_days,
+            # ApsaraDB releases an instance's backups with it unless told otherwise: keep every
+            # backup set (imctl's snapshots included) after release, as AWS keeps its snapshots,
+            # so `imctl destroy` does not take the data with it.
+            released_keep_policy="All",
             opts=child,
         )
         if args.cross_backup_region is not None:

@@ -20,6 +20,11 @@ from stacks.workload_contract import DB_NAME, DB_USER
 
 DATABASE_VERSION = "POSTGRES_16"
 PITR_LOG_DAYS = 7  # the most Enterprise edition keeps
+# Cloud SQL deletes an instance's backups with it unless told otherwise. The stack keeps them
+# (retain_backups_on_delete: imctl's on-demand snapshots until deleted, automated backups for
+# their retention) and takes a final backup at deletion, kept this long (1-365 days; gcloud's
+# default), so `imctl destroy` leaves the data restorable, as AWS's final snapshot does.
+FINAL_BACKUP_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,12 @@ class Database(pulumi.ComponentResource):
                 disk_autoresize=True,
                 deletion_protection_enabled=args.protect,
                 backup_configuration=None if replica else backups,
+                retain_backups_on_delete=None if replica else True,
+                final_backup_config=None
+                if replica
+                else gcp.sql.DatabaseInstanceSettingsFinalBackupConfigArgs(
+                    enabled=True, retention_days=FINAL_BACKUP_DAYS
+                ),
                 ip_configuration=_private_ip(args.network_id),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(

@@ -62,7 +62,7 @@ def test_cloud_destroy_needs_the_typed_stack_name_or_yes(tmp_path: Path) -> None
     assert ok.returncode == 0, ok.stderr
     assert _imctl(fake, "destroy", "--cloud", "aws", "-o", "json").returncode == 2
     asked = _imctl(fake, "destroy", "--cloud", "aws", "-o", "json")
-    assert "RDS snapshots are KEPT" in asked.stderr  # the plan says what happens to backups
+    assert "backups: KEPT. RDS snapshots stay" in asked.stderr  # what happens to backups
     # --delete-snapshots is the local target's: refused before anything runs.
     local_only = _imctl(
         fake, "destroy", "--cloud", "aws", "--delete-snapshots", "--yes", "-o", "json"
@@ -76,9 +76,9 @@ def test_cloud_destroy_needs_the_typed_stack_name_or_yes(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("cloud", ["gcp", "alicloud"])
-def test_cloud_destroy_says_the_backups_go_with_the_database(tmp_path: Path, cloud: str) -> None:
+def test_cloud_destroy_says_the_backups_outlive_the_database(tmp_path: Path, cloud: str) -> None:
     fake = FakePulumi.create(tmp_path)
     asked = _imctl(fake, "destroy", "--cloud", cloud, "-o", "json")
     assert asked.returncode == 2
-    assert "backups: DELETED" in asked.stderr and "imctl snapshots" in asked.stderr
+    assert "backups: KEPT" in asked.stderr and "imctl snapshots" in asked.stderr
     assert not fake.find("destroy")

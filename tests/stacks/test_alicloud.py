@@ -54,6 +54,8 @@ def test_rds_primary_is_ha_encrypted_private_and_backed_up(plan: PlanRun) -> Non
     assert {"name": "wal_level", "value": "logical"} in db["parameters"]
     policies = [args(p) for p in in_region(plan, "alicloud:rds/backupPolicy:BackupPolicy", PRIMARY)]
     assert [p["backupRetentionPeriod"] for p in policies] == [plan.config.db_backup_retention_days]
+    # Kept after the instance is released (a destroy): every backup set, snapshots included.
+    assert [p["releasedKeepPolicy"] for p in policies] == ["All"]
     assert policies[0]["enableBackupLog"] is True
     cross = args(
         only(plan, "alicloud:rds/rdsInstanceCrossBackupPolicy:RdsInstanceCrossBackupPolicy")

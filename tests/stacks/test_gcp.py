@@ -61,6 +61,10 @@ def test_cloud_sql_primary_is_regional_backed_up_with_pitr_and_private(plan: Pla
     assert backups["backupRetentionSettings"]["retainedBackups"] == (
         plan.config.db_backup_retention_days
     )
+    # Backups outlive a destroy (Cloud SQL deletes them with the instance unless told), and a
+    # final one is taken then.
+    assert settings["retainBackupsOnDelete"] is True
+    assert settings["finalBackupConfig"] == {"enabled": True, "retentionDays": 30}
     ip = settings["ipConfiguration"]
     assert ip["ipv4Enabled"] is False
     assert ip["privateNetwork"] == only(plan, "gcp:compute/network:Network").id

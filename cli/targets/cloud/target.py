@@ -40,20 +40,21 @@ SNAPSHOT_DELETE_TIMEOUT = 1800.0
 SCALE_TIMEOUT = 1800.0
 
 # What each cloud does with a stack's backups when destroy deletes its database instances
-# (stacks/<cloud>/database.py sets what these depend on). --delete-snapshots is local-only:
-# on AWS the kept snapshots are deleted one by one with `imctl snapshot delete`; on GCP and
-# Alibaba the cloud deletes them anyway.
+# (stacks/<cloud>/database.py sets what these depend on). Every cloud keeps them: a destroy
+# deletes the stack, not its means of coming back. --delete-snapshots is local-only; a cloud's
+# kept snapshots are deleted one by one with `imctl snapshot delete` before the destroy.
 BACKUPS_ON_DESTROY = {
-    "aws": "backups: RDS snapshots are KEPT (imctl snapshots, and the final snapshot destroy"
+    "aws": "backups: KEPT. RDS snapshots stay (imctl snapshots, and the final snapshot destroy"
     " takes of each writer, with the KMS key it is encrypted with); automated backups are kept"
     " until their retention ends. Delete snapshots with `imctl snapshot delete ID` first, or"
     " in the RDS console afterwards",
-    "gcp": "backups: DELETED. Cloud SQL deletes every backup of an instance with it, imctl"
-    " snapshots (on-demand backups) included, and the stack takes no final backup; export"
-    " what you need first",
-    "alicloud": "backups: DELETED. ApsaraDB RDS releases the instance's backups with it, imctl"
-    " snapshots included: the stack's backup policy keeps none after release; download what"
-    " you need first",
+    "gcp": "backups: KEPT. Cloud SQL retains the instance's backups after it is deleted"
+    " (retain_backups_on_delete: imctl snapshots until deleted, automated backups for their"
+    " retention) and takes a final backup kept 30 days. Delete snapshots with `imctl snapshot"
+    " delete ID` first, or with `gcloud sql backups delete` afterwards",
+    "alicloud": "backups: KEPT. ApsaraDB RDS keeps every backup set after the instance is"
+    " released (released_keep_policy All; imctl snapshots included), billed until deleted."
+    " Delete snapshots with `imctl snapshot delete ID` first, or in the RDS console afterwards",
 }
 
 
