@@ -14,7 +14,7 @@ import sys
 from typing import Annotated, Any, NoReturn, cast
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from cli.commands import doctor, history, version
 from cli.commands import help as help_command
@@ -64,6 +64,16 @@ def _click_usage_error() -> type[Exception]:
 
 
 _ClickUsageError = _click_usage_error()
+
+
+def _no_python_type(self: TyperArgument, ctx: Any) -> str | None:
+    return None
+
+
+# typer prints an argument's Python type after it ("ID <str>"); every argument has a metavar
+# that says what to type, so the type adds only a Python word (tests/cli/test_help.py).
+if hasattr(TyperArgument, "display_type_rich"):
+    setattr(TyperArgument, "display_type_rich", _no_python_type)  # noqa: B010
 _click_exceptions = sys.modules[_ClickUsageError.__module__]
 _NoSuchOption: type[Exception] = _click_exceptions.NoSuchOption
 

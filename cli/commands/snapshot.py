@@ -274,11 +274,12 @@ def delete(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Delete one snapshot.
+    """Delete one snapshot. Asks first; --yes in scripts.
 
     \b
     Examples:
       imctl snapshot delete 20250101T120000Z-ab12cd
+      imctl snapshot delete 20250101T120000Z-ab12cd --yes -o json   # in a script
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)
 
@@ -306,11 +307,12 @@ def prune(
     verbose: Verbose = False,
     no_color: NoColor = False,
 ) -> None:
-    """Keep the newest N snapshots, delete the rest (and unfinished ones).
+    """Keep the newest N snapshots, delete the rest (and unfinished ones). Asks first; --yes
+    in scripts.
 
     \b
     Examples:
-      imctl snapshot prune --keep 7
+      imctl snapshot prune --keep 7 --yes
       imctl snapshot prune --keep 3 --previous-data    # also what restores replaced
     """
     ctx = make_context(tctx, stack, cloud, output, yes, verbose, no_color)

@@ -21,8 +21,12 @@ from cli.main import app
 from cli.suggest import nearest
 from tests.cli.test_contract import invoke, make_env, one_document
 
-# click's names for a value's Python type: a metavar says what to type instead
-BARE_TYPES = re.compile(r"\b(TEXT|INTEGER|FLOAT|BOOLEAN|PATH|FILENAME|UUID|DATETIME)\b|RANGE\]?")
+# click's names for a value's Python type, and typer's ("ID <str>"): a metavar says what to
+# type instead
+BARE_TYPES = re.compile(
+    r"\b(TEXT|INTEGER|FLOAT|BOOLEAN|PATH|FILENAME|UUID|DATETIME)\b|RANGE\]?"
+    r"|<(str|int|float|bool|Path)>"
+)
 
 
 def _paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
