@@ -74,7 +74,10 @@ class RdsInstance(pulumi.ComponentResource):
             pending_window_in_days=30,
             deletion_protection="Enabled" if args.protect else "Disabled",
             tags=dict(args.tags),
-            opts=child,
+            # Left behind by destroy too: the backups ApsaraDB keeps after the release
+            # (released_keep_policy below) are encrypted with it, and a key pending deletion
+            # makes them unrestorable. Schedule its deletion by hand once they are gone.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         self.instance = alicloud.rds.Instance(
             f"{name}-postgres",
@@ -135,7 +138,10 @@ class RdsInstance(pulumi.ComponentResource):
             # backup set (imctl's snapshots included) after release, as AWS keeps its snapshots,
             # so `imctl destroy` does not take the data with it.
             released_keep_policy="All",
-            opts=child,
+            # Never deleted by the program: the provider's delete resets the policy to its
+            # defaults (7 days) just before the instance is released, and the policy goes with
+            # the instance anyway.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         if args.cross_backup_region is not None:
             alicloud.rds.RdsInstanceCrossBackupPolicy(

@@ -126,6 +126,13 @@ KEPT: dict[str, str] = {
     "aws:kms/key:Key/us-east-1-db-base-key": "encrypts the writer's final snapshot",
     "aws:kms/key:Key/us-west-2-db-base-key": "encrypts the writer's final snapshot after a "
     "failover",
+    "alicloud:kms/key:Key/cn-hangzhou-db-key": "encrypts the backups ApsaraDB keeps after the "
+    "release",
+    "alicloud:kms/key:Key/cn-shanghai-db-key": "encrypts the backups kept after the release of "
+    "the standby (the writer after a failover)",
+    "alicloud:rds/backupPolicy:BackupPolicy/cn-hangzhou-db-backups": "its delete would reset the "
+    "retention to 7 days just before the release; it goes with the instance",
+    "alicloud:rds/backupPolicy:BackupPolicy/cn-shanghai-db-backups": "the same, for the standby",
 }
 
 
@@ -224,6 +231,18 @@ def test_every_alibaba_key_is_unprotected_at_teardown_and_keeps_its_pending_wind
         assert args(key)["deletionProtection"] == "Disabled", key.name
         # KMS cannot delete a key at once; the window is the operator's undo.
         assert args(key)["pendingWindowInDays"] == 30, key.name
+
+
+def test_the_key_of_the_backups_alibaba_keeps_outlives_the_destroy() -> None:
+    """ApsaraDB keeps every backup set after the release (released_keep_policy All); they are
+    encrypted with the instance's key, which a pending deletion would make unusable."""
+    plan = teardown("alicloud")
+    for policy in plan.find("alicloud:rds/backupPolicy:BackupPolicy"):
+        assert args(policy)["releasedKeepPolicy"] == "All"
+        assert policy.retain_on_delete, policy.name
+    for key in plan.find("alicloud:kms/key:Key"):
+        if key.name.endswith("-db-key"):
+            assert key.retain_on_delete, key.name
 
 
 def test_the_final_rds_snapshot_is_named_for_the_stack_and_the_destroy() -> None:

@@ -52,9 +52,12 @@ BACKUPS_ON_DESTROY = {
     " (retain_backups_on_delete: imctl snapshots until deleted, automated backups for their"
     " retention) and takes a final backup kept 30 days. Delete snapshots with `imctl snapshot"
     " delete ID` first, or with `gcloud sql backups delete` afterwards",
-    "alicloud": "backups: KEPT. ApsaraDB RDS keeps every backup set after the instance is"
-    " released (released_keep_policy All; imctl snapshots included), billed until deleted."
-    " Delete snapshots with `imctl snapshot delete ID` first, or in the RDS console afterwards",
+    "alicloud": "backups: KEPT where ApsaraDB supports it. The stack asks ApsaraDB RDS to keep"
+    " every backup set after the instance is released (released_keep_policy All, imctl"
+    " snapshots included; documented for cloud disks, not confirmed on a real PostgreSQL"
+    " instance here: check Backups for Deleted Instances before relying on it), and keeps the"
+    " KMS key they are encrypted with. Delete snapshots with `imctl snapshot delete ID`"
+    " first, or in the RDS console afterwards",
 }
 
 
