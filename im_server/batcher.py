@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -74,6 +75,9 @@ class SendBatcher:
         # on that); at high rates the queues pass the bar while a commit runs and the workers
         # commit in parallel as before. Measured in docs/benchmarks.md.
         self.parallel_min = s.send_parallel_min
+        # ... but not for longer than a commit normally takes: behind a commit stalled on one
+        # conversation (a row lock held elsewhere), other connections commit on their own.
+        self.hold_max = s.send_hold_max_ms / 1000
         # A connection always on the same worker: its sends commit in the order it sent them,
         # while different connections commit in parallel.
         self.workers: list[_Worker] = []
@@ -99,8 +103,10 @@ class SendBatcher:
         w = self.workers[hash(conn.id) % len(self.workers)]
         w.queue.append(_PendingSend(item, conn, time.perf_counter()))
         # A worker held back by another's commit would only wake to wait again: one wakeup per
-        # send, for nothing.
-        if not w.held and (len(w.queue) >= self.parallel_min or not self._committing()):
+        # send, for nothing. The first send of an empty queue does wake it, so that it waits
+        # for the running commit with a deadline (hold_max) rather than for as long as it runs.
+        q = w.queue
+        if not w.held and (len(q) == 1 or len(q) >= self.parallel_min or not self._committing()):
             w.wake.set()
 
     def oldest_commit_age(self) -> float:
@@ -152,11 +158,19 @@ class SendBatcher:
     async def _work(self, w: _Worker) -> None:
         q = w.queue
         while True:
-            if not q or w.held or (len(q) < self.parallel_min and self._committing()):
-                # Woken by a submit to this worker, or by the end of any worker's commit.
+            if not q or w.held:
+                # Woken by a submit to this worker, or by the end of the commit holding it.
                 w.wake.clear()
                 await w.wake.wait()
                 continue
+            if len(q) < self.parallel_min and self._committing():
+                held_for = self.hold_max - self.oldest_commit_age()
+                if held_for > 0:
+                    # Woken by the end of any worker's commit, or gives up waiting for it.
+                    w.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(w.wake.wait(), held_for)
+                    continue
             if self.linger and len(q) < self.max:
                 await asyncio.sleep(self.linger)
                 if w.held:  # another worker's commit took this queue's sends meanwhile

@@ -44,6 +44,8 @@ class Settings:
     send_workers: int = 4
     # A worker commits beside another worker's running commit only with this many sends queued.
     send_parallel_min: int = 8
+    # ... unless the running commit is older than this (then it is stalled, not just running).
+    send_hold_max_ms: float = 20.0
     max_outbound_frames: int = 10_000
     # writes (issue 12): how long a send may wait for its commit before it is answered, and
     # what to do when the synchronous standby (local target) is gone.
@@ -147,6 +149,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "IM_DB_POOL_SIZE", 8, 2, 200),
         send_workers=_int(env, "IM_SEND_WORKERS", 4, 1, 64),
         send_parallel_min=_int(env, "IM_SEND_PARALLEL_MIN", 8, 1, 10_000),
+        send_hold_max_ms=_float(env, "IM_SEND_HOLD_MAX_MS", 20.0, 0, 60_000),
         max_outbound_frames=_int(env, "IM_MAX_OUTBOUND_FRAMES", 10_000, 10, 10_000_000),
         send_timeout=_float(env, "IM_SEND_TIMEOUT_SECONDS", 10.0, 0.5, 3600),
         sync_standby=env.get(SYNC_STANDBY_ENV, ""),

@@ -30,6 +30,10 @@ L1 = "d:a:x"  # x's first commit waits here
 L2 = "d:u:x"  # x2 and u1 wait here
 CU = "d:u:v"  # u's later sends: nothing locks it
 TIMEOUT = 1.0
+# The scenes hold a commit on a row lock for seconds; a waiting worker gives up waiting for a
+# commit that old after IM_SEND_HOLD_MAX_MS and commits on its own (test_send_timeout.py), so
+# the borrowing these rules are about needs a worker that waits.
+PATIENT = 60_000.0
 
 
 class Peer:
@@ -187,7 +191,7 @@ async def test_later_sends_wait_for_a_borrowed_send_and_are_acked_after_it(
 ) -> None:
     """A connection's later sends commit neither beside nor before its send in another worker's
     commit, and are acked after it: send order = seq order = ack order."""
-    im = await server_factory()
+    im = await server_factory(send_hold_max_ms=PATIENT)
     b = im.server.batcher
     async with _peers(im, {"x": None, "u": None}) as p:
         x, u = p["x"], p["u"]
@@ -217,7 +221,7 @@ async def test_a_borrowed_send_that_times_out_is_outcome_unknown_and_its_resend_
     """Its commit is under way: ``outcome_unknown`` (not ``unavailable``, which says nothing
     was committed), then never an ack for it; it commits with C1, and the resend of its cid,
     queued while C1 still waits, is acked as that one message."""
-    im = await server_factory(send_timeout=TIMEOUT)
+    im = await server_factory(send_timeout=TIMEOUT, send_hold_max_ms=PATIENT)
     b = im.server.batcher
     async with _peers(im, {"x": None, "u": None}) as p:
         x, u = p["x"], p["u"]
@@ -249,7 +253,7 @@ async def test_a_held_queue_expires_unavailable_and_never_commits(
     """Sends queued behind C1 past the send timeout never reached the database: ``unavailable``,
     with their connection's later sends, and none of them commits when C1 ends; another
     connection's send in the same queue that has not expired commits after C1."""
-    im = await server_factory(send_timeout=TIMEOUT)
+    im = await server_factory(send_timeout=TIMEOUT, send_hold_max_ms=PATIENT)
     b = im.server.batcher
     async with _peers(im, {"x": None, "u": None, "u2": "u"}) as p:
         x, u, u2 = p["x"], p["u"], p["u2"]  # u2: user u's other device, on the same worker
@@ -280,7 +284,7 @@ async def test_a_resend_while_the_first_is_held_or_borrowed_is_one_message(
 ) -> None:
     """The same cid resent on the same connection and from another device while the first
     waits (borrowed into C1, or queued behind it): one message, every answer its seq."""
-    im = await server_factory()
+    im = await server_factory(send_hold_max_ms=PATIENT)
     b = im.server.batcher
     async with _peers(im, {"x": None, "u": None, "u2": None}) as p:
         x, u, u2 = p["x"], p["u"], p["u2"]

@@ -51,7 +51,11 @@ def _server(
 
     srv = types.SimpleNamespace(
         settings=types.SimpleNamespace(
-            batch_max=16, batch_linger_ms=0, send_timeout=TIMEOUT, send_parallel_min=8
+            batch_max=16,
+            batch_linger_ms=0,
+            send_timeout=TIMEOUT,
+            send_parallel_min=8,
+            send_hold_max_ms=20.0,
         ),
         store=Store(),
         hub=Hub(),
@@ -170,3 +174,33 @@ async def test_a_failing_degrade_keeps_the_probe_alive_and_says_blocked() -> Non
     await asyncio.sleep(0.6)
     state = await h.check()  # degrade is due and fails: still blocked, said, nothing raised
     assert state.writes == "blocked" and "not confirming" in state.reason, state
+
+
+async def test_a_stalled_commit_does_not_hold_back_another_workers_send() -> None:
+    """A send below IM_SEND_PARALLEL_MIN waits for a running commit only as long as a commit
+    normally takes: a commit stalled on one conversation (a row lock held elsewhere) must not
+    make an unrelated connection's send time out."""
+
+    async def commit(items: Sequence[SendItem]) -> list[SendResult]:
+        if any(i.conv == "hot" for i in items):
+            await asyncio.sleep(TIMEOUT * 3)
+        else:
+            await asyncio.sleep(0.001)
+        return _ok(items)
+
+    srv, answers = _server(commit)
+    batcher = SendBatcher(srv)
+    batcher.start(4)
+    log: list[tuple[str, str]] = []
+    ids = [f"c{i}" for i in range(50)]
+    first = ids[0]
+    other = next(i for i in ids if hash(i) % 4 != hash(first) % 4)
+    batcher.submit(SendItem("a", "H", "hot", "{}"), Conn(first, log))
+    await asyncio.sleep(0.05)
+    batcher.submit(SendItem("b", "X", "quiet", "{}"), Conn(other, log))
+    await asyncio.sleep(TIMEOUT * 1.5)
+    try:
+        assert "X" in _acked(log), answers  # acked long before the hot commit ends
+        assert ("X", "unavailable", other) not in answers
+    finally:
+        batcher.stop()
