@@ -301,6 +301,14 @@ class Output:
         with rendering(*self._hint_options()):
             render(self.stdout_console, doc)
 
+    def aside(self, doc: Mapping[str, Any], render: Render) -> None:
+        """``doc`` rendered on stderr before the result (a preview before its question), its
+        advice completed like a result's."""
+        from cli.hints import rendering
+
+        with rendering(*self._hint_options()):
+            render(self.stderr_console, doc)
+
     def error(self, err: ImctlError) -> None:
         self.end_engine_progress()  # a bar left running would redraw over the error
         # The hint only: a message may name a command as the subject ("`imctl standby

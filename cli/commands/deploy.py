@@ -135,7 +135,7 @@ def deploy(
 
     def show(plan: Mapping[str, Any]) -> None:
         # Before the question, on stderr: stdout carries the result only.
-        render_preview(ctx.out.stderr_console, plan)
+        ctx.out.aside(plan, render_preview)
 
     def body() -> Result:
         target = target_for(

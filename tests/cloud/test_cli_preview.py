@@ -155,6 +155,8 @@ def test_with_yes_the_replacement_is_shown_then_applied(deployed: FakePulumi) ->
     shown = text.stderr.index("Preview of aws stack dev")
     assert shown < text.stderr.index("Deploy stack 'dev' to aws, losing 1 stateful resource(s)?")
     assert "! +- replace aws:rds/instance:Instance us-east-1-db" in text.stderr
+    # The preview's advice, shown before the question, reaches this cloud stack when pasted.
+    assert "(imctl snapshot create --cloud aws)" in text.stderr
 
 
 def test_a_no_at_the_prompt_puts_the_config_back(deployed: FakePulumi) -> None:
