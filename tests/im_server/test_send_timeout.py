@@ -195,9 +195,9 @@ async def test_a_stalled_commit_does_not_hold_back_another_workers_send() -> Non
     ids = [f"c{i}" for i in range(50)]
     first = ids[0]
     other = next(i for i in ids if hash(i) % 4 != hash(first) % 4)
-    batcher.submit(SendItem("a", "H", "hot", "{}"), Conn(first, log))
+    batcher.submit(SendItem("a", "H", "hot", "{}"), Conn(first, log))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
-    batcher.submit(SendItem("b", "X", "quiet", "{}"), Conn(other, log))
+    batcher.submit(SendItem("b", "X", "quiet", "{}"), Conn(other, log))  # type: ignore[arg-type]
     await asyncio.sleep(TIMEOUT * 1.5)
     try:
         assert "X" in _acked(log), answers  # acked long before the hot commit ends
