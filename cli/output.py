@@ -237,12 +237,18 @@ class Output:
             self._titles.pop()
             took = time.monotonic() - started
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-            console.print(f"{mark} {self._escape(message)} [dim]({took:.1f}s)[/dim]")
+            line = f"{mark} {self._escape(message)} [dim]({took:.1f}s)[/dim]"
             if owner:
+                # The spinner goes first, then the line: printed while the live display ran, the
+                # line could land right after a spinner frame the refresh thread had just drawn
+                # (seen in tests/cli/test_terminal.py: "⠋ checking ports✓ checking ports").
                 self._status.stop()
                 self._status = None
-            elif self._titles:
-                self._status.update(self._escape(self._titles[-1]))
+                console.print(line)
+            else:
+                console.print(line)
+                if self._titles:
+                    self._status.update(self._escape(self._titles[-1]))
 
     def engine_progress(self) -> RichEngineProgress | None:
         """A live progress bar for Pulumi engine events, or None where a bar does not belong
