@@ -71,6 +71,13 @@ def _ok(items: Sequence[SendItem]) -> list[SendResult]:
     return [SendResult("ok", i.conv, n + 1, 0, ("b",)) for n, i in enumerate(items)]
 
 
+async def _until(done: Callable[[], bool], within: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "not within the bound"
+        await asyncio.sleep(0.005)
+
+
 def _acked(log: list[tuple[str, str]]) -> list[str]:
     import orjson
 
@@ -195,12 +202,12 @@ async def test_a_stalled_commit_does_not_hold_back_another_workers_send() -> Non
     ids = [f"c{i}" for i in range(50)]
     first = ids[0]
     other = next(i for i in ids if hash(i) % 4 != hash(first) % 4)
-    batcher.submit(SendItem("a", "H", "hot", "{}"), Conn(first, log))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
-    batcher.submit(SendItem("b", "X", "quiet", "{}"), Conn(other, log))  # type: ignore[arg-type]
-    await asyncio.sleep(TIMEOUT * 1.5)
     try:
-        assert "X" in _acked(log), answers  # acked long before the hot commit ends
+        batcher.submit(SendItem("a", "H", "hot", "{}"), Conn(first, log))  # type: ignore[arg-type]
+        await _until(lambda: batcher.oldest_commit_age() > 0)  # the hot commit is under way
+        batcher.submit(SendItem("b", "X", "quiet", "{}"), Conn(other, log))  # type: ignore[arg-type]
+        # Acked within the send timeout, long before the hot commit ends (at 3x the timeout).
+        await _until(lambda: "X" in _acked(log), within=TIMEOUT)
         assert ("X", "unavailable", other) not in answers
     finally:
         batcher.stop()
