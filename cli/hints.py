@@ -94,6 +94,8 @@ def with_options(text: str, stack: str | None, cloud: str | None) -> str:
 def in_document(doc: Mapping[str, Any], stack: str | None, cloud: str | None) -> dict[str, Any]:
     """A copy of a result document whose hint-like fields (``HINT_KEYS``, at any depth) have
     their commands completed; every other value is left exactly as it was."""
+    if stack is None and cloud is None:
+        return dict(doc)
 
     def walk(value: Any, hinted: bool) -> Any:
         if isinstance(value, str):

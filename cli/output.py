@@ -147,8 +147,11 @@ class Output:
 
         return with_options(text, *self._hint_options())
 
-    def _needs_hints(self) -> bool:
-        return self._hint_options() != (None, None)
+    def _rendered(self, console: Console, doc: Mapping[str, Any], render: Render) -> None:
+        from cli.hints import rendering
+
+        with rendering(*self._hint_options()):  # a render's advice() gets the options
+            render(console, doc)
 
     # --- progress and messages ----------------------------------------------------------
 
@@ -294,33 +297,26 @@ class Output:
         self._document_written = True
 
     def result(self, doc: Mapping[str, Any], render: Render) -> None:
-        self.end_engine_progress()
-        if self._needs_hints():
-            from cli.hints import in_document
+        from cli.hints import in_document
 
-            doc = in_document(doc, *self._hint_options())
+        self.end_engine_progress()
+        doc = in_document(doc, *self._hint_options())
         if self._json:
             self._write_document(doc)
-            return
-        from cli.hints import rendering
-
-        with rendering(*self._hint_options()):
-            render(self.stdout_console, doc)
+        else:
+            self._rendered(self.stdout_console, doc, render)
 
     def aside(self, doc: Mapping[str, Any], render: Render) -> None:
         """``doc`` rendered on stderr before the result (a preview before its question), its
         advice completed like a result's."""
-        from cli.hints import rendering
-
-        with rendering(*self._hint_options()):
-            render(self.stderr_console, doc)
+        self._rendered(self.stderr_console, doc, render)
 
     def error(self, err: ImctlError) -> None:
         self.end_engine_progress()  # a bar left running would redraw over the error
         # The hint only: a message may name a command as the subject ("`imctl standby
         # rebuild` is not available on aws"), which options would not make clearer.
         err.hint = self._hinted(err.hint)
-        if err.details is not None and self._needs_hints():
+        if err.details is not None:
             from cli.hints import in_document
 
             err.details = in_document(err.details, *self._hint_options())
