@@ -72,13 +72,16 @@ def pulumi_work_dir(home: Path, env: Mapping[str, str]) -> Path:
     return Path(env.get("IMCTL_PULUMI_WORK_DIR") or home / "pulumi" / "project")
 
 
+def backend_url(home: Path, env: Mapping[str, str]) -> str:
+    """Where stack state lives: PULUMI_BACKEND_URL, else a directory under the home."""
+    return env.get("PULUMI_BACKEND_URL", "").strip() or f"file://{(home / 'pulumi').resolve()}"
+
+
 def resolve_settings(home: Path, env: Mapping[str, str]) -> EngineSettings:
     """Check the prerequisites a cloud operation needs, before touching anything."""
-    backend = env.get("PULUMI_BACKEND_URL", "").strip()
-    if not backend:
-        state = home / "pulumi"
-        state.mkdir(parents=True, exist_ok=True)
-        backend = f"file://{state.resolve()}"
+    backend = backend_url(home, env)
+    if backend == f"file://{(home / 'pulumi').resolve()}":
+        (home / "pulumi").mkdir(parents=True, exist_ok=True)
     provider = env.get("IMCTL_SECRETS_PROVIDER", "").strip() or None
     if (provider is None or provider == "passphrase") and _is_diy(backend):
         passfile = env.get("PULUMI_CONFIG_PASSPHRASE_FILE")

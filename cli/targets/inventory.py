@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
 STATES = ("running", "degraded", "stopped", "deployed", "destroyed", "unknown")
 CLOUDS = ("aws", "gcp", "alicloud")
 PROJECT = "imctl"  # the Pulumi project (cli/engine/workspace.py); not imported: it loads Pulumi
-
-# `  imctl:region: us-east-1` under `config:`, as `pulumi config set` writes it.
-_CONFIG_LINE = re.compile(r"""^\s+imctl:([A-Za-z]+):\s*["']?([^"'\s#]*)["']?\s*(#.*)?$""")
 
 
 @dataclass(frozen=True)
@@ -155,33 +151,19 @@ def _liveness(regions: list[LocalRegion]) -> tuple[int, list[str]]:
 # --- clouds -----------------------------------------------------------------------------------
 
 
-def _work_dir(home: Path, environ: Mapping[str, str]) -> Path:
-    from cli.engine.settings import pulumi_work_dir  # standard library only: no Pulumi
-
-    return pulumi_work_dir(home, environ)
-
-
 def _cloud_configs(home: Path, environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Each stack's ``imctl:`` config keys, by stack, for the stacks that name their cloud."""
-    work = _work_dir(home, environ)
-    if not work.is_dir():
-        return {}
-    configs: dict[str, dict[str, str]] = {}
-    for path in sorted(work.glob("Pulumi.*.yaml")):
-        name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        values = {m[1]: m[2] for m in map(_CONFIG_LINE.match, text.splitlines()) if m}
-        if values.get("cloud") in CLOUDS:
-            configs[name] = values
-    return configs
+    from cli.engine import stack_yaml  # standard library only: no Pulumi
+
+    found = stack_yaml.read_all(home, environ)
+    return {name: values for name, values in found.items() if values.get("cloud") in CLOUDS}
 
 
 def _checkpoint(home: Path, environ: Mapping[str, str], stack: str) -> dict[str, Any] | None:
     """The DIY backend's checkpoint of ``stack`` when the state is a local directory."""
-    backend = environ.get("PULUMI_BACKEND_URL", "").strip() or f"file://{home / 'pulumi'}"
+    from cli.engine.settings import backend_url  # standard library only: no Pulumi
+
+    backend = backend_url(home, environ)
     if not backend.startswith("file://"):
         return None
     root = Path(backend.removeprefix("file://")).expanduser() / ".pulumi" / "stacks"

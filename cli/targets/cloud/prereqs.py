@@ -5,7 +5,6 @@ and the stack's Kubernetes version against the provider's support calendar."""
 from __future__ import annotations
 
 import importlib.util
-import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
@@ -177,27 +176,11 @@ def check_kubectl(environ: Mapping[str, str]) -> Check:
     )
 
 
-# A line of Pulumi.<stack>.yaml; read with a pattern so doctor needs no YAML parser.
-_K8S_VERSION_LINE = re.compile(
-    r"""^\s+imctl:kubernetesVersion:\s*["']?([^"'\s#]*)["']?\s*(#.*)?$"""
-)
 _DOCKER_FIX = (
     "install Docker with the buildx plugin (Docker Desktop has both; on Linux: the docker-ce and "
     "docker-buildx-plugin packages) and start the daemon; or skip the build and run an image "
     "you publish: imctl deploy --set image=<registry>/im-server@sha256:..."
 )
-# `image: ...` under `config:` in Pulumi.<stack>.yaml, as `pulumi config set` writes it.
-_IMAGE_LINE = re.compile(r"^\s+imctl:image:\s*(\S.*?)\s*$", re.MULTILINE)
-
-
-def _stack_yaml(home: Path, environ: Mapping[str, str], stack: str) -> str:
-    """Pulumi.<stack>.yaml as ``imctl deploy`` wrote it; "" when absent or unreadable."""
-    from cli.engine.settings import pulumi_work_dir  # standard library only: no Pulumi
-
-    try:
-        return (pulumi_work_dir(home, environ) / f"Pulumi.{stack}.yaml").read_text()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -210,16 +193,10 @@ class StackSettings:
 
 
 def stack_settings(home: Path, environ: Mapping[str, str], stack: str) -> StackSettings:
-    text = _stack_yaml(home, environ, stack)
-    version = ""
-    for line in text.splitlines():
-        match = _K8S_VERSION_LINE.match(line)
-        if match:
-            version = match.group(1)
-            break
-    found = _IMAGE_LINE.search(text)
-    image = found.group(1).strip("'\"") if found else ""
-    return StackSettings(version, image or None)
+    from cli.engine import stack_yaml  # standard library only: no Pulumi
+
+    values = stack_yaml.read(home, environ, stack)
+    return StackSettings(values.get("kubernetesVersion", ""), values.get("image") or None)
 
 
 def check_kubernetes_version(cloud: str, configured: str, today: date) -> Check:
