@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -100,6 +100,18 @@ class RestoreRequest:
     timeout: float | None = None
     # Local: the stack whose snapshots hold the id, when more than one does.
     from_stack: str | None = None
+
+
+@dataclass(frozen=True)
+class TimeRestoreRequest:
+    """``imctl restore --to-time``: recover the stack's data as it was at ``to_time`` (an
+    aware UTC datetime; commits at that exact instant included) or, when it is None, at the
+    latest moment the backups hold. The time is checked against the recoverable window before
+    anything changes (exit 10, the window in the message)."""
+
+    to_time: datetime | None
+    where: RestoreWhere = "new"
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,19 @@ class Target(ABC):
         snapshot may be another stack's, such as a destroyed one's)."""
 
     @abstractmethod
+    def restore_to_time(self, req: TimeRestoreRequest, op: Operator) -> Result:
+        """Point-in-time restore: the same plan, confirmation, journal, lock, progress and
+        timeout as ``restore``. Local: base backup + archived WAL into a new data directory,
+        checked, then switched. Clouds: the provider's point-in-time restore into a new
+        instance, then the same repoint and content check as a snapshot restore."""
+
+    @abstractmethod
+    def backup_status(self, check: bool) -> Result:
+        """The recoverable window (first and last recoverable time), where the backups live,
+        the last base backup and how far WAL is archived; exit 10 with ``check`` when
+        archiving stalls or falls behind. Read-only."""
+
+    @abstractmethod
     def failover_plan(self, req: FailoverRequest) -> Result:
         """Every check the failover makes, and its steps and data-loss bound; changes nothing."""
 
@@ -226,6 +251,11 @@ class Target(ABC):
         raise self.unsupported(
             "snapshot prune",
             "the cloud's backup retention prunes; delete one with `imctl snapshot delete ID`",
+        )
+
+    def backup_base(self, timeout: float | None, op: Operator) -> Result:
+        raise self.unsupported(
+            "backup base", "the cloud takes its base backups itself, on its backup schedule"
         )
 
     def standby_rebuild(self, region: str, op: Operator) -> Result:
