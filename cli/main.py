@@ -240,6 +240,7 @@ _VERBS = (
     "token",
     "logs",
     "snapshot",
+    "backup",
     "restore",
     "failover",
     "standby",

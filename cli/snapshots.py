@@ -316,6 +316,8 @@ class RestoreResult:
     nodes_killed: list[str] = field(default_factory=list)
     from_stack: str = ""  # the stack whose snapshot it is (--from-stack, or this one)
     exit_status: ExitStatus = ExitStatus.OK
+    # What went wrong after the restore succeeded (continuous backup not restarted, say).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -331,6 +333,7 @@ class RestoreResult:
             "timings": self.timings,
             "restore_mb_per_s": self.restore_mb_per_s,
             "nodes_killed": self.nodes_killed,
+            "warnings": self.warnings,
         }
 
 

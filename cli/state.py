@@ -6,6 +6,8 @@ $IMCTL_HOME/stacks/<stack>/secrets.json    JWT secret, admin token, PostgreSQL a
 $IMCTL_HOME/stacks/<stack>/regions/<r>/    PostgreSQL data, NATS (nats.conf, 0600), node pid
                                            files and logs
 $IMCTL_HOME/stacks/<stack>/snapshots/      snapshots (cli/targets/local/snapshots/)
+$IMCTL_HOME/stacks/<stack>/backups/        base backups and the WAL archive, for point-in-time
+                                           restore (cli/targets/local/backups/)
 $IMCTL_HOME/stacks/<stack>/destroyed.json  after a destroy that kept the snapshots: when, and
                                            the config the stack had (no secrets); only these
                                            two are left, and config.json is gone, so the stack
@@ -45,6 +47,15 @@ MAX_REPLICAS = 32
 # would only surface as every node failing to start.
 DRAIN_GRACE_MIN, DRAIN_GRACE_MAX = 0.1, 3600.0
 REPLICATION_MODES = ("sync", "async")
+# WAL archiving (continuous backup): async (default; the archiver trails commits by
+# milliseconds), sync (a commit also waits for the archiver: nothing acked is missing from the
+# archive), off (no point-in-time restore).
+Archiving = Literal["async", "sync", "off"]
+ARCHIVING_MODES: tuple[Archiving, ...] = get_args(Archiving)
+BACKUP_KEEP_DAYS = 7.0
+BACKUP_KEEP_DAYS_MIN, BACKUP_KEEP_DAYS_MAX = 0.01, 3650.0
+BASE_EVERY_HOURS = 24.0
+BASE_EVERY_HOURS_MIN, BASE_EVERY_HOURS_MAX = 0.01, 24.0 * 365
 # The server refuses shorter keys (im_server.config).
 MIN_SECRET_LEN = 16
 
@@ -86,6 +97,10 @@ class StackConfig:
     # lost) or degrade (after sync_degrade_after seconds, async until the standby is back).
     sync_policy: SyncPolicy = DEFAULT_SYNC_POLICY
     sync_degrade_after: float = DEFAULT_SYNC_DEGRADE_AFTER
+    archiving: Archiving = "async"
+    backup_keep_days: float = BACKUP_KEEP_DAYS
+    backup_base_every_hours: float = BASE_EVERY_HOURS
+    backup_url: str | None = None  # s3://bucket/prefix: base backups and WAL are copied there
 
     @property
     def standbys(self) -> list[RegionConfig]:
@@ -153,6 +168,21 @@ def check_config(check: FileCheck, doc: Any, stack: str) -> StackConfig:
             SYNC_DEGRADE_AFTER_MIN,
             SYNC_DEGRADE_AFTER_MAX,
         )
+    if "archiving" in doc:
+        check.choice(doc["archiving"], "archiving", ARCHIVING_MODES)
+    if "backup_keep_days" in doc:
+        check.number_in(
+            doc["backup_keep_days"], "backup_keep_days", BACKUP_KEEP_DAYS_MIN, BACKUP_KEEP_DAYS_MAX
+        )
+    if "backup_base_every_hours" in doc:
+        check.number_in(
+            doc["backup_base_every_hours"],
+            "backup_base_every_hours",
+            BASE_EVERY_HOURS_MIN,
+            BASE_EVERY_HOURS_MAX,
+        )
+    if doc.get("backup_url") is not None:
+        check.text(doc["backup_url"], "backup_url")
     regions = doc["regions"]
     if not isinstance(regions, list) or not regions:
         check.fail("regions", "must be a non-empty list of regions")

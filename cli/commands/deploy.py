@@ -80,6 +80,43 @@ def deploy(
             help="Seconds before degrade acts (default 5).",
         ),
     ] = None,
+    archiving: Annotated[
+        str | None,
+        typer.Option(
+            "--archiving",
+            metavar="async|sync|off",
+            help="Local: continuous backup for point-in-time restore. async (default): WAL"
+            " archived as it is written; sync: a commit also waits for the archive (nothing"
+            " acked is missing from it); off.",
+        ),
+    ] = None,
+    keep_days: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-days",
+            metavar="DAYS",
+            help="Local: keep base backups and WAL to restore any time in the last DAYS"
+            " (default 7).",
+        ),
+    ] = None,
+    base_every: Annotated[
+        float | None,
+        typer.Option(
+            "--base-every",
+            metavar="HOURS",
+            help="Local: a deploy or `imctl backup base` takes a base backup when the newest"
+            " is older than this (default 24).",
+        ),
+    ] = None,
+    backup_url: Annotated[
+        str | None,
+        typer.Option(
+            "--backup-url",
+            metavar="s3://BUCKET/PREFIX",
+            help="Local: also copy base backups and WAL to this S3-compatible bucket (AWS_*"
+            " variables; pip install 'imctl[backup]'); '' stops copying.",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -129,6 +166,10 @@ def deploy(
         "replication": replication,
         "sync_policy": sync_policy,
         "sync_degrade_after": sync_degrade_after,
+        "archiving": archiving,
+        "keep_days": keep_days,
+        "base_every": base_every,
+        "backup_url": backup_url,
         "preview": preview,
         "refuse_replace": refuse_replace,
     }
@@ -140,11 +181,13 @@ def deploy(
     def body() -> Result:
         target = target_for(
             ctx, port=port, replication=replication, sync_policy=sync_policy,
-            sync_degrade_after=sync_degrade_after, set=set_, preview=preview,
+            sync_degrade_after=sync_degrade_after, archiving=archiving, keep_days=keep_days,
+            base_every=base_every, backup_url=backup_url, set=set_, preview=preview,
             refuse_replace=refuse_replace,
         )  # fmt: skip
         req = DeployRequest(
             region, standby_region, replicas, port, replication, sync_policy, sync_degrade_after,
+            archiving, keep_days, base_every, backup_url,
             parse_sets(set_ or []), preview_only=preview, refuse_replace=refuse_replace,
             show_preview=None if ctx.json else show,
         )  # fmt: skip

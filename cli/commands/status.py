@@ -47,6 +47,24 @@ def _render(console: Any, doc: Mapping[str, Any], *, no_headers: bool = False) -
         _render_cloud_regions(console, doc)
     else:
         _render_local_regions(console, doc["stack"], regions, no_headers)
+    _render_backup(console, doc.get("backup"))
+
+
+def _render_backup(console: Any, backup: Any) -> None:
+    if not isinstance(backup, Mapping):
+        return
+    if backup.get("archiving") == "off":
+        console.print("\nbackup  continuous backup off (--archiving off): snapshots only")
+        return
+    window = backup.get("window") or {}
+    last = "now" if window.get("up_to_now") else human(window.get("last"))
+    arch = backup.get("archiver") or {}
+    state = "streaming" if arch.get("streaming") else "STOPPED"
+    console.print(
+        f"\nbackup  archiving {backup.get('archiving')} ({state}), recoverable"
+        f" {human(window.get('first'))} .. {last}   (imctl backup status)",
+        markup=False,
+    )
 
 
 def _lag(bytes_: Any, seconds: Any) -> str:

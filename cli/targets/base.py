@@ -67,6 +67,11 @@ class DeployRequest:
     replication: str | None = None
     sync_policy: str | None = None
     sync_degrade_after: float | None = None
+    # Local: continuous backup (WAL archiving) and where/how long backups are kept.
+    archiving: str | None = None
+    keep_days: float | None = None
+    base_every_hours: float | None = None
+    backup_url: str | None = None
     sets: Mapping[str, str] = field(default_factory=dict)
     # Clouds only: stop after the preview (changing nothing); exit 10 when the preview replaces
     # or deletes a stateful resource; how the command shows the preview before it asks.

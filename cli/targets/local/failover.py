@@ -58,10 +58,13 @@ class LocalFailover:
         files: StackFiles,
         regions: Callable[[StackConfig], list[Region]],
         status: Callable[[], dict[str, Any]],
+        primary_changed: Callable[[str, Note], list[str]] | None = None,
     ) -> None:
         self.files = files
         self.regions = regions
         self.status = status
+        # Continuous backup follows the new primary (a new chain: its timeline is new).
+        self.primary_changed = primary_changed
 
     def plan(
         self, to_region: str, force: bool, max_lag: int
@@ -217,6 +220,10 @@ class LocalFailover:
             with phase(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}"):
                 self._rejoin(cfg, src, dst, step)
             info["rejoined"] = True
+        info["backup"] = []
+        if self.primary_changed is not None:
+            with phase(f"continuous backup: archiving from {dst.cfg.name}"):
+                info["backup"] = self.primary_changed("failover", step)
         info["status"] = self.status()
         return info
 

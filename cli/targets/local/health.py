@@ -21,6 +21,12 @@ CODES = {
     "writes_unprotected": "a configured standby is lost or fenced, or replication is not"
     " synchronous when it should be",
     "bus_down": "NATS is not running: pushes between nodes stop (sends stay durable)",
+    # Continuous backup (cli/targets/local/backups/window.py): the recovery point at risk.
+    "archiving_stopped": "the WAL archiver is not running or not streaming",
+    "archiving_behind": "the WAL archiver trails the primary by more than a segment",
+    "archive_gap": "a WAL segment is missing inside the archive",
+    "backup_missing": "no base backup: no point-in-time restore possible",
+    "base_backup_old": "the newest base backup is older than twice --base-every",
 }
 
 

@@ -262,6 +262,9 @@ class PgInstance:
             "fsync": "on",
             "synchronous_commit": "on",
             "full_page_writes": "on",
+            # Commit times survive WAL replay: a point-in-time restore checks against them
+            # that nothing after its target came back (cli/targets/local/backups/pitr.py).
+            "track_commit_timestamp": "on",
             **self.settings,
         }
         lines = ["# Written by imctl on every start; edits here are lost. Use ALTER SYSTEM."]

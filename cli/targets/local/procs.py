@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
@@ -96,11 +97,16 @@ def spawn_detached(
     pid_file: Path,
     env: Mapping[str, str] | None,
     cwd: Path | None = None,
+    user: tuple[int, int] | None = None,
 ) -> int:
     """Start ``argv`` in its own session (it survives us and our terminal's signals), output
-    appended to ``log_file``; write ``pid_file``; return the PID."""
+    appended to ``log_file``; write ``pid_file``; return the PID. ``user``: (uid, gid) to run
+    as (PostgreSQL's tools refuse root)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
+    creds: dict[str, Any] = {}
+    if user is not None:
+        creds = {"user": user[0], "group": user[1], "extra_groups": []}
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             list(argv),
@@ -111,6 +117,7 @@ def spawn_detached(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            **creds,
         )
     _children[proc.pid] = proc
     try:

@@ -137,12 +137,16 @@ def standby_state(pg: PgInstance, timeout: float = 60.0) -> StandbyState:
 
 
 def primary_view(pg: PgInstance, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """pg_stat_replication on the primary: one row per connected standby, lag in bytes."""
+    """pg_stat_replication on the primary: one row per connected standby, lag in bytes. The
+    WAL archiver streams too, but it is no standby (backups/archiver.py reports it)."""
+    from cli.targets.local.backups.archiver import ARCHIVER_NAME
+
     out = pg.sql(
         "SELECT application_name, state, sync_state,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
         " coalesce(extract(epoch FROM replay_lag)::text, '0')"
-        " FROM pg_stat_replication",
+        " FROM pg_stat_replication WHERE application_name <> :'archiver'",
+        variables={"archiver": ARCHIVER_NAME},
         timeout=timeout,
     )
     rows = []

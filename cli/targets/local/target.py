@@ -38,6 +38,7 @@ from cli.targets.base import (
     RestoreRequest,
     ScaleRequest,
     Target,
+    TimeRestoreRequest,
     check_timeout,
     describe_bound,
 )
@@ -97,7 +98,8 @@ class LocalTarget(Target):
     name: ClassVar[str] = "local"
     options: ClassVar[frozenset[str]] = frozenset(
         {"--port", "--replication", "--sync-policy", "--sync-degrade-after", "--keep-data",
-         "--max-lag", "--delete-snapshots", "--from-stack"}
+         "--max-lag", "--delete-snapshots", "--from-stack", "--archiving", "--keep-days",
+         "--base-every", "--backup-url"}
     )  # fmt: skip
 
     def __init__(self, files: StackFiles) -> None:
@@ -105,7 +107,14 @@ class LocalTarget(Target):
         self.files = files
 
     def failover_sequence(self) -> LocalFailover:
-        return LocalFailover(self.files, self.regions, self.status_doc)
+        from cli.targets.local.backups.verbs import after_primary_change
+
+        return LocalFailover(
+            self.files,
+            self.regions,
+            self.status_doc,
+            lambda reason, note: after_primary_change(self, reason, note),
+        )
 
     def _snapshots(self) -> LocalSnapshots:
         from cli.targets.local.snapshots import LocalSnapshots
@@ -145,6 +154,10 @@ class LocalTarget(Target):
         replication: str | None = None,
         sync_policy: str | None = None,
         sync_degrade_after: float | None = None,
+        archiving: str | None = None,
+        keep_days: float | None = None,
+        base_every_hours: float | None = None,
+        backup_url: str | None = None,
     ) -> tuple[StackConfig, bool]:
         """The config deploy should reconcile to, and whether the stack is new."""
         cfg, new = self._plan_config(region, replicas, port, standby_region, replication)
@@ -161,7 +174,52 @@ class LocalTarget(Target):
                     f" {SYNC_DEGRADE_AFTER_MAX:g} seconds, got {sync_degrade_after:g}"
                 )
             cfg.sync_degrade_after = sync_degrade_after
+        self._plan_backups(cfg, archiving, keep_days, base_every_hours, backup_url)
         return cfg, new
+
+    @staticmethod
+    def _plan_backups(
+        cfg: StackConfig,
+        archiving: str | None,
+        keep_days: float | None,
+        base_every_hours: float | None,
+        backup_url: str | None,
+    ) -> None:
+        from cli.state import (
+            ARCHIVING_MODES,
+            BACKUP_KEEP_DAYS_MAX,
+            BACKUP_KEEP_DAYS_MIN,
+            BASE_EVERY_HOURS_MAX,
+            BASE_EVERY_HOURS_MIN,
+        )
+
+        if archiving is not None:
+            if archiving not in ARCHIVING_MODES:
+                raise UsageError(
+                    f"--archiving must be {', '.join(ARCHIVING_MODES)}, got {archiving!r}"
+                )
+            cfg.archiving = (
+                "sync" if archiving == "sync" else "off" if archiving == "off" else "async"
+            )
+        if keep_days is not None:
+            if not BACKUP_KEEP_DAYS_MIN <= keep_days <= BACKUP_KEEP_DAYS_MAX:
+                raise UsageError(
+                    f"--keep-days must be between {BACKUP_KEEP_DAYS_MIN:g} and"
+                    f" {BACKUP_KEEP_DAYS_MAX:g}, got {keep_days:g}"
+                )
+            cfg.backup_keep_days = keep_days
+        if base_every_hours is not None:
+            if not BASE_EVERY_HOURS_MIN <= base_every_hours <= BASE_EVERY_HOURS_MAX:
+                raise UsageError(
+                    f"--base-every must be between {BASE_EVERY_HOURS_MIN:g} and"
+                    f" {BASE_EVERY_HOURS_MAX:g} hours, got {base_every_hours:g}"
+                )
+            cfg.backup_base_every_hours = base_every_hours
+        if backup_url is not None:
+            from cli.targets.local.backups.bucket import parse_url
+
+            parse_url(backup_url)  # a bad URL fails before anything starts
+            cfg.backup_url = backup_url or None
 
     def _plan_config(
         self,
@@ -239,7 +297,8 @@ class LocalTarget(Target):
     def _deploy(self, req: DeployRequest, step: Note, phase: Step) -> dict[str, Any]:
         cfg, new = self.plan_config(
             req.region, req.replicas, req.port, req.standby_region, req.replication,
-            req.sync_policy, req.sync_degrade_after,
+            req.sync_policy, req.sync_degrade_after, req.archiving, req.keep_days,
+            req.base_every_hours, req.backup_url,
         )  # fmt: skip
         secrets = self.files.load_or_create_secrets()
         regions = self.regions(cfg, secrets)
@@ -272,6 +331,11 @@ class LocalTarget(Target):
             if r.cfg.role == "standby" and cfg.replication == "sync":
                 with phase(f"region {r.cfg.name}: synchronous replication"):
                     actions += self._ensure_sync(r, step)
+        primary = next(r for r in regions if r.cfg.role == "primary")
+        with phase(f"continuous backup ({cfg.archiving}): WAL archiver and base backup"):
+            from cli.targets.local.backups.archiving import Archiving
+
+            actions += Archiving(self.files.dir, cfg, primary).ensure(step)
         from cli.targets.local.health import problems
 
         statuses = [r.status() for r in regions]
@@ -307,12 +371,15 @@ class LocalTarget(Target):
         return StatusResult(self.status_doc(), check)
 
     def status_doc(self) -> dict[str, Any]:
+        from cli.targets.local.backups import verbs as backups
         from cli.targets.local.health import problems
 
         cfg = self.files.load_config()
         regions = [r.status() for r in self.regions(cfg)]
         standbys = [r for r in regions if r["role"] != "primary"]
         found = problems(cfg, regions)
+        backup = backups.status_doc(self)
+        found += backup["problems"]
         return {
             "stack": cfg.stack,
             "cloud": "local",
@@ -326,6 +393,10 @@ class LocalTarget(Target):
             "sync_policy": cfg.sync_policy if standbys and cfg.replication == "sync" else None,
             "problems": found,
             "regions": regions,
+            "backup": {
+                k: backup[k]
+                for k in ("archiving", "window", "last_base_backup", "archiver", "where")
+            },
         }
 
     def scale(self, req: ScaleRequest, op: Operator) -> Result:
@@ -382,6 +453,9 @@ class LocalTarget(Target):
         return f"{count} snapshot(s), {size / 1e6:.1f} MB"
 
     def _snapshots_line(self, delete_snapshots: bool) -> str:
+        return self._snapshots_only_line(delete_snapshots) + self._backups_line(delete_snapshots)
+
+    def _snapshots_only_line(self, delete_snapshots: bool) -> str:
         root = self._snapshots().root
         if not self._snapshots().catalog.dirs():
             return f"no snapshots to keep or delete ({root} is empty)"
@@ -392,6 +466,20 @@ class LocalTarget(Target):
             f" lists them, `imctl restore ID -s {self.stack}` builds the stack again from one"
             " (--delete-snapshots deletes them too)"
         )
+
+    def _backups_line(self, delete_snapshots: bool) -> str:
+        from cli.targets.local.backups.layout import BackupRoot
+
+        backups = BackupRoot(self.files.dir)
+        chains = backups.chains()
+        if not chains:
+            return ""
+        from cli.targets.local.snapshots.catalog import dir_size, mb
+
+        what = f"the continuous backup ({len(chains)} chain(s), {mb(dir_size(backups.root))})"
+        if delete_snapshots:
+            return f"; DELETE {what} in {backups.root}"
+        return f"; keep {what} in {backups.root}"
 
     def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
         if keep_data and delete_snapshots:
@@ -414,19 +502,27 @@ class LocalTarget(Target):
     def _destroy(
         self, keep_data: bool, delete_snapshots: bool, step: Note, phase: Step
     ) -> dict[str, Any]:
+        from cli.targets.local.backups.archiver import Archiver
+        from cli.targets.local.backups.layout import BackupRoot
+
         cfg = self.files.load_config()
         actions: list[str] = []
         regions = self.regions(cfg)
+        backups = BackupRoot(self.files.dir)
+        if Archiver(backups, "").stop():
+            actions.append("stopped the WAL archiver")
         for r in regions:
             with phase(f"region {r.cfg.name}: stopping nodes, NATS and PostgreSQL"):
                 actions += r.stop_all(step)
         actions += discovery.stop_leftovers(self.files.dir, regions, cfg.drain_grace, step)
         catalog = self._snapshots().catalog
         count, size = catalog.totals()
-        kept = not delete_snapshots and count > 0
+        has_backups = bool(backups.chains())
+        kept = not delete_snapshots and (count > 0 or has_backups)
         if kept and not keep_data:
-            with phase(f"deleting {self.files.dir}, all but {catalog.root.name}/"):
-                self._delete_all_but(catalog.root.name)
+            keep = [catalog.root.name, backups.root.name]
+            with phase(f"deleting {self.files.dir}, all but {' and '.join(k + '/' for k in keep)}"):
+                self._delete_all_but(*keep)
                 self.files.mark_destroyed(cfg)
                 # Last: until config.json goes, the stack still exists and a destroy can rerun.
                 self.files.config_path.unlink()
@@ -445,11 +541,16 @@ class LocalTarget(Target):
                 "kept": keep_data or kept,
                 "dir": str(catalog.root) if keep_data or kept else None,
             },
+            "backups": {
+                "chains": len(backups.chains()) if keep_data or kept else 0,
+                "kept": (keep_data or kept) and has_backups,
+                "dir": str(backups.root) if (keep_data or kept) and has_backups else None,
+            },
         }
 
-    def _delete_all_but(self, keep: str) -> None:
+    def _delete_all_but(self, *keep: str) -> None:
         for child in self.files.dir.iterdir():
-            if child.name in (keep, self.files.config_path.name):
+            if child.name in (*keep, self.files.config_path.name):
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -543,8 +644,34 @@ class LocalTarget(Target):
                 f"Restore snapshot {req.snapshot_id} into stack {self.stack!r}?", details=plan
             )
         # The clock starts after the answer: a person reading the plan is not the operation.
-        return snapshots.restore(req.snapshot_id, req.where, snapshot_deadline(req.timeout),
+        done = snapshots.restore(req.snapshot_id, req.where, snapshot_deadline(req.timeout),
                                  op.step, source)  # fmt: skip
+        if req.where == "new":  # a new cluster: its WAL cannot continue the old chain
+            from cli.targets.local.backups.verbs import after_primary_change
+
+            with op.step("continuous backup: a new chain for the restored cluster"):
+                for line in after_primary_change(self, "snapshot restore", op.note):
+                    if line.startswith("warning: "):
+                        done.warnings.append(line[len("warning: ") :])
+        return done
+
+    # --- continuous backup and point-in-time restore (backups/) ---------------------------------
+
+    def backup_status(self, check: bool) -> Result:
+        from cli.targets.local.backups import verbs
+
+        return verbs.status(self, check)
+
+    def backup_base(self, timeout: float | None, op: Operator) -> Result:
+        from cli.targets.local.backups import verbs
+
+        return verbs.base_backup(self, timeout, op)
+
+    def restore_to_time(self, req: TimeRestoreRequest, op: Operator) -> Result:
+        from cli.targets.local.backups import verbs
+
+        check_timeout(req.timeout)
+        return verbs.restore_to_time(self, req, op)
 
     # --- failover (failover.py) -----------------------------------------------------------------
 

@@ -46,6 +46,10 @@ def shape(target: LocalTarget) -> DeployRequest:
         replication=was.replication if standby else None,
         sync_policy=was.sync_policy,
         sync_degrade_after=was.sync_degrade_after,
+        archiving=was.archiving,
+        keep_days=was.backup_keep_days,
+        base_every_hours=was.backup_base_every_hours,
+        backup_url=was.backup_url,
     )
 
 

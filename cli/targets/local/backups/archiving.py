@@ -1,0 +1,183 @@
+"""Keeping a local stack's continuous backup going: the chain the primary belongs to, the WAL
+archiver streaming into it, a base backup when one is due, and retention.
+
+``ensure`` is what ``deploy`` (and every operation that changes which cluster or timeline is
+the primary: restore, failover, standby rebuild) calls; it is idempotent like the rest of a
+deploy. Which chain the primary belongs to is decided by its identity: the cluster's system
+identifier, its timeline, and an incarnation marker imctl writes into the data directory when
+it creates the cluster or restores one (two restores of the same cluster can end on the same
+timeline number with different histories; the marker tells them apart).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cli.deadline import Deadline
+from cli.progress import Note
+from cli.state import StackConfig
+from cli.targets.local.backups import base
+from cli.targets.local.backups.archiver import Archiver, drop_slot
+from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso, parse_iso
+from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
+from cli.targets.local.postgres import PgInstance
+from cli.targets.local.runtime import Region
+
+INCARNATION = "imctl.incarnation"
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def incarnation(pg: PgInstance) -> str:
+    try:
+        return (pg.data_dir / INCARNATION).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def new_incarnation(data_dir: Path, pg: PgInstance) -> str:
+    mark = secrets.token_hex(8)
+    path = data_dir / INCARNATION
+    path.write_text(mark + "\n")
+    pg._chown(path)
+    return mark
+
+
+def identity(pg: PgInstance) -> tuple[str, int]:
+    """(system identifier, current timeline) of a running cluster."""
+    row = pg.sql(
+        "SELECT system_identifier, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+        "::bit(32)::int FROM pg_control_system()"
+    )
+    sysid, timeline = row.split("|")
+    return sysid, int(timeline)
+
+
+def chain_matches(chain: Chain, sysid: str, timeline: int, mark: str) -> bool:
+    info = chain.info()
+    return (info.system_identifier, info.timeline, info.incarnation) == (sysid, timeline, mark)
+
+
+class Archiving:
+    def __init__(self, stack_dir: Path, cfg: StackConfig, primary: Region) -> None:
+        self.cfg = cfg
+        self.primary = primary
+        self.backups = BackupRoot(stack_dir)
+        self.archiver = Archiver(self.backups, primary.secrets.pg_password)
+
+    @property
+    def synchronous(self) -> bool:
+        return self.cfg.archiving == "sync"
+
+    def ensure(self, step: Note, reason: str = "deploy") -> list[str]:
+        pg = self.primary.pg()
+        if self.cfg.archiving == "off":
+            return self.turn_off(pg, step)
+        actions: list[str] = []
+        mark = incarnation(pg) or new_incarnation(pg.data_dir, pg)
+        sysid, timeline = identity(pg)
+        chain = self.backups.current()
+        if chain is None or not chain_matches(chain, sysid, timeline, mark):
+            # The archiver may still stream another history into the old chain.
+            self.archiver.stop()
+            why = reason if chain is not None else "first backup of this stack"
+            chain = self.backups.new_chain_dir()
+            chain.write_info(ChainInfo(chain.id, iso(datetime.now(UTC)), sysid, timeline, why,
+                                       mark))  # fmt: skip
+            actions.append(f"started backup chain {chain.id} ({why})")
+        argv = self.archiver.argv(chain, pg, self.synchronous)
+        if not self.archiver.runs(argv):
+            restarted = self.archiver.stop()
+            self.archiver.start(chain, pg, self.synchronous)
+            mode = "synchronous" if self.synchronous else "asynchronous"
+            actions.append(
+                f"{'restarted' if restarted else 'started'} the WAL archiver ({mode},"
+                f" pg_receivewal into {chain.wal_dir})"
+            )
+        for a in actions:
+            step(a)
+        if self.base_due(chain):
+            actions.append(self.take_base(chain, Deadline(None), step))
+        actions += self.prune(step)
+        return actions
+
+    def base_due(self, chain: Chain) -> bool:
+        bases = chain.bases()
+        if not bases:
+            return True
+        age = datetime.now(UTC) - parse_iso(bases[-1].finished_at)
+        return age > timedelta(hours=self.cfg.backup_base_every_hours)
+
+    def take_base(self, chain: Chain, deadline: Deadline, step: Note) -> str:
+        pg = self.primary.pg()
+        step(f"taking a base backup (pg_basebackup) into {chain.base_dir}")
+        info = base.take(pg, self.primary.secrets.pg_password, chain, deadline)
+        msg = f"took base backup {info.id} ({mb(info.size_bytes)} in {info.seconds:.1f}s, verified)"
+        step(msg)
+        return msg
+
+    def turn_off(self, pg: PgInstance, step: Note) -> list[str]:
+        actions = []
+        if self.archiver.stop():
+            actions.append("stopped the WAL archiver (--archiving off)")
+        if pg.is_running():
+            drop_slot(pg)
+        for a in actions:
+            step(a)
+        return actions
+
+    # --- retention ------------------------------------------------------------------------
+
+    def prune_plan(
+        self,
+    ) -> tuple[list[Chain], list[tuple[Chain, str]], tuple[Chain, Segment] | None]:
+        """What retention removes: whole chains, base backups, and WAL before a segment. It
+        keeps everything needed to restore to any time in the last ``backup_keep_days``: the
+        newest base backup finished before that horizon, and all that follows it."""
+        horizon = datetime.now(UTC) - timedelta(days=self.cfg.backup_keep_days)
+        chains = self.backups.chains()
+        anchor: tuple[Chain, str] | None = None
+        for chain in chains:
+            for b in chain.bases():
+                if parse_iso(b.finished_at) <= horizon:
+                    anchor = (chain, b.id)
+        if anchor is None:
+            return [], [], None
+        keep_chain, keep_base = anchor
+        drop_chains = chains[: chains.index(next(c for c in chains if c.id == keep_chain.id))]
+        drop_bases = [(keep_chain, b.id) for b in keep_chain.bases() if b.id < keep_base]
+        start = keep_chain.base(keep_base)
+        wal_from = Segment.at(start.timeline, lsn_int(start.start_lsn))
+        return drop_chains, drop_bases, (keep_chain, wal_from)
+
+    def prune(self, step: Note) -> list[str]:
+        drop_chains, drop_bases, wal_from = self.prune_plan()
+        current = self.backups.current()
+        actions = []
+        for chain in drop_chains:
+            if current is not None and chain.id == current.id:
+                continue
+            shutil.rmtree(chain.root)
+            actions.append(f"removed backup chain {chain.id} (older than {self._keep()})")
+        for chain, base_id in drop_bases:
+            base.remove(chain, base_id)
+            actions.append(f"removed base backup {base_id} (older than {self._keep()})")
+        if wal_from is not None:
+            chain, first = wal_from
+            held = ArchivedWal.read(chain.wal_dir)
+            old = [s for s in held.complete if s < first]
+            for s in old:
+                (chain.wal_dir / s.name).unlink(missing_ok=True)
+            if old:
+                actions.append(f"removed {len(old)} WAL segment(s) older than {self._keep()}")
+        for a in actions:
+            step(a)
+        return actions
+
+    def _keep(self) -> str:
+        return f"--keep-days {self.cfg.backup_keep_days:g}"

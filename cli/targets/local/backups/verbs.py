@@ -1,0 +1,184 @@
+"""The backup verbs of the local target (``backup status``, ``backup base``,
+``restore --to-time``) and the hook every primary change calls, over the modules beside it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cli.errors import ImctlError, PreconditionFailed
+from cli.progress import Note
+from cli.results import DocResult, Result, StatusResult
+from cli.targets.base import Operator, TimeRestoreRequest
+from cli.targets.local.backups import pitr
+from cli.targets.local.backups.archiver import Archiver, ArchiverView
+from cli.targets.local.backups.archiving import Archiving
+from cli.targets.local.backups.layout import BackupRoot, iso
+from cli.targets.local.backups.window import backup_doc
+from cli.targets.local.runtime import Region
+from cli.targets.local.snapshots.cutover import smoke_test, switch
+from cli.targets.local.snapshots.pg_client import discard
+
+if TYPE_CHECKING:
+    from cli.targets.local.target import LocalTarget
+
+
+def _primary(target: LocalTarget) -> tuple[Any, Region, list[Region]]:
+    cfg = target.files.load_config()
+    regions = target.regions(cfg)
+    primary = next(r for r in regions if r.cfg.role == "primary")
+    return cfg, primary, regions
+
+
+def archiver_view(root: BackupRoot, primary: Region) -> tuple[ArchiverView, bool]:
+    from cli.targets.local.runtime import _probe
+
+    pg = primary.pg()
+    answering = pg.is_running() and bool(_probe(pg).get("answering"))
+    view = Archiver(root, primary.secrets.pg_password).view(pg if answering else None)
+    return view, answering
+
+
+def status_doc(target: LocalTarget) -> dict[str, Any]:
+    cfg, primary, _regions = _primary(target)
+    root = BackupRoot(target.files.dir)
+    view, answering = archiver_view(root, primary)
+    return backup_doc(cfg, root, primary.pg(), view, answering)
+
+
+def status(target: LocalTarget, check: bool) -> Result:
+    return StatusResult(status_doc(target), check)
+
+
+def base_backup(target: LocalTarget, timeout: float | None, op: Operator) -> Result:
+    from cli.targets.local.target import snapshot_deadline
+
+    deadline = snapshot_deadline(timeout)
+    cfg, primary, _ = _primary(target)
+    if cfg.archiving == "off":
+        raise PreconditionFailed(
+            f"stack {cfg.stack!r} has archiving off: a base backup alone restores to one"
+            " instant, which a snapshot does better",
+            f"imctl deploy --archiving async -s {cfg.stack}, or `imctl snapshot create`",
+        )
+    if not primary.pg().is_running():
+        raise PreconditionFailed(
+            f"the primary's PostgreSQL (region {primary.cfg.name}) is not running",
+            f"imctl deploy -s {cfg.stack}",
+        )
+    archiving = Archiving(target.files.dir, cfg, primary)
+    with op.step("making sure the WAL archiver runs into the current chain"):
+        actions = archiving.ensure(op.note, reason="backup base")
+    chain = archiving.backups.current()
+    assert chain is not None
+    took = [a for a in actions if a.startswith("took base backup")]
+    if not took:  # ensure took none (one was not due): this verb is asked for one
+        with op.step("taking a base backup (pg_basebackup, verified with pg_verifybackup)"):
+            actions.append(archiving.take_base(chain, deadline, op.note))
+    newest = chain.bases()[-1]
+    return DocResult(
+        {
+            "stack": cfg.stack,
+            "cloud": "local",
+            "id": newest.id,
+            "chain": chain.id,
+            "finished_at": newest.finished_at,
+            "size_bytes": newest.size_bytes,
+            "seconds": newest.seconds,
+            "path": str(chain.base_path(newest.id)),
+            "actions": actions,
+        }
+    )
+
+
+def after_primary_change(target: LocalTarget, reason: str, note: Note) -> list[str]:
+    """Archiving for the new primary (a new chain when its history changed). Never fails the
+    operation that called it: what went wrong comes back as a warning and in `status`."""
+    try:
+        cfg, primary, _ = _primary(target)
+        return Archiving(target.files.dir, cfg, primary).ensure(note, reason=reason)
+    except ImctlError as exc:
+        return [f"warning: continuous backup did not restart: {exc.message}"]
+
+
+def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) -> Result:
+    from cli.targets.local.target import snapshot_deadline
+
+    cfg, primary, regions = _primary(target)
+    root = BackupRoot(target.files.dir)
+    view, _answering = archiver_view(root, primary)
+    live = primary.pg()
+    choice = pitr.choose(root, live, req.to_time, view)
+    standbys = [r.cfg.name for r in regions if r.cfg.role == "standby"]
+    plan = pitr.plan_lines(choice, primary, req.where, standbys, pitr.live_message_count(live))
+    if req.where == "in-place":
+        op.confirm_typed(cfg.stack, details=plan)
+    else:
+        op.confirm(f"Restore stack {cfg.stack!r} to {pitr.describe(req.to_time)}?", details=plan)
+    deadline = snapshot_deadline(req.timeout)
+    started = time.monotonic()
+    pitr.check_archive(live, choice, deadline, op.step)
+    staging, timings = pitr.recover(choice, live, primary.secrets.pg_password, deadline, op.step)
+    switched = False
+    try:
+        with op.step("checking the recovered data (dense seqs, commit times, live messages)"):
+            checked = pitr.check(staging, live, choice, deadline)
+        deadline.check("before switching; the current data is untouched")
+        staging.stop()
+        switched = True
+        label = "pitr-" + (f"{req.to_time:%Y%m%dT%H%M%SZ}" if req.to_time else "latest")
+        previous, switch_timings, killed = switch(primary, staging, label, op.step)
+    finally:
+        if not switched:
+            discard(staging)
+    timings.update(switch_timings)
+    rebuilt = []
+    for name in standbys:
+        with op.step(f"rebuilding standby region {name} from the recovered primary"):
+            target.failover_sequence().rebuild_standby(name, op.note, op.step)
+        rebuilt.append(name)
+    smoke = smoke_test(primary, previous, op.step, timings)
+    kept: str | None = str(previous)
+    if req.where == "in-place":
+        pitr.remove_previous(previous, op.note)
+        kept = None
+    with op.step("starting a new backup chain for the recovered timeline"):
+        backup_actions = after_primary_change(target, "restore", op.note)
+    timings["total_s"] = round(time.monotonic() - started, 3)
+    recovery_s = timings.get("recovery_s") or 0.0
+    return DocResult(
+        {
+            "stack": cfg.stack,
+            "cloud": "local",
+            "to_time": pitr.describe(req.to_time),
+            "recovered_to": iso(checked.recovered_to) if checked.recovered_to else None,
+            "target": req.where,
+            "region": primary.cfg.name,
+            "chain": choice.chain.id,
+            "base_backup": choice.base.id,
+            "window": {
+                "first": iso(choice.window.first) if choice.window.first else None,
+                "last": iso(choice.window.last) if choice.window.last else None,
+            },
+            "messages": checked.messages,
+            "conversations": checked.conversations,
+            "checks": {
+                "dense_seqs": True,
+                "nothing_after_target": True,
+                "live_compared": checked.live_compared,
+                "deleted_since": checked.deleted_since,
+            },
+            "previous_data": kept,
+            "standbys_rebuilt": rebuilt,
+            "smoke": smoke,
+            "timings": timings,
+            "restore_mb_per_s": round(checked.size_bytes / 1e6 / recovery_s, 1)
+            if recovery_s > 0
+            else None,
+            "nodes_killed": killed,
+            "backup": [a for a in backup_actions if not a.startswith("warning:")],
+            "warnings": [a[len("warning: ") :] for a in backup_actions if a.startswith("warning:")],
+            "finished_at": iso(datetime.now(UTC)),
+        }
+    )

@@ -1,0 +1,198 @@
+"""What a local stack can be restored to: each chain's window (first and last recoverable
+time), the archiver's progress, and the problems ``backup status --check`` exits 10 on.
+
+The first recoverable time of a chain is when its oldest base backup finished (a restore
+cannot stop inside a base backup). The last is the newest commit in the archived WAL, found by
+``pg_waldump``; while the archiver streams and has flushed everything the primary wrote, any
+time up to now restores the same data as that commit, so the window reaches now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cli.state import StackConfig
+from cli.targets.local.backups.archiver import ArchiverView
+from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
+from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int, scan
+from cli.targets.local.postgres import PgInstance
+
+# The archiver may trail by this much before status calls it behind: one segment (a burst of
+# writes can be 16 MB ahead for a moment; more than that is not a moment).
+BEHIND_BYTES = 16 * 1024 * 1024
+_LOOKBACK_SEGMENTS = 4
+
+
+@dataclass(frozen=True)
+class ChainWindow:
+    chain: Chain
+    reason: str
+    timeline: int
+    bases: list[BaseInfo]
+    wal: ArchivedWal
+    first: datetime | None  # None: no base backup, nothing to restore from
+    last: datetime | None
+    gap: Segment | None  # a segment missing inside the archive (by name)
+
+    def to_json(self) -> dict[str, Any]:
+        size = (
+            sum(b.size_bytes for b in self.bases)
+            + sum(p.stat().st_size for p in self.chain.wal_dir.iterdir() if p.is_file())
+            if self.chain.wal_dir.is_dir()
+            else sum(b.size_bytes for b in self.bases)
+        )
+        return {
+            "id": self.chain.id,
+            "reason": self.reason,
+            "timeline": self.timeline,
+            "first": iso(self.first) if self.first else None,
+            "last": iso(self.last) if self.last else None,
+            "base_backups": [b.id for b in self.bases],
+            "wal_segments": len(self.wal.all),
+            "size_bytes": size,
+            "gap": self.gap.name if self.gap else None,
+        }
+
+
+def newest_commit(pg: PgInstance, chain: Chain, held: ArchivedWal) -> datetime | None:
+    """The newest commit time in the archive, reading back from its newest segment."""
+    segs = held.all
+    for back in range(1, min(len(segs), _LOOKBACK_SEGMENTS) + 1):
+        found = scan(pg, chain.wal_dir, segs[-back], timeout=60)
+        if found.last_commit is not None:
+            return found.last_commit
+    return None
+
+
+def chain_window(pg: PgInstance, chain: Chain) -> ChainWindow:
+    info = chain.info()
+    bases = chain.bases()
+    held = ArchivedWal.read(chain.wal_dir)
+    first = parse_iso(bases[0].finished_at) if bases else None
+    last = newest_commit(pg, chain, held) if bases else None
+    if first is not None and (last is None or last < first):
+        last = first  # nothing committed since the base backup: it is the whole window
+    gap = None
+    if bases:
+        b = bases[0]
+        gap = held.first_gap(Segment.at(b.timeline, lsn_int(b.start_lsn)))
+        if gap is not None and held.all and gap.number > held.all[-1].number:
+            gap = None  # the archive simply has not reached it: not a hole
+    return ChainWindow(chain, info.reason, info.timeline, bases, held, first, last, gap)
+
+
+def _problem(code: str, message: str, next_command: str | None) -> dict[str, Any]:
+    return {"code": code, "region": "backup", "message": message, "next_command": next_command}
+
+
+def problems(
+    cfg: StackConfig,
+    current: ChainWindow | None,
+    archiver: ArchiverView,
+    primary_answering: bool,
+) -> list[dict[str, Any]]:
+    """What puts the recovery point at risk. Nothing is said about the archiver while the
+    primary itself is down: status reports that already, and the archiver has nothing to
+    read."""
+    if cfg.archiving == "off":
+        return []
+    s = f"-s {cfg.stack}"
+    out = []
+    if current is None or not current.bases:
+        out.append(
+            _problem(
+                "backup_missing",
+                "no base backup: nothing can be restored to a point in time yet",
+                f"imctl backup base {s}",
+            )
+        )
+    if primary_answering and not (archiver.running and archiver.streaming):
+        what = "is not running" if not archiver.running else "runs but does not stream"
+        out.append(
+            _problem(
+                "archiving_stopped",
+                f"the WAL archiver (pg_receivewal) {what}: commits since are in no backup"
+                + (" and writes wait for it (--archiving sync)" if cfg.archiving == "sync" else ""),
+                f"imctl deploy {s}",
+            )
+        )
+    elif archiver.lag_bytes is not None and archiver.lag_bytes > BEHIND_BYTES:
+        out.append(
+            _problem(
+                "archiving_behind",
+                f"the WAL archiver is {archiver.lag_bytes} bytes behind the primary",
+                f"imctl logs --node archiver {s}",
+            )
+        )
+    if current is not None and current.gap is not None:
+        out.append(
+            _problem(
+                "archive_gap",
+                f"WAL segment {current.gap.name} is missing from chain {current.chain.id}:"
+                " restores stop before it",
+                f"imctl backup base {s}   (a new base backup makes later times restorable)",
+            )
+        )
+    if current is not None and current.bases:
+        age = datetime.now(UTC) - parse_iso(current.bases[-1].finished_at)
+        if age > timedelta(hours=2 * cfg.backup_base_every_hours):
+            out.append(
+                _problem(
+                    "base_backup_old",
+                    f"the newest base backup is {age.total_seconds() / 3600:.1f} h old"
+                    f" (--base-every {cfg.backup_base_every_hours:g} h): a restore replays"
+                    " all the WAL since",
+                    f"imctl backup base {s}   (or run it from cron)",
+                )
+            )
+    return out
+
+
+def window_doc(windows: list[ChainWindow], archiver: ArchiverView) -> dict[str, Any]:
+    """The window a restore can reach now: the current chain's, up to now while the archiver
+    has flushed everything the primary wrote."""
+    current = windows[-1] if windows else None
+    if current is None or current.first is None:
+        return {"first": None, "last": None, "up_to_now": False}
+    caught_up = archiver.streaming and archiver.lag_bytes == 0
+    first = next((w.first for w in windows if w.first is not None), None)
+    return {
+        "first": iso(first) if first else None,
+        "last": iso(current.last) if current.last else None,
+        "up_to_now": bool(caught_up),
+    }
+
+
+def backup_doc(
+    cfg: StackConfig, root: BackupRoot, pg: PgInstance, archiver: ArchiverView,
+    primary_answering: bool,
+) -> dict[str, Any]:  # fmt: skip
+    windows = [chain_window(pg, c) for c in root.chains()]
+    current = windows[-1] if windows else None
+    found = problems(cfg, current, archiver, primary_answering)
+    last_base = None
+    for w in windows:
+        if w.bases:
+            b = w.bases[-1]
+            last_base = {"id": b.id, "chain": w.chain.id, "finished_at": b.finished_at,
+                         "size_bytes": b.size_bytes, "seconds": b.seconds}  # fmt: skip
+    return {
+        "stack": cfg.stack,
+        "cloud": "local",
+        "archiving": cfg.archiving,
+        "healthy": not found,
+        "window": window_doc(windows, archiver),
+        "where": {"local": str(root.root), "bucket": cfg.backup_url},
+        "keep_days": cfg.backup_keep_days,
+        "base_every_hours": cfg.backup_base_every_hours,
+        "last_base_backup": last_base,
+        "archiver": archiver.to_json(),
+        "archived_up_to": {
+            "segment": current.wal.all[-1].name if current and current.wal.all else None,
+            "last_commit": iso(current.last) if current and current.last else None,
+        },
+        "chains": [w.to_json() for w in windows],
+        "problems": found,
+    }
