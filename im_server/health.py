@@ -6,7 +6,8 @@ hold) asks the database every second, with a short timeout, and the batcher repo
 its oldest commit has been waiting.
 
 The synchronous-standby rules apply only where the stack says there is one (``IM_SYNC_STANDBY``,
-set by the local target): managed databases in the clouds replicate on their own terms, and
+set by the local target; several, comma-separated, when the standby region and the WAL archiver
+must both confirm): managed databases in the clouds replicate on their own terms, and
 their ``pg_stat_replication`` is not readable by the application's user.
 
 Policies when the synchronous standby is gone (``IM_SYNC_POLICY``):
@@ -32,6 +33,7 @@ import asyncpg
 
 from im_server.config import Settings
 from im_server.store import DB_ERRORS
+from im_server.syncpolicy import names_value, quote_name, watched
 
 log = logging.getLogger("im_server.health")
 
@@ -45,7 +47,7 @@ CAUGHT_UP_BYTES = 1024 * 1024
 _PROBE_SQL = """
 SELECT current_setting('synchronous_standby_names') AS names,
        pg_is_in_recovery() AS recovery,
-       (SELECT count(*) FROM pg_stat_replication
+       (SELECT array_agg(application_name) FROM pg_stat_replication
          WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) AS sync_streaming,
        (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS syncrep_waiting,
        s.behind AS standby_behind, s.reply AS standby_reply
@@ -53,8 +55,8 @@ SELECT current_setting('synchronous_standby_names') AS names,
   LEFT JOIN LATERAL (
     SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) AS behind,
            extract(epoch FROM reply_time) AS reply
-      FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'
-     ORDER BY flush_lsn DESC NULLS LAST LIMIT 1) AS s ON true
+      FROM pg_stat_replication WHERE application_name = ANY($1::text[]) AND state = 'streaming'
+     ORDER BY flush_lsn ASC NULLS FIRST LIMIT 1) AS s ON true
 """
 
 
@@ -72,8 +74,10 @@ class Health:
         return out
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _required(watched: list[str], names: str) -> list[str]:
+    """The watched standbys the current ``synchronous_standby_names`` requires (a deploy may
+    name the archiver before the standby region streams)."""
+    return [n for n in watched if quote_name(n) in names or n == names.strip()]
 
 
 class HealthMonitor:
@@ -84,7 +88,9 @@ class HealthMonitor:
         self._conn: asyncpg.Connection | None = None
         # The synchronous_standby_names value to restore after a degrade: the last non-empty
         # value seen, else the standby the stack named.
-        self._names = _quote(settings.sync_standby) if settings.sync_standby else ""
+        self.watched = watched(settings.sync_standby)
+        self.who = " and ".join(self.watched)
+        self._names = names_value(self.watched)
         self._missing_since: float | None = None
         # The standby's last reply when replication went asynchronous: it is named again only
         # after a newer one (a hung standby's walsender still looks "streaming" and caught up).
@@ -129,7 +135,7 @@ class HealthMonitor:
             self._conn = await asyncpg.connect(
                 self.settings.database_url, timeout=PROBE_TIMEOUT, command_timeout=PROBE_TIMEOUT
             )
-        row: asyncpg.Record = await self._conn.fetchrow(_PROBE_SQL, self.settings.sync_standby)
+        row: asyncpg.Record = await self._conn.fetchrow(_PROBE_SQL, self.watched)
         return row
 
     async def _judge(self, row: asyncpg.Record) -> Health:
@@ -153,7 +159,9 @@ class HealthMonitor:
             self._names = names
             # Lost: not streaming, or (a hung standby still looks streaming until
             # wal_sender_timeout) commits have waited for it longer than the degrade bound.
-            lost = not row["sync_streaming"] or (
+            confirming = set(row["sync_streaming"] or [])
+            required = _required(self.watched, names)
+            lost = any(n not in confirming for n in required) or (
                 waiting_on_standby and stalled >= self.settings.sync_degrade_after
             )
             if not lost:
@@ -170,14 +178,14 @@ class HealthMonitor:
                 return Health(
                     "up",
                     "unprotected",
-                    f"synchronous standby {self.settings.sync_standby} lost;"
+                    f"synchronous standby {self.who} lost;"
                     " replication degraded to asynchronous (policy degrade)",
                     now,
                 )
             return Health(
                 "up",
                 "blocked",
-                f"commits wait for synchronous standby {self.settings.sync_standby}, which is"
+                f"commits wait for synchronous standby {self.who}, which is"
                 f" not confirming (for {gone:.0f}s; policy {policy})",
                 now,
             )
@@ -201,7 +209,7 @@ class HealthMonitor:
         return Health(
             "up",
             "unprotected",
-            f"replication to {self.settings.sync_standby} is asynchronous"
+            f"replication to {self.who} is asynchronous"
             + (" (degraded; it is named again once it streams and has caught up)"
                if policy == "degrade" else ""),
             now,

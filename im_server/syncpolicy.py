@@ -21,3 +21,24 @@ SYNC_DEGRADE_AFTER_MIN, SYNC_DEGRADE_AFTER_MAX = 0.5, 3600
 SYNC_STANDBY_ENV = "IM_SYNC_STANDBY"
 SYNC_POLICY_ENV = "IM_SYNC_POLICY"
 SYNC_DEGRADE_AFTER_ENV = "IM_SYNC_DEGRADE_AFTER_SECONDS"
+
+
+def watched(value: str) -> list[str]:
+    """The standbys ``SYNC_STANDBY_ENV`` names: one, or several separated by commas (the
+    standby region and the WAL archiver, when both must confirm a commit)."""
+    return [n for n in value.split(",") if n]
+
+
+def quote_name(name: str) -> str:
+    # Double-quoted: a region name with a hyphen is not a bare identifier in this setting.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def names_value(standbys: list[str]) -> str:
+    """``synchronous_standby_names`` requiring every one of ``standbys`` to confirm a commit
+    ('' for none): a commit is then in each of them before it is acknowledged."""
+    if not standbys:
+        return ""
+    if len(standbys) == 1:
+        return quote_name(standbys[0])
+    return f"FIRST {len(standbys)} ({', '.join(quote_name(n) for n in standbys)})"

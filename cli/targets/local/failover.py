@@ -19,12 +19,21 @@ from cli.state import StackConfig, StackFiles
 from cli.targets.local.runtime import Region, SyncWatch
 
 
-def sync_watch(cfg: StackConfig) -> SyncWatch:
-    """What the primary's nodes watch (im_server/health.py): the synchronous standby, if the
-    stack has one now, and the policy for when it is lost."""
+def sync_names(cfg: StackConfig) -> list[str]:
+    """Who must confirm every commit: the standby region (sync replication) and the WAL
+    archiver (sync archiving), each for its own guarantee: a failover, a restore from the
+    archive, loses no acked message."""
+    from cli.targets.local.backups.archiver import ARCHIVER_NAME
+
     standbys = cfg.standbys
-    name = standbys[0].name if cfg.replication == "sync" and standbys else ""
-    return SyncWatch(name, cfg.sync_policy, cfg.sync_degrade_after)
+    names = [standbys[0].name] if cfg.replication == "sync" and standbys else []
+    return names + ([ARCHIVER_NAME] if cfg.archiving == "sync" else [])
+
+
+def sync_watch(cfg: StackConfig) -> SyncWatch:
+    """What the primary's nodes watch (im_server/health.py): whoever must confirm commits,
+    and the policy for when one is lost."""
+    return SyncWatch(",".join(sync_names(cfg)), cfg.sync_policy, cfg.sync_degrade_after)
 
 
 def wait_streaming(standby: Region, timeout: float) -> None:
@@ -246,7 +255,7 @@ class LocalFailover:
             wait_streaming(src, 30.0)
         src.ensure_bus(step)
         if cfg.replication == "sync":
-            rep.set_synchronous(dst.pg(), src.cfg.name)
+            rep.set_synchronous(dst.pg(), sync_names(cfg))
 
     def rebuild_standby(self, region: str, step: Note, phase: Step) -> dict[str, Any]:
         from cli.targets.local import replication as rep
@@ -276,7 +285,7 @@ class LocalFailover:
             wait_streaming(r, 30.0)
             r.ensure_bus(step)
             if cfg.replication == "sync":
-                rep.set_synchronous(primary.pg(), region)
+                rep.set_synchronous(primary.pg(), sync_names(cfg))
         self.files.save_config(cfg)
         # The primary's nodes learn that they have a standby again (a rolling restart).
         with phase(f"restarting {primary.cfg.name}'s im-server nodes to protect writes again"):

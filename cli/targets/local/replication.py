@@ -83,11 +83,12 @@ def mark_standby(pg: PgInstance) -> None:
     pg._chown(signal)
 
 
-def set_synchronous(primary: PgInstance, standby_region: str | None) -> None:
-    """Name the synchronous standby (or none). Outside a transaction block, then reload."""
-    # Double-quoted: a region name with a hyphen is not a bare identifier in this setting.
-    value = "" if standby_region is None else '"' + standby_region.replace('"', '""') + '"'
-    primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = {_q(value)}")
+def set_synchronous(primary: PgInstance, standbys: list[str]) -> None:
+    """Require every one of ``standbys`` (regions, the WAL archiver) to confirm a commit, or
+    none. Outside a transaction block, then reload."""
+    from im_server.syncpolicy import names_value
+
+    primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = {_q(names_value(standbys))}")
     primary.sql("SELECT pg_reload_conf()")
 
 
@@ -95,7 +96,7 @@ def promote(pg: PgInstance, timeout: float = 30.0) -> None:
     pg.run("pg_ctl", ["-D", str(pg.data_dir), "-w", "-t", str(int(timeout)), "promote"])
     # The trap: a promoted standby inherits synchronous_standby_names from the old primary
     # (copied with the base backup) and every commit would wait for a standby that is gone.
-    set_synchronous(pg, None)
+    set_synchronous(pg, [])
 
 
 def in_recovery(pg: PgInstance) -> bool:

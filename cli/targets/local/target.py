@@ -47,6 +47,7 @@ from cli.targets.local.failover import (
     LocalFailover,
     plan_document,
     result_document,
+    sync_names,
     sync_watch,
     wait_streaming,
 )
@@ -322,6 +323,13 @@ class LocalTarget(Target):
             if r.cfg.role != "fenced":
                 with phase(f"region {r.cfg.name}: {_DATA_PHASE[r.cfg.role]}"):
                     actions += r.reconcile_data(step)
+        # Before the nodes: with --archiving sync a commit waits for the archiver, so it must
+        # stream before anything commits.
+        primary = next(r for r in regions if r.cfg.role == "primary")
+        with phase(f"continuous backup ({cfg.archiving}): WAL archiver and base backup"):
+            from cli.targets.local.backups.archiving import Archiving
+
+            actions += Archiving(self.files.dir, cfg, primary).ensure(step)
         for r in ordered:
             if r.cfg.role == "primary":
                 with phase(f"region {r.cfg.name}: migrations and im-server nodes"):
@@ -330,12 +338,7 @@ class LocalTarget(Target):
                 actions += r.reconcile_nodes(step)  # drains strays; quick when there are none
             if r.cfg.role == "standby" and cfg.replication == "sync":
                 with phase(f"region {r.cfg.name}: synchronous replication"):
-                    actions += self._ensure_sync(r, step)
-        primary = next(r for r in regions if r.cfg.role == "primary")
-        with phase(f"continuous backup ({cfg.archiving}): WAL archiver and base backup"):
-            from cli.targets.local.backups.archiving import Archiving
-
-            actions += Archiving(self.files.dir, cfg, primary).ensure(step)
+                    actions += self._ensure_sync(cfg, r, step)
         from cli.targets.local.health import problems
 
         statuses = [r.status() for r in regions]
@@ -351,7 +354,7 @@ class LocalTarget(Target):
             "regions": statuses,
         }
 
-    def _ensure_sync(self, standby: Region, step: Note) -> list[str]:
+    def _ensure_sync(self, cfg: StackConfig, standby: Region, step: Note) -> list[str]:
         """Synchronous replication, switched on only once the standby streams (before that,
         every commit on the primary would wait for it)."""
         from cli.targets.local import replication as rep
@@ -362,7 +365,7 @@ class LocalTarget(Target):
         if rows.get(standby.cfg.name, {}).get("sync_state") == "sync":
             return []
         wait_streaming(standby, 30.0)
-        rep.set_synchronous(primary, standby.cfg.name)
+        rep.set_synchronous(primary, sync_names(cfg))
         msg = f"synchronous replication {standby.upstream.cfg.name} -> {standby.cfg.name}"
         step(msg)
         return [msg]

@@ -20,7 +20,7 @@ from cli.deadline import Deadline
 from cli.progress import Note
 from cli.state import StackConfig
 from cli.targets.local.backups import base
-from cli.targets.local.backups.archiver import Archiver, drop_slot
+from cli.targets.local.backups.archiver import ARCHIVER_NAME, Archiver, drop_slot
 from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso, parse_iso
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
 from cli.targets.local.postgres import PgInstance
@@ -99,12 +99,31 @@ class Archiving:
                 f"{'restarted' if restarted else 'started'} the WAL archiver ({mode},"
                 f" pg_receivewal into {chain.wal_dir})"
             )
+        actions += self.ensure_sync_names(pg)
         for a in actions:
             step(a)
         if self.base_due(chain):
             actions.append(self.take_base(chain, Deadline(None), step))
         actions += self.prune(step)
         return actions
+
+    def ensure_sync_names(self, pg: PgInstance) -> list[str]:
+        """With --archiving sync, every commit waits for the archiver too; a standby region is
+        named here only once it streams (deploy names it when it does: until then a commit
+        would wait for it). Switching archiving to async takes the archiver out again."""
+        from cli.targets.local import replication as rep
+        from cli.targets.local.failover import sync_names
+
+        current = pg.sql("SHOW synchronous_standby_names")
+        streaming = {r["standby"] for r in rep.primary_view(pg) if r["state"] == "streaming"}
+        want = [n for n in sync_names(self.cfg) if n == ARCHIVER_NAME or n in streaming]
+        listed = ARCHIVER_NAME in current
+        if self.synchronous == listed:
+            return []
+        rep.set_synchronous(pg, want)
+        if self.synchronous:
+            return ["commits now wait for the WAL archiver too (--archiving sync)"]
+        return ["commits no longer wait for the WAL archiver (--archiving async)"]
 
     def base_due(self, chain: Chain) -> bool:
         bases = chain.bases()
@@ -123,6 +142,9 @@ class Archiving:
 
     def turn_off(self, pg: PgInstance, step: Note) -> list[str]:
         actions = []
+        if pg.is_running():
+            # Out of the synchronous list first: commits must not wait for what stops next.
+            actions += self.ensure_sync_names(pg)
         if self.archiver.stop():
             actions.append("stopped the WAL archiver (--archiving off)")
         if pg.is_running():
