@@ -140,7 +140,8 @@ def scan(pg: PgInstance, wal_dir: Path, start: Segment, *, timeout: float = 600.
         scratch = _link_partial(wal_dir, held.partial)
         args[1] = str(scratch)
     try:
-        done = pg.run("pg_waldump", [*args, start.name], timeout=timeout, check=False)
+        # Both ends named: given only a start segment, pg_waldump reads that one segment.
+        done = pg.run("pg_waldump", [*args, start.name, last.name], timeout=timeout, check=False)
     finally:
         if scratch is not None:
             for f in scratch.iterdir():
