@@ -35,6 +35,7 @@ from cli.errors import (
 
 SHA256_KEY = "sha256"  # S3 lower-cases user metadata names; this one is already lower case
 DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys per call
+LIST_PAGE = 1000  # ListObjectsV2 returns at most this many keys per call
 _CHUNK = 1 << 20
 
 _URL_HINT = "give the bucket as s3://BUCKET or s3://BUCKET/PREFIX, e.g. s3://my-backups/imctl/dev"
@@ -160,7 +161,9 @@ class Bucket:
 
         def pages() -> None:
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+            for page in paginator.paginate(
+                Bucket=self.name, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE}
+            ):
                 for item in page.get("Contents", []):
                     found[item["Key"]] = ObjectInfo(int(item["Size"]), None, item["LastModified"])
 
