@@ -17,7 +17,7 @@ import builtins
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -129,12 +129,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code is not None else None
-    return None
+def _code(exc: Any) -> str:
+    """The S3 error code of a botocore ClientError ("404" for a HEAD, which has no body)."""
+    return str(exc.response.get("Error", {}).get("Code") or "unknown")
 
 
 class Bucket:
@@ -177,15 +174,16 @@ class Bucket:
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size, sha256 and time; None when there is no such object."""
+        from botocore.exceptions import ClientError
+
         try:
-            meta = self._client.head_object(Bucket=self.name, Key=key)
-        except Exception as exc:
-            if _error_code(exc) in _NO_KEY:
+            meta = self._call(f"reading {self.key_url(key)}", self._client.head_object,
+                              Bucket=self.name, Key=key)  # fmt: skip
+        except ImctlError as err:
+            cause = err.__cause__
+            if isinstance(cause, ClientError) and _code(cause) in _NO_KEY:
                 return None
-            mapped = self._mapped(exc, f"reading {self.key_url(key)}")
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise
         return ObjectInfo(
             int(meta["ContentLength"]),
             meta.get("Metadata", {}).get(SHA256_KEY),
@@ -290,7 +288,7 @@ class Bucket:
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return CredentialsError(f"no AWS credentials while {doing}: {exc}", _CREDENTIALS_HINT)
         if isinstance(exc, bx.ClientError):
-            code = _error_code(exc) or "unknown"
+            code = _code(exc)
             message = exc.response.get("Error", {}).get("Message") or ""
             said = f"{code}: {message}" if message else code
             if code == "NoSuchBucket":
