@@ -294,6 +294,22 @@ def test_the_partial_segment_ships_when_it_changes_and_goes_when_complete(
     assert _keys(bucket) == {f"chains/c1/wal/{SEG4}"}
 
 
+def test_a_file_pruned_during_a_pass_is_skipped(bucket: RecordingBucket, tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    wal = root / "chains" / "c1" / "wal"
+    _write(wal / "000000010000000000000002", b"segment 2")
+    _write(wal / SEG3, b"segment 3")
+
+    class Pruning(RecordingBucket):
+        def put_file(self, path: Path, key: str, *, sha256: str | None = None) -> str:
+            (wal / SEG3).unlink(missing_ok=True)  # retention removes it after the scan
+            return super().put_file(path, key, sha256=sha256)
+
+    report = Shipper(root, Pruning(bucket.name), PREFIX).run_once()
+    assert report.uploaded == ["chains/c1/wal/000000010000000000000002"]
+    assert report.pending == 0
+
+
 @pytest.mark.parametrize("state", [None, b"{not json", b'{"version": 1, "shipped": []}'])
 def test_without_a_usable_state_file_the_bucket_is_listed_not_re_uploaded(
     bucket: RecordingBucket, tmp_path: Path, state: bytes | None
