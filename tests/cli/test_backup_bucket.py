@@ -108,8 +108,9 @@ def _archive(root: Path) -> None:
     _write(chain / "wal" / "000000010000000000000002", b"segment 2")
     _write(chain / "wal" / "00000002.history", b"1\t0/3000000\tno recovery target\n")
     _write(chain / "wal" / f"{SEG3}.tmp", b"not a WAL name")
-    for name in ("base.tar", "pg_wal.tar", "backup_manifest", "imctl.json"):
+    for name in ("base.tar", "pg_wal.tar", "backup_manifest"):
         _write(chain / "base" / "b1" / name, name.encode())
+    _write(chain / "base" / "b1.json", b"{}")
     _write(chain / "base" / "b2" / "base.tar", b"half written")
     _write(root / "pg_receivewal.pid", b"123")
     _write(root / "logs" / "shipper.log", b"log")
@@ -254,20 +255,21 @@ def test_a_pass_ships_complete_files_and_base_backups_last_file_last(
         f"{wal}/00000002.history",
         f"{wal}/000000010000000000000002",
         f"{wal}/{SEG3}",
-        *(f"{base}/{n}" for n in ("base.tar", "pg_wal.tar", "backup_manifest", "imctl.json")),
+        *(f"{base}/{n}" for n in ("base.tar", "pg_wal.tar", "backup_manifest")),
+        f"{base}.json",
     }
     assert _keys(bucket) == expected
     assert set(report.uploaded) == expected and report.pending == 0
-    base_puts = [k for k in bucket.put if "/base/b1/" in k]
-    assert len(base_puts) == 4 and base_puts[-1] == f"{PREFIX}/{base}/imctl.json"
+    base_puts = [k for k in bucket.put if "/base/b1" in k]
+    assert len(base_puts) == 4 and base_puts[-1] == f"{PREFIX}/{base}.json"
 
     bucket.put.clear()
     assert Shipper(root, bucket, PREFIX).run_once().uploaded == []
     assert bucket.put == []
 
-    _write(root / "chains" / "c1" / "base" / "b2" / "imctl.json", b"{}")
+    _write(root / "chains" / "c1" / "base" / "b2.json", b"{}")
     report = Shipper(root, bucket, PREFIX).run_once()
-    assert report.uploaded == ["chains/c1/base/b2/base.tar", "chains/c1/base/b2/imctl.json"]
+    assert report.uploaded == ["chains/c1/base/b2/base.tar", "chains/c1/base/b2.json"]
 
 
 def test_the_partial_segment_ships_when_it_changes_and_goes_when_complete(

@@ -1,4 +1,5 @@
-"""The local processes' logs: the im-server nodes by default, NATS and PostgreSQL by name."""
+"""The local processes' logs: the im-server nodes by default; NATS, PostgreSQL, the WAL archiver
+and the backup shipper by name."""
 
 from __future__ import annotations
 
@@ -32,8 +33,17 @@ def sources(target: LocalTarget, req: LogsRequest) -> list[tuple[str, str, Path]
                 continue  # the im-server nodes unless asked
             if req.node is None or req.node == name:
                 found.append((r.cfg.name, name, path))
+    if req.node in ("archiver", "shipper") and not req.region:
+        from cli.targets.local.backups.layout import BackupRoot
+
+        backups = BackupRoot(target.files.dir)
+        path = backups.archiver_log if req.node == "archiver" else backups.root / "shipper.log"
+        found.append(("backup", req.node, path))
     if req.node is not None and not found:
-        raise UsageError(f"no log for {req.node!r}", "see `imctl status` for node ids")
+        raise UsageError(
+            f"no log for {req.node!r}",
+            "see `imctl status` for node ids; also nats, postgres, archiver, shipper",
+        )
     return found
 
 

@@ -480,9 +480,11 @@ class LocalTarget(Target):
         from cli.targets.local.snapshots.catalog import dir_size, mb
 
         what = f"the continuous backup ({len(chains)} chain(s), {mb(dir_size(backups.root))})"
+        url = self.files.load_config().backup_url if self.files.exists() else None
+        remote = f"; the copy in {url} is kept (delete it with your bucket's tools)" if url else ""
         if delete_snapshots:
-            return f"; DELETE {what} in {backups.root}"
-        return f"; keep {what} in {backups.root}"
+            return f"; DELETE {what} in {backups.root}{remote}"
+        return f"; keep {what} in {backups.root}{remote}"
 
     def destroy(self, keep_data: bool, delete_snapshots: bool, op: Operator) -> Result:
         if keep_data and delete_snapshots:
@@ -514,6 +516,10 @@ class LocalTarget(Target):
         backups = BackupRoot(self.files.dir)
         if Archiver(backups, "").stop():
             actions.append("stopped the WAL archiver")
+        from cli.targets.local.backups.shipping import ShipperProcess
+
+        if ShipperProcess(backups, "").stop():
+            actions.append("stopped the backup shipper")
         for r in regions:
             with phase(f"region {r.cfg.name}: stopping nodes, NATS and PostgreSQL"):
                 actions += r.stop_all(step)

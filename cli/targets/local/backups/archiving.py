@@ -22,6 +22,7 @@ from cli.state import StackConfig
 from cli.targets.local.backups import base
 from cli.targets.local.backups.archiver import ARCHIVER_NAME, Archiver, drop_slot
 from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso, parse_iso
+from cli.targets.local.backups.shipping import ShipperProcess, prune_bucket
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.runtime import Region
@@ -105,7 +106,22 @@ class Archiving:
         if self.base_due(chain):
             actions.append(self.take_base(chain, Deadline(None), step))
         actions += self.prune(step)
+        actions += self.ensure_shipper(step)
         return actions
+
+    def shipper(self) -> ShipperProcess | None:
+        url = self.cfg.backup_url
+        return ShipperProcess(self.backups, url) if url else None
+
+    def ensure_shipper(self, step: Note) -> list[str]:
+        shipper = self.shipper()
+        if shipper is not None:
+            return shipper.ensure(step)
+        # No URL (any more): a shipper still running from before stops.
+        if ShipperProcess(self.backups, "").stop():
+            step("stopped the backup shipper (no --backup-url)")
+            return ["stopped the backup shipper (no --backup-url)"]
+        return []
 
     def ensure_sync_names(self, pg: PgInstance) -> list[str]:
         """With --archiving sync, every commit waits for the archiver too; a standby region is
@@ -181,13 +197,19 @@ class Archiving:
         drop_chains, drop_bases, wal_from = self.prune_plan()
         current = self.backups.current()
         actions = []
+        removed: list[str] = []  # relative to backups/, for the bucket
         for chain in drop_chains:
             if current is not None and chain.id == current.id:
                 continue
             shutil.rmtree(chain.root)
+            removed.append(f"chains/{chain.id}/")
             actions.append(f"removed backup chain {chain.id} (older than {self._keep()})")
         for chain, base_id in drop_bases:
             base.remove(chain, base_id)
+            removed += [
+                f"chains/{chain.id}/base/{base_id}/",
+                f"chains/{chain.id}/base/{base_id}.json",
+            ]
             actions.append(f"removed base backup {base_id} (older than {self._keep()})")
         if wal_from is not None:
             chain, first = wal_from
@@ -195,10 +217,13 @@ class Archiving:
             old = [s for s in held.complete if s < first]
             for s in old:
                 (chain.wal_dir / s.name).unlink(missing_ok=True)
+                removed.append(f"chains/{chain.id}/wal/{s.name}")
             if old:
                 actions.append(f"removed {len(old)} WAL segment(s) older than {self._keep()}")
         for a in actions:
             step(a)
+        if removed and self.cfg.backup_url:
+            actions += prune_bucket(self.cfg.backup_url, removed, step)
         return actions
 
     def _keep(self) -> str:

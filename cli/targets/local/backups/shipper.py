@@ -7,8 +7,9 @@ What is shipped, relative to ``root`` (normally ``<stack_dir>/backups``), and wh
     chains/<chain>/wal/<24 hex>               once: a complete segment never changes
     chains/<chain>/wal/<8 hex>.history        once
     chains/<chain>/base/<base>/...            once, when the base backup is complete (its
-                                              imctl.json exists); imctl.json is uploaded last, so
-                                              a listed imctl.json means the whole base is there
+    chains/<chain>/base/<base>.json           marker <base>.json exists beside it); the marker is
+                                              uploaded last, so a listed marker means the whole
+                                              base backup is there
     chains/<chain>/wal/<24 hex>.partial       whenever its content changed since the last upload,
                                               from a copy (pg_receivewal keeps writing it); deleted
                                               from the bucket once the full segment is shipped
@@ -43,7 +44,7 @@ from cli.targets.local.backups.bucket import Bucket, file_sha256, parse_url
 STATE = "shipper.json"
 STATUS = "shipper.status.json"
 CHAIN = "chain.json"
-BASE_DONE = "imctl.json"
+BASE_DONE_SUFFIX = ".json"  # layout.py: chains/<chain>/base/<base>.json marks it complete
 # The copy of the segment being written that is uploaded: hashing and uploading the live file
 # could send content other than the hash describes.
 PARTIAL_COPY = ".shipper-partial.tmp"
@@ -57,6 +58,7 @@ _PARTIAL = re.compile(r"^([0-9A-F]{24})\.partial$")
 # What the bucket may hold under the prefix, as paths relative to root.
 _WAL_REL = re.compile(r"^chains/[^/]+/wal/([^/]+)$")
 _BASE_REL = re.compile(r"^chains/[^/]+/base/([^/]+)/(.+)$")
+_BASE_DONE_REL = re.compile(r"^chains/[^/]+/base/([^/]+)\.json$")
 _CHAIN_REL = re.compile(r"^chains/[^/]+/chain\.json$")
 
 
@@ -150,7 +152,7 @@ class Shipper:
 
     def _complete_unshipped(self, shipped: dict[str, str]) -> Iterator[str]:
         """The immutable files not yet in the bucket, in upload order: per chain its chain.json,
-        history files, segments, then each complete base backup with imctl.json last."""
+        history files, segments, then each complete base backup with its marker last."""
         for chain in _subdirs(self.root / "chains"):
             candidates: list[Path] = []
             if (chain / CHAIN).is_file():
@@ -159,11 +161,11 @@ class Shipper:
             wal += [p for p in _files(chain / "wal") if _SEGMENT.match(p.name)]
             candidates += wal
             for base in _subdirs(chain / "base"):
-                done = base / BASE_DONE
+                done = base.with_name(base.name + BASE_DONE_SUFFIX)
                 if not done.is_file():
                     continue  # still being written: shipped once it is complete
                 members = sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink())
-                candidates += [p for p in members if p != done] + [done]
+                candidates += [*members, done]
             for path in candidates:
                 rel = self._rel(path)
                 if rel not in shipped:
@@ -299,7 +301,7 @@ def _files(path: Path) -> list[Path]:
 
 
 def _shippable_rel(rel: str) -> bool:
-    if _CHAIN_REL.match(rel) or _BASE_REL.match(rel):
+    if _CHAIN_REL.match(rel) or _BASE_REL.match(rel) or _BASE_DONE_REL.match(rel):
         return True
     m = _WAL_REL.match(rel)
     name = m.group(1) if m else ""
@@ -312,12 +314,12 @@ def _stale_partial(rel: str, shipped: dict[str, str]) -> bool:
 
 def _note_last(last: dict[str, str | None], rel: str) -> None:
     name = rel.rpartition("/")[2]
-    base = _BASE_REL.match(rel)
+    base = _BASE_DONE_REL.match(rel)
     if _SEGMENT.match(name) and _WAL_REL.match(rel):
         last["segment"] = max(filter(None, (last["segment"], name)))
     elif _PARTIAL.match(name):
         last["partial"] = max(filter(None, (last["partial"], name)))
-    elif base and base.group(2) == BASE_DONE:
+    elif base:
         last["base"] = max(filter(None, (last["base"], base.group(1))))
 
 

@@ -41,10 +41,19 @@ def archiver_view(root: BackupRoot, primary: Region) -> tuple[ArchiverView, bool
 
 
 def status_doc(target: LocalTarget) -> dict[str, Any]:
+    from cli.targets.local.backups import shipping
+
     cfg, primary, _regions = _primary(target)
     root = BackupRoot(target.files.dir)
     view, answering = archiver_view(root, primary)
-    return backup_doc(cfg, root, primary.pg(), view, answering)
+    doc = backup_doc(cfg, root, primary.pg(), view, answering)
+    doc["shipping"] = None
+    if cfg.backup_url and cfg.archiving != "off":
+        ship = shipping.ShipperProcess(root, cfg.backup_url).view()
+        doc["shipping"] = ship
+        doc["problems"] += shipping.problems(ship, cfg.stack)
+        doc["healthy"] = not doc["problems"]
+    return doc
 
 
 def status(target: LocalTarget, check: bool) -> Result:
@@ -107,6 +116,14 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
 
     cfg, primary, regions = _primary(target)
     root = BackupRoot(target.files.dir)
+    fetched = 0
+    if not root.chains() and cfg.backup_url:
+        # The local copy is gone (a lost disk): the bucket holds the archive.
+        from cli.targets.local.backups.shipping import chown_tree, fetch_from_bucket
+
+        with op.step(f"fetching the archive from {cfg.backup_url} (the local copy is gone)"):
+            fetched = fetch_from_bucket(root, cfg.backup_url, op.note)
+            chown_tree(root.chains_dir, primary.pg())
     view, _answering = archiver_view(root, primary)
     live = primary.pg()
     choice = pitr.choose(root, live, req.to_time, view)
@@ -177,6 +194,7 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
             if recovery_s > 0
             else None,
             "nodes_killed": killed,
+            "fetched_from_bucket": fetched,
             "backup": [a for a in backup_actions if not a.startswith("warning:")],
             "warnings": [a[len("warning: ") :] for a in backup_actions if a.startswith("warning:")],
             "finished_at": iso(datetime.now(UTC)),
