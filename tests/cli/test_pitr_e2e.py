@@ -9,6 +9,7 @@ each uses its own users. Times come from the commits themselves
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from cli.targets.local.procs import free_port
@@ -184,6 +186,18 @@ async def test_kill9_then_latest_loses_no_acked_message(home: Path, endpoint: st
     assert not doc["checks"]["live_compared"]  # the live database was down
     seqs, _last = await conv_state(home, "d:pitr-e:pitr-f")
     assert seqs == acked == list(range(1, 26))
+
+
+def test_deploy_replaces_an_archiver_without_its_pid_file(home: Path, endpoint: str) -> None:
+    pid_file = home / "stacks" / "dev" / "backups" / "archiver.pid"
+    stray = json.loads(pid_file.read_text())["pid"]
+    pid_file.unlink()
+    doc = run_json(home, 10, "backup", "status", "--check")
+    assert [p["code"] for p in doc["problems"]] == ["archiving_stopped"]
+    actions = ok_json(home, "deploy")["actions"]
+    assert any(f"pid {stray}" in a and "without a pid file" in a for a in actions), actions
+    assert not psutil.pid_exists(stray) or psutil.Process(stray).status() == "zombie"
+    assert ok_json(home, "backup", "status", "--check")["healthy"]
 
 
 def test_destroy_keeps_backups_unless_asked(home: Path, endpoint: str) -> None:

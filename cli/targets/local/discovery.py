@@ -33,7 +33,11 @@ from cli.targets.local import procs
 if TYPE_CHECKING:
     from cli.targets.local.runtime import Region
 
-Kind = Literal["node", "nats", "postgres"]
+Kind = Literal["node", "nats", "postgres", "backup"]
+# The region of what belongs to the whole stack, not one region: the WAL archiver and the
+# backup shipper (cli/targets/local/backups/).
+# (No region name can have parentheses, so no region claims them as its own.)
+BACKUP_REGION = "(stack)"
 PG_STOP_TIMEOUT = 30.0
 NATS_STOP_TIMEOUT = 10.0
 
@@ -57,6 +61,8 @@ class Found:
         return doc
 
     def __str__(self) -> str:
+        if self.kind == "backup":
+            return f"backup {self.name} (pid {self.pid})"
         what = "im-server" if self.kind == "node" else ""
         return f"{what} {self.name} (pid {self.pid}) of region {self.region}".strip()
 
@@ -121,7 +127,16 @@ class _Scan:
             return self._nats(proc, argv)
         if exe == "postgres" and "-D" in argv:
             return self._postgres(proc, argv)
+        if exe == "pg_receivewal" and "-D" in argv:
+            return self._backup(proc, argv, "archiver", Path(str(_arg(argv, "-D"))))
+        if "cli.targets.local.backups.shipper" in argv and "--root" in argv:
+            return self._backup(proc, argv, "shipper", Path(str(_arg(argv, "--root"))))
         return None
+
+    def _backup(self, proc: psutil.Process, argv: list[str], name: str, path: Path) -> Found | None:
+        if _inside(path.absolute(), self.stack_dir / "backups") is None:
+            return None
+        return self._found(proc, "backup", BACKUP_REGION, name, argv, f"it works on {path}")
 
     def _found(
         self, proc: psutil.Process, kind: Kind, region: str, name: str, argv: list[str], proof: str
@@ -216,7 +231,23 @@ def untracked(stack_dir: Path, regions: Sequence[Region]) -> list[Found]:
     return [
         f
         for f in stack_processes(stack_dir, regions)
-        if f.region not in by_name or not is_tracked(by_name[f.region], f)
+        if (not _backup_tracked(stack_dir, f) if f.kind == "backup"
+            else f.region not in by_name or not is_tracked(by_name[f.region], f))
+    ]  # fmt: skip
+
+
+def _backup_tracked(stack_dir: Path, found: Found) -> bool:
+    pid_file = stack_dir / "backups" / f"{found.name}.pid"
+    return _same(procs.read_pid_file(pid_file), found)
+
+
+def backup_strays(stack_dir: Path) -> list[Found]:
+    """Archivers and shippers of the stack that no pid file names: a second archiver on the
+    same slot would be refused, so they go before one starts."""
+    return [
+        f
+        for f in stack_processes(stack_dir, [])
+        if f.kind == "backup" and not _backup_tracked(stack_dir, f)
     ]
 
 
@@ -235,7 +266,7 @@ def stop(found: Found, drain_grace: float) -> bool:
     info = found.info()
     if found.kind == "node":
         return procs.terminate(info, drain_grace + 5)
-    if found.kind == "nats":
+    if found.kind in ("nats", "backup"):
         return procs.terminate(info, NATS_STOP_TIMEOUT)
     return _stop_postmaster(info)
 
@@ -349,7 +380,7 @@ def stop_leftovers(
     through their pid files."""
     actions = []
     # Nodes first: they write to the database and publish to NATS.
-    order: dict[str, int] = {"node": 0, "nats": 1, "postgres": 2}
+    order: dict[str, int] = {"backup": 0, "node": 0, "nats": 1, "postgres": 2}
     for f in sorted(stack_processes(stack_dir, regions), key=lambda f: order[f.kind]):
         step(f"stopping {f}, found without a pid file ({f.proof})")
         stop(f, drain_grace)

@@ -80,6 +80,12 @@ class Archiving:
         if self.cfg.archiving == "off":
             return self.turn_off(pg, step)
         actions: list[str] = []
+        from cli.targets.local import discovery
+
+        for stray in discovery.backup_strays(self.backups.root.parent):
+            # A second archiver on the same slot would be refused; a second shipper races.
+            discovery.stop(stray, 0)
+            actions.append(f"stopped {stray}, running without a pid file ({stray.proof})")
         mark = incarnation(pg) or new_incarnation(pg.data_dir, pg)
         sysid, timeline = identity(pg)
         chain = self.backups.current()
