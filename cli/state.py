@@ -310,10 +310,11 @@ class StackFiles:
         if not self.exists():
             if self.destroyed_path.exists():
                 raise StackNotFound(
-                    f"stack {self.name!r} was destroyed; its snapshots were kept",
+                    f"stack {self.name!r} was destroyed; its snapshots and backups were kept",
                     f"`imctl snapshot list -s {self.name}` lists them; `imctl restore ID -s"
                     f" {self.name}` builds the stack again from one, `imctl deploy -s"
-                    f" {self.name}` builds it empty",
+                    f" {self.name}` builds it empty (then `imctl restore --to-time TIME -s"
+                    f" {self.name}` reaches the kept continuous backup)",
                 )
             raise StackNotFound(
                 f"stack {self.name!r} is not deployed", f"deploy it: imctl deploy -s {self.name}"

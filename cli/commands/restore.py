@@ -200,7 +200,6 @@ def restore(
     \b
     Examples:
       imctl restore 20250101T120000Z-ab12cd     # next to the live data, then switch
-      imctl restore 20250101T120000Z-ab12cd --target in-place --yes
       imctl restore 20250101T120000Z-ab12cd -s new --from-stack old   # creates stack new
       imctl restore --to-time 2026-12-03T14:04:59Z   # as it was then (backup status: window)
     """

@@ -91,7 +91,7 @@ async def test_destroy_keeps_the_snapshots_and_restore_builds_the_stack_again(
     assert "keep 2 snapshot(s)" in r.stderr  # the plan names them, with their size
     kept = json.loads(r.stdout)["snapshots"]
     assert kept["kept"] is True and kept["count"] == 2 and kept["size_bytes"] > 0
-    assert {p.name for p in _stack(home).iterdir()} == {"snapshots", "destroyed.json"}
+    assert {p.name for p in _stack(home).iterdir()} == {"snapshots", "backups", "destroyed.json"}
 
     # The stack is gone, its snapshots are not.
     gone = run_json(home, 6, "status")["error"]

@@ -205,7 +205,7 @@ def test_bad_input_is_refused_cleanly(deployed: dict[str, Any], home: Path, port
     assert not (home / "stacks" / "other" / "regions").exists()
 
 
-def test_destroy_needs_yes_without_a_tty_then_removes_everything(
+def test_destroy_needs_yes_without_a_tty_then_removes_all_but_the_backups(
     deployed: dict[str, Any], home: Path
 ) -> None:
     pids = [n["pid"] for n in ok_json(home, "status")["regions"][0]["nodes"]]
@@ -215,7 +215,9 @@ def test_destroy_needs_yes_without_a_tty_then_removes_everything(
     doc = ok_json(home, "destroy", "--yes")
     assert doc["data_deleted"] is True
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
-    assert not (home / "stacks" / "dev").exists()
+    # The continuous backup stays (issue 17), like snapshots, unless --delete-snapshots.
+    assert doc["backups"]["kept"] is True
+    assert {p.name for p in (home / "stacks" / "dev").iterdir()} == {"backups", "destroyed.json"}
     history = ok_json(home, "history")["operations"]
     assert [o["op"] for o in history][-1] == "destroy"
     assert {"deploy", "scale"} <= {o["op"] for o in history}

@@ -54,6 +54,7 @@ def test_json_deploy_reports_every_phase_as_json_lines(home: Path) -> None:
     phases = [
         "checking ports and processes",
         "region local: PostgreSQL and NATS",
+        "continuous backup (async): WAL archiver and base backup",
         "region local: migrations and im-server nodes",
     ]
     assert started == phases and done == phases
@@ -61,7 +62,7 @@ def test_json_deploy_reports_every_phase_as_json_lines(home: Path) -> None:
     notes = [e["message"] for e in events if e["event"] == "note"]
     assert "initialized PostgreSQL" in notes
     assert any(n.startswith("started im-server") for n in notes)
-    assert events[-1]["done"] == events[-1]["total"] == 3
+    assert events[-1]["done"] == events[-1]["total"] == 4
 
 
 def test_text_scale_without_a_terminal_prints_step_lines_and_heartbeats(home: Path) -> None:
@@ -84,5 +85,5 @@ def test_text_destroy_without_a_terminal_prints_one_line_per_step(home: Path) ->
     finished = [line for line in r.stderr.splitlines() if " ... done (" in line]
     assert [line.split(" ... ")[0] for line in finished] == [
         "region local: stopping nodes, NATS and PostgreSQL",
-        f"deleting {home / 'stacks' / 'dev'}",
+        f"deleting {home / 'stacks' / 'dev'}, all but snapshots/ and backups/",
     ]

@@ -241,6 +241,6 @@ def test_a_node_and_nats_without_pid_files_are_seen_adopted_and_stopped(home: Pa
     (r / "nats" / "nats.pid").unlink()
     (r / "pg" / "data" / "postmaster.pid").unlink()  # pg_ctl cannot stop it now
     assert _orphans(home, stack) == {"n1": n1, "nats": nats, "postgres": pg}
-    ok_json(home, "destroy", *s, "--yes")
+    ok_json(home, "destroy", *s, "--yes", "--delete-snapshots")
     assert alive([n1, nats, pg]) == []
     assert not stack_dir(home, stack).exists()
