@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cli.deadline import DEFAULT_HINT
 from cli.progress import Note
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs
+
+if TYPE_CHECKING:
+    from cli.targets.cloud.recovery import RecoveryWindow
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,33 @@ class CloudOps(StatusOps, SnapshotOps, Protocol):
         snapshot (content.check_restore_content: exit 10 and pointed back on a mismatch,
         exit 12 when it cannot be checked). in-place only after the caller's typed
         confirmation. The steps and the result's keys (the same on every cloud): restore.py."""
+        ...
+
+    def recovery_window(self) -> RecoveryWindow:
+        """What the primary's automated backups and logs can restore to, as the cloud reports
+        it (reads only; recovery.py)."""
+        ...
+
+    def time_restore_plan(
+        self, to_time: datetime | None, target: Literal["new", "in-place"]
+    ) -> RecoveryWindow:
+        """Every refusal ``restore_to_time`` makes before it changes anything (a target the
+        cloud cannot do, a time outside the window or in the future: exit 10); reads only.
+        -> the window, for the plan."""
+        ...
+
+    def restore_to_time(
+        self,
+        to_time: datetime | None,
+        target: Literal["new", "in-place"],
+        progress: Note,
+        timeout: float,
+        on_switch: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """``restore`` from the automated backups and logs as of ``to_time`` (None: the
+        latest recoverable time): the cloud's point-in-time restore into a new instance, then
+        the same switch, roll and content check (density only: nothing was recorded at that
+        time). The result's keys: restore.py."""
         ...
 
     def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
