@@ -14,6 +14,7 @@ reaching the backup store); "off": automated backups or log backups are off, or 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,10 +39,10 @@ def parse_utc(text: Any) -> datetime | None:
     if not text:
         return None
     raw = str(text).strip().replace("Z", "+00:00")
-    head, dot, rest = raw.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        raw = f"{head}.{digits[:6]:0<6}{rest[len(digits) :]}"
+    # datetime takes at most microseconds; Cloud SQL writes nanoseconds.
+    m = re.fullmatch(r"([^.]+)(?:\.(\d+))?(.*)", raw)
+    if m is not None and m.group(2):
+        raw = f"{m.group(1)}.{m.group(2)[:6]:0<6}{m.group(3)}"
     parsed = datetime.fromisoformat(raw)
     if parsed.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
