@@ -70,18 +70,7 @@ class AlicloudRestore:
         )
         logs_on = str(policy.get("EnableBackupLog")) == "1" or policy.get("BackupLog") == "Enable"
         days = int(policy.get("LogBackupRetentionPeriod") or 0)
-        first = last = None
-        if logs_on:
-            # DescribeAvailableRecoveryTime is for cross-region backup copies (it requires
-            # CrossBackupId); the instance's own window is DescribeLocalAvailableRecoveryTime.
-            times = self.api.rds(
-                r.name,
-                "DescribeLocalAvailableRecoveryTime",
-                {"DBInstanceId": source, "Region": r.name},
-                f"reading the recoverable window of {source}",
-            )
-            first = parse_utc(times.get("RecoveryBeginTime"))
-            last = parse_utc(times.get("RecoveryEndTime"))
+        first, last = self._recoverable() if logs_on else (None, None)
         automated = [
             parse_utc(s.get("created_at"))
             for s in self.snapshots.snapshot_list()["snapshots"]
@@ -104,7 +93,7 @@ class AlicloudRestore:
         if when is None:
             # CloneDBInstance has no "latest" of its own: the end of the window, read just
             # before the clone.
-            when = self.recovery_window().last
+            when = self._recoverable()[1]
             if when is None:
                 raise PreconditionFailed(
                     f"ApsaraDB reports no recoverable window for {r.db_instance_id}",
@@ -113,6 +102,18 @@ class AlicloudRestore:
         # The API takes whole seconds (yyyy-MM-ddTHH:mm:ssZ).
         at = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return self._clone(run, {"RestoreTime": at}, f"as of {at}")
+
+    def _recoverable(self) -> tuple[datetime | None, datetime | None]:
+        r = self.outputs.primary
+        # DescribeAvailableRecoveryTime is for cross-region backup copies (it requires
+        # CrossBackupId); the instance's own window is DescribeLocalAvailableRecoveryTime.
+        times = self.api.rds(
+            r.name,
+            "DescribeLocalAvailableRecoveryTime",
+            {"DBInstanceId": r.db_instance_id, "Region": r.name},
+            f"reading the recoverable window of {r.db_instance_id}",
+        )
+        return parse_utc(times.get("RecoveryBeginTime")), parse_utc(times.get("RecoveryEndTime"))
 
     def _clone(self, run: RestoreRun, restore_from: dict[str, Any], what: str) -> Restored:
         deadline, progress = run.deadline, run.progress
