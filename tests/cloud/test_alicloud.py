@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
+from cli.targets.base import TimeRestoreRequest
 from cli.targets.cloud.alicloud import AlicloudOps
 from cli.targets.cloud.alicloud.api import RDS_METHODS
 from cli.targets.cloud.ops import CloudOps
@@ -31,6 +33,7 @@ from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
+from tests.cloud.pitr_fixtures import Asked, OpsTarget, check_backup_status, check_time_restore
 from tests.cloud.result_shapes import check_failover, check_plan, check_restore
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
@@ -315,6 +318,133 @@ def test_in_place_restore_is_refused(fake: AliyunFake, kubes: Kubes) -> None:
     with pytest.raises(PreconditionFailed, match="only into a new instance"):
         make_ops(fake, kubes).restore(backup, "in-place", Log(), timeout=5)
     assert fake.requests == []
+
+
+# --- restore to a point in time --------------------------------------------------------------
+
+
+def _window(fake: AliyunFake) -> tuple[datetime, datetime]:
+    """Fix the recoverable window of pgm-primary: three days, ending two minutes ago."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, last = now - timedelta(days=3), now - timedelta(minutes=2)
+    fake.recovery_window["pgm-primary"] = (first.timestamp(), last.timestamp())
+    return first, last
+
+
+def _wire(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_restore_to_a_time_clones_with_exactly_that_restore_time(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    first, _ = _window(fake)
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6, seconds=11)
+    fake.data_at["pgm-primary"] = [
+        ((when - timedelta(hours=1)).timestamp(), "v-before"),
+        (when.timestamp(), "v-at-the-time"),
+        ((when + timedelta(seconds=1)).timestamp(), "v-after"),
+    ]
+    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud")
+    doc = target.restore_to_time(TimeRestoreRequest(when, "new", 60), Asked().operator()).to_json()
+
+    clone = params_of(fake, "CloneDBInstance")
+    assert clone["RestoreTime"] == _wire(when)
+    assert "BackupId" not in clone and "BackupType" not in clone
+    assert clone["DBInstanceId"] == "pgm-primary" and clone["PayType"] == "Postpaid"
+    assert clone["VPCId"] == "vpc-cn-hangzhou" and clone["VSwitchId"] == "vsw-a,vsw-b"
+    new = doc["instance_id"]
+    assert new.startswith("pgm-clone") and fake.data[new] == "v-at-the-time"
+    assert fake.instances[new]["SecurityIPList"] == "10.10.0.0/16"
+    check_time_restore(doc)
+    assert doc["to_time"] == _wire(when) and doc["window"]["first"] == _wire(first)
+    url = kubes.by_region[PRIMARY].secrets[(NS, "im-server")]["database-url"]
+    assert f"@{new}.pg.rds.aliyuncs.com:5432/" in url
+    assert fake.instances["pgm-primary"]["DBInstanceStatus"] == "Running"  # kept
+
+
+def test_restore_to_the_latest_time_clones_at_the_end_of_the_window(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    _, last = _window(fake)
+    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud")
+    doc = target.restore_to_time(TimeRestoreRequest(None, "new", 60), Asked().operator()).to_json()
+    # CloneDBInstance has no "latest": the end of the window, read just before the clone.
+    assert params_of(fake, "CloneDBInstance")["RestoreTime"] == _wire(last)
+    order = actions(fake)
+    clone = order.index("rds.CloneDBInstance")
+    assert order[clone - 2 : clone] == [
+        "rds.DescribeLocalAvailableRecoveryTime",
+        "rds.DescribeDBInstanceAttribute",  # the source's settings
+    ]
+    check_time_restore(doc)
+    assert doc["to_time"] == "latest"
+
+
+@pytest.mark.parametrize(
+    ("offset", "why"),
+    [(timedelta(days=-4), "is outside the recoverable window"), (timedelta(hours=2), "future")],
+)
+def test_a_time_outside_the_window_is_refused_before_anything_changes(
+    fake: AliyunFake, kubes: Kubes, offset: timedelta, why: str
+) -> None:
+    first, _ = _window(fake)
+    asked = Asked()
+    with pytest.raises(PreconditionFailed) as err:
+        OpsTarget(make_ops(fake, kubes), "alicloud").restore_to_time(
+            TimeRestoreRequest(datetime.now(UTC) + offset), asked.operator()
+        )
+    assert err.value.status is ExitStatus.PRECONDITION and why in err.value.message
+    assert _wire(first) in err.value.message
+    assert asked.questions == []
+    assert {a for a in actions(fake)} <= {
+        "rds.DescribeBackupPolicy",
+        "rds.DescribeLocalAvailableRecoveryTime",
+        "rds.DescribeBackups",
+    }
+    assert kubes.by_region[PRIMARY].calls == []
+
+
+def test_in_place_restore_to_a_time_is_refused_before_any_call(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    with pytest.raises(PreconditionFailed, match="only into a new instance"):
+        OpsTarget(make_ops(fake, kubes), "alicloud").restore_to_time(
+            TimeRestoreRequest(None, "in-place"), Asked().operator()
+        )
+    assert fake.requests == []
+
+
+def test_backup_status_reads_the_policy_the_window_and_the_automated_backups(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    first, last = _window(fake)
+    automated = fake.add_backup("pgm-primary", mode="Automated")
+    result = OpsTarget(make_ops(fake, kubes), "alicloud").backup_status(check=True)
+    doc = result.to_json()
+    check_backup_status(doc)
+    assert result.exit_status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
+    assert doc["window"] == {"first": _wire(first), "last": _wire(last)}
+    assert doc["retention_days"] == 7 and "pgm-primary" in doc["where"]
+    started = fake.backups["pgm-primary"][automated]["BackupStartTime"]
+    assert doc["last_base_backup"] == started
+
+
+def test_backup_status_exits_10_under_check_when_log_backups_are_off(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    fake.backup_policy["pgm-primary"].update(EnableBackupLog="0", BackupLog="Disabled")
+    target = OpsTarget(make_ops(fake, kubes), "alicloud")
+    result = target.backup_status(check=True)
+    doc = result.to_json()
+    check_backup_status(doc)
+    assert doc["archiving"]["state"] == "off" and doc["window"] == {"first": None, "last": None}
+    assert [p["code"] for p in doc["problems"]] == ["backups_off"]
+    assert result.exit_status is ExitStatus.PRECONDITION
+    assert "rds.DescribeLocalAvailableRecoveryTime" not in actions(fake)
+    with pytest.raises(PreconditionFailed, match="no point-in-time restore is possible"):
+        target.restore_to_time(TimeRestoreRequest(None), Asked().operator())
+    assert "rds.CloneDBInstance" not in actions(fake)
 
 
 # --- failover ---------------------------------------------------------------------------------
