@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cli.deadline import DEFAULT_HINT
@@ -19,7 +18,7 @@ from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs
 
 if TYPE_CHECKING:
-    from cli.targets.cloud.recovery import RecoveryWindow
+    from cli.targets.cloud.restore import TimeRestores
 
 
 @dataclass(frozen=True)
@@ -93,31 +92,13 @@ class CloudOps(StatusOps, SnapshotOps, Protocol):
         confirmation. The steps and the result's keys (the same on every cloud): restore.py."""
         ...
 
-    def recovery_window(self) -> RecoveryWindow:
-        """What the primary's automated backups and logs can restore to, as the cloud reports
-        it (reads only; recovery.py)."""
-        ...
-
-    def time_restore_plan(
-        self, to_time: datetime | None, target: Literal["new", "in-place"]
-    ) -> RecoveryWindow:
-        """Every refusal ``restore_to_time`` makes before it changes anything (a target the
-        cloud cannot do, a time outside the window or in the future: exit 10); reads only.
-        -> the window, for the plan."""
-        ...
-
-    def restore_to_time(
-        self,
-        to_time: datetime | None,
-        target: Literal["new", "in-place"],
-        progress: Note,
-        timeout: float,
-        on_switch: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
-        """``restore`` from the automated backups and logs as of ``to_time`` (None: the
-        latest recoverable time): the cloud's point-in-time restore into a new instance, then
-        the same switch, roll and content check (density only: nothing was recorded at that
-        time). The result's keys: restore.py."""
+    def time_restores(self) -> TimeRestores:
+        """Restores to a point in time: the recoverable window (reads only), the refusals a
+        restore to a time makes before it changes anything (a target the cloud cannot do, a
+        time outside the window or in the future: exit 10), and the restore itself: the
+        cloud's point-in-time restore into a new instance, then the same switch, roll and
+        content check as ``restore`` (density only: nothing was recorded at that time). The
+        steps and the result's keys: restore.py."""
         ...
 
     def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:

@@ -6,7 +6,6 @@ for every cloud."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 from cli.errors import UsageError
@@ -14,13 +13,7 @@ from cli.progress import Note
 from cli.targets.cloud.failover import FailoverHooks, plan_failover, run_failover
 from cli.targets.cloud.ops import Scope, SnapshotOps, StatusOps
 from cli.targets.cloud.outputs import CloudOutputs
-from cli.targets.cloud.recovery import RecoveryWindow
-from cli.targets.cloud.restore import (
-    RestoreHooks,
-    plan_time_restore,
-    run_restore,
-    run_time_restore,
-)
+from cli.targets.cloud.restore import RestoreHooks, TimeRestores, run_restore
 
 
 def require_cloud(outputs: CloudOutputs, cloud: str) -> None:
@@ -66,25 +59,8 @@ class AssembledOps:
             self._restore, self.scope, snapshot_id, target, progress, timeout, on_switch
         )
 
-    def recovery_window(self) -> RecoveryWindow:
-        return self._restore.recovery_window()
-
-    def time_restore_plan(
-        self, to_time: datetime | None, target: Literal["new", "in-place"]
-    ) -> RecoveryWindow:
-        return plan_time_restore(self._restore, to_time, target)
-
-    def restore_to_time(
-        self,
-        to_time: datetime | None,
-        target: Literal["new", "in-place"],
-        progress: Note,
-        timeout: float,
-        on_switch: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
-        return run_time_restore(
-            self._restore, self.scope, to_time, target, progress, timeout, on_switch
-        )
+    def time_restores(self) -> TimeRestores:
+        return TimeRestores(self._restore, self.scope)
 
     def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
         return plan_failover(self._failover, self.scope, to_region, force)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cli.errors import PreconditionFailed, UsageError
+from cli.snapshots import RestoreTarget
 
 # RDS documents its latest restorable time as typically within five minutes of now; three
 # times that before the window counts as stalled (the same bound on every cloud).
@@ -47,6 +48,17 @@ def parse_utc(text: Any) -> datetime | None:
     if parsed.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return parsed.astimezone(UTC)
+
+
+def last_automated(snapshots: list[dict[str, Any]], automated: str) -> datetime | None:
+    """When the newest of the cloud's own (``type`` == ``automated``) usable backups was taken,
+    from a ``snapshot list`` document's entries."""
+    taken = [
+        parse_utc(s.get("created_at"))
+        for s in snapshots
+        if s.get("type") == automated and s.get("status") == "available"
+    ]
+    return max((t for t in taken if t is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,16 @@ def check_to_time(window: RecoveryWindow, when: datetime | None, now: datetime) 
             f"{utc_text(when)} is outside the recoverable window {window.describe()}"
             f" ({window.where})",
             hint,
+        )
+
+
+def new_instance_only(target: RestoreTarget, how: str) -> None:
+    """For a cloud whose point-in-time restore makes a new instance and cannot take the
+    original's place (``how`` says what it does): refuse ``in-place``."""
+    if target == "in-place":
+        raise PreconditionFailed(
+            f"{how}; there is no in-place point-in-time restore",
+            "restore into a new instance (the default)",
         )
 
 

@@ -2,7 +2,7 @@
 
     find_backup     the snapshot, checked: it exists, is usable, and the target is possible
                     (to a point in time: the recoverable window, read from the cloud, and the
-                    time checked against it; see ``plan_time_restore``)
+                    time checked against it; see ``TimeRestores``)
     (here)          read the workload's Secret: its database URL is the way back, its admin
                     token reads the content digest; no URL refuses before anything is created
     restore_into    create the instance holding the restored data and wait for it (and swap
@@ -141,50 +141,57 @@ def run_restore(
     return _restore(hooks.restore_into, scope, backup, target, deadline, progress, on_switch)
 
 
-def run_time_restore(
-    hooks: RestoreHooks,
-    scope: Scope,
-    when: datetime | None,
-    target: RestoreTarget,
-    progress: Note,
-    timeout: float,
-    on_switch: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """The restore above from the cloud's automated backups and logs, as of ``when`` (None:
-    the latest recoverable time). The window is read and the time checked again here: the
-    window moves between the plan and the confirmation."""
-    deadline = Deadline(timeout, operation="restore", hint=scope.timeout_hint)
-    window = plan_time_restore(hooks, when, target)
-    backup = Backup(
-        f"point in time {utc_text(when)}" if when else "latest",
-        None,
-        what=f"the data as of {utc_text(when)}"
-        if when
-        else "the data as of the latest recoverable time",
-        retry="try an earlier time (`imctl backup status` shows the window)",
-    )
+@dataclass(frozen=True)
+class TimeRestores:
+    """Restores of one cloud's stack to a point in time: the cloud's hooks and the stack."""
 
-    def make(run: RestoreRun) -> Restored:
-        return hooks.restore_to_time_into(run, when)
+    hooks: RestoreHooks
+    scope: Scope
 
-    doc = _restore(make, scope, backup, target, deadline, progress, on_switch)
-    del doc["snapshot_id"]
-    return {**doc, "to_time": utc_text(when) if when else "latest", "window": window.span()}
+    def window(self) -> RecoveryWindow:
+        """What the primary's automated backups and logs can restore to (reads only)."""
+        return self.hooks.recovery_window()
 
+    def plan(
+        self, when: datetime | None, target: RestoreTarget, now: datetime | None = None
+    ) -> RecoveryWindow:
+        """Every refusal of a point-in-time restore that needs no change: the target, then
+        the time against the window the cloud reports (and against now; exit 10, the window
+        in the message). -> the window, for the plan. Reads only."""
+        _check_target(target)
+        self.hooks.refuse_time_target(target)
+        window = self.window()
+        check_to_time(window, when, now or datetime.now(UTC))
+        return window
 
-def plan_time_restore(
-    hooks: RestoreHooks,
-    when: datetime | None,
-    target: RestoreTarget,
-    now: datetime | None = None,
-) -> RecoveryWindow:
-    """Every refusal of a point-in-time restore that needs no change: the target, then the
-    time against the window the cloud reports (and against now). -> the window."""
-    _check_target(target)
-    hooks.refuse_time_target(target)
-    window = hooks.recovery_window()
-    check_to_time(window, when, now or datetime.now(UTC))
-    return window
+    def run(
+        self,
+        when: datetime | None,
+        target: RestoreTarget,
+        progress: Note,
+        timeout: float,
+        on_switch: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """``run_restore`` from the cloud's automated backups and logs, as of ``when`` (None:
+        the latest recoverable time); ``on_switch`` as there. The window is read and the time
+        checked again here: the window moves between the plan and the confirmation."""
+        deadline = Deadline(timeout, operation="restore", hint=self.scope.timeout_hint)
+        window = self.plan(when, target)
+        backup = Backup(
+            f"point in time {utc_text(when)}" if when else "latest",
+            None,
+            what=f"the data as of {utc_text(when)}"
+            if when
+            else "the data as of the latest recoverable time",
+            retry="try an earlier time (`imctl backup status` shows the window)",
+        )
+
+        def make(run: RestoreRun) -> Restored:
+            return self.hooks.restore_to_time_into(run, when)
+
+        doc = _restore(make, self.scope, backup, target, deadline, progress, on_switch)
+        del doc["snapshot_id"]
+        return {**doc, "to_time": utc_text(when) if when else "latest", "window": window.span()}
 
 
 def _check_target(target: RestoreTarget) -> None:

@@ -300,18 +300,11 @@ class CloudTarget(Target):
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
         check_timeout(req.timeout)
         ops = self._ops()
-        plan = restore_plan(
-            self.cloud,
-            req.where,
-            f"restore {req.snapshot_id}",
-            "against the digest recorded with the snapshot",
-        )
-        question = f"Restore {req.snapshot_id} on {self.cloud}?"
         timeout = req.timeout or RESTORE_TIMEOUT
         return self._restore(
             req.where,
-            question,
-            plan,
+            req.snapshot_id,
+            "against the digest recorded with the snapshot",
             lambda switching: ops.restore(req.snapshot_id, req.where, op.note, timeout, switching),
             op,
         )
@@ -320,47 +313,41 @@ class CloudTarget(Target):
         from cli.targets.cloud.recovery import utc_text
 
         check_timeout(req.timeout)
-        ops = self._ops()
+        restores = self._ops().time_restores()
         # Every refusal before the question: the plan names the window the time was checked in.
-        window = ops.time_restore_plan(req.to_time, req.where)
+        window = restores.plan(req.to_time, req.where)
         when = (
             utc_text(req.to_time)
             if req.to_time
             else f"the latest recoverable time (now {window.span()['last']})"
         )
-        plan = restore_plan(
-            self.cloud,
-            req.where,
-            f"restore the data as of {when} (recoverable: {window.describe()}, {window.where})",
-            "for density only (no digest was recorded at that time)",
-        )
-        question = f"Restore the data as of {when} on {self.cloud}?"
         timeout = req.timeout or RESTORE_TIMEOUT
         return self._restore(
             req.where,
-            question,
-            plan,
-            lambda switching: ops.restore_to_time(
-                req.to_time, req.where, op.note, timeout, switching
-            ),
+            f"the data as of {when}",
+            "for density only (no digest was recorded at that time)",
+            lambda switching: restores.run(req.to_time, req.where, op.note, timeout, switching),
             op,
+            source=f" (recoverable: {window.describe()}, {window.where})",
         )
 
     def _restore(
         self,
         where: RestoreWhere,
-        question: str,
-        plan: list[str],
+        what: str,
+        check: str,
         run: Callable[[Callable[[str], None]], dict[str, Any]],
         op: Operator,
+        source: str = "",
     ) -> Result:
         """Ask, restore, and record the instance the workload is switched to (both restores)."""
         from cli.errors import RestoredContentMismatch
 
+        plan = restore_plan(self.cloud, where, f"restore {what}{source}", check)
         if where == "in-place":
             op.confirm_typed(self.stack, details=plan)
         else:
-            op.confirm(question, details=plan)
+            op.confirm(f"Restore {what} on {self.cloud}?", details=plan)
         recorded: dict[str, Any] = {}
 
         def switching(instance: str) -> None:
@@ -399,7 +386,7 @@ class CloudTarget(Target):
 
         from cli.targets.cloud.recovery import status_doc
 
-        window = self._ops().recovery_window()
+        window = self._ops().time_restores().window()
         doc = status_doc(window, datetime.now(UTC), self.stack, self.cloud)
         return StatusResult(self._doc(doc), check)
 

@@ -18,8 +18,19 @@ from cli.snapshots import RestoreTarget
 from cli.targets.cloud.alicloud.api import AlicloudApi
 from cli.targets.cloud.alicloud.snapshots import AlicloudSnapshots
 from cli.targets.cloud.ops import Scope
-from cli.targets.cloud.recovery import RecoveryWindow, parse_utc
-from cli.targets.cloud.restore import Backup, Restored, RestoreRun, database_url, new_password
+from cli.targets.cloud.recovery import (
+    RecoveryWindow,
+    last_automated,
+    new_instance_only,
+    parse_utc,
+)
+from cli.targets.cloud.restore import (
+    Backup,
+    Restored,
+    RestoreRun,
+    database_url,
+    new_password,
+)
 from stacks.workload_contract import DB_PORT, DB_USER
 
 
@@ -52,12 +63,11 @@ class AlicloudRestore:
         )
 
     def refuse_time_target(self, target: RestoreTarget) -> None:
-        if target == "in-place":
-            raise PreconditionFailed(
-                "ApsaraDB RDS for PostgreSQL restores to a point in time only into a new"
-                " instance (CloneDBInstance); there is no in-place restore",
-                "restore into a new instance (the default)",
-            )
+        new_instance_only(
+            target,
+            "ApsaraDB RDS for PostgreSQL restores to a point in time only into a new instance"
+            " (CloneDBInstance)",
+        )
 
     def recovery_window(self) -> RecoveryWindow:
         r = self.outputs.primary
@@ -71,22 +81,10 @@ class AlicloudRestore:
         logs_on = str(policy.get("EnableBackupLog")) == "1" or policy.get("BackupLog") == "Enable"
         days = int(policy.get("LogBackupRetentionPeriod") or 0)
         first, last = self._recoverable() if logs_on else (None, None)
-        automated = [
-            parse_utc(s.get("created_at"))
-            for s in self.snapshots.snapshot_list()["snapshots"]
-            if s.get("type") == "Automated" and s.get("status") == "available"
-        ]
-        taken = [t for t in automated if t is not None]
-        return RecoveryWindow(
-            first=first,
-            last=last,
-            enabled=logs_on and days > 0,
-            retention_days=days,
-            where=f"ApsaraDB RDS data and log backups of {source} ({r.name}), logs kept"
-            f" {days} days",
-            last_base_backup=max(taken) if taken else None,
-            inspect=f"aliyun rds DescribeBackupPolicy --DBInstanceId {source}",
-        )
+        where = f"ApsaraDB RDS data and log backups of {source} ({r.name}), logs kept {days} days"
+        base = last_automated(self.snapshots.snapshot_list()["snapshots"], "Automated")
+        inspect = f"aliyun rds DescribeBackupPolicy --DBInstanceId {source}"
+        return RecoveryWindow(first, last, logs_on and days > 0, days, where, base, inspect)
 
     def restore_to_time_into(self, run: RestoreRun, when: datetime | None) -> Restored:
         r = self.outputs.primary

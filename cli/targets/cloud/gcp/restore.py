@@ -19,7 +19,13 @@ from cli.snapshots import RestoreTarget
 from cli.targets.cloud.gcp.api import GcpApi
 from cli.targets.cloud.gcp.snapshots import GcpSnapshots, from_description
 from cli.targets.cloud.ops import Scope
-from cli.targets.cloud.recovery import RecoveryWindow, parse_utc, utc_text
+from cli.targets.cloud.recovery import (
+    RecoveryWindow,
+    last_automated,
+    new_instance_only,
+    parse_utc,
+    utc_text,
+)
 from cli.targets.cloud.restore import (
     Backup,
     Restored,
@@ -129,12 +135,9 @@ class GcpRestore:
         return self._serving(run, new, cleanup)
 
     def refuse_time_target(self, target: RestoreTarget) -> None:
-        if target == "in-place":
-            raise PreconditionFailed(
-                "Cloud SQL restores to a point in time only by cloning into a new instance;"
-                " there is no in-place point-in-time restore",
-                "restore into a new instance (the default)",
-            )
+        new_instance_only(
+            target, "Cloud SQL restores to a point in time only by cloning into a new instance"
+        )
 
     def recovery_window(self) -> RecoveryWindow:
         source = self.outputs.primary.db_instance_id
@@ -154,23 +157,16 @@ class GcpRestore:
                 created = parse_utc(inst["createTime"])
                 assert created is not None
                 first = max(created, datetime.now(UTC) - timedelta(days=days))
-        automated = [
-            parse_utc(s.get("created_at"))
-            for s in self.snapshots.snapshot_list()["snapshots"]
-            if s.get("type") == "AUTOMATED" and s.get("status") == "available"
-        ]
-        taken = [t for t in automated if t is not None]
-        return RecoveryWindow(
-            first=first,
-            last=last,
-            enabled=enabled and days > 0,
-            retention_days=days,
-            where=f"Cloud SQL automated backups and transaction logs of {source}"
-            f" ({inst.get('region')}), logs kept {days} days",
-            last_base_backup=max(taken) if taken else None,
-            inspect=f"gcloud sql instances describe {source} --project {self.project}"
-            " --format='value(settings.backupConfiguration)'",
+        where = (
+            f"Cloud SQL automated backups and transaction logs of {source}"
+            f" ({inst.get('region')}), logs kept {days} days"
         )
+        base = last_automated(self.snapshots.snapshot_list()["snapshots"], "AUTOMATED")
+        inspect = (
+            f"gcloud sql instances describe {source} --project {self.project}"
+            " --format='value(settings.backupConfiguration)'"
+        )
+        return RecoveryWindow(first, last, enabled and days > 0, days, where, base, inspect)
 
     def _recovery_times(self, source: str) -> dict[str, Any]:
         req = (
