@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cli.env import Env
-from cli.errors import Cancelled
-from cli.targets.base import Operator
+from cli.errors import Cancelled, ExitStatus, PreconditionFailed
+from cli.targets.base import Operator, RestoreWhere, TimeRestoreRequest
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
+from cli.targets.cloud.recovery import utc_text
 from cli.targets.cloud.target import CloudTarget
+from tests.cloud.fake_kube import FakeKube
 from tests.cloud.result_shapes import RESTORE_KEYS
 
 STACK = "pitr-test"
@@ -118,3 +123,64 @@ def check_backup_status(doc: Mapping[str, Any]) -> None:
     assert doc["healthy"] is (not doc["problems"])
     for problem in doc["problems"]:
         assert set(problem) == {"code", "message", "next_command"} and all(problem.values())
+
+
+def restored(target: OpsTarget, when: datetime | None, where: RestoreWhere = "new") -> Any:
+    """The document of a point-in-time restore that succeeded (its shape checked)."""
+    result = target.restore_to_time(TimeRestoreRequest(when, where, 60), Asked().operator())
+    assert result.exit_status is ExitStatus.OK
+    doc = result.to_json()
+    check_time_restore(doc)
+    return doc
+
+
+def refused(target: OpsTarget, when: datetime | None, where: RestoreWhere = "new") -> Any:
+    """The exit-10 refusal of a point-in-time restore, made before anyone was asked."""
+    asked = Asked()
+    with pytest.raises(PreconditionFailed) as err:
+        target.restore_to_time(TimeRestoreRequest(when, where, 60), asked.operator())
+    assert err.value.status is ExitStatus.PRECONDITION
+    assert asked.questions == []
+    return err.value
+
+
+def backup_status(target: OpsTarget) -> tuple[dict[str, Any], ExitStatus]:
+    """``backup status --check``: its document (shape checked) and exit status."""
+    result = target.backup_status(check=True)
+    doc = result.to_json()
+    check_backup_status(doc)
+    return doc, result.exit_status
+
+
+def check_backups_off(target: OpsTarget) -> dict[str, Any]:
+    """With backups off: exit 10 under --check (0 without), and no restore to a time."""
+    doc, status = backup_status(target)
+    assert doc["archiving"]["state"] == "off" and status is ExitStatus.PRECONDITION
+    assert [p["code"] for p in doc["problems"]] == ["backups_off"]
+    assert target.backup_status(check=False).exit_status is ExitStatus.OK
+    assert "no point-in-time restore is possible" in refused(target, None).message
+    return doc
+
+
+def check_refusals(
+    target: OpsTarget,
+    first: datetime,
+    kube: FakeKube,
+    in_place: tuple[str, Sized] | None = None,
+) -> None:
+    """A time before the window and one after now: both refused (exit 10, the window named)
+    before anyone is asked and before the workload is touched. ``in_place``: (the refusal's
+    words, the cloud's live request log) where the cloud has no in-place restore to a time,
+    refused before any request."""
+    if in_place is not None:
+        words, requests = in_place
+        before = len(requests)
+        assert words in refused(target, None, "in-place").message
+        assert len(requests) == before
+    for offset, why in (
+        (timedelta(days=-5), "is outside the recoverable window"),
+        (timedelta(hours=2), "is in the future"),
+    ):
+        err = refused(target, datetime.now(UTC) + offset)
+        assert why in err.message and utc_text(first) in err.message
+    assert kube.calls == []

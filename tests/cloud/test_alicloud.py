@@ -25,7 +25,6 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from cli.targets.base import TimeRestoreRequest
 from cli.targets.cloud.alicloud import AlicloudOps
 from cli.targets.cloud.alicloud.api import RDS_METHODS
 from cli.targets.cloud.ops import CloudOps
@@ -33,7 +32,13 @@ from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
-from tests.cloud.pitr_fixtures import Asked, OpsTarget, check_backup_status, check_time_restore
+from tests.cloud.pitr_fixtures import (
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import check_failover, check_plan, check_restore
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
@@ -345,8 +350,7 @@ def test_restore_to_a_time_clones_with_exactly_that_restore_time(
         (when.timestamp(), "v-at-the-time"),
         ((when + timedelta(seconds=1)).timestamp(), "v-after"),
     ]
-    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud")
-    doc = target.restore_to_time(TimeRestoreRequest(when, "new", 60), Asked().operator()).to_json()
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud"), when)
 
     clone = params_of(fake, "CloneDBInstance")
     assert clone["RestoreTime"] == _wire(when)
@@ -356,7 +360,6 @@ def test_restore_to_a_time_clones_with_exactly_that_restore_time(
     new = doc["instance_id"]
     assert new.startswith("pgm-clone") and fake.data[new] == "v-at-the-time"
     assert fake.instances[new]["SecurityIPList"] == "10.10.0.0/16"
-    check_time_restore(doc)
     assert doc["to_time"] == _wire(when) and doc["window"]["first"] == _wire(first)
     url = kubes.by_region[PRIMARY].secrets[(NS, "im-server")]["database-url"]
     assert f"@{new}.pg.rds.aliyuncs.com:5432/" in url
@@ -367,8 +370,7 @@ def test_restore_to_the_latest_time_clones_at_the_end_of_the_window(
     fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
 ) -> None:
     _, last = _window(fake)
-    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud")
-    doc = target.restore_to_time(TimeRestoreRequest(None, "new", 60), Asked().operator()).to_json()
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud"), None)
     # CloneDBInstance has no "latest": the end of the window, read just before the clone.
     assert params_of(fake, "CloneDBInstance")["RestoreTime"] == _wire(last)
     order = actions(fake)
@@ -377,42 +379,17 @@ def test_restore_to_the_latest_time_clones_at_the_end_of_the_window(
         "rds.DescribeLocalAvailableRecoveryTime",
         "rds.DescribeDBInstanceAttribute",  # the source's settings
     ]
-    check_time_restore(doc)
     assert doc["to_time"] == "latest"
 
 
-@pytest.mark.parametrize(
-    ("offset", "why"),
-    [(timedelta(days=-4), "is outside the recoverable window"), (timedelta(hours=2), "future")],
-)
-def test_a_time_outside_the_window_is_refused_before_anything_changes(
-    fake: AliyunFake, kubes: Kubes, offset: timedelta, why: str
-) -> None:
-    first, _ = _window(fake)
-    asked = Asked()
-    with pytest.raises(PreconditionFailed) as err:
-        OpsTarget(make_ops(fake, kubes), "alicloud").restore_to_time(
-            TimeRestoreRequest(datetime.now(UTC) + offset), asked.operator()
-        )
-    assert err.value.status is ExitStatus.PRECONDITION and why in err.value.message
-    assert _wire(first) in err.value.message
-    assert asked.questions == []
-    assert {a for a in actions(fake)} <= {
-        "rds.DescribeBackupPolicy",
-        "rds.DescribeLocalAvailableRecoveryTime",
-        "rds.DescribeBackups",
-    }
-    assert kubes.by_region[PRIMARY].calls == []
-
-
-def test_in_place_restore_to_a_time_is_refused_before_any_call(
+def test_what_the_backups_cannot_reach_is_refused_with_only_reads_made(
     fake: AliyunFake, kubes: Kubes
 ) -> None:
-    with pytest.raises(PreconditionFailed, match="only into a new instance"):
-        OpsTarget(make_ops(fake, kubes), "alicloud").restore_to_time(
-            TimeRestoreRequest(None, "in-place"), Asked().operator()
-        )
-    assert fake.requests == []
+    target = OpsTarget(make_ops(fake, kubes), "alicloud")
+    in_place = ("only into a new instance", fake.requests)
+    check_refusals(target, _window(fake)[0], kubes.by_region[PRIMARY], in_place)
+    reads = {"rds.DescribeBackupPolicy", "rds.DescribeLocalAvailableRecoveryTime"}
+    assert set(actions(fake)) <= reads | {"rds.DescribeBackups"}
 
 
 def test_backup_status_reads_the_policy_the_window_and_the_automated_backups(
@@ -420,30 +397,21 @@ def test_backup_status_reads_the_policy_the_window_and_the_automated_backups(
 ) -> None:
     first, last = _window(fake)
     automated = fake.add_backup("pgm-primary", mode="Automated")
-    result = OpsTarget(make_ops(fake, kubes), "alicloud").backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert result.exit_status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
+    doc, status = backup_status(OpsTarget(make_ops(fake, kubes), "alicloud"))
+    assert status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
     assert doc["window"] == {"first": _wire(first), "last": _wire(last)}
     assert doc["retention_days"] == 7 and "pgm-primary" in doc["where"]
     started = fake.backups["pgm-primary"][automated]["BackupStartTime"]
     assert doc["last_base_backup"] == started
 
 
-def test_backup_status_exits_10_under_check_when_log_backups_are_off(
+def test_log_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(
     fake: AliyunFake, kubes: Kubes
 ) -> None:
     fake.backup_policy["pgm-primary"].update(EnableBackupLog="0", BackupLog="Disabled")
-    target = OpsTarget(make_ops(fake, kubes), "alicloud")
-    result = target.backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert doc["archiving"]["state"] == "off" and doc["window"] == {"first": None, "last": None}
-    assert [p["code"] for p in doc["problems"]] == ["backups_off"]
-    assert result.exit_status is ExitStatus.PRECONDITION
+    doc = check_backups_off(OpsTarget(make_ops(fake, kubes), "alicloud"))
+    assert doc["window"] == {"first": None, "last": None}
     assert "rds.DescribeLocalAvailableRecoveryTime" not in actions(fake)
-    with pytest.raises(PreconditionFailed, match="no point-in-time restore is possible"):
-        target.restore_to_time(TimeRestoreRequest(None), Asked().operator())
     assert "rds.CloneDBInstance" not in actions(fake)
 
 

@@ -75,7 +75,14 @@ from tests.cloud.aws_fixtures import (
 )
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
 from tests.cloud.fake_kube import FakeKube
-from tests.cloud.pitr_fixtures import Asked, OpsTarget, check_backup_status, check_time_restore
+from tests.cloud.pitr_fixtures import (
+    Asked,
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -436,10 +443,7 @@ def test_restore_to_a_time_asks_rds_for_exactly_that_time(pitr: Pitr) -> None:
     aws = pitr.aws
     primary = aws.world.primary_db
     when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3, seconds=7)
-    asked = Asked()
-    result = OpsTarget(aws.ops, "aws").restore_to_time(
-        TimeRestoreRequest(when, "new", 60), asked.operator()
-    )
+    doc = restored(OpsTarget(aws.ops, "aws"), when)
 
     (sent,) = pitr.sent.of("RestoreDBInstanceToPointInTime")
     assert sent["RestoreTime"] == when and "UseLatestRestorableTime" not in sent
@@ -449,9 +453,6 @@ def test_restore_to_a_time_asks_rds_for_exactly_that_time(pitr: Pitr) -> None:
     # The source's settings, as a snapshot restore copies them.
     assert (sent["DBSubnetGroupName"], sent["DBInstanceClass"]) == (f"im-{EAST}", "db.t3.micro")
     assert pitr.sent.of("RestoreDBInstanceFromDBSnapshot") == []
-    doc = result.to_json()
-    assert result.exit_status is ExitStatus.OK
-    check_time_restore(doc)
     assert (doc["to_time"], doc["target"], doc["instance_id"]) == (utc_text(when), "new", new_id)
     assert doc["window"]["first"] == utc_text(pitr.window.earliest)
     inst = aws.instance(new_id)
@@ -472,51 +473,28 @@ def test_restore_to_a_time_asks_rds_for_exactly_that_time(pitr: Pitr) -> None:
 def test_restore_to_the_latest_time_in_place_uses_the_latest_form(pitr: Pitr) -> None:
     aws = pitr.aws
     primary = aws.world.primary_db
-    asked = Asked()
-    doc = (
-        OpsTarget(aws.ops, "aws")
-        .restore_to_time(TimeRestoreRequest(None, "in-place", 60), asked.operator())
-        .to_json()
-    )
+    doc = restored(OpsTarget(aws.ops, "aws"), None, "in-place")
     (sent,) = pitr.sent.of("RestoreDBInstanceToPointInTime")
     assert sent["UseLatestRestorableTime"] is True and "RestoreTime" not in sent
-    check_time_restore(doc)
     assert doc["to_time"] == "latest" and doc["target"] == "in-place"
     # In place swaps the names, as a snapshot restore in place does; the old one is kept.
     assert doc["instance_id"] == primary
     assert doc["previous_instance_id"].startswith(f"{primary}-old-")
     assert aws.instance(doc["previous_instance_id"])["DBInstanceStatus"] == "available"
-    assert [q for q, _ in asked.questions] == ["type pitr-test"]
 
 
-@pytest.mark.parametrize(
-    ("offset", "why"),
-    [
-        (timedelta(days=-3), "is outside the recoverable window"),
-        (timedelta(hours=1), "is in the future"),
-    ],
-)
-def test_a_time_the_backups_cannot_reach_is_refused_before_anything_changes(
-    pitr: Pitr, offset: timedelta, why: str
-) -> None:
+def test_what_the_backups_cannot_reach_is_refused_before_any_change(pitr: Pitr) -> None:
     aws = pitr.aws
     seen = _Calls()
     seen.install(aws.world.session)
     try:
-        asked = Asked()
-        with pytest.raises(PreconditionFailed) as err:
-            OpsTarget(aws.make_ops(), "aws").restore_to_time(
-                TimeRestoreRequest(datetime.now(UTC) + offset, "new", 60), asked.operator()
-            )
+        check_refusals(
+            OpsTarget(aws.make_ops(), "aws"), pitr.window.earliest, aws.world.kubes[EAST]
+        )
     finally:
         seen.uninstall(aws.world.session)
-    assert err.value.status is ExitStatus.PRECONDITION
-    assert why in err.value.message
-    assert utc_text(pitr.window.earliest) in err.value.message  # the window is named
-    assert asked.questions == []  # refused before anyone is asked
     assert seen.names and all(n.startswith(("Describe", "List", "Get")) for n in seen.names)
     assert pitr.sent.of("RestoreDBInstanceToPointInTime") == []
-    assert not any(c[0] in ("secret", "restart") for c in aws.world.kubes[EAST].calls)
 
 
 def test_the_plan_names_the_time_the_window_and_the_new_instance(pitr: Pitr) -> None:
@@ -537,13 +515,21 @@ def test_the_plan_names_the_time_the_window_and_the_new_instance(pitr: Pitr) -> 
     assert "density only" in plan[2]
     assert plan[-1] == "the current instance is kept, untouched"
     assert aws.instance_ids() == before and pitr.sent.of("RestoreDBInstanceToPointInTime") == []
+    # In place, the stack's name is typed, and the plan says the names are swapped.
+    asked = Asked(yes=False)
+    with pytest.raises(Cancelled):
+        OpsTarget(aws.ops, "aws").restore_to_time(
+            TimeRestoreRequest(None, "in-place", 60), asked.operator()
+        )
+    ((question, plan),) = asked.questions
+    assert question == "type pitr-test"
+    assert plan[0].startswith("restore the data as of the latest recoverable time (now ")
+    assert plan[0].endswith(", then swap it in place of the current one")
 
 
 def test_backup_status_reports_the_window_and_the_last_base_backup(pitr: Pitr) -> None:
-    result = OpsTarget(pitr.aws.ops, "aws").backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert result.exit_status is ExitStatus.OK and doc["healthy"] is True
+    doc, status = backup_status(OpsTarget(pitr.aws.ops, "aws"))
+    assert status is ExitStatus.OK and doc["healthy"] is True
     assert doc["window"]["first"] == utc_text(pitr.window.earliest)
     assert doc["window"]["last"] is not None
     assert doc["retention_days"] == 1  # moto's default for an instance created without one
@@ -554,29 +540,18 @@ def test_backup_status_reports_the_window_and_the_last_base_backup(pitr: Pitr) -
 
 def test_backup_status_exits_10_under_check_when_the_window_stops_advancing(pitr: Pitr) -> None:
     pitr.window.latest = datetime.now(UTC) - timedelta(hours=1)
-    result = OpsTarget(pitr.aws.make_ops(), "aws").backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert doc["archiving"]["state"] == "behind"
+    doc, status = backup_status(OpsTarget(pitr.aws.make_ops(), "aws"))
+    assert doc["archiving"]["state"] == "behind" and status is ExitStatus.PRECONDITION
     assert [p["code"] for p in doc["problems"]] == ["archiving_behind"]
     assert "describe-db-instance-automated-backups" in doc["problems"][0]["next_command"]
-    assert result.exit_status is ExitStatus.PRECONDITION
 
 
 def test_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(aws: Aws) -> None:
     aws.rds().modify_db_instance(
         DBInstanceIdentifier=aws.world.primary_db, BackupRetentionPeriod=0, ApplyImmediately=True
     )
-    target = OpsTarget(aws.make_ops(), "aws")
-    status = target.backup_status(check=True)
-    doc = status.to_json()
-    check_backup_status(doc)
-    assert (doc["archiving"]["state"], doc["retention_days"]) == ("off", 0)
-    assert [p["code"] for p in doc["problems"]] == ["backups_off"]
-    assert status.exit_status is ExitStatus.PRECONDITION
-    assert target.backup_status(check=False).exit_status is ExitStatus.OK
-    with pytest.raises(PreconditionFailed, match="no point-in-time restore is possible"):
-        target.restore_to_time(TimeRestoreRequest(None), Asked().operator())
+    doc = check_backups_off(OpsTarget(aws.make_ops(), "aws"))
+    assert doc["retention_days"] == 0
 
 
 # --- restore: the content check against a real im-server ----------------------------------

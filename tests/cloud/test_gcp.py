@@ -30,7 +30,6 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
-from cli.targets.base import TimeRestoreRequest
 from cli.targets.cloud.gcp import GcpOps
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
@@ -38,7 +37,13 @@ from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
 from tests.cloud.fake_kube import FakeKube
-from tests.cloud.pitr_fixtures import Asked, OpsTarget, check_backup_status, check_time_restore
+from tests.cloud.pitr_fixtures import (
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 PROJECT = "imctl-test"
@@ -233,6 +238,12 @@ def test_the_shape_checker_catches_bad_requests() -> None:
     check_request(
         by_id["sql.instances.get"], {"project": "p", "instance": "i", "x": "1"}, None, problems
     )
+    check_request(
+        by_id["sql.instances.clone"],
+        {"project": "p", "instance": "i"},
+        {"cloneContext": {"destinationInstanceName": "n", "restoreTime": "2026-01-01T00:00:00Z"}},
+        problems,
+    )
     m = by_id["sql.operations.get"]
     check_value(m.doc, {"$ref": "Operation"}, {"status": "FINISHED"}, "op", problems)
     joined = "\n".join(problems)
@@ -242,24 +253,7 @@ def test_the_shape_checker_catches_bad_requests() -> None:
     assert "needs a Change body" in joined
     assert "unknown parameter 'x'" in joined
     assert "'FINISHED' is not one of" in joined
-
-
-def test_the_shape_checker_knows_the_point_in_time_calls() -> None:
-    methods, _docs = load_discovery()
-    by_id = {m.id: m for m in methods}
-    problems: list[str] = []
-    check_request(
-        by_id["sql.instances.clone"],
-        {"project": "p", "instance": "i"},
-        {"cloneContext": {"destinationInstanceName": "n", "restoreTime": "2026-01-01T00:00:00Z"}},
-        problems,
-    )
-    check_request(
-        by_id["sql.projects.instances.getLatestRecoveryTime"], {"project": "p"}, None, problems
-    )
-    joined = "\n".join(problems)
-    assert "unknown field 'restoreTime'" in joined  # the API calls it pointInTime
-    assert "missing required parameter 'instance'" in joined
+    assert "unknown field 'restoreTime'" in joined  # the clone API calls it pointInTime
 
 
 def test_unknown_paths_are_violations(fake: GcpFake) -> None:
@@ -529,8 +523,7 @@ def test_restore_to_a_time_clones_as_of_exactly_that_time(
         (when.timestamp(), "v-at-the-time"),
         ((when + timedelta(seconds=1)).timestamp(), "v-after"),
     ]
-    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp")
-    doc = target.restore_to_time(TimeRestoreRequest(when, "new", 60), Asked().operator()).to_json()
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp"), when)
 
     ((params, body),) = [(p, b) for m, p, b in fake.requests if m == "sql.instances.clone"]
     assert params["instance"] == "im-db"
@@ -540,7 +533,6 @@ def test_restore_to_a_time_clones_as_of_exactly_that_time(
     assert re.fullmatch(r"im-db-pitr-\d{14}", new)
     assert fake.data[new] == "v-at-the-time"
     assert "sql.instances.insert" not in calls(fake)  # the clone makes the instance itself
-    check_time_restore(doc)
     assert (doc["to_time"], doc["instance_id"]) == (when.isoformat().replace("+00:00", "Z"), new)
     assert datetime.fromisoformat(doc["window"]["first"]) == first
     url = kubes.by_region[PRIMARY].secrets[(NS, "im-server")]["database-url"]
@@ -554,8 +546,7 @@ def test_restore_to_the_latest_time_clones_as_of_the_latest_recovery_time(
     fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
 ) -> None:
     _, last = _window(fake)
-    target = OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp")
-    doc = target.restore_to_time(TimeRestoreRequest(None, "new", 60), Asked().operator()).to_json()
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp"), None)
     ((body),) = [b for m, _, b in fake.requests if m == "sql.instances.clone"]
     # Without pointInTime Cloud SQL would copy the instance as it is now, not recover it.
     assert datetime.fromisoformat(body["cloneContext"]["pointInTime"]) == last
@@ -563,37 +554,19 @@ def test_restore_to_the_latest_time_clones_as_of_the_latest_recovery_time(
     assert order.index("sql.projects.instances.getLatestRecoveryTime") < order.index(
         "sql.instances.clone"
     )
-    check_time_restore(doc)
     assert doc["to_time"] == "latest"
 
 
-@pytest.mark.parametrize(
-    ("offset", "why"),
-    [(timedelta(days=-4), "is outside the recoverable window"), (timedelta(hours=2), "future")],
-)
-def test_a_time_outside_the_window_is_refused_before_anything_changes(
-    fake: GcpFake, kubes: Kubes, offset: timedelta, why: str
+def test_what_the_backups_cannot_reach_is_refused_before_any_create(
+    fake: GcpFake, kubes: Kubes
 ) -> None:
     first, _ = _window(fake)
-    asked = Asked()
-    with pytest.raises(PreconditionFailed) as err:
-        OpsTarget(make_ops(fake, kubes), "gcp").restore_to_time(
-            TimeRestoreRequest(datetime.now(UTC) + offset), asked.operator()
-        )
-    assert err.value.status is ExitStatus.PRECONDITION and why in err.value.message
-    assert first.isoformat().replace("+00:00", "Z") in err.value.message
-    assert asked.questions == []
+    in_place = ("only by cloning into a new instance", fake.requests)
+    check_refusals(
+        OpsTarget(make_ops(fake, kubes), "gcp"), first, kubes.by_region[PRIMARY], in_place
+    )
     made = {"sql.instances.clone", "sql.instances.insert", "sql.users.update"}
     assert not made & set(calls(fake))
-    assert kubes.by_region[PRIMARY].calls == []
-
-
-def test_in_place_restore_to_a_time_is_refused_before_any_call(fake: GcpFake, kubes: Kubes) -> None:
-    with pytest.raises(PreconditionFailed, match="only by cloning into a new instance"):
-        OpsTarget(make_ops(fake, kubes), "gcp").restore_to_time(
-            TimeRestoreRequest(None, "in-place"), Asked().operator()
-        )
-    assert fake.requests == []
 
 
 def test_backup_status_reads_the_window_and_the_automated_backups(
@@ -604,10 +577,8 @@ def test_backup_status_reads_the_window_and_the_automated_backups(
     ops.snapshot_create(None, Log(), timeout=30)  # on demand: not a base backup of the schedule
     automated = next(iter(fake.backup_runs["im-db"].values()))
     automated["type"] = "AUTOMATED"
-    result = OpsTarget(ops, "gcp").backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert result.exit_status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
+    doc, status = backup_status(OpsTarget(ops, "gcp"))
+    assert status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
     assert [datetime.fromisoformat(doc["window"][k]) for k in ("first", "last")] == [first, last]
     assert doc["retention_days"] == 7 and "im-db" in doc["where"]
     assert datetime.fromisoformat(doc["last_base_backup"]) == datetime.fromisoformat(
@@ -615,20 +586,13 @@ def test_backup_status_reads_the_window_and_the_automated_backups(
     )
 
 
-def test_backup_status_exits_10_under_check_when_point_in_time_recovery_is_off(
+def test_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(
     fake: GcpFake, kubes: Kubes
 ) -> None:
     fake.instances["im-db"]["settings"]["backupConfiguration"]["pointInTimeRecoveryEnabled"] = False
-    target = OpsTarget(make_ops(fake, kubes), "gcp")
-    result = target.backup_status(check=True)
-    doc = result.to_json()
-    check_backup_status(doc)
-    assert doc["archiving"]["state"] == "off" and doc["window"] == {"first": None, "last": None}
-    assert [p["code"] for p in doc["problems"]] == ["backups_off"]
-    assert result.exit_status is ExitStatus.PRECONDITION
+    doc = check_backups_off(OpsTarget(make_ops(fake, kubes), "gcp"))
+    assert doc["window"] == {"first": None, "last": None}
     assert "sql.projects.instances.getLatestRecoveryTime" not in calls(fake)
-    with pytest.raises(PreconditionFailed, match="no point-in-time restore is possible"):
-        target.restore_to_time(TimeRestoreRequest(None), Asked().operator())
 
 
 # --- failover ---------------------------------------------------------------------------------
