@@ -338,3 +338,48 @@ class Route53RefusesChangesStub(_Stub):
     def _refuse(self, **_: Any) -> tuple[_Http, dict[str, Any]]:
         error = {"Code": "PriorRequestNotComplete", "Message": "the control plane is impaired"}
         return _Http(400), {"Error": error}
+
+
+class RdsRestoreWindowStub(_Stub):
+    """Stands in for the recoverable window RDS reports, which moto does not model: moto's
+    DescribeDBInstanceAutomatedBackups has no RestoreWindow, and its LatestRestorableTime is
+    always "now". ``earliest`` is put in the RestoreWindow of every automated backup;
+    ``latest`` (when set) replaces LatestRestorableTime, as when log uploads stall."""
+
+    def __init__(self, earliest: datetime, latest: datetime | None = None) -> None:
+        self.earliest, self.latest = earliest, latest
+
+    def hooks(self) -> list[tuple[str, Callable[..., Any]]]:
+        return [
+            ("after-call.rds.DescribeDBInstanceAutomatedBackups", self._window),
+            ("after-call.rds.DescribeDBInstances", self._latest),
+        ]
+
+    def _window(self, parsed: dict[str, Any], **_: Any) -> None:
+        for backup in parsed.get("DBInstanceAutomatedBackups", []):
+            backup["RestoreWindow"] = {
+                "EarliestTime": self.earliest,
+                "LatestTime": self.latest or datetime.now(UTC),
+            }
+
+    def _latest(self, parsed: dict[str, Any], **_: Any) -> None:
+        if self.latest is not None:
+            for inst in parsed.get("DBInstances", []):
+                inst["LatestRestorableTime"] = self.latest
+
+
+class RdsRequests(_Stub):
+    """Not a stand-in: records the parameters of every RDS request as botocore is about to
+    send them (``provide-client-params``), for what moto accepts but does not act on."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def hooks(self) -> list[tuple[str, Callable[..., Any]]]:
+        return [("provide-client-params.rds", self._record)]
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.sent.append((str(model.name), dict(params)))
+
+    def of(self, operation: str) -> list[dict[str, Any]]:
+        return [p for name, p in self.sent if name == operation]

@@ -11,6 +11,13 @@ here, so its two actions are checked against a table copied from the published A
 Instances start ``Creating`` and turn ``Running`` after ``op_polls`` reads; backup jobs, CS
 tasks and node pools move the same way; unknown ids get the real error codes.
 
+Point-in-time recovery: DescribeBackupPolicy answers ``backup_policy`` (log backups on, kept 7
+days, by default), DescribeLocalAvailableRecoveryTime the window (``recovery_window``, else the
+log retention up to ``recovery_lag`` seconds ago, in the documented yyyy-MM-ddTHH:mm:ssZ), and
+CloneDBInstance with RestoreTime clones the newest ``data_at`` marker at or before that time.
+The refusals for a time outside the window or with log backups off are this fake's guesses at
+ApsaraDB's error codes.
+
 Fidelity not kept: no RAM policies, no billing, no zones or stock, no real data (an instance's
 data is a marker string that backups copy), DTS delay is whatever the test scripts, Alidns has
 one line ("default") per record.
@@ -18,6 +25,7 @@ one line ("default") per record.
 
 from __future__ import annotations
 
+import calendar
 import copy
 import hashlib
 import hmac
@@ -216,6 +224,11 @@ class AliyunFake:
     dts_delay: list[int] = field(default_factory=list)  # scripted Delay, one per read
     fail_tasks: bool = False
     hide_finished_jobs: bool = False  # a finished job gone from the task list at once
+    backup_policy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # instance -> (earliest, latest) epoch seconds; instance -> [(epoch, marker held from then)]
+    recovery_window: dict[str, tuple[float, float]] = field(default_factory=dict)
+    recovery_lag: float = 120.0
+    data_at: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -288,6 +301,14 @@ class AliyunFake:
         self.data[instance_id] = data or f"data-of-{instance_id}"
         self.accounts[instance_id] = {"im": "original-password"}
         self.backups[instance_id] = {}
+        self.backup_policy[instance_id] = {
+            "BackupRetentionPeriod": 7,
+            "PreferredBackupTime": "02:00Z-03:00Z",
+            "PreferredBackupPeriod": "Monday,Tuesday,Wednesday,Thursday,Friday,Saturday,Sunday",
+            "EnableBackupLog": "1",
+            "BackupLog": "Enable",
+            "LogBackupRetentionPeriod": 7,
+        }
         return attr
 
     def add_backup(self, instance_id: str, *, mode: str = "Automated") -> str:
@@ -626,11 +647,51 @@ class AliyunFake:
         del self.backups[inst["DBInstanceId"]][params["BackupId"]]
         return {}
 
+    def rds_DescribeBackupPolicy(self, params: dict[str, str]) -> dict[str, Any]:
+        inst = self._instance(params)
+        return copy.deepcopy(self.backup_policy[inst["DBInstanceId"]])
+
+    def _recoverable(self, instance: str) -> tuple[float, float]:
+        policy = self.backup_policy[instance]
+        if policy.get("EnableBackupLog") != "1":
+            raise AliError(403, "IncorrectBackupLogStatus", "Log backup is not enabled.")
+        if instance in self.recovery_window:
+            return self.recovery_window[instance]
+        now = time.time()
+        return now - int(policy["LogBackupRetentionPeriod"]) * 86400, now - self.recovery_lag
+
+    def rds_DescribeLocalAvailableRecoveryTime(self, params: dict[str, str]) -> dict[str, Any]:
+        inst = self._instance(params)
+        earliest, latest = self._recoverable(inst["DBInstanceId"])
+        return {
+            "DBInstanceId": inst["DBInstanceId"],
+            "RecoveryBeginTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(earliest)),
+            "RecoveryEndTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(latest)),
+        }
+
+    def _restore_source(self, src: dict[str, Any], params: dict[str, str]) -> tuple[str, Any]:
+        """(what the clone will hold, its accounts): a backup set's, or the instance's as of
+        RestoreTime."""
+        instance = src["DBInstanceId"]
+        if "RestoreTime" in params:
+            if "BackupId" in params:
+                raise AliError(400, "InvalidParameters", "BackupId and RestoreTime both given.")
+            if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", params["RestoreTime"]):
+                raise AliError(400, "InvalidRestoreTime.Format", "RestoreTime is malformed.")
+            at = calendar.timegm(time.strptime(params["RestoreTime"], "%Y-%m-%dT%H:%M:%SZ"))
+            earliest, latest = self._recoverable(instance)
+            if not earliest <= at <= latest:
+                raise AliError(400, "InvalidRestoreTime", "RestoreTime is out of the range.")
+            held = [m for t, m in self.data_at.get(instance, []) if t <= at]
+            return held[-1] if held else self.data[instance], dict(self.accounts[instance])
+        backup_id = params.get("BackupId", "")
+        if backup_id not in self.backups[instance]:
+            raise AliError(404, "InvalidBackupId.NotFound", "Specified backup does not exist.")
+        return self.backup_data[backup_id]
+
     def rds_CloneDBInstance(self, params: dict[str, str]) -> dict[str, Any]:
         src = self._instance(params)
-        backup_id = params.get("BackupId", "")
-        if backup_id not in self.backups[src["DBInstanceId"]]:
-            raise AliError(404, "InvalidBackupId.NotFound", "Specified backup does not exist.")
+        restored = self._restore_source(src, params)
         if params.get("PayType") not in ("Postpaid", "Prepaid", "Serverless"):
             raise AliError(400, "InvalidPayType", "Specified pay type is invalid.")
         if "ZoneIdSlave1" in params and "," not in params.get("VSwitchId", ""):
@@ -653,7 +714,7 @@ class AliyunFake:
         self.accounts[new] = {}
 
         def running() -> None:
-            marker, accounts = self.backup_data[backup_id]
+            marker, accounts = restored
             self.data[new], self.accounts[new] = marker, dict(accounts)
             attr["DBInstanceStatus"] = "Running"
 

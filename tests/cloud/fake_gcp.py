@@ -7,6 +7,12 @@ method must exist, required and known parameters are checked, and request bodies
 fake's own responses) are checked field by field against the schemas. What does not fit is
 recorded in ``violations``; the tests assert there are none.
 
+Point-in-time recovery: an instance with it on can be recovered from ``recovery_window`` (by
+default from its creation or the log retention, whichever is later, to ``recovery_lag`` seconds
+ago); a clone as of a time carries the newest ``data_at`` marker at or before it. What
+getLatestRecoveryTime and a clone answer for an instance without point-in-time recovery is
+this fake's guess (400 FAILED_PRECONDITION), not confirmed against Cloud SQL.
+
 Long operations start PENDING, turn RUNNING on the first poll and DONE after ``op_polls`` polls;
 their effect lands at DONE. Unknown ids get 404s shaped like Google's. Fidelity limits: no IAM,
 no quotas, no real data (an instance's "data" is a marker string that backups copy and restores
@@ -26,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -209,6 +216,11 @@ class GcpFake:
     rrsets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     lag: dict[str, list[float]] = field(default_factory=dict)  # instance -> next samples
+    # Point-in-time recovery: instance -> (earliest, latest) epoch seconds, when not the default;
+    # instance -> [(epoch seconds, content marker)] the instance held from then on.
+    recovery_window: dict[str, tuple[float, float]] = field(default_factory=dict)
+    recovery_lag: float = 60.0
+    data_at: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     deny: set[str] = field(default_factory=set)  # method ids answered 403
     fail_ops: dict[str, str] = field(default_factory=dict)  # method id -> op error message
     url: str = ""
@@ -276,6 +288,7 @@ class GcpFake:
             "instanceType": "READ_REPLICA_INSTANCE" if master else "CLOUD_SQL_INSTANCE",
             "backendType": "SECOND_GEN",
             "connectionName": f"{self.project}:{region}:{name}",
+            "createTime": _rfc3339(time.time() - 30 * 86400),
             "ipAddresses": [{"type": "PRIVATE", "ipAddress": private_ip}],
             "settings": {
                 "kind": "sql#settings",
@@ -526,6 +539,80 @@ class GcpFake:
             self.users[name] = dict(users)
 
         return self._sql_op("sql.instances.restoreBackup", "RESTORE_VOLUME", name, restored)
+
+    def _recoverable(self, name: str) -> tuple[float, float]:
+        inst = self.instances[name]
+        backups = inst["settings"].get("backupConfiguration") or {}
+        if not (backups.get("enabled") and backups.get("pointInTimeRecoveryEnabled")):
+            raise GcpError(
+                400,
+                "FAILED_PRECONDITION",
+                "Point-in-time recovery is not enabled for this instance.",
+                "invalid",
+            )
+        if name in self.recovery_window:
+            return self.recovery_window[name]
+        now = time.time()
+        days = int(backups.get("transactionLogRetentionDays") or 7)
+        created = datetime.fromisoformat(inst["createTime"]).timestamp()
+        return max(created, now - days * 86400), now - self.recovery_lag
+
+    def h_sql_projects_instances_getLatestRecoveryTime(
+        self, params: dict[str, str], body: Any
+    ) -> dict[str, Any]:
+        self._inst(params)
+        earliest, latest = self._recoverable(params["instance"])
+        return {
+            "kind": "sql#getLatestRecoveryTime",
+            "earliestRecoveryTime": _rfc3339(earliest),
+            "latestRecoveryTime": _rfc3339(latest),
+        }
+
+    def h_sql_instances_clone(self, params: dict[str, str], body: Any) -> dict[str, Any]:
+        src = self._inst(params)
+        ctx = (body or {}).get("cloneContext") or {}
+        new = ctx.get("destinationInstanceName")
+        if not new:
+            raise GcpError(400, "INVALID_ARGUMENT", "destinationInstanceName is required.")
+        if new in self.instances:
+            raise GcpError(409, "ALREADY_EXISTS", "The Cloud SQL instance already exists.")
+        source = params["instance"]
+        marker = self.data[source]
+        if "pointInTime" in ctx:
+            earliest, latest = self._recoverable(source)
+            at = datetime.fromisoformat(ctx["pointInTime"]).timestamp()
+            if not earliest <= at <= latest:
+                raise GcpError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "The requested point in time is outside the recoverable range.",
+                    "invalid",
+                )
+            held = [m for t, m in self.data_at.get(source, []) if t <= at]
+            marker = held[-1] if held else marker
+        inst = copy.deepcopy(src)
+        for key in ("replicaNames", "masterInstanceName", "ipAddresses"):
+            inst.pop(key, None)
+        inst.update(
+            name=new,
+            state="PENDING_CREATE",
+            instanceType="CLOUD_SQL_INSTANCE",
+            connectionName=f"{self.project}:{src['region']}:{new}",
+            createTime=_rfc3339(),
+        )
+        inst["settings"]["settingsVersion"] = "1"
+        self.instances[new] = inst
+        self.data[new] = ""
+        self.users[new] = {}
+        octet = 100 + len(self.instances)
+        users = dict(self.users[source])
+
+        def cloned() -> None:
+            inst["state"] = "RUNNABLE"
+            inst["ipAddresses"] = [{"type": "PRIVATE", "ipAddress": f"10.0.0.{octet}"}]
+            self.data[new], self.users[new] = marker, users
+
+        return self._sql_op("sql.instances.clone", "CLONE", new, cloned)
 
     def h_sql_instances_promoteReplica(self, params: dict[str, str], body: Any) -> dict[str, Any]:
         inst = self._inst(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +32,13 @@ from cli.targets.cloud.outputs import CloudOutputs
 from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_alicloud import AliyunFake, check_params, check_response, model_fields
+from tests.cloud.pitr_fixtures import (
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import check_failover, check_plan, check_restore
 
 PRIMARY, STANDBY = "cn-hangzhou", "cn-shanghai"
@@ -315,6 +323,96 @@ def test_in_place_restore_is_refused(fake: AliyunFake, kubes: Kubes) -> None:
     with pytest.raises(PreconditionFailed, match="only into a new instance"):
         make_ops(fake, kubes).restore(backup, "in-place", Log(), timeout=5)
     assert fake.requests == []
+
+
+# --- restore to a point in time --------------------------------------------------------------
+
+
+def _window(fake: AliyunFake) -> tuple[datetime, datetime]:
+    """Fix the recoverable window of pgm-primary: three days, ending two minutes ago."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, last = now - timedelta(days=3), now - timedelta(minutes=2)
+    fake.recovery_window["pgm-primary"] = (first.timestamp(), last.timestamp())
+    return first, last
+
+
+def _wire(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_restore_to_a_time_clones_with_exactly_that_restore_time(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    first, _ = _window(fake)
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6, seconds=11)
+    fake.data_at["pgm-primary"] = [
+        ((when - timedelta(hours=1)).timestamp(), "v-before"),
+        (when.timestamp(), "v-at-the-time"),
+        ((when + timedelta(seconds=1)).timestamp(), "v-after"),
+    ]
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud"), when)
+
+    clone = params_of(fake, "CloneDBInstance")
+    assert clone["RestoreTime"] == _wire(when)
+    assert "BackupId" not in clone and "BackupType" not in clone
+    assert clone["DBInstanceId"] == "pgm-primary" and clone["PayType"] == "Postpaid"
+    assert clone["VPCId"] == "vpc-cn-hangzhou" and clone["VSwitchId"] == "vsw-a,vsw-b"
+    new = doc["instance_id"]
+    assert new.startswith("pgm-clone") and fake.data[new] == "v-at-the-time"
+    assert fake.instances[new]["SecurityIPList"] == "10.10.0.0/16"
+    assert doc["to_time"] == _wire(when) and doc["window"]["first"] == _wire(first)
+    url = kubes.by_region[PRIMARY].secrets[(NS, "im-server")]["database-url"]
+    assert f"@{new}.pg.rds.aliyuncs.com:5432/" in url
+    assert fake.instances["pgm-primary"]["DBInstanceStatus"] == "Running"  # kept
+
+
+def test_restore_to_the_latest_time_clones_at_the_end_of_the_window(
+    fake: AliyunFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    _, last = _window(fake)
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "alicloud"), None)
+    # CloneDBInstance has no "latest": the end of the window, read just before the clone.
+    assert params_of(fake, "CloneDBInstance")["RestoreTime"] == _wire(last)
+    order = actions(fake)
+    clone = order.index("rds.CloneDBInstance")
+    assert order[clone - 2 : clone] == [
+        "rds.DescribeLocalAvailableRecoveryTime",
+        "rds.DescribeDBInstanceAttribute",  # the source's settings
+    ]
+    assert doc["to_time"] == "latest"
+
+
+def test_what_the_backups_cannot_reach_is_refused_with_only_reads_made(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    target = OpsTarget(make_ops(fake, kubes), "alicloud")
+    in_place = ("only into a new instance", fake.requests)
+    check_refusals(target, _window(fake)[0], kubes.by_region[PRIMARY], in_place)
+    reads = {"rds.DescribeBackupPolicy", "rds.DescribeLocalAvailableRecoveryTime"}
+    assert set(actions(fake)) <= reads | {"rds.DescribeBackups"}
+
+
+def test_backup_status_reads_the_policy_the_window_and_the_automated_backups(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    first, last = _window(fake)
+    automated = fake.add_backup("pgm-primary", mode="Automated")
+    doc, status = backup_status(OpsTarget(make_ops(fake, kubes), "alicloud"))
+    assert status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
+    assert doc["window"] == {"first": _wire(first), "last": _wire(last)}
+    assert doc["retention_days"] == 7 and "pgm-primary" in doc["where"]
+    started = fake.backups["pgm-primary"][automated]["BackupStartTime"]
+    assert doc["last_base_backup"] == started
+
+
+def test_log_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(
+    fake: AliyunFake, kubes: Kubes
+) -> None:
+    fake.backup_policy["pgm-primary"].update(EnableBackupLog="0", BackupLog="Disabled")
+    doc = check_backups_off(OpsTarget(make_ops(fake, kubes), "alicloud"))
+    assert doc["window"] == {"first": None, "last": None}
+    assert "rds.DescribeLocalAvailableRecoveryTime" not in actions(fake)
+    assert "rds.CloneDBInstance" not in actions(fake)
 
 
 # --- failover ---------------------------------------------------------------------------------

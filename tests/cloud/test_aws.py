@@ -30,6 +30,7 @@ import asyncpg
 import pytest
 
 from cli.errors import (
+    Cancelled,
     ContentUnverified,
     CredentialsError,
     ExitStatus,
@@ -41,12 +42,14 @@ from cli.errors import (
     SnapshotNotFound,
     UsageError,
 )
+from cli.targets.base import TimeRestoreRequest
 from cli.targets.cloud.aws import AwsOps
 from cli.targets.cloud.aws.api import default_session, map_aws_error
 from cli.targets.cloud.aws.dns import failover_changes, failover_pair
 from cli.targets.cloud.aws.status import http_readyz
 from cli.targets.cloud.ops import CloudOps
 from cli.targets.cloud.outputs import CloudOutputs
+from cli.targets.cloud.recovery import utc_text
 from cli.targets.cloud.restore import with_host
 from cli.targets.local.procs import free_port
 from im_server.migrate import migrate
@@ -60,6 +63,8 @@ from tests.cloud.aws_fixtures import (
     WEST,
     EksDescribeUpdateStub,
     RdsPromotionStub,
+    RdsRequests,
+    RdsRestoreWindowStub,
     Route53RefusesChangesStub,
     SecretFakeKube,
     SlowSnapshotStub,
@@ -70,6 +75,14 @@ from tests.cloud.aws_fixtures import (
 )
 from tests.cloud.digest_fixtures import FakeImAdmin, ImProcess, RollingKube
 from tests.cloud.fake_kube import FakeKube
+from tests.cloud.pitr_fixtures import (
+    Asked,
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -397,6 +410,148 @@ def test_restore_refuses_before_creating_anything_when_the_secret_has_no_databas
 def test_restore_of_an_unknown_snapshot(aws: Aws) -> None:
     with pytest.raises(SnapshotNotFound):
         aws.ops.restore("imctl-nope", "new", aws.say, timeout=10)
+
+
+# --- restore to a point in time ------------------------------------------------------------
+
+
+@dataclass
+class Pitr:
+    aws: Aws
+    window: RdsRestoreWindowStub
+    sent: RdsRequests
+
+
+@pytest.fixture
+def pitr(aws_rolling: Aws, admin: FakeImAdmin, request: pytest.FixtureRequest) -> Pitr:
+    """A world whose RDS reports a recoverable window two days deep, with the RDS requests
+    recorded as botocore sends them."""
+    window = RdsRestoreWindowStub(datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
+    sent = RdsRequests()
+    for stub in (window, sent):
+        stub.install(aws_rolling.world.session)
+        request.addfinalizer(partial(stub.uninstall, aws_rolling.world.session))
+    aws_rolling.ops = aws_rolling.make_ops()
+    return Pitr(aws_rolling, window, sent)
+
+
+def test_restore_to_a_time_asks_rds_for_exactly_that_time(pitr: Pitr) -> None:
+    """moto accepts RestoreDBInstanceToPointInTime but ignores the time (the new instance is a
+    copy of the source as it is) and has no earliest restorable time (RdsRestoreWindowStub
+    stands in for RDS's RestoreWindow): what this asserts is the request imctl sent, as botocore
+    sent it, and the sequence around it."""
+    aws = pitr.aws
+    primary = aws.world.primary_db
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3, seconds=7)
+    doc = restored(OpsTarget(aws.ops, "aws"), when)
+
+    (sent,) = pitr.sent.of("RestoreDBInstanceToPointInTime")
+    assert sent["RestoreTime"] == when and "UseLatestRestorableTime" not in sent
+    assert sent["SourceDBInstanceIdentifier"] == primary
+    new_id = sent["TargetDBInstanceIdentifier"]
+    assert new_id.startswith(f"{primary}-r") and len(new_id) <= 63
+    # The source's settings, as a snapshot restore copies them.
+    assert (sent["DBSubnetGroupName"], sent["DBInstanceClass"]) == (f"im-{EAST}", "db.t3.micro")
+    assert pitr.sent.of("RestoreDBInstanceFromDBSnapshot") == []
+    assert (doc["to_time"], doc["target"], doc["instance_id"]) == (utc_text(when), "new", new_id)
+    assert doc["window"]["first"] == utc_text(pitr.window.earliest)
+    inst = aws.instance(new_id)
+    assert inst["DBInstanceStatus"] == "available"
+    tags = {t["Key"]: t["Value"] for t in inst["TagList"]}
+    assert tags["imctl:restored-from"] == f"{primary} at {utc_text(when)}"
+    assert aws.instance(primary)["DBInstanceStatus"] == "available"  # kept
+    kube = aws.world.kubes[EAST]
+    assert urlsplit(_secret_url(kube)).hostname == inst["Endpoint"]["Address"] == doc["db_host"]
+    assert [c[0] for c in kube.calls if c[0] in ("secret", "restart", "wait")] == [
+        "secret",
+        "restart",
+        "wait",
+    ]
+    assert doc["verified"]["content"]["after"]["database"]["host"] == inst["Endpoint"]["Address"]
+
+
+def test_restore_to_the_latest_time_in_place_uses_the_latest_form(pitr: Pitr) -> None:
+    aws = pitr.aws
+    primary = aws.world.primary_db
+    doc = restored(OpsTarget(aws.ops, "aws"), None, "in-place")
+    (sent,) = pitr.sent.of("RestoreDBInstanceToPointInTime")
+    assert sent["UseLatestRestorableTime"] is True and "RestoreTime" not in sent
+    assert doc["to_time"] == "latest" and doc["target"] == "in-place"
+    # In place swaps the names, as a snapshot restore in place does; the old one is kept.
+    assert doc["instance_id"] == primary
+    assert doc["previous_instance_id"].startswith(f"{primary}-old-")
+    assert aws.instance(doc["previous_instance_id"])["DBInstanceStatus"] == "available"
+
+
+def test_what_the_backups_cannot_reach_is_refused_before_any_change(pitr: Pitr) -> None:
+    aws = pitr.aws
+    seen = _Calls()
+    seen.install(aws.world.session)
+    try:
+        check_refusals(
+            OpsTarget(aws.make_ops(), "aws"), pitr.window.earliest, aws.world.kubes[EAST]
+        )
+    finally:
+        seen.uninstall(aws.world.session)
+    assert seen.names and all(n.startswith(("Describe", "List", "Get")) for n in seen.names)
+    assert pitr.sent.of("RestoreDBInstanceToPointInTime") == []
+
+
+def test_the_plan_names_the_time_the_window_and_the_new_instance(pitr: Pitr) -> None:
+    aws = pitr.aws
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    before = aws.instance_ids()
+    asked = Asked(yes=False)
+    with pytest.raises(Cancelled):
+        OpsTarget(aws.ops, "aws").restore_to_time(
+            TimeRestoreRequest(when, "new", 60), asked.operator()
+        )
+    ((question, plan),) = asked.questions
+    assert question == f"Restore the data as of {utc_text(when)} on aws?"
+    assert plan[0].startswith(f"restore the data as of {utc_text(when)} (recoverable:")
+    assert utc_text(pitr.window.earliest) in plan[0]
+    assert f"RDS automated backups of {aws.world.primary_db}" in plan[0]
+    assert plan[0].endswith("into a NEW aws database instance")
+    assert "density only" in plan[2]
+    assert plan[-1] == "the current instance is kept, untouched"
+    assert aws.instance_ids() == before and pitr.sent.of("RestoreDBInstanceToPointInTime") == []
+    # In place, the stack's name is typed, and the plan says the names are swapped.
+    asked = Asked(yes=False)
+    with pytest.raises(Cancelled):
+        OpsTarget(aws.ops, "aws").restore_to_time(
+            TimeRestoreRequest(None, "in-place", 60), asked.operator()
+        )
+    ((question, plan),) = asked.questions
+    assert question == "type pitr-test"
+    assert plan[0].startswith("restore the data as of the latest recoverable time (now ")
+    assert plan[0].endswith(", then swap it in place of the current one")
+
+
+def test_backup_status_reports_the_window_and_the_last_base_backup(pitr: Pitr) -> None:
+    doc, status = backup_status(OpsTarget(pitr.aws.ops, "aws"))
+    assert status is ExitStatus.OK and doc["healthy"] is True
+    assert doc["window"]["first"] == utc_text(pitr.window.earliest)
+    assert doc["window"]["last"] is not None
+    assert doc["retention_days"] == 1  # moto's default for an instance created without one
+    assert doc["archiving"]["state"] == "ok"
+    # The automated snapshot moto takes when it creates the instance.
+    assert doc["last_base_backup"] is not None
+
+
+def test_backup_status_exits_10_under_check_when_the_window_stops_advancing(pitr: Pitr) -> None:
+    pitr.window.latest = datetime.now(UTC) - timedelta(hours=1)
+    doc, status = backup_status(OpsTarget(pitr.aws.make_ops(), "aws"))
+    assert doc["archiving"]["state"] == "behind" and status is ExitStatus.PRECONDITION
+    assert [p["code"] for p in doc["problems"]] == ["archiving_behind"]
+    assert "describe-db-instance-automated-backups" in doc["problems"][0]["next_command"]
+
+
+def test_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(aws: Aws) -> None:
+    aws.rds().modify_db_instance(
+        DBInstanceIdentifier=aws.world.primary_db, BackupRetentionPeriod=0, ApplyImmediately=True
+    )
+    doc = check_backups_off(OpsTarget(aws.make_ops(), "aws"))
+    assert doc["retention_days"] == 0
 
 
 # --- restore: the content check against a real im-server ----------------------------------

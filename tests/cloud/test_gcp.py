@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ from tests.cloud.digest_fixtures import FakeImAdmin, Log, RollingKube
 from tests.cloud.digest_fixtures import RegionKubes as Kubes
 from tests.cloud.fake_gcp import GcpFake, check_request, check_value, load_discovery
 from tests.cloud.fake_kube import FakeKube
+from tests.cloud.pitr_fixtures import (
+    OpsTarget,
+    backup_status,
+    check_backups_off,
+    check_refusals,
+    restored,
+)
 from tests.cloud.result_shapes import FAILOVER_KEYS, check_failover, check_plan, check_restore
 
 PROJECT = "imctl-test"
@@ -230,6 +238,12 @@ def test_the_shape_checker_catches_bad_requests() -> None:
     check_request(
         by_id["sql.instances.get"], {"project": "p", "instance": "i", "x": "1"}, None, problems
     )
+    check_request(
+        by_id["sql.instances.clone"],
+        {"project": "p", "instance": "i"},
+        {"cloneContext": {"destinationInstanceName": "n", "restoreTime": "2026-01-01T00:00:00Z"}},
+        problems,
+    )
     m = by_id["sql.operations.get"]
     check_value(m.doc, {"$ref": "Operation"}, {"status": "FINISHED"}, "op", problems)
     joined = "\n".join(problems)
@@ -239,6 +253,7 @@ def test_the_shape_checker_catches_bad_requests() -> None:
     assert "needs a Change body" in joined
     assert "unknown parameter 'x'" in joined
     assert "'FINISHED' is not one of" in joined
+    assert "unknown field 'restoreTime'" in joined  # the clone API calls it pointInTime
 
 
 def test_unknown_paths_are_violations(fake: GcpFake) -> None:
@@ -484,6 +499,100 @@ def test_a_backup_while_the_application_is_down_is_taken_without_a_digest(
     doc = ops.restore(snap["id"], "new", Log(), timeout=60)
     assert doc["verified"]["content_checked"] == "partial"
     assert doc["verified"]["content"]["before"] is None
+
+
+# --- restore to a point in time --------------------------------------------------------------
+
+
+def _window(fake: GcpFake, days: float = 3) -> tuple[datetime, datetime]:
+    """Fix the recoverable window of im-db: ``days`` deep, ending a minute ago (whole seconds)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, last = now - timedelta(days=days), now - timedelta(minutes=1)
+    fake.recovery_window["im-db"] = (first.timestamp(), last.timestamp())
+    return first, last
+
+
+def test_restore_to_a_time_clones_as_of_exactly_that_time(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    first, _ = _window(fake)
+    when = datetime.now(UTC).replace(microsecond=250000) - timedelta(hours=5)
+    # What im-db held over time: the clone must carry what it held at ``when``.
+    fake.data_at["im-db"] = [
+        ((when - timedelta(hours=1)).timestamp(), "v-before"),
+        (when.timestamp(), "v-at-the-time"),
+        ((when + timedelta(seconds=1)).timestamp(), "v-after"),
+    ]
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp"), when)
+
+    ((params, body),) = [(p, b) for m, p, b in fake.requests if m == "sql.instances.clone"]
+    assert params["instance"] == "im-db"
+    ctx = body["cloneContext"]
+    assert datetime.fromisoformat(ctx["pointInTime"]) == when  # to the microsecond
+    new = ctx["destinationInstanceName"]
+    assert re.fullmatch(r"im-db-pitr-\d{14}", new)
+    assert fake.data[new] == "v-at-the-time"
+    assert "sql.instances.insert" not in calls(fake)  # the clone makes the instance itself
+    assert (doc["to_time"], doc["instance_id"]) == (when.isoformat().replace("+00:00", "Z"), new)
+    assert datetime.fromisoformat(doc["window"]["first"]) == first
+    url = kubes.by_region[PRIMARY].secrets[(NS, "im-server")]["database-url"]
+    m = re.fullmatch(r"postgresql://im:([A-Za-z0-9]+)@([\d.]+):5432/im\?sslmode=require", url)
+    assert m is not None and fake.users[new]["im"] == m.group(1)
+    assert m.group(2) == doc["db_host"] == fake.instances[new]["ipAddresses"][0]["ipAddress"]
+    assert fake.instances["im-db"]["state"] == "RUNNABLE"  # the source is kept
+
+
+def test_restore_to_the_latest_time_clones_as_of_the_latest_recovery_time(
+    fake: GcpFake, kubes: Kubes, admin: FakeImAdmin
+) -> None:
+    _, last = _window(fake)
+    doc = restored(OpsTarget(make_ops(fake, kubes, endpoint=admin.endpoint), "gcp"), None)
+    ((body),) = [b for m, _, b in fake.requests if m == "sql.instances.clone"]
+    # Without pointInTime Cloud SQL would copy the instance as it is now, not recover it.
+    assert datetime.fromisoformat(body["cloneContext"]["pointInTime"]) == last
+    order = calls(fake)
+    assert order.index("sql.projects.instances.getLatestRecoveryTime") < order.index(
+        "sql.instances.clone"
+    )
+    assert doc["to_time"] == "latest"
+
+
+def test_what_the_backups_cannot_reach_is_refused_before_any_create(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    first, _ = _window(fake)
+    in_place = ("only by cloning into a new instance", fake.requests)
+    check_refusals(
+        OpsTarget(make_ops(fake, kubes), "gcp"), first, kubes.by_region[PRIMARY], in_place
+    )
+    made = {"sql.instances.clone", "sql.instances.insert", "sql.users.update"}
+    assert not made & set(calls(fake))
+
+
+def test_backup_status_reads_the_window_and_the_automated_backups(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    first, last = _window(fake)
+    ops = make_ops(fake, kubes)
+    ops.snapshot_create(None, Log(), timeout=30)  # on demand: not a base backup of the schedule
+    automated = next(iter(fake.backup_runs["im-db"].values()))
+    automated["type"] = "AUTOMATED"
+    doc, status = backup_status(OpsTarget(ops, "gcp"))
+    assert status is ExitStatus.OK and doc["archiving"]["state"] == "ok"
+    assert [datetime.fromisoformat(doc["window"][k]) for k in ("first", "last")] == [first, last]
+    assert doc["retention_days"] == 7 and "im-db" in doc["where"]
+    assert datetime.fromisoformat(doc["last_base_backup"]) == datetime.fromisoformat(
+        automated["startTime"]
+    )
+
+
+def test_backups_off_exit_10_under_check_and_refuse_a_restore_to_a_time(
+    fake: GcpFake, kubes: Kubes
+) -> None:
+    fake.instances["im-db"]["settings"]["backupConfiguration"]["pointInTimeRecoveryEnabled"] = False
+    doc = check_backups_off(OpsTarget(make_ops(fake, kubes), "gcp"))
+    assert doc["window"] == {"first": None, "last": None}
+    assert "sql.projects.instances.getLatestRecoveryTime" not in calls(fake)
 
 
 # --- failover ---------------------------------------------------------------------------------

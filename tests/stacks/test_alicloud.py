@@ -56,7 +56,10 @@ def test_rds_primary_is_ha_encrypted_private_and_backed_up(plan: PlanRun) -> Non
     assert [p["backupRetentionPeriod"] for p in policies] == [plan.config.db_backup_retention_days]
     # Kept after the instance is released (a destroy): every backup set, snapshots included.
     assert [p["releasedKeepPolicy"] for p in policies] == ["All"]
+    # Point-in-time restore (imctl restore --to-time) needs the log backups, kept as long as
+    # the data backups.
     assert policies[0]["enableBackupLog"] is True
+    assert policies[0]["logBackupRetentionPeriod"] == plan.config.db_backup_retention_days
     cross = args(
         only(plan, "alicloud:rds/rdsInstanceCrossBackupPolicy:RdsInstanceCrossBackupPolicy")
     )

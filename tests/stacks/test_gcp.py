@@ -57,7 +57,9 @@ def test_cloud_sql_primary_is_regional_backed_up_with_pitr_and_private(plan: Pla
     assert settings["deletionProtectionEnabled"] is True
     backups = settings["backupConfiguration"]
     assert backups["enabled"] is True
+    # Point-in-time restore (imctl restore --to-time) clones from these transaction logs.
     assert backups["pointInTimeRecoveryEnabled"] is True
+    assert backups["transactionLogRetentionDays"] == 7
     assert backups["backupRetentionSettings"]["retainedBackups"] == (
         plan.config.db_backup_retention_days
     )

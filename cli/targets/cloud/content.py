@@ -119,9 +119,12 @@ def fetch_digest(
     return doc
 
 
-def check_restored(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, Any]:
+def check_restored(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any], restored: str = "the snapshot"
+) -> dict[str, Any]:
     """Compare the digest recorded just before a snapshot was requested (``before``; None when
-    none was recorded) with the restored data's (``after``).
+    none was recorded, as for a point-in-time restore: ``restored`` names it) with the
+    restored data's (``after``).
 
     Everything committed before the request is in the snapshot, and nothing on a live stack
     lowers these figures, so each may only have grown; and every conversation must be dense.
@@ -143,7 +146,7 @@ def check_restored(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
             "everything committed before the snapshot was requested is present, and every"
             " conversation is dense"
             if before is not None
-            else "the snapshot has no recorded digest: density only"
+            else f"{restored} has no recorded digest: density only"
         ),
         "before": dict(before) if before is not None else None,
         "after": {k: after[k] for k in (*DIGEST_FIELDS, "database", "node") if k in after},
@@ -284,6 +287,16 @@ class RestoreContent:
     previous_url: str | None  # None: nothing to point back at (restored in place)
     cleanup: str  # how to remove the restored instance
     fresh_after: float | None = None  # wall clock; see await_digest
+    # How the messages name what was restored, and what to try after a failed check; a
+    # point-in-time restore has no snapshot to show or to swap for another.
+    what: str = ""
+    retry: str = ""
+
+    def __post_init__(self) -> None:
+        self.what = self.what or f"snapshot {self.snapshot}"
+        self.retry = self.retry or (
+            f"`imctl snapshot show {self.snapshot}` shows the recorded digest; try another snapshot"
+        )
 
 
 def check_restore_content(
@@ -308,7 +321,7 @@ def check_restore_content(
         else "it was restored in place: there is no previous database to go back to"
     )
     unverified = (
-        f"restored snapshot {rc.snapshot} into {rc.restored} and the workload uses it, but its"
+        f"restored {rc.what} into {rc.restored} and the workload uses it, but its"
         " content could not be checked"
     )
     if rc.admin_token is None:
@@ -335,10 +348,11 @@ def check_restore_content(
         raise ContentUnverified(
             f"{unverified}: {exc.message}",
             f"check by hand: GET {_digest_url(region)} with the admin token"
-            f" and compare with `imctl snapshot show {rc.snapshot}`; {back}",
+            + (f" and compare with `imctl snapshot show {rc.snapshot}`" if rc.recorded else "")
+            + f"; {back}",
             restored=rc.restored,
         ) from None
-    content = check_restored(rc.recorded, after)
+    content = check_restored(rc.recorded, after, rc.what)
     verified: dict[str, Any] = {
         "content_checked": True if rc.recorded is not None else "partial",
         "content": content,
@@ -377,9 +391,8 @@ def check_restore_content(
         else rc.cleanup
     )
     raise RestoredContentMismatch(
-        f"the restored data of snapshot {rc.snapshot} in {rc.restored} fails the content"
-        f" check ({failed}); {undo}",
-        f"{left}; `imctl snapshot show {rc.snapshot}` shows the recorded digest; try another"
-        " snapshot",
+        f"the restored data of {rc.what} in {rc.restored} fails the content check ({failed});"
+        f" {undo}",
+        f"{left}; {rc.retry}",
         verified,
     )

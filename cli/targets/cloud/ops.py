@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cli.deadline import DEFAULT_HINT
 from cli.progress import Note
 from cli.targets.cloud.kube import KubeApi
 from cli.targets.cloud.outputs import CloudOutputs
+
+if TYPE_CHECKING:
+    from cli.targets.cloud.restore import TimeRestores
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,15 @@ class CloudOps(StatusOps, SnapshotOps, Protocol):
         snapshot (content.check_restore_content: exit 10 and pointed back on a mismatch,
         exit 12 when it cannot be checked). in-place only after the caller's typed
         confirmation. The steps and the result's keys (the same on every cloud): restore.py."""
+        ...
+
+    def time_restores(self) -> TimeRestores:
+        """Restores to a point in time: the recoverable window (reads only), the refusals a
+        restore to a time makes before it changes anything (a target the cloud cannot do, a
+        time outside the window or in the future: exit 10), and the restore itself: the
+        cloud's point-in-time restore into a new instance, then the same switch, roll and
+        content check as ``restore`` (density only: nothing was recorded at that time). The
+        steps and the result's keys: restore.py."""
         ...
 
     def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:

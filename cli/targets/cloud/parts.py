@@ -13,7 +13,7 @@ from cli.progress import Note
 from cli.targets.cloud.failover import FailoverHooks, plan_failover, run_failover
 from cli.targets.cloud.ops import Scope, SnapshotOps, StatusOps
 from cli.targets.cloud.outputs import CloudOutputs
-from cli.targets.cloud.restore import RestoreHooks, run_restore
+from cli.targets.cloud.restore import RestoreHooks, TimeRestores, run_restore
 
 
 def require_cloud(outputs: CloudOutputs, cloud: str) -> None:
@@ -58,6 +58,9 @@ class AssembledOps:
         return run_restore(
             self._restore, self.scope, snapshot_id, target, progress, timeout, on_switch
         )
+
+    def time_restores(self) -> TimeRestores:
+        return TimeRestores(self._restore, self.scope)
 
     def failover_plan(self, to_region: str, force: bool) -> dict[str, Any]:
         return plan_failover(self._failover, self.scope, to_region, force)

@@ -1,10 +1,14 @@
-"""One restore for every cloud; the cloud supplies two hooks (``RestoreHooks``).
+"""One restore for every cloud; the cloud supplies the hooks (``RestoreHooks``).
 
     find_backup     the snapshot, checked: it exists, is usable, and the target is possible
+                    (to a point in time: the recoverable window, read from the cloud, and the
+                    time checked against it; see ``TimeRestores``)
     (here)          read the workload's Secret: its database URL is the way back, its admin
                     token reads the content digest; no URL refuses before anything is created
     restore_into    create the instance holding the restored data and wait for it (and swap
-                    it into the original's place for ``in-place``, where the cloud can)
+                    it into the original's place for ``in-place``, where the cloud can); to a
+                    point in time, ``restore_to_time_into`` does the same from the cloud's
+                    automated backups and logs
     (here)          on_switch(instance), then point the Secret at it and roll the Deployment;
                     a failure from here back to the creation names the instance left behind
     (here)          check the restored content through the endpoint (content.py): a mismatch
@@ -16,6 +20,10 @@ The result has the same keys on every cloud:
     db_host, secret, secret_key, deployment, status ("restored"),
     verified {instance_available, deployment_ready, content_checked, content},
     warnings, next_steps, duration_s
+
+A point-in-time restore has the same keys but ``snapshot_id``, plus ``to_time`` (ISO 8601 UTC,
+or "latest") and ``window`` {first, last}: what the cloud said was recoverable before the restore.
+No digest was recorded at an arbitrary time, so its content check is density only.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -35,6 +44,7 @@ from cli.snapshots import RESTORE_TARGETS, RestoreTarget
 from cli.targets.cloud.content import RestoreContent, check_restore_content
 from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outcomes import join_hint, since
+from cli.targets.cloud.recovery import RecoveryWindow, check_to_time, utc_text
 from cli.targets.cloud.workload import repoint_and_roll, workload_secret
 from stacks.workload_contract import DB_NAME, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
@@ -46,6 +56,9 @@ class Backup:
     id: str
     # The digest recorded just before the snapshot was requested; None: density only.
     recorded: dict[str, int] | None
+    # How messages name it and what to try after a failed check (content.RestoreContent).
+    what: str = ""
+    retry: str = ""
 
 
 @dataclass
@@ -98,6 +111,20 @@ class RestoreHooks(Protocol):
         exists) and wait until it serves; nothing here touches the workload."""
         ...
 
+    def recovery_window(self) -> RecoveryWindow:
+        """What the primary's automated backups can recover, as the cloud reports it (reads
+        only)."""
+        ...
+
+    def refuse_time_target(self, target: RestoreTarget) -> None:
+        """Raise when the cloud cannot restore to a point in time into ``target``."""
+        ...
+
+    def restore_to_time_into(self, run: RestoreRun, when: datetime | None) -> Restored:
+        """``restore_into`` from the automated backups and logs, as of ``when`` (None: the
+        latest recoverable time, in the cloud's own form for it)."""
+        ...
+
 
 def run_restore(
     hooks: RestoreHooks,
@@ -108,12 +135,81 @@ def run_restore(
     timeout: float,
     on_switch: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    _check_target(target)
+    deadline = Deadline(timeout, operation="restore", hint=scope.timeout_hint)
+    backup = hooks.find_backup(snapshot_id, target)
+    return _restore(hooks.restore_into, scope, backup, target, deadline, progress, on_switch)
+
+
+@dataclass(frozen=True)
+class TimeRestores:
+    """Restores of one cloud's stack to a point in time: the cloud's hooks and the stack."""
+
+    hooks: RestoreHooks
+    scope: Scope
+
+    def window(self) -> RecoveryWindow:
+        """What the primary's automated backups and logs can restore to (reads only)."""
+        return self.hooks.recovery_window()
+
+    def plan(
+        self, when: datetime | None, target: RestoreTarget, now: datetime | None = None
+    ) -> RecoveryWindow:
+        """Every refusal of a point-in-time restore that needs no change: the target, then
+        the time against the window the cloud reports (and against now; exit 10, the window
+        in the message). -> the window, for the plan. Reads only."""
+        _check_target(target)
+        self.hooks.refuse_time_target(target)
+        window = self.window()
+        check_to_time(window, when, now or datetime.now(UTC))
+        return window
+
+    def run(
+        self,
+        when: datetime | None,
+        target: RestoreTarget,
+        progress: Note,
+        timeout: float,
+        on_switch: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """``run_restore`` from the cloud's automated backups and logs, as of ``when`` (None:
+        the latest recoverable time); ``on_switch`` as there. The window is read and the time
+        checked again here: the window moves between the plan and the confirmation."""
+        deadline = Deadline(timeout, operation="restore", hint=self.scope.timeout_hint)
+        window = self.plan(when, target)
+        backup = Backup(
+            f"point in time {utc_text(when)}" if when else "latest",
+            None,
+            what=f"the data as of {utc_text(when)}"
+            if when
+            else "the data as of the latest recoverable time",
+            retry="try an earlier time (`imctl backup status` shows the window)",
+        )
+
+        def make(run: RestoreRun) -> Restored:
+            return self.hooks.restore_to_time_into(run, when)
+
+        doc = _restore(make, self.scope, backup, target, deadline, progress, on_switch)
+        del doc["snapshot_id"]
+        return {**doc, "to_time": utc_text(when) if when else "latest", "window": window.span()}
+
+
+def _check_target(target: RestoreTarget) -> None:
     if target not in RESTORE_TARGETS:
         raise UsageError(f"restore target must be new or in-place, got {target!r}")
-    deadline = Deadline(timeout, operation="restore", hint=scope.timeout_hint)
+
+
+def _restore(
+    make: Callable[[RestoreRun], Restored],
+    scope: Scope,
+    backup: Backup,
+    target: RestoreTarget,
+    deadline: Deadline,
+    progress: Note,
+    on_switch: Callable[[str], None] | None,
+) -> dict[str, Any]:
     started = time.monotonic()
     r = scope.outputs.primary
-    backup = hooks.find_backup(snapshot_id, target)
     current_url, admin_token = workload_secret(scope.kube(r.name), r)
     if not current_url:
         raise PreconditionFailed(
@@ -122,7 +218,7 @@ def run_restore(
         )
     run = RestoreRun(backup, target, current_url, deadline, progress)
     try:
-        restored = hooks.restore_into(run)
+        restored = make(run)
         if restored.url is not None and on_switch is not None:
             on_switch(restored.instance)
         rolled_at = time.time()
@@ -147,6 +243,8 @@ def run_restore(
             previous_url=restored.previous_url,
             cleanup=restored.cleanup,
             fresh_after=rolled_at if restored.fresh_after_roll else None,
+            what=backup.what,
+            retry=backup.retry,
         ),
         remaining=deadline.remaining(),
         interval=scope.interval,

@@ -9,6 +9,7 @@ means) is not imctl's to record in: its results say ``config_written: false``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,8 +21,10 @@ from cli.targets.base import (
     FailoverRequest,
     Operator,
     RestoreRequest,
+    RestoreWhere,
     ScaleRequest,
     Target,
+    TimeRestoreRequest,
     check_timeout,
     describe_bound,
     merged,
@@ -59,6 +62,18 @@ BACKUPS_ON_DESTROY = {
     " KMS key they are encrypted with. Delete snapshots with `imctl snapshot delete ID`"
     " first, or in the RDS console afterwards",
 }
+
+
+def restore_plan(cloud: str, where: RestoreWhere, restore: str, check: str) -> list[str]:
+    """What a restore (of a snapshot, or to a point in time) will do, for its confirmation."""
+    return [
+        f"{restore} into a NEW {cloud} database instance"
+        + (", then swap it in place of the current one" if where == "in-place" else ""),
+        "repoint the im-server Secret at it and roll the Deployment",
+        f"check the restored content through the endpoint (/admin/digest) {check}; if it"
+        " lacks anything, point the Secret back and roll again (exit 10)",
+        "the current instance is kept, untouched",
+    ]
 
 
 class CloudTarget(Target):
@@ -283,24 +298,56 @@ class CloudTarget(Target):
     # --- restore --------------------------------------------------------------------------------
 
     def restore(self, req: RestoreRequest, op: Operator) -> Result:
-        from cli.errors import RestoredContentMismatch
-
         check_timeout(req.timeout)
         ops = self._ops()
-        where = req.where
-        plan = [
-            f"restore {req.snapshot_id} into a NEW {self.cloud} database instance"
-            + (", then swap it in place of the current one" if where == "in-place" else ""),
-            "repoint the im-server Secret at it and roll the Deployment",
-            "check the restored content through the endpoint (/admin/digest) against the "
-            "digest recorded with the snapshot; if it lacks anything, point the Secret back "
-            "and roll again (exit 10)",
-            "the current instance is kept, untouched",
-        ]
+        timeout = req.timeout or RESTORE_TIMEOUT
+        return self._restore(
+            req.where,
+            req.snapshot_id,
+            "against the digest recorded with the snapshot",
+            lambda switching: ops.restore(req.snapshot_id, req.where, op.note, timeout, switching),
+            op,
+        )
+
+    def restore_to_time(self, req: TimeRestoreRequest, op: Operator) -> Result:
+        from cli.targets.cloud.recovery import utc_text
+
+        check_timeout(req.timeout)
+        restores = self._ops().time_restores()
+        # Every refusal before the question: the plan names the window the time was checked in.
+        window = restores.plan(req.to_time, req.where)
+        when = (
+            utc_text(req.to_time)
+            if req.to_time
+            else f"the latest recoverable time (now {window.span()['last']})"
+        )
+        timeout = req.timeout or RESTORE_TIMEOUT
+        return self._restore(
+            req.where,
+            f"the data as of {when}",
+            "for density only (no digest was recorded at that time)",
+            lambda switching: restores.run(req.to_time, req.where, op.note, timeout, switching),
+            op,
+            source=f" (recoverable: {window.describe()}, {window.where})",
+        )
+
+    def _restore(
+        self,
+        where: RestoreWhere,
+        what: str,
+        check: str,
+        run: Callable[[Callable[[str], None]], dict[str, Any]],
+        op: Operator,
+        source: str = "",
+    ) -> Result:
+        """Ask, restore, and record the instance the workload is switched to (both restores)."""
+        from cli.errors import RestoredContentMismatch
+
+        plan = restore_plan(self.cloud, where, f"restore {what}{source}", check)
         if where == "in-place":
             op.confirm_typed(self.stack, details=plan)
         else:
-            op.confirm(f"Restore {req.snapshot_id} on {self.cloud}?", details=plan)
+            op.confirm(f"Restore {what} on {self.cloud}?", details=plan)
         recorded: dict[str, Any] = {}
 
         def switching(instance: str) -> None:
@@ -317,9 +364,8 @@ class CloudTarget(Target):
                     recorded["hint"],
                 )
 
-        timeout = req.timeout or RESTORE_TIMEOUT
         try:
-            doc = ops.restore(req.snapshot_id, where, op.note, timeout, switching)
+            doc = run(switching)
         except RestoredContentMismatch as exc:
             # Pointed back at the previous database: nothing is left for a deploy to undo.
             if recorded and exc.result.get("rolled_back"):
@@ -334,6 +380,15 @@ class CloudTarget(Target):
             instance = str(doc["instance_id"])
             return DocResult(doc, records.record_restore(self.ctx, where, instance, doc))
         return DocResult(doc)
+
+    def backup_status(self, check: bool) -> Result:
+        from datetime import UTC, datetime
+
+        from cli.targets.cloud.recovery import status_doc
+
+        window = self._ops().time_restores().window()
+        doc = status_doc(window, datetime.now(UTC), self.stack, self.cloud)
+        return StatusResult(self._doc(doc), check)
 
     # --- failover -------------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ RDS_METHODS = {
     "DescribeBackups": "describe_backups",
     "DeleteBackup": "delete_backup",
     "CloneDBInstance": "clone_dbinstance",
+    "DescribeBackupPolicy": "describe_backup_policy",
+    "DescribeLocalAvailableRecoveryTime": "describe_local_available_recovery_time",
     "DescribeDBInstanceAttribute": "describe_dbinstance_attribute",
     "ModifySecurityIps": "modify_security_ips",
     "ResetAccountPassword": "reset_account_password",
