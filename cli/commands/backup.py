@@ -53,10 +53,15 @@ def _mb(n: Any) -> str:
 
 def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
     mark = "[green]ok[/green]" if doc.get("healthy") else "[red]AT RISK[/red]"
+    archiving = doc.get("archiving")
+    if isinstance(archiving, Mapping):  # a cloud: the state of its log backups
+        archiving = archiving.get("state")
     console.print(
         f"stack [bold]{doc['stack']}[/bold] ({doc['cloud']})  continuous backup {mark}"
-        + (f"  archiving {doc['archiving']}" if doc.get("archiving") else "")
+        + (f"  archiving {human(archiving)}" if archiving else "")
     )
+    if doc.get("retention_days") is not None:
+        console.print(f"  retention {doc['retention_days']} days", markup=False)
     window = doc.get("window") or {}
     last = window.get("last")
     if window.get("up_to_now"):

@@ -131,8 +131,13 @@ def _render_restore(console: Any, doc: Mapping[str, Any]) -> None:
 def _render_cloud_restore(console: Any, doc: Mapping[str, Any]) -> None:
     from rich.markup import escape
 
+    what = (
+        f"the data as of [bold]{doc['to_time']}[/bold]"
+        if doc.get("to_time")
+        else f"snapshot [bold]{doc.get('snapshot_id')}[/bold]"
+    )
     console.print(
-        f"[green]✓[/green] restored snapshot [bold]{doc.get('snapshot_id')}[/bold] into"
+        f"[green]✓[/green] restored {what} into"
         f" {human(doc.get('instance_id'))} ({human(doc.get('target'))}),"
         f" in {human(doc.get('duration_s'))}s"
     )
