@@ -9,28 +9,16 @@ unknown outcome. Credentials problems raise ``CredentialsError`` (exit 3)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cli.deadline import DEFAULT_HINT
 from cli.progress import Note
-from cli.targets.cloud.kube import KubeApi
-from cli.targets.cloud.outputs import CloudOutputs
+
+# Scope lives in its own module so that restore.py can use it without importing this one
+# (which names restore.py's TimeRestores): re-exported here for the clouds' modules.
+from cli.targets.cloud.scope import Scope as Scope
 
 if TYPE_CHECKING:
     from cli.targets.cloud.restore import TimeRestores
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The stack a cloud's parts work on: its outputs, a Kubernetes client per region, how
-    often waits poll, and what a timeout tells the user (it depends on what the cloud keeps
-    doing after imctl gives up)."""
-
-    outputs: CloudOutputs
-    kube: Callable[[str], KubeApi]
-    interval: float
-    timeout_hint: str = DEFAULT_HINT
 
 
 class StatusOps(Protocol):

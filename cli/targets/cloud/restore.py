@@ -42,9 +42,9 @@ from cli.errors import ImctlError, PreconditionFailed, UsageError
 from cli.progress import Note
 from cli.snapshots import RESTORE_TARGETS, RestoreTarget
 from cli.targets.cloud.content import RestoreContent, check_restore_content
-from cli.targets.cloud.ops import Scope
 from cli.targets.cloud.outcomes import join_hint, since
 from cli.targets.cloud.recovery import RecoveryWindow, check_to_time, utc_text
+from cli.targets.cloud.scope import Scope
 from cli.targets.cloud.workload import repoint_and_roll, workload_secret
 from stacks.workload_contract import DB_NAME, DB_USER, SECRET_DB_URL_KEY, SECRET_NAME
 
