@@ -50,6 +50,8 @@ SELECT current_setting('synchronous_standby_names') AS names,
        (SELECT array_agg(application_name) FROM pg_stat_replication
          WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) AS sync_streaming,
        (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS syncrep_waiting,
+       (SELECT count(DISTINCT application_name) FROM pg_stat_replication
+         WHERE application_name = ANY($1::text[]) AND state = 'streaming') AS watched_streaming,
        s.behind AS standby_behind, s.reply AS standby_reply
   FROM (SELECT 1) AS one
   LEFT JOIN LATERAL (
@@ -196,8 +198,12 @@ class HealthMonitor:
         if self._reply_at_degrade is None:  # degraded before this node started
             self._reply_at_degrade = reply or 0.0
         answered_since = reply is not None and reply > self._reply_at_degrade
+        # Named again only when every watched standby streams: naming them while one is still
+        # gone (a dead archiver beside a healthy standby region) would block commits again.
+        all_back = row["watched_streaming"] >= len(self.watched)
         if (
             policy == "degrade"
+            and all_back
             and answered_since
             and behind is not None
             and behind <= CAUGHT_UP_BYTES

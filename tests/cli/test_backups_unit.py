@@ -104,7 +104,7 @@ def test_retention_keeps_what_the_window_needs(tmp_path: Path) -> None:
 
 
 def _view(running: bool = True, streaming: bool = True, lag: int | None = 0) -> ArchiverView:
-    return ArchiverView(running, 1 if running else None, "c", streaming, "async", 0, lag)
+    return ArchiverView(running, 1 if running else None, "c", streaming, "async", 0, lag, lag)
 
 
 def _window(tmp_path: Path, bases: int = 1) -> ChainWindow:

@@ -81,6 +81,31 @@ def test_deploy_archives_and_status_shows_the_window(home: Path, endpoint: str) 
     assert status["backup"]["window"] == doc["window"]
 
 
+async def test_the_window_reaches_the_newest_commit_in_any_time_zone(
+    home: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_waldump prints commit times in its local zone; read as UTC they would be lost and
+    the window would end at the base backup."""
+    await send(endpoint, token(home, "pitr-tz"), "pitr-tz2", 1)
+    newest = (await commit_times(home, "d:pitr-tz:pitr-tz2"))[-1]
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    chain = ok_json(home, "backup", "status")["chains"][-1]
+    assert datetime.fromisoformat(chain["last"]) == newest
+
+
+async def test_restore_to_a_time_after_the_newest_commit(home: Path, endpoint: str) -> None:
+    """Past the newest archived commit a commit is made and awaited in the archive first, so
+    replay stops at the time and not at whatever the archive holds by then."""
+    tok = token(home, "pitr-now")
+    acked = await send(endpoint, tok, "pitr-now2", 2)
+    await asyncio.sleep(0.2)
+    target = datetime.now(UTC)
+    doc = ok_json(home, "restore", "--to-time", iso(target), "--yes")
+    assert doc["checks"]["live_compared"]
+    assert datetime.fromisoformat(doc["recovered_to"]) <= target
+    assert (await conv_state(home, "d:pitr-now:pitr-now2"))[0] == acked
+
+
 async def test_refused_before_anything_changes(home: Path, endpoint: str) -> None:
     inode = live_data(home).stat().st_ino
     first = datetime.fromisoformat(ok_json(home, "backup", "status")["window"]["first"])
@@ -198,6 +223,18 @@ def test_deploy_replaces_an_archiver_without_its_pid_file(home: Path, endpoint: 
     assert any(f"pid {stray}" in a and "without a pid file" in a for a in actions), actions
     assert not psutil.pid_exists(stray) or psutil.Process(stray).status() == "zombie"
     assert ok_json(home, "backup", "status", "--check")["healthy"]
+
+
+def test_archiving_off_then_on_starts_a_new_chain(home: Path, endpoint: str) -> None:
+    """Off drops the archiver's slot, so the primary may recycle WAL the old chain never got:
+    turned on again, archiving starts a chain of its own instead of a broken continuation."""
+    chains = len(ok_json(home, "backup", "status")["chains"])
+    ok_json(home, "deploy", "--archiving", "off")
+    assert ok_json(home, "status", "--check")["backup"]["archiving"] == "off"
+    ok_json(home, "deploy", "--archiving", "sync")
+    doc = ok_json(home, "backup", "status", "--check")
+    assert len(doc["chains"]) == chains + 1
+    assert doc["chains"][-1]["reason"] == "archiving resumed without its slot"
 
 
 def test_destroy_keeps_backups_unless_asked(home: Path, endpoint: str) -> None:

@@ -16,6 +16,7 @@ from cli.deadline import poll
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
 from cli.progress import Note, Step
 from cli.state import StackConfig, StackFiles
+from cli.targets.local.postgres import PgInstance
 from cli.targets.local.runtime import Region, SyncWatch
 
 
@@ -28,6 +29,16 @@ def sync_names(cfg: StackConfig) -> list[str]:
     standbys = cfg.standbys
     names = [standbys[0].name] if cfg.replication == "sync" and standbys else []
     return names + ([ARCHIVER_NAME] if cfg.archiving == "sync" else [])
+
+
+def streaming_sync_names(cfg: StackConfig, primary: PgInstance) -> list[str]:
+    """``sync_names`` that stream from ``primary`` now: naming one that does not would stop
+    every commit until it does (the archiver restarts against a new primary only after the
+    standby is back; deploy names the rest as they come)."""
+    from cli.targets.local import replication as rep
+
+    streaming = rep.streaming_names(primary)
+    return [n for n in sync_names(cfg) if n in streaming]
 
 
 def sync_watch(cfg: StackConfig) -> SyncWatch:
@@ -198,6 +209,9 @@ class LocalFailover:
                     limit=max(0.0, deadline - time.monotonic()), interval=0.02,
                     timed_out=behind,
                 )  # fmt: skip
+            # The archiver follows the new primary (primary_changed); its slot on the old one
+            # would hold WAL there forever once it is a standby.
+            self._release_archiver(src_pg)
             with phase(f"stopping {src.cfg.name}'s PostgreSQL"):
                 src_pg.stop()
         else:
@@ -255,7 +269,15 @@ class LocalFailover:
             wait_streaming(src, 30.0)
         src.ensure_bus(step)
         if cfg.replication == "sync":
-            rep.set_synchronous(dst.pg(), sync_names(cfg))
+            rep.set_synchronous(dst.pg(), streaming_sync_names(cfg, dst.pg()))
+
+    def _release_archiver(self, pg: PgInstance) -> None:
+        from cli.targets.local.backups.archiver import Archiver, drop_slot, slot_exists
+        from cli.targets.local.backups.layout import BackupRoot
+
+        Archiver(BackupRoot(self.files.dir), "").stop()
+        if slot_exists(pg):
+            drop_slot(pg)
 
     def rebuild_standby(self, region: str, step: Note, phase: Step) -> dict[str, Any]:
         from cli.targets.local import replication as rep
@@ -285,7 +307,7 @@ class LocalFailover:
             wait_streaming(r, 30.0)
             r.ensure_bus(step)
             if cfg.replication == "sync":
-                rep.set_synchronous(primary.pg(), sync_names(cfg))
+                rep.set_synchronous(primary.pg(), streaming_sync_names(cfg, primary.pg()))
         self.files.save_config(cfg)
         # The primary's nodes learn that they have a standby again (a rolling restart).
         with phase(f"restarting {primary.cfg.name}'s im-server nodes to protect writes again"):

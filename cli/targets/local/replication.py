@@ -92,6 +92,12 @@ def set_synchronous(primary: PgInstance, standbys: list[str]) -> None:
     primary.sql("SELECT pg_reload_conf()")
 
 
+def streaming_names(pg: PgInstance) -> set[str]:
+    """Who streams from ``pg`` now (standby regions and the WAL archiver)."""
+    out = pg.sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+    return set(out.splitlines())
+
+
 def promote(pg: PgInstance, timeout: float = 30.0) -> None:
     pg.run("pg_ctl", ["-D", str(pg.data_dir), "-w", "-t", str(int(timeout)), "promote"])
     # The trap: a promoted standby inherits synchronous_standby_names from the old primary

@@ -47,7 +47,7 @@ from cli.targets.local.failover import (
     LocalFailover,
     plan_document,
     result_document,
-    sync_names,
+    streaming_sync_names,
     sync_watch,
     wait_streaming,
 )
@@ -365,7 +365,7 @@ class LocalTarget(Target):
         if rows.get(standby.cfg.name, {}).get("sync_state") == "sync":
             return []
         wait_streaming(standby, 30.0)
-        rep.set_synchronous(primary, sync_names(cfg))
+        rep.set_synchronous(primary, streaming_sync_names(cfg, primary))
         msg = f"synchronous replication {standby.upstream.cfg.name} -> {standby.cfg.name}"
         step(msg)
         return [msg]

@@ -42,6 +42,14 @@ class ArchiverView:
     # fsyncs once per segment, so written (in the OS, surviving a kill of either process) is
     # the progress that matters; in sync mode the two are the same.
     lag_bytes: int | None
+    # The primary's position minus what its walsender has sent: the server's own figure, so
+    # it is current (the archiver reports what it wrote once a second).
+    sent_lag_bytes: int | None = None
+
+    @property
+    def up_to_date(self) -> bool:
+        """Streaming with nothing of note left to send: the archive reaches now."""
+        return self.streaming and self.sent_lag_bytes is not None and self.sent_lag_bytes < 1 << 20
 
     def to_json(self) -> dict[str, Any]:
         from cli.targets.local.backups.wal import lsn_text
@@ -54,6 +62,7 @@ class ArchiverView:
             "sync_state": self.sync_state,
             "flushed_lsn": lsn_text(self.flush_lsn) if self.flush_lsn is not None else None,
             "lag_bytes": self.lag_bytes,
+            "unsent_bytes": self.sent_lag_bytes,
         }
 
 
@@ -168,7 +177,8 @@ class Archiver:
             with contextlib.suppress(ImctlError):
                 out = pg.sql(
                     "SELECT r.state, r.sync_state, r.flush_lsn,"
-                    " pg_wal_lsn_diff(pg_current_wal_lsn(), r.write_lsn)::bigint"
+                    " pg_wal_lsn_diff(pg_current_wal_lsn(), r.write_lsn)::bigint,"
+                    " pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint"
                     " FROM pg_stat_replication r WHERE r.application_name = :'a'",
                     variables={"a": ARCHIVER_NAME},
                     timeout=timeout,
@@ -184,14 +194,37 @@ class Archiver:
             sync_state=row[1] if row else None,
             flush_lsn=lsn_int(row[2]) if row and row[2] else None,
             lag_bytes=max(0, int(row[3])) if row and row[3] else None,
+            sent_lag_bytes=max(0, int(row[4])) if len(row) > 4 and row[4] else None,
         )
 
 
-def drop_slot(pg: PgInstance) -> None:
-    """The archiver's slot holds WAL on the primary for it; without an archiver it must go,
-    or the primary's disk fills."""
-    pg.sql(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-        " WHERE slot_name = :'s' AND NOT active",
+def slot_exists(pg: PgInstance) -> bool:
+    out = pg.sql(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = :'s'",
         variables={"s": ARCHIVER_NAME},
     )
+    return out == "1"
+
+
+def drop_slot(pg: PgInstance, timeout: float = 10.0) -> None:
+    """The archiver's slot holds WAL on the primary for it; without an archiver it must go,
+    or the primary's disk fills. The walsender outlives a stopped archiver by a moment, and
+    an active slot cannot be dropped: wait for it to let go."""
+
+    def dropped() -> str:
+        return pg.sql(
+            "SELECT count(*) FILTER (WHERE active),"
+            " count(pg_drop_replication_slot(slot_name)) FILTER (WHERE NOT active)"
+            " FROM pg_replication_slots WHERE slot_name = :'s'",
+            variables={"s": ARCHIVER_NAME},
+        ).split("|")[0]
+
+    def held(_active: str) -> str:
+        raise ResourceFailure(
+            f"the WAL archiver's replication slot {ARCHIVER_NAME} stays in use after the"
+            f" archiver stopped; it keeps WAL on the primary's disk",
+            f"SELECT pg_drop_replication_slot('{ARCHIVER_NAME}') once nothing streams from it",
+        )
+
+    poll(dropped, done=lambda active: active == "0", state=lambda a: f"{a} active",
+         what="the archiver's slot", limit=timeout, interval=0.1, timed_out=held)  # fmt: skip

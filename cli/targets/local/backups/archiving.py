@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cli.deadline import Deadline
+from cli.errors import ImctlError
 from cli.progress import Note
 from cli.state import StackConfig
 from cli.targets.local.backups import base
-from cli.targets.local.backups.archiver import ARCHIVER_NAME, Archiver, drop_slot
+from cli.targets.local.backups.archiver import ARCHIVER_NAME, Archiver, drop_slot, slot_exists
 from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso, parse_iso
 from cli.targets.local.backups.shipping import ShipperProcess, prune_bucket
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
@@ -89,10 +90,20 @@ class Archiving:
         mark = incarnation(pg) or new_incarnation(pg.data_dir, pg)
         sysid, timeline = identity(pg)
         chain = self.backups.current()
+        if (
+            chain is not None
+            and chain_matches(chain, sysid, timeline, mark)
+            and not self.archiver.alive()
+            and not slot_exists(pg)
+            and ArchivedWal.read(chain.wal_dir).all
+        ):
+            # Archiving was off (its slot dropped) or the slot was lost: the WAL since may be
+            # recycled already, so the chain cannot go on; a new one starts.
+            reason, chain = "archiving resumed without its slot", None
         if chain is None or not chain_matches(chain, sysid, timeline, mark):
             # The archiver may still stream another history into the old chain.
             self.archiver.stop()
-            why = reason if chain is not None else "first backup of this stack"
+            why = reason if self.backups.current() is not None else "first backup of this stack"
             chain = self.backups.new_chain_dir()
             chain.write_info(ChainInfo(chain.id, iso(datetime.now(UTC)), sysid, timeline, why,
                                        mark))  # fmt: skip
@@ -134,11 +145,10 @@ class Archiving:
         named here only once it streams (deploy names it when it does: until then a commit
         would wait for it). Switching archiving to async takes the archiver out again."""
         from cli.targets.local import replication as rep
-        from cli.targets.local.failover import sync_names
+        from cli.targets.local.failover import streaming_sync_names
 
         current = pg.sql("SHOW synchronous_standby_names")
-        streaming = {r["standby"] for r in rep.primary_view(pg) if r["state"] == "streaming"}
-        want = [n for n in sync_names(self.cfg) if n == ARCHIVER_NAME or n in streaming]
+        want = streaming_sync_names(self.cfg, pg)
         listed = ARCHIVER_NAME in current
         if self.synchronous == listed:
             return []
@@ -229,7 +239,10 @@ class Archiving:
         for a in actions:
             step(a)
         if removed and self.cfg.backup_url:
-            actions += prune_bucket(self.cfg.backup_url, removed, step)
+            try:
+                actions += prune_bucket(self.cfg.backup_url, removed, step)
+            except ImctlError as exc:  # the local retention stands; the bucket keeps extra
+                actions.append(f"warning: retention in {self.cfg.backup_url} failed: {exc.message}")
         return actions
 
     def _keep(self) -> str:

@@ -20,6 +20,7 @@ switch, which puts the old data back if anything fails before the nodes are up).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from cli.snapshots import DIGEST_SQL
 from cli.targets.local.backups import base
 from cli.targets.local.backups.archiver import ArchiverView
 from cli.targets.local.backups.archiving import new_incarnation
-from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso
+from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
 from cli.targets.local.backups.wal import (
     PARTIAL_SUFFIX,
     ArchivedWal,
@@ -69,7 +70,11 @@ class Choice:
     window: ChainWindow
     base: BaseInfo
     to_time: datetime | None  # None: everything the chain holds
-    to_end: bool  # replay the whole archive: "latest", or a time at or after its last commit
+    to_end: bool  # replay the whole chain: "latest", or a time at/after an old chain's end
+    # A time past the newest archived commit of the current chain: a commit is made on the
+    # live primary and awaited in the archive first, so that replay has a commit after the
+    # target to stop at and nothing that commits meanwhile is taken in.
+    needs_marker: bool = False
 
     @property
     def chain(self) -> Chain:
@@ -86,36 +91,82 @@ def choose(
 ) -> Choice:
     """The chain and base backup a restore to ``to_time`` starts from, or PreconditionFailed
     (exit 10) with the window when the time cannot be reached."""
-    windows = [w for w in (chain_window(pg, c) for c in root.chains()) if w.bases]
+    all_windows = [chain_window(pg, c) for c in root.chains()]
+    windows = [w for w in all_windows if w.bases]
     if not windows:
         raise PreconditionFailed(
             "there is no base backup to restore from",
             "`imctl backup base` takes one (deploy takes one when archiving is on)",
             code="backup_missing",
         )
+    current = all_windows[-1]
     now = datetime.now(UTC)
     if to_time is None:
-        w = windows[-1]
-        return Choice(w, w.bases[-1], None, True)
+        if not current.bases:
+            # The history since the last restore or failover is in no base backup yet:
+            # "latest" from an older chain would quietly drop all of it.
+            raise PreconditionFailed(
+                f"the current backup chain {current.chain.id} ({current.reason}) has no base"
+                " backup yet, so the latest data cannot be restored",
+                "`imctl backup base` takes one",
+                code="backup_missing",
+            )
+        return Choice(current, current.bases[-1], None, True)
     if to_time > now:
         raise PreconditionFailed(
             f"{iso(to_time)} is in the future (now {iso(now)})",
             f"pick a time inside the window: {_windows_text(windows)}, or --to-time latest",
             code="outside_window",
         )
-    caught_up = archiver.streaming and archiver.lag_bytes == 0
-    for i, w in enumerate(reversed(windows)):
+    for w in reversed(windows):
         assert w.first is not None and w.last is not None
-        current = i == 0
-        last = now if current and caught_up else w.last
+        is_current = w is current
+        last = now if is_current and archiver.up_to_date else w.last
         if w.first <= to_time <= last:
-            usable = [b for b in w.bases if datetime.fromisoformat(b.finished_at.replace(
-                "Z", "+00:00")) <= to_time]  # fmt: skip
-            return Choice(w, usable[-1], to_time, to_time >= w.last)
+            usable = [b for b in w.bases if parse_iso(b.finished_at) <= to_time]
+            beyond = to_time >= w.last
+            return Choice(
+                w, usable[-1], to_time, to_end=beyond and not is_current,
+                needs_marker=beyond and is_current,
+            )  # fmt: skip
     raise PreconditionFailed(
         f"{iso(to_time)} is outside the recoverable window ({_windows_text(windows)})",
         "pick a time inside it (`imctl backup status` shows it), or --to-time latest",
         code="outside_window",
+    )
+
+
+def mark_and_wait(live: PgInstance, deadline: Deadline, limit: float = 15.0) -> None:
+    """One commit on the live primary (after the target, so replay stops before it), then
+    wait until the archiver has written it."""
+    from cli.targets.local.backups.archiver import ARCHIVER_NAME
+
+    lsn = live.sql(
+        "SELECT pg_current_xact_id(); SELECT pg_current_wal_lsn()", timeout=10
+    ).splitlines()[-1]
+
+    def behind(_b: str) -> str:
+        raise PreconditionFailed(
+            f"the WAL archiver did not receive the primary's WAL up to {lsn} within"
+            f" {limit:.0f}s; nothing was changed",
+            "`imctl backup status` shows the archiver; a time before the newest archived"
+            " commit does not need it",
+            code="archiving_behind",
+        )
+
+    poll(
+        lambda: live.sql(
+            "SELECT coalesce(bool_or(write_lsn >= :'lsn'::pg_lsn), false) FROM"
+            " pg_stat_replication WHERE application_name = :'a'",
+            variables={"lsn": lsn, "a": ARCHIVER_NAME},
+            timeout=5,
+        ),
+        done=lambda ok: ok == "t",
+        state=lambda ok: "archived" if ok == "t" else "not yet",
+        what="the archiver",
+        limit=min(limit, max(0.1, deadline.remaining())),
+        interval=0.1,
+        timed_out=behind,
     )
 
 
@@ -156,7 +207,9 @@ def plan_lines(
     return lines
 
 
-def check_archive(pg: PgInstance, choice: Choice, deadline: Deadline, progress: Step) -> None:
+def check_archive(pg: PgInstance, choice: Choice, deadline: Deadline, progress: Step) -> Choice:
+    """The base backup and the WAL after it checked; the choice back, replaying to the end
+    when the archive holds no commit after the target (recovery would never reach it)."""
     path = choice.chain.base_path(choice.base.id)
     with progress(f"checking base backup {choice.base.id} (pg_verifybackup)"):
         base.verify(pg, path)
@@ -173,6 +226,11 @@ def check_archive(pg: PgInstance, choice: Choice, deadline: Deadline, progress: 
     ):
         check_reads_through(found, held, what)
     deadline.check("after reading the WAL archive; nothing was changed")
+    if choice.to_time is not None and (
+        found.last_commit is None or found.last_commit <= choice.to_time
+    ):
+        return dataclasses.replace(choice, to_end=True)
+    return choice
 
 
 def restore_command(wal_dir: Path) -> str:
@@ -266,9 +324,7 @@ class Checked:
     size_bytes: int
 
 
-async def _digests(
-    dsn: str, live_dsn: str | None, to_time: datetime | None
-) -> tuple[list[Mapping[str, Any]], Any, list[Mapping[str, Any]] | None, int]:
+async def _restored(dsn: str) -> tuple[list[Mapping[str, Any]], datetime | None, int]:
     import asyncpg
 
     conn = await asyncpg.connect(dsn, timeout=10)
@@ -276,29 +332,54 @@ async def _digests(
         rows = await conn.fetch(DIGEST_SQL)
         newest = await conn.fetchval("SELECT max(pg_xact_commit_timestamp(xmin)) FROM messages")
         size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    except asyncpg.UndefinedTableError:
+        raise PreconditionFailed(
+            "at that time the database had no schema yet (the stack's first deploy had not"
+            " applied its migrations); the current data is untouched",
+            "pick a later time (`imctl backup status` shows the window)",
+            code="outside_window",
+        ) from None
     finally:
         await conn.close()
-    live_rows = None
-    if live_dsn is not None and to_time is not None:
-        try:
-            live = await asyncpg.connect(live_dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError):
-            return rows, newest, None, size
-        try:
-            async with live.transaction(isolation="repeatable_read", readonly=True):
-                unknown = await live.fetchval(
-                    "SELECT count(*) FROM messages WHERE pg_xact_commit_timestamp(xmin) IS NULL"
-                )
-                if not unknown:  # rows from before track_commit_timestamp: no comparison
-                    live_rows = await live.fetch(LIVE_DIGEST_SQL, to_time)
-        finally:
-            await live.close()
+    return rows, newest, size
+
+
+async def _live(live_dsn: str, at: datetime) -> list[Mapping[str, Any]] | None:
+    """The live database's messages committed up to ``at``, per conversation; None when it
+    does not answer or holds rows without commit times (from before track_commit_timestamp)."""
+    import asyncpg
+
+    try:
+        live = await asyncpg.connect(live_dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        async with live.transaction(isolation="repeatable_read", readonly=True):
+            unknown = await live.fetchval(
+                "SELECT count(*) FROM messages WHERE pg_xact_commit_timestamp(xmin) IS NULL"
+            )
+            if unknown:
+                return None
+            rows: list[Mapping[str, Any]] = await live.fetch(LIVE_DIGEST_SQL, at)
+            return rows
+    finally:
+        await live.close()
+
+
+async def _digests(
+    dsn: str, live_dsn: str | None, to_time: datetime | None
+) -> tuple[list[Mapping[str, Any]], datetime | None, list[Mapping[str, Any]] | None, int]:
+    rows, newest, size = await _restored(dsn)
+    # Compared up to the target, or for "latest" up to the newest commit restored: every live
+    # message committed by then must be in the restored data.
+    at = to_time or newest
+    live_rows = await _live(live_dsn, at) if live_dsn is not None and at is not None else None
     return rows, newest, live_rows, size
 
 
 def check(staging: PgInstance, live: PgInstance, choice: Choice, deadline: Deadline) -> Checked:
     live_dsn = live.dsn(DATABASE) if live.is_running() else None
-    target = None if choice.to_end else choice.to_time
+    target = choice.to_time
     try:
         rows, newest, live_rows, size = asyncio.run(
             asyncio.wait_for(

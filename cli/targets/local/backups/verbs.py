@@ -135,7 +135,10 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
         op.confirm(f"Restore stack {cfg.stack!r} to {pitr.describe(req.to_time)}?", details=plan)
     deadline = snapshot_deadline(req.timeout)
     started = time.monotonic()
-    pitr.check_archive(live, choice, deadline, op.step)
+    if choice.needs_marker:
+        with op.step("making sure the archive holds everything up to the target"):
+            pitr.mark_and_wait(live, deadline)
+    choice = pitr.check_archive(live, choice, deadline, op.step)
     staging, timings = pitr.recover(choice, live, primary.secrets.pg_password, deadline, op.step)
     switched = False
     try:

@@ -10,6 +10,7 @@ so when a cluster differs.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,28 +131,41 @@ def scan(pg: PgInstance, wal_dir: Path, start: Segment, *, timeout: float = 600.
     by pg_waldump) and report the last commit. The archive's current ``.partial`` segment is
     read as the segment it will become (pg_waldump takes only complete names), through a
     linked name in a scratch directory next to it."""
+    for attempt in range(3):
+        try:
+            return _scan_once(pg, wal_dir, start, timeout)
+        except FileNotFoundError:
+            # pg_receivewal renamed its .partial between the listing and the link: list again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _scan_once(pg: PgInstance, wal_dir: Path, start: Segment, timeout: float) -> WalScan:
     held = ArchivedWal.read(wal_dir)
     last = held.all[-1] if held.all else None
     if last is None or last < start:
         return WalScan(None, None, 0, None, None)
     args = ["--path", str(wal_dir), "--rmgr=Transaction", "--start", lsn_text(start.start_lsn)]
     scratch = None
-    if held.partial is not None:
-        scratch = _link_partial(wal_dir, held.partial)
-        args[1] = str(scratch)
     try:
-        # Both ends named: given only a start segment, pg_waldump reads that one segment.
-        done = pg.run("pg_waldump", [*args, start.name, last.name], timeout=timeout, check=False)
+        if held.partial is not None:
+            scratch = _link_partial(wal_dir, held.partial)
+            args[1] = str(scratch)
+        # Both ends named: given only a start segment, pg_waldump reads that one segment. TZ:
+        # it prints commit times in the local zone, and only UTC is parsed.
+        done = pg.run(
+            "pg_waldump", [*args, start.name, last.name], timeout=timeout, check=False,
+            env={"TZ": "UTC"},
+        )  # fmt: skip
     finally:
         if scratch is not None:
-            for f in scratch.iterdir():
-                f.unlink()
-            scratch.rmdir()
+            shutil.rmtree(scratch, ignore_errors=True)
     commits = [_COMMIT_RE.search(line) for line in done.stdout.splitlines()]
     found = [m for m in commits if m]
     end = _where_reading_stopped(done.stderr)
-    if end is None and found:
-        end = lsn_int(found[-1].group(1))
+    if end is None and done.returncode == 0:
+        end = (last.number + 1) * SEGMENT_SIZE - 1  # read every named segment to its end
     stopped = Segment.at(start.timeline, end) if end is not None else None
     if done.returncode != 0 and end is None:
         raise PreconditionFailed(
@@ -209,8 +223,12 @@ def _link_partial(wal_dir: Path, partial: Segment) -> Path:
 
     scratch = wal_dir.parent / f".waldump-{secrets.token_hex(4)}"
     scratch.mkdir()
-    for p in wal_dir.iterdir():
-        if SEGMENT_RE.match(p.name) or p.name.endswith(".history"):
-            os.link(p, scratch / p.name)
-    os.link(wal_dir / (partial.name + PARTIAL_SUFFIX), scratch / partial.name)
+    try:
+        for p in wal_dir.iterdir():
+            if SEGMENT_RE.match(p.name) or p.name.endswith(".history"):
+                os.link(p, scratch / p.name)
+        os.link(wal_dir / (partial.name + PARTIAL_SUFFIX), scratch / partial.name)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return scratch

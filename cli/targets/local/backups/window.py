@@ -9,11 +9,13 @@ time up to now restores the same data as that commit, so the window reaches now.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cli.state import StackConfig
+from cli.state import StackConfig, write_atomic
 from cli.targets.local.backups.archiver import ArchiverView
 from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int, scan
@@ -22,7 +24,6 @@ from cli.targets.local.postgres import PgInstance
 # The archiver may trail by this much before status calls it behind: one segment (a burst of
 # writes can be 16 MB ahead for a moment; more than that is not a moment).
 BEHIND_BYTES = 16 * 1024 * 1024
-_LOOKBACK_SEGMENTS = 4
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,37 @@ class ChainWindow:
         }
 
 
-def newest_commit(pg: PgInstance, chain: Chain, held: ArchivedWal) -> datetime | None:
-    """The newest commit time in the archive, reading back from its newest segment."""
-    segs = held.all
-    for back in range(1, min(len(segs), _LOOKBACK_SEGMENTS) + 1):
-        found = scan(pg, chain.wal_dir, segs[-back], timeout=60)
-        if found.last_commit is not None:
-            return found.last_commit
-    return None
+WINDOW_CACHE = "window.json"
+
+
+def newest_commit(
+    pg: PgInstance, chain: Chain, held: ArchivedWal, start: Segment
+) -> datetime | None:
+    """The newest commit time in the chain's archive. Complete segments never change, so what
+    was read of them is remembered (``window.json`` in the chain: the newest commit seen and
+    the segment to read on from); each call reads only from there to the end, and the first
+    call reads the whole chain once."""
+    cache = chain.root / WINDOW_CACHE
+    seen: datetime | None = None
+    read_from = start
+    try:
+        doc = json.loads(cache.read_text())
+        seen = parse_iso(doc["last_commit"]) if doc.get("last_commit") else None
+        read_from = max(start, Segment.parse(doc["read_from"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache, or one imctl did not write: read the whole chain
+    if not held.all:
+        return seen
+    found = scan(pg, chain.wal_dir, read_from, timeout=120)
+    newest = found.last_commit if found.last_commit is not None else seen
+    # Next time, from the newest segment held now: it may still grow (.partial), the ones
+    # before it cannot.
+    with contextlib.suppress(OSError):
+        write_atomic(cache, json.dumps({
+            "last_commit": iso(newest) if newest else None,
+            "read_from": held.all[-1].name,
+        }) + "\n")  # fmt: skip
+    return newest
 
 
 def chain_window(pg: PgInstance, chain: Chain) -> ChainWindow:
@@ -71,15 +95,19 @@ def chain_window(pg: PgInstance, chain: Chain) -> ChainWindow:
     bases = chain.bases()
     held = ArchivedWal.read(chain.wal_dir)
     first = parse_iso(bases[0].finished_at) if bases else None
-    last = newest_commit(pg, chain, held) if bases else None
-    if first is not None and (last is None or last < first):
-        last = first  # nothing committed since the base backup: it is the whole window
     gap = None
+    last = None
     if bases:
         b = bases[0]
-        gap = held.first_gap(Segment.at(b.timeline, lsn_int(b.start_lsn)))
+        start = Segment.at(b.timeline, lsn_int(b.start_lsn))
+        last = newest_commit(pg, chain, held, start)
+        gap = held.first_gap(start)
         if gap is not None and held.all and gap.number > held.all[-1].number:
             gap = None  # the archive simply has not reached it: not a hole
+    if first is not None and (last is None or last < first):
+        # Nothing committed since the base backup: restoring to any time from its end on
+        # gives the same data, so the window is that instant (and up to now while archiving).
+        last = first
     return ChainWindow(chain, info.reason, info.timeline, bases, held, first, last, gap)
 
 
@@ -118,11 +146,11 @@ def problems(
                 f"imctl deploy {s}",
             )
         )
-    elif archiver.lag_bytes is not None and archiver.lag_bytes > BEHIND_BYTES:
+    elif archiver.sent_lag_bytes is not None and archiver.sent_lag_bytes > BEHIND_BYTES:
         out.append(
             _problem(
                 "archiving_behind",
-                f"the WAL archiver is {archiver.lag_bytes} bytes behind the primary",
+                f"the WAL archiver is {archiver.sent_lag_bytes} bytes behind the primary",
                 f"imctl logs --node archiver {s}",
             )
         )
@@ -156,7 +184,7 @@ def window_doc(windows: list[ChainWindow], archiver: ArchiverView) -> dict[str, 
     current = windows[-1] if windows else None
     if current is None or current.first is None:
         return {"first": None, "last": None, "up_to_now": False}
-    caught_up = archiver.streaming and archiver.lag_bytes == 0
+    caught_up = archiver.up_to_date
     first = next((w.first for w in windows if w.first is not None), None)
     return {
         "first": iso(first) if first else None,
