@@ -34,6 +34,7 @@ from cli.targets.local.backups import bucket as bucket_module
 from cli.targets.local.backups.bucket import Bucket, parse_url
 from cli.targets.local.backups.shipper import STATE, STATUS, Shipper
 from cli.targets.local.procs import free_port
+from tests.cli.s3_fixtures import UNSET, aws_variables, moto_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "imctl/dev"
@@ -43,30 +44,16 @@ SEG4 = "000000010000000000000004"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_s3() as url:
+        yield url
 
 
 @pytest.fixture
 def aws_env(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials for moto, and none of this machine's AWS configuration."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_SESSION_TOKEN",
-                 "AWS_ENDPOINT_URL_S3"):  # fmt: skip
+    for name in UNSET:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in aws_variables(endpoint, tmp_path).items():
+        monkeypatch.setenv(name, value)
 
 
 def _raw() -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from cli.targets.local.procs import free_port
-from tests.cli.test_pitr_e2e import send
-from tests.cli.test_snapshot_e2e import conv_state, imctl, ok_json, run_json, token
+from tests.cli.s3_fixtures import UNSET, aws_variables, moto_s3
+from tests.cli.test_pitr_e2e import commit_times, send, temp_home
+from tests.cli.test_snapshot_e2e import conv_state, ok_json, run_json, token
 
 pytestmark = pytest.mark.slow
 
@@ -28,40 +28,37 @@ BUCKET = "imctl-pitr"
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
     saved = dict(os.environ)
-    scratch = tempfile.mkdtemp(prefix="imctl-aws-")
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing-secret", AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=f"{scratch}/none", AWS_SHARED_CREDENTIALS_FILE=f"{scratch}/none",
-        AWS_EC2_METADATA_DISABLED="true",
-    )  # fmt: skip
-    boto3.session.Session().client("s3").create_bucket(Bucket=BUCKET)
-    try:
-        yield endpoint
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix="imctl-aws-"))
+    with moto_s3() as endpoint:
+        for name in UNSET:
+            os.environ.pop(name, None)
+        os.environ.update(aws_variables(endpoint, scratch))
+        boto3.session.Session().client("s3").create_bucket(Bucket=BUCKET)
+        try:
+            yield endpoint
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def home(s3: str) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-pitr-s3-"))
-    root.chmod(0o711)
-    yield root
-    if (root / "stacks" / "dev").exists():
-        imctl(root, "destroy", "--yes", "--delete-snapshots")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from temp_home("imctl-pitr-s3-")
+
+
+def wait_shipped(home: Path, after: float) -> None:
+    """Until a whole shipper pass has run after ``after`` (passes are 5 s apart)."""
+    deadline = time.monotonic() + 60
+    while True:
+        ship = ok_json(home, "backup", "status")["shipping"]
+        age = ship.get("last_pass_age_s")
+        if ship["running"] and ship["ok"] and age is not None and time.time() - age > after + 5.5:
+            return
+        assert time.monotonic() < deadline, ship
+        time.sleep(0.5)
 
 
 def test_a_bad_url_or_bucket_is_refused_before_anything_starts(home: Path) -> None:
@@ -75,21 +72,7 @@ async def test_restore_from_the_bucket_alone(home: Path) -> None:
     endpoint = ok_json(home, "deploy", "--backup-url", url, "--port", str(free_port()))["endpoint"]
     tok = token(home, "s3-a")
     acked = await send(endpoint, tok, "s3-b", 5)
-    sent_at = time.time()
-    # A whole shipper pass after the last ack (passes are 5 s apart).
-    deadline = time.monotonic() + 60
-    while True:
-        ship = ok_json(home, "backup", "status")["shipping"]
-        beat = ship.get("last_pass_age_s")
-        if (
-            ship["running"]
-            and ship["ok"]
-            and beat is not None
-            and time.time() - beat > sent_at + 5.5
-        ):
-            break
-        assert time.monotonic() < deadline, ship
-        time.sleep(0.5)
+    wait_shipped(home, time.time())
     assert ok_json(home, "backup", "status", "--check")["healthy"]
     shutil.rmtree(home / "stacks" / "dev" / "backups" / "chains")  # the local copy is lost
     doc = ok_json(home, "restore", "--to-time", "latest", "--yes")
@@ -97,3 +80,20 @@ async def test_restore_from_the_bucket_alone(home: Path) -> None:
     seqs, _ = await conv_state(home, "d:s3-a:s3-b")
     assert seqs == acked
     assert datetime.fromisoformat(doc["recovered_to"]).timestamp() <= time.time()
+
+
+async def test_a_destroyed_stacks_history_comes_back_from_the_bucket(home: Path) -> None:
+    """destroy --delete-snapshots deletes the local backups, never the bucket's copy: a stack
+    deployed again with the same URL restores a time of the old history from it."""
+    url = f"s3://{BUCKET}/stacks/dev"
+    endpoint = ok_json(home, "status")["endpoint"]
+    acked = await send(endpoint, token(home, "s3-c"), "s3-d", 3)
+    wait_shipped(home, time.time())
+    # The old chain's window ends at its newest commit: the last of these.
+    target = (await commit_times(home, "d:s3-c:s3-d"))[-1]
+    ok_json(home, "destroy", "--yes", "--delete-snapshots")
+    assert not (home / "stacks" / "dev").exists()
+    ok_json(home, "deploy", "--backup-url", url, "--port", str(free_port()))
+    doc = ok_json(home, "restore", "--to-time", target.isoformat(), "--yes")
+    assert doc["fetched_from_bucket"] > 0
+    assert (await conv_state(home, "d:s3-c:s3-d"))[0] == acked

@@ -28,14 +28,20 @@ from tests.cli.test_snapshot_e2e import conv_state, database, imctl, ok_json, ru
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-pitr-"))
+def temp_home(prefix: str) -> Iterator[Path]:
+    """An IMCTL_HOME under /tmp with o+x (PostgreSQL runs as an unprivileged user and must
+    reach its data); stack dev and everything kept of it go at the end."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o711)
     yield root
     if (root / "stacks" / "dev").exists():
         imctl(root, "destroy", "--yes", "--delete-snapshots")
     subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    yield from temp_home("imctl-pitr-")
 
 
 @pytest.fixture(scope="module")

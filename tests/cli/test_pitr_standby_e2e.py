@@ -5,28 +5,21 @@ the new primary (a chain of its own) and a restore from it has what was sent sin
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli.targets.local.procs import free_port
-from tests.cli.test_pitr_e2e import commit_times, iso, send
-from tests.cli.test_snapshot_e2e import conv_state, imctl, ok_json, token
+from tests.cli.test_pitr_e2e import commit_times, iso, send, temp_home
+from tests.cli.test_snapshot_e2e import conv_state, ok_json, token
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="imctl-pitr-sb-"))
-    root.chmod(0o711)
-    yield root
-    if (root / "stacks" / "dev").exists():
-        imctl(root, "destroy", "--yes", "--delete-snapshots")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    yield from temp_home("imctl-pitr-sb-")
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,12 @@ def validate_replicas(n: int) -> int:
     return n
 
 
+def _in_range(flag: str, value: float, lo: float, hi: float, unit: str) -> float:
+    if not lo <= value <= hi:
+        raise UsageError(f"{flag} must be between {lo:g} and {hi:g} {unit}, got {value:g}")
+    return value
+
+
 def validate_port(p: int) -> int:
     if not 1024 <= p <= 65535:
         raise UsageError(f"--port must be between 1024 and 65535, got {p}")
@@ -203,19 +209,14 @@ class LocalTarget(Target):
                 "sync" if archiving == "sync" else "off" if archiving == "off" else "async"
             )
         if keep_days is not None:
-            if not BACKUP_KEEP_DAYS_MIN <= keep_days <= BACKUP_KEEP_DAYS_MAX:
-                raise UsageError(
-                    f"--keep-days must be between {BACKUP_KEEP_DAYS_MIN:g} and"
-                    f" {BACKUP_KEEP_DAYS_MAX:g}, got {keep_days:g}"
-                )
-            cfg.backup_keep_days = keep_days
+            cfg.backup_keep_days = _in_range(
+                "--keep-days", keep_days, BACKUP_KEEP_DAYS_MIN, BACKUP_KEEP_DAYS_MAX, "days"
+            )
         if base_every_hours is not None:
-            if not BASE_EVERY_HOURS_MIN <= base_every_hours <= BASE_EVERY_HOURS_MAX:
-                raise UsageError(
-                    f"--base-every must be between {BASE_EVERY_HOURS_MIN:g} and"
-                    f" {BASE_EVERY_HOURS_MAX:g} hours, got {base_every_hours:g}"
-                )
-            cfg.backup_base_every_hours = base_every_hours
+            cfg.backup_base_every_hours = _in_range(
+                "--base-every", base_every_hours, BASE_EVERY_HOURS_MIN, BASE_EVERY_HOURS_MAX,
+                "hours",
+            )  # fmt: skip
         if backup_url is not None:
             from cli.targets.local.backups.bucket import parse_url
 

@@ -280,6 +280,11 @@ def recover(
             # is rebuilt afterwards, and until then a commit would wait for nobody.
             staging.sql("ALTER SYSTEM RESET synchronous_standby_names")
             staging.sql("SELECT pg_reload_conf()")
+            # The backup may come from this stack before a destroy (other secrets): the
+            # stack's current password, over the unix socket (trust), before anything connects.
+            # In the statement (psql's stdin), not a psql variable: argv is public.
+            literal = "'" + password.replace("'", "''") + "'"
+            staging.sql(f"ALTER ROLE postgres PASSWORD {literal}")
         timings["recovery_s"] = round(time.monotonic() - t1, 3)
     except BaseException:
         discard(staging)

@@ -117,16 +117,29 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
     cfg, primary, regions = _primary(target)
     root = BackupRoot(target.files.dir)
     fetched = 0
-    if not root.chains() and cfg.backup_url:
-        # The local copy is gone (a lost disk): the bucket holds the archive.
+    live = primary.pg()
+
+    def fetch(why: str) -> int:
         from cli.targets.local.backups.shipping import chown_tree, fetch_from_bucket
 
-        with op.step(f"fetching the archive from {cfg.backup_url} (the local copy is gone)"):
-            fetched = fetch_from_bucket(root, cfg.backup_url, op.note)
-            chown_tree(root.chains_dir, primary.pg())
+        assert cfg.backup_url is not None
+        with op.step(f"fetching the archive from {cfg.backup_url} ({why})"):
+            got = fetch_from_bucket(root, cfg.backup_url, op.note)
+            chown_tree(root.chains_dir, live)
+        return got
+
+    if not root.chains() and cfg.backup_url:
+        fetched = fetch("the local copy is gone")  # a lost disk: the bucket holds the archive
     view, _answering = archiver_view(root, primary)
-    live = primary.pg()
-    choice = pitr.choose(root, live, req.to_time, view)
+    try:
+        choice = pitr.choose(root, live, req.to_time, view)
+    except PreconditionFailed as exc:
+        # A chain deleted here (or a destroyed stack's, deployed again) may still be in the
+        # bucket: what it holds is fetched, and the time tried again.
+        if not cfg.backup_url or fetched or exc.code not in ("outside_window", "backup_missing"):
+            raise
+        fetched = fetch("the time is not in the local copy")
+        choice = pitr.choose(root, live, req.to_time, view)
     standbys = [r.cfg.name for r in regions if r.cfg.role == "standby"]
     plan = pitr.plan_lines(choice, primary, req.where, standbys, pitr.live_message_count(live))
     if req.where == "in-place":
