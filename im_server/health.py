@@ -216,7 +216,7 @@ class HealthMonitor:
             "up",
             "unprotected",
             f"replication to {self.who} is asynchronous"
-            + (" (degraded; it is named again once it streams and has caught up)"
+            + (f" (degraded; named again once all of {self.who} stream and have caught up)"
                if policy == "degrade" else ""),
             now,
         )  # fmt: skip

@@ -62,6 +62,20 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
     )
     if doc.get("retention_days") is not None:
         console.print(f"  retention {doc['retention_days']} days", markup=False)
+    if doc.get("keep_days") is not None:
+        console.print(
+            f"  keeps {doc['keep_days']:g} days; a base backup every"
+            f" {doc['base_every_hours']:g} h (deploy, or `imctl backup base` from cron)",
+            markup=False,
+        )
+    ship = doc.get("shipping")
+    if isinstance(ship, Mapping):
+        state = "running" if ship.get("running") else "STOPPED"
+        console.print(
+            f"  shipper to {ship.get('url')} {state}, last pass"
+            f" {human(ship.get('last_pass_age_s'))}s ago, pending {human(ship.get('pending'))}",
+            markup=False,
+        )
     window = doc.get("window") or {}
     last = window.get("last")
     if window.get("up_to_now"):
@@ -94,9 +108,14 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
             if arch.get("running")
             else "STOPPED"
         )
+        progress = (
+            f", flushed up to {arch.get('flushed_lsn')}, {human(arch.get('lag_bytes'))} bytes"
+            " behind"
+            if arch.get("running")
+            else ""
+        )
         console.print(
-            f"  WAL archiver {state}, flushed {human(arch.get('flushed_lsn'))}, behind"
-            f" {human(arch.get('lag_bytes'))} bytes; archived up to"
+            f"  WAL archiver {state}{progress}; archived up to"
             f" {human((doc.get('archived_up_to') or {}).get('segment'))}",
             markup=False,
         )

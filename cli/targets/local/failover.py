@@ -8,6 +8,7 @@ instead of undoing it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -211,7 +212,7 @@ class LocalFailover:
                 )  # fmt: skip
             # The archiver follows the new primary (primary_changed); its slot on the old one
             # would hold WAL there forever once it is a standby.
-            self._release_archiver(src_pg)
+            self._release_archiver(src_pg, step)
             with phase(f"stopping {src.cfg.name}'s PostgreSQL"):
                 src_pg.stop()
         else:
@@ -271,13 +272,37 @@ class LocalFailover:
         if cfg.replication == "sync":
             rep.set_synchronous(dst.pg(), streaming_sync_names(cfg, dst.pg()))
 
-    def _release_archiver(self, pg: PgInstance) -> None:
-        from cli.targets.local.backups.archiver import Archiver, drop_slot, slot_exists
+    def _release_archiver(self, pg: PgInstance, step: Note) -> None:
+        """The old chain gets the last of the old primary's WAL first (async archiving may
+        trail by a moment), then the archiver stops and its slot goes. A slot that will not
+        go is said, not fatal: the nodes are drained and the failover must go on."""
+        from cli.targets.local.backups.archiver import (
+            ARCHIVER_NAME,
+            Archiver,
+            drop_slot,
+            slot_exists,
+        )
         from cli.targets.local.backups.layout import BackupRoot
 
-        Archiver(BackupRoot(self.files.dir), "").stop()
-        if slot_exists(pg):
-            drop_slot(pg)
+        archiver = Archiver(BackupRoot(self.files.dir), "")
+        if archiver.alive():
+            with contextlib.suppress(ImctlError):
+                target = pg.sql("SELECT pg_current_wal_lsn()")
+                poll(
+                    lambda: pg.sql(
+                        "SELECT coalesce(bool_or(write_lsn >= :'lsn'::pg_lsn), false) FROM"
+                        " pg_stat_replication WHERE application_name = :'a'",
+                        variables={"lsn": target, "a": ARCHIVER_NAME}, timeout=5,
+                    ),
+                    done=lambda ok: ok == "t", state=lambda ok: ok, what="the archiver",
+                    limit=10.0, interval=0.05,
+                )  # fmt: skip
+        archiver.stop()
+        try:
+            if slot_exists(pg):
+                drop_slot(pg)
+        except ImctlError as exc:
+            step(f"warning: {exc.message}")
 
     def rebuild_standby(self, region: str, step: Note, phase: Step) -> dict[str, Any]:
         from cli.targets.local import replication as rep

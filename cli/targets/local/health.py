@@ -23,6 +23,7 @@ CODES = {
     "bus_down": "NATS is not running: pushes between nodes stop (sends stay durable)",
     # Continuous backup (cli/targets/local/backups/window.py): the recovery point at risk.
     "archiving_stopped": "the WAL archiver is not running or not streaming",
+    "archiving_not_synchronous": "--archiving sync, but commits do not wait for the archiver",
     "archiving_behind": "the WAL archiver trails the primary by more than a segment",
     "archive_gap": "a WAL segment is missing inside the archive",
     "backup_missing": "no base backup: no point-in-time restore possible",

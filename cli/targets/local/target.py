@@ -713,7 +713,13 @@ class LocalTarget(Target):
             f"Rebuild region {region!r} as the standby?",
             details=[f"delete {region}'s database and copy the primary into it"],
         )
-        return DocResult(self.failover_sequence().rebuild_standby(region, op.note, op.step))
+        from cli.targets.local.backups.verbs import after_primary_change
+
+        doc = self.failover_sequence().rebuild_standby(region, op.note, op.step)
+        # The rebuild names only what streams as synchronous; with --archiving sync the
+        # archiver is named again here if it was not streaming just then.
+        doc["backup"] = after_primary_change(self, "standby rebuild", op.note)
+        return DocResult(doc)
 
     # --- drills (drill.py) and logs (logs.py) ---------------------------------------------------
 

@@ -125,10 +125,11 @@ def choose(
         if w.first <= to_time <= last:
             usable = [b for b in w.bases if parse_iso(b.finished_at) <= to_time]
             beyond = to_time >= w.last
-            return Choice(
-                w, usable[-1], to_time, to_end=beyond and not is_current,
-                needs_marker=beyond and is_current,
-            )  # fmt: skip
+            # Past the newest archived commit: a marker is needed only while the archive
+            # still grows (streaming, caught up); otherwise the archive ends there, and
+            # replaying all of it is the state at that time.
+            marker = beyond and is_current and archiver.up_to_date
+            return Choice(w, usable[-1], to_time, to_end=beyond and not marker, needs_marker=marker)
     raise PreconditionFailed(
         f"{iso(to_time)} is outside the recoverable window ({_windows_text(windows)})",
         "pick a time inside it (`imctl backup status` shows it), or --to-time latest",
@@ -141,8 +142,12 @@ def mark_and_wait(live: PgInstance, deadline: Deadline, limit: float = 15.0) -> 
     wait until the archiver has written it."""
     from cli.targets.local.backups.archiver import ARCHIVER_NAME
 
+    # Local commit: a synchronous standby region that is down must not hold the marker (the
+    # wait below is for the archiver alone).
     lsn = live.sql(
-        "SELECT pg_current_xact_id(); SELECT pg_current_wal_lsn()", timeout=10
+        "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_current_xact_id(); COMMIT;"
+        " SELECT pg_current_wal_lsn()",
+        timeout=10,
     ).splitlines()[-1]
 
     def behind(_b: str) -> str:
@@ -226,11 +231,12 @@ def check_archive(pg: PgInstance, choice: Choice, deadline: Deadline, progress: 
     ):
         check_reads_through(found, held, what)
     deadline.check("after reading the WAL archive; nothing was changed")
-    if choice.to_time is not None and (
-        found.last_commit is None or found.last_commit <= choice.to_time
-    ):
-        return dataclasses.replace(choice, to_end=True)
-    return choice
+    # From this full read, not the window's: replay to the end exactly when nothing in the
+    # archive committed after the target.
+    to_end = (
+        choice.to_time is None or found.last_commit is None or found.last_commit <= choice.to_time
+    )
+    return dataclasses.replace(choice, to_end=to_end)
 
 
 def restore_command(wal_dir: Path) -> str:

@@ -134,11 +134,16 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
     try:
         choice = pitr.choose(root, live, req.to_time, view)
     except PreconditionFailed as exc:
-        # A chain deleted here (or a destroyed stack's, deployed again) may still be in the
-        # bucket: what it holds is fetched, and the time tried again.
-        if not cfg.backup_url or fetched or exc.code not in ("outside_window", "backup_missing"):
+        # A past time a chain deleted here (or a destroyed stack's, deployed again) may still
+        # hold in the bucket: what it has is fetched, and the time tried again. Not for a
+        # future time or "latest", which the bucket cannot help.
+        past = req.to_time is not None and req.to_time <= datetime.now(UTC)
+        if not cfg.backup_url or fetched or exc.code != "outside_window" or not past:
             raise
-        fetched = fetch("the time is not in the local copy")
+        try:
+            fetched = fetch("the time is not in the local copy")
+        except ImctlError:
+            raise exc from None  # the bucket's trouble would hide what the user asked about
         choice = pitr.choose(root, live, req.to_time, view)
     standbys = [r.cfg.name for r in regions if r.cfg.role == "standby"]
     plan = pitr.plan_lines(choice, primary, req.where, standbys, pitr.live_message_count(live))

@@ -126,14 +126,21 @@ def _utc(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
 
 
-def scan(pg: PgInstance, wal_dir: Path, start: Segment, *, timeout: float = 600.0) -> WalScan:
+def scan(
+    pg: PgInstance,
+    wal_dir: Path,
+    start: Segment,
+    *,
+    until: Segment | None = None,
+    timeout: float = 600.0,
+) -> WalScan:
     """Read every record from ``start`` to the end of the archive in ``wal_dir`` (CRC-checked
     by pg_waldump) and report the last commit. The archive's current ``.partial`` segment is
     read as the segment it will become (pg_waldump takes only complete names), through a
     linked name in a scratch directory next to it."""
     for attempt in range(3):
         try:
-            return _scan_once(pg, wal_dir, start, timeout)
+            return _scan_once(pg, wal_dir, start, until, timeout)
         except FileNotFoundError:
             # pg_receivewal renamed its .partial between the listing and the link: list again.
             if attempt == 2:
@@ -141,9 +148,13 @@ def scan(pg: PgInstance, wal_dir: Path, start: Segment, *, timeout: float = 600.
     raise AssertionError("unreachable")
 
 
-def _scan_once(pg: PgInstance, wal_dir: Path, start: Segment, timeout: float) -> WalScan:
+def _scan_once(
+    pg: PgInstance, wal_dir: Path, start: Segment, until: Segment | None, timeout: float
+) -> WalScan:
     held = ArchivedWal.read(wal_dir)
     last = held.all[-1] if held.all else None
+    if last is not None and until is not None and until < last:
+        last = until  # a stretch of the archive, not all of it
     if last is None or last < start:
         return WalScan(None, None, 0, None, None)
     args = ["--path", str(wal_dir), "--rmgr=Transaction", "--start", lsn_text(start.start_lsn)]

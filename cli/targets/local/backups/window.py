@@ -36,6 +36,7 @@ class ChainWindow:
     first: datetime | None  # None: no base backup, nothing to restore from
     last: datetime | None
     gap: Segment | None  # a segment missing inside the archive (by name)
+    read_all: bool = True  # False: status has read only part of it so far (last may be older)
 
     def to_json(self) -> dict[str, Any]:
         size = (
@@ -54,19 +55,25 @@ class ChainWindow:
             "wal_segments": len(self.wal.all),
             "size_bytes": size,
             "gap": self.gap.name if self.gap else None,
+            "read_all": self.read_all,
         }
 
 
 WINDOW_CACHE = "window.json"
 
 
+# Segments one status call reads of a chain it has not read yet (4 GB): the first status
+# after a long chain appears reads it in steps instead of timing out on all of it.
+STATUS_BUDGET = 256
+
+
 def newest_commit(
-    pg: PgInstance, chain: Chain, held: ArchivedWal, start: Segment
-) -> datetime | None:
-    """The newest commit time in the chain's archive. Complete segments never change, so what
-    was read of them is remembered (``window.json`` in the chain: the newest commit seen and
-    the segment to read on from); each call reads only from there to the end, and the first
-    call reads the whole chain once."""
+    pg: PgInstance, chain: Chain, held: ArchivedWal, start: Segment, budget: int | None = None
+) -> tuple[datetime | None, bool]:
+    """The newest commit time in the chain's archive, and whether the whole archive was read.
+    Complete segments never change, so what was read of them is remembered (``window.json``
+    in the chain: the newest commit seen and the segment to go on from); each call reads from
+    there on, at most ``budget`` segments (None: to the end)."""
     cache = chain.root / WINDOW_CACHE
     seen: datetime | None = None
     read_from = start
@@ -77,30 +84,47 @@ def newest_commit(
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache, or one imctl did not write: read the whole chain
     if not held.all:
-        return seen
-    found = scan(pg, chain.wal_dir, read_from, timeout=120)
-    newest = found.last_commit if found.last_commit is not None else seen
-    # Next time, from the newest segment held now: it may still grow (.partial), the ones
-    # before it cannot.
+        return None, True  # nothing archived (any more): the base backups are the window
+    newest = held.all[-1]
+    while True:
+        stop = newest
+        if budget is not None:
+            stop = Segment(newest.timeline, min(newest.number, read_from.number + budget - 1))
+        found = scan(pg, chain.wal_dir, read_from, until=stop, timeout=600)
+        seen = found.last_commit or seen
+        reached = found.stopped_in or stop
+        if reached.number < stop.number:
+            # A hole or a damaged record: read from there again next time (it may be fetched
+            # back from the bucket), never past it.
+            read_from, complete = max(read_from, reached), False
+            break
+        read_from = stop
+        if stop == newest:
+            complete = True
+            break
+        if budget is not None:
+            complete = False
+            break
     with contextlib.suppress(OSError):
         write_atomic(cache, json.dumps({
-            "last_commit": iso(newest) if newest else None,
-            "read_from": held.all[-1].name,
+            "last_commit": iso(seen) if seen else None,
+            "read_from": read_from.name,
         }) + "\n")  # fmt: skip
-    return newest
+    return seen, complete
 
 
-def chain_window(pg: PgInstance, chain: Chain) -> ChainWindow:
+def chain_window(pg: PgInstance, chain: Chain, budget: int | None = None) -> ChainWindow:
     info = chain.info()
     bases = chain.bases()
     held = ArchivedWal.read(chain.wal_dir)
     first = parse_iso(bases[0].finished_at) if bases else None
     gap = None
     last = None
+    read_all = True
     if bases:
         b = bases[0]
         start = Segment.at(b.timeline, lsn_int(b.start_lsn))
-        last = newest_commit(pg, chain, held, start)
+        last, read_all = newest_commit(pg, chain, held, start, budget)
         gap = held.first_gap(start)
         if gap is not None and held.all and gap.number > held.all[-1].number:
             gap = None  # the archive simply has not reached it: not a hole
@@ -108,7 +132,7 @@ def chain_window(pg: PgInstance, chain: Chain) -> ChainWindow:
         # Nothing committed since the base backup: restoring to any time from its end on
         # gives the same data, so the window is that instant (and up to now while archiving).
         last = first
-    return ChainWindow(chain, info.reason, info.timeline, bases, held, first, last, gap)
+    return ChainWindow(chain, info.reason, info.timeline, bases, held, first, last, gap, read_all)
 
 
 def _problem(code: str, message: str, next_command: str | None) -> dict[str, Any]:
@@ -143,6 +167,16 @@ def problems(
                 "archiving_stopped",
                 f"the WAL archiver (pg_receivewal) {what}: commits since are in no backup"
                 + (" and writes wait for it (--archiving sync)" if cfg.archiving == "sync" else ""),
+                f"imctl deploy {s}",
+            )
+        )
+    elif cfg.archiving == "sync" and archiver.sync_state not in ("sync", "quorum"):
+        out.append(
+            _problem(
+                "archiving_not_synchronous",
+                "--archiving sync, but commits do not wait for the archiver"
+                f" ({archiver.sync_state or 'not listed'}): an acked message may be missing"
+                " from the archive",
                 f"imctl deploy {s}",
             )
         )
@@ -197,7 +231,7 @@ def backup_doc(
     cfg: StackConfig, root: BackupRoot, pg: PgInstance, archiver: ArchiverView,
     primary_answering: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    windows = [chain_window(pg, c) for c in root.chains()]
+    windows = [chain_window(pg, c, STATUS_BUDGET) for c in root.chains()]
     current = windows[-1] if windows else None
     found = problems(cfg, current, archiver, primary_answering)
     last_base = None
