@@ -103,7 +103,10 @@ def test_every_local_verb_works_without_the_cloud_extras(home: Path, tmp_path: P
     ok("deploy", "-s", "solo", "--port", str(free_port()), "--replicas", "1")
     snap = ok("snapshot", "create", "-s", "solo", "--note", "no extras")
     ok("restore", snap["id"], "-s", "solo", "--yes")
-    ok("destroy", "-s", "solo", "--yes")
+    ok("backup", "status", "-s", "solo", "--check")
+    ok("backup", "base", "-s", "solo")
+    ok("restore", "--to-time", "latest", "-s", "solo", "--yes")
+    ok("destroy", "-s", "solo", "--yes", "--delete-snapshots")
 
     ok("deploy", "--port", str(port), "--replicas", "1", "--region", "a", "--standby-region", "b")
     ok("status", "--check")
@@ -126,6 +129,17 @@ def test_every_local_verb_works_without_the_cloud_extras(home: Path, tmp_path: P
     ok("doctor")
     ok("version")
     ok("destroy", "--yes")
+
+
+def test_a_backup_url_without_boto3_is_refused_before_anything_starts(
+    home: Path, tmp_path: Path
+) -> None:
+    args = ("deploy", "-s", "s3less", "--port", str(free_port()), "--backup-url", "s3://bkt/x")
+    code, out, _attempts, _err = run(home, tmp_path, *args, "-o", "json")
+    error = json.loads(out)["error"]
+    assert code == 10 and "imctl[backup]" in error["hint"], error
+    assert not (home / "stacks" / "s3less" / "regions").exists()
+    assert not (home / "stacks" / "s3less" / "config.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,10 @@ def test_a_bad_url_or_bucket_is_refused_before_anything_starts(home: Path) -> No
     doc = run_json(home, 2, "deploy", "--backup-url", "http://x/y", "--port", str(free_port()))
     assert "s3://" in doc["error"]["message"] + doc["error"]["hint"]
     assert not (home / "stacks" / "dev" / "regions").exists()
+    missing = "s3://imctl-no-such-bucket/x"
+    doc = run_json(home, 10, "deploy", "--backup-url", missing, "--port", str(free_port()))
+    assert "imctl-no-such-bucket" in doc["error"]["message"]
+    assert not (home / "stacks" / "dev" / "config.json").exists()  # no config names that URL
 
 
 async def test_restore_from_the_bucket_alone(home: Path) -> None:

@@ -304,6 +304,12 @@ class LocalTarget(Target):
         )  # fmt: skip
         secrets = self.files.load_or_create_secrets()
         regions = self.regions(cfg, secrets)
+        if cfg.backup_url and cfg.archiving != "off":
+            from cli.targets.local.backups.bucket import Bucket, parse_url
+
+            with phase(f"checking the backup bucket {cfg.backup_url}"):
+                # boto3 installed, credentials, the bucket there: before anything starts.
+                Bucket(parse_url(cfg.backup_url)[0]).check_access()
         with phase("checking ports and processes"):
             for r in regions:
                 if r.cfg.role != "fenced":
