@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cli.deadline import poll
 from cli.errors import ImctlError, OperationTimeout, PreconditionFailed, UsageError
@@ -19,6 +19,9 @@ from cli.progress import Note, Step
 from cli.state import StackConfig, StackFiles
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.runtime import Region, SyncWatch
+
+if TYPE_CHECKING:
+    from cli.targets.local.backups.archiving import FollowUp
 
 
 def sync_names(cfg: StackConfig) -> list[str]:
@@ -79,7 +82,7 @@ class LocalFailover:
         files: StackFiles,
         regions: Callable[[StackConfig], list[Region]],
         status: Callable[[], dict[str, Any]],
-        primary_changed: Callable[[str, Note], list[str]] | None = None,
+        primary_changed: Callable[[str, Note], FollowUp] | None = None,
     ) -> None:
         self.files = files
         self.regions = regions
@@ -244,10 +247,11 @@ class LocalFailover:
             with phase(f"rejoining {src.cfg.name} as the standby of {dst.cfg.name}"):
                 self._rejoin(cfg, src, dst, step)
             info["rejoined"] = True
-        info["backup"] = []
+        info["backup"], info["backup_warnings"] = [], []
         if self.primary_changed is not None:
             with phase(f"continuous backup: archiving from {dst.cfg.name}"):
-                info["backup"] = self.primary_changed("failover", step)
+                follow = self.primary_changed("failover", step)
+                info["backup"], info["backup_warnings"] = follow.actions, follow.warnings
         info["status"] = self.status()
         return info
 
@@ -376,6 +380,7 @@ def result_document(stack: str, info: dict[str, Any]) -> dict[str, Any]:
         "rejoined": info["rejoined"],
         "endpoint": status["endpoint"],
         "next_steps": [f"imctl standby rebuild --region {old} -s {stack}"] if forced else [],
-        "warnings": [] if info["rejoined"] or forced else [f"{old} did not rejoin as standby"],
+        "warnings": ([] if info["rejoined"] or forced else [f"{old} did not rejoin as standby"])
+        + info.get("backup_warnings", []),
         "details": {**plan["details"], "status": status},
     }

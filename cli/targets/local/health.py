@@ -35,6 +35,12 @@ def _problem(code: str, region: str, message: str, next_command: str | None) -> 
     return {"code": code, "region": region, "message": message, "next_command": next_command}
 
 
+def backup_problem(code: str, message: str, next_command: str | None) -> dict[str, Any]:
+    """A problem of the stack's continuous backup (backups/window.py, backups/shipping.py):
+    not a region's, so its region column says backup."""
+    return _problem(code, "backup", message, next_command)
+
+
 def problems(cfg: StackConfig, regions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     s = f"-s {cfg.stack}"
     deploy = f"imctl deploy {s}"

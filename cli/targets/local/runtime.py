@@ -407,7 +407,7 @@ class Region:
             "role": None,
         }
         if pg_pid is not None:
-            db.update(_probe(pg))
+            db.update(probe(pg))
         bus = {"pid": info.pid if info else None, "running": nats.is_alive(), "port": nats.port}
         want = self.cfg.replicas if self.cfg.role == "primary" else 0
         healthy = db["answering"] and bus["running"] and len([n for n in nodes if n.ready]) >= want
@@ -461,7 +461,7 @@ class Region:
 PROBE_TIMEOUT = 2.0
 
 
-def _probe(pg: PgInstance) -> dict[str, Any]:
+def probe(pg: PgInstance) -> dict[str, Any]:
     """Whether the database answers within PROBE_TIMEOUT, its role, and on a primary whether
     commits wait for a synchronous standby that is not streaming."""
     try:

@@ -336,7 +336,8 @@ class LocalTarget(Target):
         with phase(f"continuous backup ({cfg.archiving}): WAL archiver and base backup"):
             from cli.targets.local.backups.archiving import Archiving
 
-            actions += Archiving(self.files.dir, cfg, primary).ensure(step)
+            archiving = Archiving(self.files.dir, cfg, primary)
+            actions += archiving.ensure(step)
         for r in ordered:
             if r.cfg.role == "primary":
                 with phase(f"region {r.cfg.name}: migrations and im-server nodes"):
@@ -358,6 +359,7 @@ class LocalTarget(Target):
             "actions": actions,
             # What deploy cannot fix by starting processes (e.g. writes blocked): said, not hidden.
             "problems": problems(cfg, statuses),
+            "warnings": archiving.warnings,
             "regions": statuses,
         }
 
@@ -385,10 +387,13 @@ class LocalTarget(Target):
         from cli.targets.local.health import problems
 
         cfg = self.files.load_config()
-        regions = [r.status() for r in self.regions(cfg)]
+        made = self.regions(cfg)
+        regions = [r.status() for r in made]
         standbys = [r for r in regions if r["role"] != "primary"]
         found = problems(cfg, regions)
-        backup = backups.status_doc(self)
+        # The primary's probe just made says whether it answers: not asked again.
+        at = next(i for i, r in enumerate(regions) if r["role"] == "primary")
+        backup = backups.status_doc(self, cfg, made[at], regions[at]["database"]["answering"])
         found += backup["problems"]
         return {
             "stack": cfg.stack,
@@ -666,9 +671,9 @@ class LocalTarget(Target):
             from cli.targets.local.backups.verbs import after_primary_change
 
             with op.step("continuous backup: a new chain for the restored cluster"):
-                for line in after_primary_change(self, "snapshot restore", op.note):
-                    if line.startswith("warning: "):
-                        done.warnings.append(line[len("warning: ") :])
+                done.warnings.extend(
+                    after_primary_change(self, "snapshot restore", op.note).warnings
+                )
         return done
 
     # --- continuous backup and point-in-time restore (backups/) ---------------------------------
@@ -724,8 +729,8 @@ class LocalTarget(Target):
         doc = self.failover_sequence().rebuild_standby(region, op.note, op.step)
         # The rebuild names only what streams as synchronous; with --archiving sync the
         # archiver is named again here if it was not streaming just then.
-        doc["backup"] = after_primary_change(self, "standby rebuild", op.note)
-        return DocResult(doc)
+        follow = after_primary_change(self, "standby rebuild", op.note)
+        return DocResult({**doc, "backup": follow.actions, "warnings": follow.warnings})
 
     # --- drills (drill.py) and logs (logs.py) ---------------------------------------------------
 

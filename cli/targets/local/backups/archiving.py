@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,12 +28,9 @@ from cli.targets.local.backups.shipping import ShipperProcess, prune_bucket
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.runtime import Region
+from cli.targets.local.snapshots.catalog import mb
 
 INCARNATION = "imctl.incarnation"
-
-
-def mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def incarnation(pg: PgInstance) -> str:
@@ -65,18 +63,38 @@ def chain_matches(chain: Chain, sysid: str, timeline: int, mark: str) -> bool:
     return (info.system_identifier, info.timeline, info.incarnation) == (sysid, timeline, mark)
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """What restarting continuous backup after a primary change did, and what went wrong
+    (backups/verbs.py after_primary_change)."""
+
+    actions: list[str]
+    warnings: list[str]
+
+
 class Archiving:
     def __init__(self, stack_dir: Path, cfg: StackConfig, primary: Region) -> None:
         self.cfg = cfg
         self.primary = primary
         self.backups = BackupRoot(stack_dir)
         self.archiver = Archiver(self.backups, primary.secrets.pg_password)
+        # What went wrong without failing the call (a bucket's retention), for its result.
+        self.warnings: list[str] = []
 
     @property
     def synchronous(self) -> bool:
         return self.cfg.archiving == "sync"
 
-    def ensure(self, step: Note, reason: str = "deploy") -> list[str]:
+    def ensure(
+        self,
+        step: Note,
+        reason: str = "deploy",
+        *,
+        force_base: bool = False,
+        deadline: Deadline | None = None,
+    ) -> list[str]:
+        """``force_base``: a base backup now even when none is due (``backup base``), bounded
+        by ``deadline``."""
         pg = self.primary.pg()
         if self.cfg.archiving == "off":
             return self.turn_off(pg, step)
@@ -120,8 +138,8 @@ class Archiving:
         actions += self.ensure_sync_names(pg)
         for a in actions:
             step(a)
-        if self.base_due(chain):
-            actions.append(self.take_base(chain, Deadline(None), step))
+        if force_base or self.base_due(chain):
+            actions.append(self.take_base(chain, deadline or Deadline(None), step))
         actions += self.prune(step)
         actions += self.ensure_shipper(step)
         return actions
@@ -242,7 +260,7 @@ class Archiving:
             try:
                 actions += prune_bucket(self.cfg.backup_url, removed, step)
             except ImctlError as exc:  # the local retention stands; the bucket keeps extra
-                actions.append(f"warning: retention in {self.cfg.backup_url} failed: {exc.message}")
+                self.warnings.append(f"retention in {self.cfg.backup_url} failed: {exc.message}")
         return actions
 
     def _keep(self) -> str:

@@ -443,15 +443,6 @@ def check(staging: PgInstance, live: PgInstance, choice: Choice, deadline: Deadl
     )
 
 
-def live_message_count(pg: PgInstance) -> int | None:
-    if not pg.is_running():
-        return None
-    try:
-        return int(pg.sql("SELECT coalesce(sum(last_seq), 0) FROM conversations", DATABASE))
-    except (ImctlError, ValueError):
-        return None
-
-
 def remove_previous(previous: Path, note: Note) -> None:
     shutil.rmtree(previous, ignore_errors=True)
     note(f"deleted the replaced data directory {previous}")

@@ -21,6 +21,7 @@ from cli.targets.local import procs
 from cli.targets.local.backups.layout import BackupRoot
 from cli.targets.local.backups.shipper import STATUS
 from cli.targets.local.backups.wal import PARTIAL_SUFFIX
+from cli.targets.local.health import backup_problem
 
 INTERVAL = 5.0
 # Status calls shipping stalled when the last pass is older than this (passes back off up to
@@ -109,20 +110,16 @@ def problems(view: dict[str, Any], stack: str) -> list[dict[str, Any]]:
     where = view["url"]
     if not view["running"]:
         why = f": {view['error']}" if view.get("error") else ""
-        return [_problem("shipping_stopped", f"the shipper to {where} is not running{why}",
+        return [backup_problem("shipping_stopped", f"the shipper to {where} is not running{why}",
                          f"imctl deploy {s}   (with the AWS_* variables set)")]  # fmt: skip
     if view.get("error"):
-        return [_problem("shipping_failed", f"shipping to {where} fails: {view['error']}",
+        return [backup_problem("shipping_failed", f"shipping to {where} fails: {view['error']}",
                          f"imctl logs --node shipper {s}")]  # fmt: skip
     age = view.get("last_pass_age_s")
     if age is not None and age > STALE_AFTER:
-        return [_problem("shipping_failed", f"the shipper's last pass was {age:.0f}s ago",
+        return [backup_problem("shipping_failed", f"the shipper's last pass was {age:.0f}s ago",
                          f"imctl logs --node shipper {s}")]  # fmt: skip
     return []
-
-
-def _problem(code: str, message: str, next_command: str) -> dict[str, Any]:
-    return {"code": code, "region": "backup", "message": message, "next_command": next_command}
 
 
 def fetch_from_bucket(backups: BackupRoot, url: str, note: Note) -> int:

@@ -10,42 +10,49 @@ from typing import TYPE_CHECKING, Any
 from cli.errors import ImctlError, PreconditionFailed
 from cli.progress import Note
 from cli.results import DocResult, Result, StatusResult
+from cli.state import StackConfig
 from cli.targets.base import Operator, TimeRestoreRequest
 from cli.targets.local.backups import pitr
 from cli.targets.local.backups.archiver import Archiver, ArchiverView
-from cli.targets.local.backups.archiving import Archiving
+from cli.targets.local.backups.archiving import Archiving, FollowUp
 from cli.targets.local.backups.layout import BackupRoot, iso
 from cli.targets.local.backups.window import backup_doc
 from cli.targets.local.runtime import Region
 from cli.targets.local.snapshots.cutover import smoke_test, switch
 from cli.targets.local.snapshots.pg_client import discard
+from cli.targets.local.snapshots.restore import live_messages, mb_per_s
 
 if TYPE_CHECKING:
     from cli.targets.local.target import LocalTarget
 
 
-def _primary(target: LocalTarget) -> tuple[Any, Region, list[Region]]:
+def _primary(target: LocalTarget) -> tuple[StackConfig, Region, list[Region]]:
     cfg = target.files.load_config()
     regions = target.regions(cfg)
     primary = next(r for r in regions if r.cfg.role == "primary")
     return cfg, primary, regions
 
 
-def archiver_view(root: BackupRoot, primary: Region) -> tuple[ArchiverView, bool]:
-    from cli.targets.local.runtime import _probe
+def archiver_view(root: BackupRoot, primary: Region, answering: bool) -> ArchiverView:
+    pg = primary.pg()
+    return Archiver(root, primary.secrets.pg_password).view(pg if answering else None)
+
+
+def answers(primary: Region) -> bool:
+    from cli.targets.local.runtime import probe
 
     pg = primary.pg()
-    answering = pg.is_running() and bool(_probe(pg).get("answering"))
-    view = Archiver(root, primary.secrets.pg_password).view(pg if answering else None)
-    return view, answering
+    return pg.is_running() and bool(probe(pg).get("answering"))
 
 
-def status_doc(target: LocalTarget) -> dict[str, Any]:
+def status_doc(
+    target: LocalTarget, cfg: StackConfig, primary: Region, answering: bool
+) -> dict[str, Any]:
+    """``answering``: whether the primary's PostgreSQL answers (the caller has probed it)."""
     from cli.targets.local.backups import shipping
 
-    cfg, primary, _regions = _primary(target)
     root = BackupRoot(target.files.dir)
-    view, answering = archiver_view(root, primary)
+    view = archiver_view(root, primary, answering)
     doc = backup_doc(cfg, root, primary.pg(), view, answering)
     doc["shipping"] = None
     if cfg.backup_url and cfg.archiving != "off":
@@ -57,7 +64,8 @@ def status_doc(target: LocalTarget) -> dict[str, Any]:
 
 
 def status(target: LocalTarget, check: bool) -> Result:
-    return StatusResult(status_doc(target), check)
+    cfg, primary, _regions = _primary(target)
+    return StatusResult(status_doc(target, cfg, primary, answers(primary)), check)
 
 
 def base_backup(target: LocalTarget, timeout: float | None, op: Operator) -> Result:
@@ -77,14 +85,10 @@ def base_backup(target: LocalTarget, timeout: float | None, op: Operator) -> Res
             f"imctl deploy -s {cfg.stack}",
         )
     archiving = Archiving(target.files.dir, cfg, primary)
-    with op.step("making sure the WAL archiver runs into the current chain"):
-        actions = archiving.ensure(op.note, reason="backup base")
+    with op.step("the WAL archiver, then a base backup (pg_basebackup, pg_verifybackup)"):
+        actions = archiving.ensure(op.note, "backup base", force_base=True, deadline=deadline)
     chain = archiving.backups.current()
     assert chain is not None
-    took = [a for a in actions if a.startswith("took base backup")]
-    if not took:  # ensure took none (one was not due): this verb is asked for one
-        with op.step("taking a base backup (pg_basebackup, verified with pg_verifybackup)"):
-            actions.append(archiving.take_base(chain, deadline, op.note))
     newest = chain.bases()[-1]
     return DocResult(
         {
@@ -97,18 +101,20 @@ def base_backup(target: LocalTarget, timeout: float | None, op: Operator) -> Res
             "seconds": newest.seconds,
             "path": str(chain.base_path(newest.id)),
             "actions": actions,
+            "warnings": archiving.warnings,
         }
     )
 
 
-def after_primary_change(target: LocalTarget, reason: str, note: Note) -> list[str]:
+def after_primary_change(target: LocalTarget, reason: str, note: Note) -> FollowUp:
     """Archiving for the new primary (a new chain when its history changed). Never fails the
     operation that called it: what went wrong comes back as a warning and in `status`."""
     try:
         cfg, primary, _ = _primary(target)
-        return Archiving(target.files.dir, cfg, primary).ensure(note, reason=reason)
+        archiving = Archiving(target.files.dir, cfg, primary)
+        return FollowUp(archiving.ensure(note, reason=reason), archiving.warnings)
     except ImctlError as exc:
-        return [f"warning: continuous backup did not restart: {exc.message}"]
+        return FollowUp([], [f"continuous backup did not restart: {exc.message}"])
 
 
 def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) -> Result:
@@ -130,7 +136,7 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
 
     if not root.chains() and cfg.backup_url:
         fetched = fetch("the local copy is gone")  # a lost disk: the bucket holds the archive
-    view, _answering = archiver_view(root, primary)
+    view = archiver_view(root, primary, answers(primary))
     try:
         choice = pitr.choose(root, live, req.to_time, view)
     except PreconditionFailed as exc:
@@ -146,7 +152,7 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
             raise exc from None  # the bucket's trouble would hide what the user asked about
         choice = pitr.choose(root, live, req.to_time, view)
     standbys = [r.cfg.name for r in regions if r.cfg.role == "standby"]
-    plan = pitr.plan_lines(choice, primary, req.where, standbys, pitr.live_message_count(live))
+    plan = pitr.plan_lines(choice, primary, req.where, standbys, live_messages(live))
     if req.where == "in-place":
         op.confirm_typed(cfg.stack, details=plan)
     else:
@@ -172,9 +178,8 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
             discard(staging)
     timings.update(switch_timings)
     rebuilt = []
-    for name in standbys:
-        with op.step(f"rebuilding standby region {name} from the recovered primary"):
-            target.failover_sequence().rebuild_standby(name, op.note, op.step)
+    for name in standbys:  # rebuild_standby reports its own steps
+        target.failover_sequence().rebuild_standby(name, op.note, op.step)
         rebuilt.append(name)
     smoke = smoke_test(primary, previous, op.step, timings)
     kept: str | None = str(previous)
@@ -182,7 +187,7 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
         pitr.remove_previous(previous, op.note)
         kept = None
     with op.step("starting a new backup chain for the recovered timeline"):
-        backup_actions = after_primary_change(target, "restore", op.note)
+        follow = after_primary_change(target, "restore", op.note)
     timings["total_s"] = round(time.monotonic() - started, 3)
     recovery_s = timings.get("recovery_s") or 0.0
     return DocResult(
@@ -211,13 +216,11 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
             "standbys_rebuilt": rebuilt,
             "smoke": smoke,
             "timings": timings,
-            "restore_mb_per_s": round(checked.size_bytes / 1e6 / recovery_s, 1)
-            if recovery_s > 0
-            else None,
+            "restore_mb_per_s": mb_per_s(checked.size_bytes, recovery_s),
             "nodes_killed": killed,
             "fetched_from_bucket": fetched,
-            "backup": [a for a in backup_actions if not a.startswith("warning:")],
-            "warnings": [a[len("warning: ") :] for a in backup_actions if a.startswith("warning:")],
+            "backup": follow.actions,
+            "warnings": follow.warnings,
             "finished_at": iso(datetime.now(UTC)),
         }
     )

@@ -19,7 +19,9 @@ from cli.state import StackConfig, write_atomic
 from cli.targets.local.backups.archiver import ArchiverView
 from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int, scan
+from cli.targets.local.health import backup_problem
 from cli.targets.local.postgres import PgInstance
+from cli.targets.local.snapshots.catalog import dir_size
 
 # The archiver may trail by this much before status calls it behind: one segment (a burst of
 # writes can be 16 MB ahead for a moment; more than that is not a moment).
@@ -39,12 +41,6 @@ class ChainWindow:
     read_all: bool = True  # False: status has read only part of it so far (last may be older)
 
     def to_json(self) -> dict[str, Any]:
-        size = (
-            sum(b.size_bytes for b in self.bases)
-            + sum(p.stat().st_size for p in self.chain.wal_dir.iterdir() if p.is_file())
-            if self.chain.wal_dir.is_dir()
-            else sum(b.size_bytes for b in self.bases)
-        )
         return {
             "id": self.chain.id,
             "reason": self.reason,
@@ -53,7 +49,7 @@ class ChainWindow:
             "last": iso(self.last) if self.last else None,
             "base_backups": [b.id for b in self.bases],
             "wal_segments": len(self.wal.all),
-            "size_bytes": size,
+            "size_bytes": dir_size(self.chain.root),
             "gap": self.gap.name if self.gap else None,
             "read_all": self.read_all,
         }
@@ -135,10 +131,6 @@ def chain_window(pg: PgInstance, chain: Chain, budget: int | None = None) -> Cha
     return ChainWindow(chain, info.reason, info.timeline, bases, held, first, last, gap, read_all)
 
 
-def _problem(code: str, message: str, next_command: str | None) -> dict[str, Any]:
-    return {"code": code, "region": "backup", "message": message, "next_command": next_command}
-
-
 def problems(
     cfg: StackConfig,
     current: ChainWindow | None,
@@ -154,7 +146,7 @@ def problems(
     out = []
     if current is None or not current.bases:
         out.append(
-            _problem(
+            backup_problem(
                 "backup_missing",
                 "no base backup: nothing can be restored to a point in time yet",
                 f"imctl backup base {s}",
@@ -163,7 +155,7 @@ def problems(
     if primary_answering and not (archiver.running and archiver.streaming):
         what = "is not running" if not archiver.running else "runs but does not stream"
         out.append(
-            _problem(
+            backup_problem(
                 "archiving_stopped",
                 f"the WAL archiver (pg_receivewal) {what}: commits since are in no backup"
                 + (" and writes wait for it (--archiving sync)" if cfg.archiving == "sync" else ""),
@@ -172,7 +164,7 @@ def problems(
         )
     elif cfg.archiving == "sync" and archiver.sync_state not in ("sync", "quorum"):
         out.append(
-            _problem(
+            backup_problem(
                 "archiving_not_synchronous",
                 "--archiving sync, but commits do not wait for the archiver"
                 f" ({archiver.sync_state or 'not listed'}): an acked message may be missing"
@@ -182,7 +174,7 @@ def problems(
         )
     elif archiver.sent_lag_bytes is not None and archiver.sent_lag_bytes > BEHIND_BYTES:
         out.append(
-            _problem(
+            backup_problem(
                 "archiving_behind",
                 f"the WAL archiver is {archiver.sent_lag_bytes} bytes behind the primary",
                 f"imctl logs --node archiver {s}",
@@ -190,7 +182,7 @@ def problems(
         )
     if current is not None and current.gap is not None:
         out.append(
-            _problem(
+            backup_problem(
                 "archive_gap",
                 f"WAL segment {current.gap.name} is missing from chain {current.chain.id}:"
                 " restores stop before it",
@@ -201,7 +193,7 @@ def problems(
         age = datetime.now(UTC) - parse_iso(current.bases[-1].finished_at)
         if age > timedelta(hours=2 * cfg.backup_base_every_hours):
             out.append(
-                _problem(
+                backup_problem(
                     "base_backup_old",
                     f"the newest base backup is {age.total_seconds() / 3600:.1f} h old"
                     f" (--base-every {cfg.backup_base_every_hours:g} h): a restore replays"

@@ -32,11 +32,11 @@ from cli.targets.local.snapshots.verify import verified
 SCRATCH_DB = "im_restore"
 
 
-def _mb_per_s(size: int, seconds: float) -> float:
+def mb_per_s(size: int, seconds: float) -> float:
     return round(size / 1e6 / seconds, 1) if seconds > 0 else 0.0
 
 
-def _live_messages(pg: PgInstance) -> int | None:
+def live_messages(pg: PgInstance) -> int | None:
     if not pg.is_running():
         return None
     try:
@@ -66,7 +66,7 @@ def restore_plan(
     _path, manifest = source.load(snapshot_id)
     if target == "new":
         _refuse_with_standby(cfg)
-    now = _live_messages(region.pg())
+    now = live_messages(region.pg())
     now_text = f"{now} messages now" if now is not None else "PostgreSQL is not running"
     nodes = len(region.node_ids())
     lines = [describe_source(source, snapshot_id, cfg.stack)]
@@ -198,7 +198,7 @@ def _restore_new(
         previous_data=str(previous),
         smoke=smoke,
         timings=timings,
-        restore_mb_per_s=_mb_per_s(db_bytes, timings["pg_restore_s"]),
+        restore_mb_per_s=mb_per_s(db_bytes, timings["pg_restore_s"]),
         nodes_killed=killed,
     )
 
@@ -250,7 +250,7 @@ def _restore_in_place(
         previous_data=None,
         smoke=smoke,
         timings=timings,
-        restore_mb_per_s=_mb_per_s(db_bytes, timings["pg_restore_s"]),
+        restore_mb_per_s=mb_per_s(db_bytes, timings["pg_restore_s"]),
         nodes_killed=killed,
     )
 
