@@ -16,6 +16,7 @@ $IMCTL_HOME/stacks/<stack>/destroyed.json  after a destroy that kept the snapsho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -62,6 +63,15 @@ MIN_SECRET_LEN = 16
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (snapshots and backups check files by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -353,7 +353,7 @@ def test_the_process_ships_and_exits_0_on_sigterm(bucket: Bucket, tmp_path: Path
     try:
         deadline = time.monotonic() + 20
         while f"chains/c1/wal/{SEG3}" not in _keys(bucket):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
             time.sleep(0.1)
         while not (root / STATUS).exists():
             assert time.monotonic() < deadline

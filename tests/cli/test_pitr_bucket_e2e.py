@@ -5,9 +5,7 @@ to the latest time reads the bucket alone and loses no acked message it had ship
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.targets.local.backups.shipping import INTERVAL
 from cli.targets.local.procs import free_port
 from tests.cli.s3_fixtures import UNSET, aws_variables, moto_s3
-from tests.cli.test_pitr_e2e import commit_times, send, temp_home
+from tests.cli.test_local_e2e import imctl_home
+from tests.cli.test_pitr_e2e import commit_times, send
 from tests.cli.test_snapshot_e2e import conv_state, ok_json, run_json, token
 
 pytestmark = pytest.mark.slow
@@ -26,36 +26,33 @@ BUCKET = "imctl-pitr"
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server, and the AWS variables the imctl processes (and their shipper) inherit."""
     import boto3
 
-    saved = dict(os.environ)
-    scratch = Path(tempfile.mkdtemp(prefix="imctl-aws-"))
-    with moto_s3() as endpoint:
+    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as env:
         for name in UNSET:
-            os.environ.pop(name, None)
-        os.environ.update(aws_variables(endpoint, scratch))
+            env.delenv(name, raising=False)
+        for name, value in aws_variables(endpoint, tmp_path_factory.mktemp("aws")).items():
+            env.setenv(name, value)
         boto3.session.Session().client("s3").create_bucket(Bucket=BUCKET)
-        try:
-            yield endpoint
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            shutil.rmtree(scratch, ignore_errors=True)
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
 def home(s3: str) -> Iterator[Path]:
-    yield from temp_home("imctl-pitr-s3-")
+    yield from imctl_home("imctl-pitr-s3-")
 
 
 def wait_shipped(home: Path, after: float) -> None:
-    """Until a whole shipper pass has run after ``after`` (passes are 5 s apart)."""
+    """Until a whole shipper pass has started after ``after`` (passes are INTERVAL apart; the
+    heartbeat says when the last one ended)."""
     deadline = time.monotonic() + 60
     while True:
         ship = ok_json(home, "backup", "status")["shipping"]
         age = ship.get("last_pass_age_s")
-        if ship["running"] and ship["ok"] and age is not None and time.time() - age > after + 5.5:
+        passed = age is not None and time.time() - age > after + INTERVAL + 0.5
+        if ship["running"] and ship["ok"] and passed:
             return
         assert time.monotonic() < deadline, ship
         time.sleep(0.5)
@@ -81,9 +78,10 @@ async def test_restore_from_the_bucket_alone(home: Path) -> None:
     shutil.rmtree(home / "stacks" / "dev" / "backups" / "chains")  # the local copy is lost
     doc = ok_json(home, "restore", "--to-time", "latest", "--yes")
     assert doc["fetched_from_bucket"] > 0
-    seqs, _ = await conv_state(home, "d:s3-a:s3-b")
+    conv = "d:s3-a:s3-b"
+    seqs, _ = await conv_state(home, conv)
     assert seqs == acked
-    assert datetime.fromisoformat(doc["recovered_to"]).timestamp() <= time.time()
+    assert datetime.fromisoformat(doc["recovered_to"]) == (await commit_times(home, conv))[-1]
 
 
 async def test_a_destroyed_stacks_history_comes_back_from_the_bucket(home: Path) -> None:

@@ -8,12 +8,9 @@ each uses its own users. Times come from the commits themselves
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,27 +18,18 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
+from cli.targets.local.backups.layout import iso
 from cli.targets.local.procs import free_port
 from im_server.client import Client
+from tests.cli.test_local_e2e import imctl_home
 from tests.cli.test_snapshot_e2e import conv_state, database, imctl, ok_json, run_json, token
 
 pytestmark = pytest.mark.slow
 
 
-def temp_home(prefix: str) -> Iterator[Path]:
-    """An IMCTL_HOME under /tmp with o+x (PostgreSQL runs as an unprivileged user and must
-    reach its data); stack dev and everything kept of it go at the end."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    root.chmod(0o711)
-    yield root
-    if (root / "stacks" / "dev").exists():
-        imctl(root, "destroy", "--yes", "--delete-snapshots")
-    subprocess.run(["rm", "-rf", str(root)], check=False)
-
-
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    yield from temp_home("imctl-pitr-")
+    yield from imctl_home("imctl-pitr-")
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +37,6 @@ def endpoint(home: Path) -> str:
     doc = ok_json(home, "deploy", "--port", str(free_port()), "--archiving", "sync")
     url: str = doc["endpoint"]
     return url
-
-
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def send(url: str, tok: str, to: str, n: int) -> list[int]:
@@ -104,8 +88,7 @@ async def test_restore_to_a_time_after_the_newest_commit(home: Path, endpoint: s
     replay stops at the time and not at whatever the archive holds by then."""
     tok = token(home, "pitr-now")
     acked = await send(endpoint, tok, "pitr-now2", 2)
-    await asyncio.sleep(0.2)
-    target = datetime.now(UTC)
+    target = datetime.now(UTC)  # after the acks, so after the commits
     doc = ok_json(home, "restore", "--to-time", iso(target), "--yes")
     assert doc["checks"]["live_compared"]
     assert datetime.fromisoformat(doc["recovered_to"]) <= target
@@ -133,13 +116,13 @@ async def test_refused_before_anything_changes(home: Path, endpoint: str) -> Non
 
 async def test_restore_between_two_commits_and_the_seq_continues(home: Path, endpoint: str) -> None:
     tok = token(home, "pitr-a")
-    await send(endpoint, tok, "pitr-b", 3)
-    await asyncio.sleep(0.3)
-    await send(endpoint, tok, "pitr-b", 2)
+    # Each send awaits its ack: five commits, each with a later time than the one before.
+    await send(endpoint, tok, "pitr-b", 5)
     conv = "d:pitr-a:pitr-b"
     times = await commit_times(home, conv)
     assert len(times) == 5
     target = times[2] + (times[3] - times[2]) / 2
+    assert times[2] < target < times[3]
     chains_before = len(chain_dirs(home))
     doc = ok_json(home, "restore", "--to-time", iso(target), "--yes")
     assert doc["to_time"].startswith(iso(target)[:23]) and doc["target"] == "new"

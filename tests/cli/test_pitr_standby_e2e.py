@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.targets.local.backups.layout import iso
 from cli.targets.local.procs import free_port
-from tests.cli.test_pitr_e2e import commit_times, iso, send, temp_home
+from tests.cli.test_local_e2e import imctl_home
+from tests.cli.test_pitr_e2e import commit_times, send
 from tests.cli.test_snapshot_e2e import conv_state, ok_json, token
 
 pytestmark = pytest.mark.slow
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    yield from temp_home("imctl-pitr-sb-")
+    yield from imctl_home("imctl-pitr-sb-")
 
 
 @pytest.fixture(scope="module")

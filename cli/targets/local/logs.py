@@ -37,7 +37,7 @@ def sources(target: LocalTarget, req: LogsRequest) -> list[tuple[str, str, Path]
         from cli.targets.local.backups.layout import BackupRoot
 
         backups = BackupRoot(target.files.dir)
-        path = backups.archiver_log if req.node == "archiver" else backups.root / "shipper.log"
+        path = backups.archiver_log if req.node == "archiver" else backups.shipper_log
         found.append(("backup", req.node, path))
     if req.node is not None and not found:
         raise UsageError(

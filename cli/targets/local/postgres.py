@@ -190,7 +190,15 @@ class PgInstance:
             )
         return result
 
-    def _chown(self, path: Path) -> None:
+    def chown_tree(self, root: Path) -> None:
+        """``root`` and everything below it to the PostgreSQL user (files unpacked or fetched
+        by us, which the server reads or owns)."""
+        for dirpath, dirs, files in os.walk(root):
+            for name in [*dirs, *files]:
+                self.chown(Path(dirpath) / name)
+        self.chown(root)
+
+    def chown(self, path: Path) -> None:
         who = run_as()
         if who.privileged:
             os.chown(path, who.uid, who.gid)
@@ -213,13 +221,13 @@ class PgInstance:
                 f"{self.data_dir} is neither empty nor a PostgreSQL cluster",
                 "pick an empty directory",
             )
-        self._chown(self.data_dir)
+        self.chown(self.data_dir)
         self.data_dir.chmod(0o700)
         fd, pwfile = tempfile.mkstemp(prefix=".imctl-pw-", dir=self.data_dir.parent)
         try:
             with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
                 f.write(password + "\n")
-            self._chown(Path(pwfile))
+            self.chown(Path(pwfile))
             self.run(
                 "initdb",
                 [
@@ -284,14 +292,14 @@ class PgInstance:
         tmp = path.with_name(path.name + ".imctl-tmp")
         tmp.write_text(text)
         tmp.chmod(0o600)
-        self._chown(tmp)
+        self.chown(tmp)
         os.replace(tmp, path)
 
     def _prepare_log(self) -> None:
         # pg_ctl opens the log as the pg user; its directory may not be writable by that user.
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch(exist_ok=True)
-        self._chown(self.log_file)
+        self.chown(self.log_file)
         grant_traverse(self.log_file)
 
     def start(self, timeout: float = 30.0) -> int:

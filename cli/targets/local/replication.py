@@ -61,7 +61,7 @@ def base_backup(primary: PgInstance, standby: PgInstance, region: str, password:
     if standby.data_dir.exists():
         shutil.rmtree(standby.data_dir)
     standby.data_dir.mkdir(parents=True)
-    standby._chown(standby.data_dir)
+    standby.chown(standby.data_dir)
     standby.data_dir.chmod(0o700)
     ensure_slot(primary, region)
     primary.run(
@@ -80,7 +80,7 @@ def base_backup(primary: PgInstance, standby: PgInstance, region: str, password:
 def mark_standby(pg: PgInstance) -> None:
     signal = pg.data_dir / "standby.signal"
     signal.touch()
-    pg._chown(signal)
+    pg.chown(signal)
 
 
 def set_synchronous(primary: PgInstance, standbys: list[str]) -> None:

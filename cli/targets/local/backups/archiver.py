@@ -120,7 +120,7 @@ class Archiver:
             variables={"s": ARCHIVER_NAME},
         )
         chain.wal_dir.mkdir(parents=True, exist_ok=True)
-        pg._chown(chain.wal_dir)
+        pg.chown(chain.wal_dir)
         grant_traverse(chain.wal_dir)
         self.backups.archiver_log.touch()
         who = run_as()

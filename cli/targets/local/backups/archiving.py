@@ -44,7 +44,7 @@ def new_incarnation(data_dir: Path, pg: PgInstance) -> str:
     mark = secrets.token_hex(8)
     path = data_dir / INCARNATION
     path.write_text(mark + "\n")
-    pg._chown(path)
+    pg.chown(path)
     return mark
 
 

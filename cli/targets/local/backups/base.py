@@ -10,7 +10,6 @@ archive instead, wal.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import time
@@ -39,7 +38,7 @@ def take(pg: PgInstance, password: str, chain: Chain, deadline: Deadline) -> Bas
         return chain.base(base_id)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    pg._chown(target)
+    pg.chown(target)
     t0 = time.monotonic()
     try:
         pg.run(
@@ -100,10 +99,7 @@ def unpack(path: Path, data_dir: Path, pg: PgInstance) -> None:
                 "the base backup is damaged; use another one",
                 code="backup_corrupt",
             ) from exc
-    for dirpath, dirs, files in os.walk(data_dir):
-        for name in [*dirs, *files]:
-            pg._chown(Path(dirpath) / name)
-    pg._chown(data_dir)
+    pg.chown_tree(data_dir)
     data_dir.chmod(0o700)
 
 

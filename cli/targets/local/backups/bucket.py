@@ -32,6 +32,7 @@ from cli.errors import (
     ResourceFailure,
     UsageError,
 )
+from cli.state import file_sha256
 
 SHA256_KEY = "sha256"  # S3 lower-cases user metadata names; this one is already lower case
 DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys per call
@@ -119,14 +120,6 @@ class ObjectInfo:
     size: int
     sha256: str | None  # None: not asked for (``list`` without ``with_sha256``) or not set
     modified: datetime
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _code(exc: Any) -> str:

@@ -11,6 +11,7 @@
                                                         (beside it: pg_verifybackup refuses
                                                         any file of its own in a tar backup)
     <stack>/backups/archiver.pid, archiver.log          the pg_receivewal process
+    <stack>/backups/shipper.pid, shipper.log            the bucket shipper (--backup-url)
 
 A *chain* is one unbroken history: one cluster (system identifier) on one timeline. A restore
 or a failover starts a new timeline, and a snapshot restore into a new cluster a new system
@@ -34,6 +35,10 @@ from cli.statecheck import FileCheck
 BACKUPS_DIR = "backups"
 CHAIN_FILE = "chain.json"
 BASE_DONE_SUFFIX = ".json"
+# The names pg_receivewal gives what it writes into a chain's wal/.
+SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
+PARTIAL_SUFFIX = ".partial"
 CHAIN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 BASE_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
 
@@ -131,6 +136,8 @@ class BackupRoot:
         self.chains_dir = self.root / "chains"
         self.archiver_pid = self.root / "archiver.pid"
         self.archiver_log = self.root / "archiver.log"
+        self.shipper_pid = self.root / "shipper.pid"
+        self.shipper_log = self.root / "shipper.log"
 
     def chains(self) -> list[Chain]:
         """Oldest first; the last is the one being archived into."""

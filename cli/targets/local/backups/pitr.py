@@ -36,9 +36,15 @@ from cli.snapshots import DIGEST_SQL
 from cli.targets.local.backups import base
 from cli.targets.local.backups.archiver import ArchiverView
 from cli.targets.local.backups.archiving import new_incarnation
-from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
-from cli.targets.local.backups.wal import (
+from cli.targets.local.backups.layout import (
     PARTIAL_SUFFIX,
+    BackupRoot,
+    BaseInfo,
+    Chain,
+    iso,
+    parse_iso,
+)
+from cli.targets.local.backups.wal import (
     ArchivedWal,
     Segment,
     check_reads_through,
@@ -273,7 +279,7 @@ def recover(
             base.unpack(choice.chain.base_path(choice.base.id), staging.data_dir, staging)
             new_incarnation(staging.data_dir, staging)
             (staging.data_dir / "recovery.signal").touch()
-            staging._chown(staging.data_dir / "recovery.signal")
+            staging.chown(staging.data_dir / "recovery.signal")
             # Slots and signals of the source must not come back to life in the copy.
             (staging.data_dir / "standby.signal").unlink(missing_ok=True)
         timings["unpack_s"] = round(time.monotonic() - t0, 3)

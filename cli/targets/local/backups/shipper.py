@@ -38,13 +38,18 @@ from types import FrameType
 from typing import Any
 
 from cli.errors import ImctlError, ResourceFailure
-from cli.state import now_iso, write_atomic
-from cli.targets.local.backups.bucket import Bucket, file_sha256, parse_url
+from cli.state import file_sha256, now_iso, write_atomic
+from cli.targets.local.backups.bucket import Bucket, parse_url
+from cli.targets.local.backups.layout import (
+    BASE_DONE_SUFFIX,
+    CHAIN_FILE,
+    HISTORY_RE,
+    PARTIAL_SUFFIX,
+    SEGMENT_RE,
+)
 
 STATE = "shipper.json"
 STATUS = "shipper.status.json"
-CHAIN = "chain.json"
-BASE_DONE_SUFFIX = ".json"  # layout.py: chains/<chain>/base/<base>.json marks it complete
 # The copy of the segment being written that is uploaded: hashing and uploading the live file
 # could send content other than the hash describes.
 PARTIAL_COPY = ".shipper-partial.tmp"
@@ -52,9 +57,7 @@ STATE_VERSION = 1
 DEFAULT_INTERVAL = 10.0
 MAX_BACKOFF = 300.0
 
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
-_PARTIAL = re.compile(r"^([0-9A-F]{24})\.partial$")
+_PARTIAL = re.compile(r"^([0-9A-F]{24})" + re.escape(PARTIAL_SUFFIX) + "$")
 # What the bucket may hold under the prefix, as paths relative to root.
 _WAL_REL = re.compile(r"^chains/[^/]+/wal/([^/]+)$")
 _BASE_REL = re.compile(r"^chains/[^/]+/base/([^/]+)/(.+)$")
@@ -111,6 +114,9 @@ class Shipper:
         # only: immutable files need no hash to be skipped).
         self._shipped: dict[str, str] | None = None
         self._last: dict[str, str | None] = {"segment": None, "partial": None, "base": None}
+        # The .partial's size and mtime at its last copy: unchanged means not read again.
+        self._partial_stat: dict[str, tuple[int, int]] = {}
+        self._pending: int | None = None  # what the last pass left (None: no pass yet)
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -120,11 +126,21 @@ class Shipper:
     def run_once(self) -> ShipReport:
         shipped = self._load()
         report = ShipReport()
+        try:
+            self._pass(shipped, report)
+        finally:
+            # Saved once a pass, not per file: a pass cut short by a crash ships its files
+            # again next time, which is harmless (same key, same content).
+            self._save()
+            self._pending = report.pending
+        return report
+
+    def _pass(self, shipped: dict[str, str], report: ShipReport) -> None:
         plan = list(self._complete_unshipped(shipped))
         report.pending = len(plan)
         for rel in plan:
             if self._should_stop():
-                return report
+                return
             report.pending -= 1
             try:
                 size = (self.root / rel).stat().st_size
@@ -136,7 +152,7 @@ class Shipper:
             report.bytes += size
         for path in self._partials():
             if self._should_stop():
-                return report
+                return
             shipped_bytes = self._ship_partial(path, shipped)
             if shipped_bytes is not None:
                 report.uploaded.append(self._rel(path))
@@ -146,24 +162,23 @@ class Shipper:
             self.bucket.delete(self.key(rel) for rel in stale)
             for rel in stale:
                 del shipped[rel]
-            self._save()
             report.deleted.extend(stale)
-        return report
 
     def _complete_unshipped(self, shipped: dict[str, str]) -> Iterator[str]:
         """The immutable files not yet in the bucket, in upload order: per chain its chain.json,
         history files, segments, then each complete base backup with its marker last."""
         for chain in _subdirs(self.root / "chains"):
             candidates: list[Path] = []
-            if (chain / CHAIN).is_file():
-                candidates.append(chain / CHAIN)
-            wal = [p for p in _files(chain / "wal") if _HISTORY.match(p.name)]
-            wal += [p for p in _files(chain / "wal") if _SEGMENT.match(p.name)]
-            candidates += wal
+            if (chain / CHAIN_FILE).is_file():
+                candidates.append(chain / CHAIN_FILE)
+            wal = _files(chain / "wal")
+            candidates += [p for p in wal if HISTORY_RE.match(p.name)]
+            candidates += [p for p in wal if SEGMENT_RE.match(p.name)]
             for base in _subdirs(chain / "base"):
                 done = base.with_name(base.name + BASE_DONE_SUFFIX)
-                if not done.is_file():
-                    continue  # still being written: shipped once it is complete
+                if not done.is_file() or self._rel(done) in shipped:
+                    # Being written (shipped once complete), or shipped: the marker goes last.
+                    continue
                 members = sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink())
                 candidates += [*members, done]
             for path in candidates:
@@ -185,11 +200,14 @@ class Shipper:
         rel = self._rel(path)
         copy = self.root / PARTIAL_COPY
         try:
-            if shipped.get(rel) == file_sha256(path):
-                return None
+            seen = path.stat()
+            stamp = (seen.st_size, seen.st_mtime_ns)
+            if rel in shipped and self._partial_stat.get(rel) == stamp:
+                return None  # not written to since its last upload: no need to read it
             shutil.copyfile(path, copy)
         except FileNotFoundError:
             return None  # completed meanwhile: the next pass ships the full segment
+        self._partial_stat[rel] = stamp
         try:
             digest = file_sha256(copy)
             if shipped.get(rel) == digest:
@@ -209,7 +227,6 @@ class Shipper:
         assert self._shipped is not None
         self._shipped[rel] = digest
         _note_last(self._last, rel)
-        self._save()
 
     def _save(self) -> None:
         doc = {
@@ -281,7 +298,7 @@ class Shipper:
             "ok": error is None,
             "error": error,
             "last_shipped": dict(self._last),
-            "pending": self.pending(),
+            "pending": self._pending if self._pending is not None else self.pending(),
         }
         write_atomic(self.root / STATUS, json.dumps(doc, indent=1) + "\n")
 
@@ -305,7 +322,7 @@ def _shippable_rel(rel: str) -> bool:
         return True
     m = _WAL_REL.match(rel)
     name = m.group(1) if m else ""
-    return bool(_SEGMENT.match(name) or _HISTORY.match(name) or _PARTIAL.match(name))
+    return bool(SEGMENT_RE.match(name) or HISTORY_RE.match(name) or _PARTIAL.match(name))
 
 
 def _stale_partial(rel: str, shipped: dict[str, str]) -> bool:
@@ -315,7 +332,7 @@ def _stale_partial(rel: str, shipped: dict[str, str]) -> bool:
 def _note_last(last: dict[str, str | None], rel: str) -> None:
     name = rel.rpartition("/")[2]
     base = _BASE_DONE_REL.match(rel)
-    if _SEGMENT.match(name) and _WAL_REL.match(rel):
+    if SEGMENT_RE.match(name) and _WAL_REL.match(rel):
         last["segment"] = max(filter(None, (last["segment"], name)))
     elif _PARTIAL.match(name):
         last["partial"] = max(filter(None, (last["partial"], name)))

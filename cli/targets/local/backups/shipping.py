@@ -8,19 +8,17 @@ region, endpoint); nothing of them is written to disk or to argv.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from cli.errors import ImctlError, ResourceFailure
+from cli.errors import ResourceFailure
 from cli.progress import Note
 from cli.targets.local import procs
-from cli.targets.local.backups.layout import BackupRoot
+from cli.targets.local.backups.layout import PARTIAL_SUFFIX, BackupRoot, parse_iso
 from cli.targets.local.backups.shipper import STATUS
-from cli.targets.local.backups.wal import PARTIAL_SUFFIX
 from cli.targets.local.health import backup_problem
 
 INTERVAL = 5.0
@@ -33,8 +31,8 @@ class ShipperProcess:
     def __init__(self, backups: BackupRoot, url: str) -> None:
         self.backups = backups
         self.url = url
-        self.pid_file = backups.root / "shipper.pid"
-        self.log_file = backups.root / "shipper.log"
+        self.pid_file = backups.shipper_pid
+        self.log_file = backups.shipper_log
 
     def argv(self) -> list[str]:
         return [
@@ -63,7 +61,7 @@ class ShipperProcess:
             self.argv(),
             log_file=self.log_file,
             pid_file=self.pid_file,
-            env=dict(os.environ),
+            env=None,  # ours, AWS_* included
             cwd=self.backups.root,
         )
         msg = f"{'restarted' if restarted else 'started'} the backup shipper to {self.url}"
@@ -89,11 +87,8 @@ class ShipperProcess:
         beat = self.heartbeat() or {}
         age = None
         if isinstance(beat.get("time"), str):
-            try:
-                at = datetime.fromisoformat(beat["time"].replace("Z", "+00:00"))
-                age = round((datetime.now(UTC) - at).total_seconds(), 1)
-            except ValueError:
-                age = None
+            with contextlib.suppress(ValueError):
+                age = round((datetime.now(UTC) - parse_iso(beat["time"])).total_seconds(), 1)
         return {
             "url": self.url,
             "running": self.alive(),
@@ -147,11 +142,7 @@ def fetch_from_bucket(backups: BackupRoot, url: str, note: Note) -> int:
         ):
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            bucket.get_file(key, dest)
-        except ImctlError as exc:
-            exc.message = f"fetching {key} from the bucket: {exc.message}"
-            raise
+        bucket.get_file(key, dest)  # its errors name the s3:// key
         fetched += 1
     return fetched
 
@@ -176,11 +167,3 @@ def prune_bucket(url: str, removed: list[str], note: Note) -> list[str]:
     msg = f"removed {len(keys)} object(s) from {url} (retention)"
     note(msg)
     return [msg]
-
-
-def chown_tree(root: Path, pg: Any) -> None:
-    """Files fetched as root must be readable by PostgreSQL's user (restore_command)."""
-    for dirpath, dirs, files in os.walk(root):
-        for n in [*dirs, *files]:
-            pg._chown(Path(dirpath) / n)
-    pg._chown(root)

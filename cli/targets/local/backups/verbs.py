@@ -126,12 +126,12 @@ def restore_to_time(target: LocalTarget, req: TimeRestoreRequest, op: Operator) 
     live = primary.pg()
 
     def fetch(why: str) -> int:
-        from cli.targets.local.backups.shipping import chown_tree, fetch_from_bucket
+        from cli.targets.local.backups.shipping import fetch_from_bucket
 
         assert cfg.backup_url is not None
         with op.step(f"fetching the archive from {cfg.backup_url} ({why})"):
             got = fetch_from_bucket(root, cfg.backup_url, op.note)
-            chown_tree(root.chains_dir, live)
+            live.chown_tree(root.chains_dir)  # restore_command runs as the PostgreSQL user
         return got
 
     if not root.chains() and cfg.backup_url:

@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cli.errors import PreconditionFailed
+from cli.targets.local.backups.layout import HISTORY_RE, PARTIAL_SUFFIX, SEGMENT_RE
 from cli.targets.local.postgres import PgInstance
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 _PER_XLOGID = 0x100000000 // SEGMENT_SIZE
-SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
-PARTIAL_SUFFIX = ".partial"
 _COMMIT_RE = re.compile(
     r"lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: (?:COMMIT|ABORT) "
     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
@@ -81,7 +80,9 @@ class ArchivedWal:
                 name = p.name
                 if SEGMENT_RE.match(name):
                     complete.append(Segment.parse(name))
-                elif name.endswith(PARTIAL_SUFFIX) and SEGMENT_RE.match(name[: -len(".partial")]):
+                elif name.endswith(PARTIAL_SUFFIX) and SEGMENT_RE.match(
+                    name[: -len(PARTIAL_SUFFIX)]
+                ):
                     partials.append(Segment.parse(name[: -len(PARTIAL_SUFFIX)]))
         complete.sort()
         partial = max(partials) if partials else None
@@ -236,7 +237,7 @@ def _link_partial(wal_dir: Path, partial: Segment) -> Path:
     scratch.mkdir()
     try:
         for p in wal_dir.iterdir():
-            if SEGMENT_RE.match(p.name) or p.name.endswith(".history"):
+            if SEGMENT_RE.match(p.name) or HISTORY_RE.match(p.name):
                 os.link(p, scratch / p.name)
         os.link(wal_dir / (partial.name + PARTIAL_SUFFIX), scratch / partial.name)
     except BaseException:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from cli.snapshots import (
     SnapshotInfo,
     manifest_digest,
 )
-from cli.state import StackConfig, StackFiles
+from cli.state import StackConfig, StackFiles, file_sha256
 from cli.targets.local.postgres import PgInstance
 from cli.targets.local.runtime import Region
 from cli.targets.local.snapshots.pg_client import discard
@@ -38,14 +37,6 @@ DUMP = "db.dump"
 STAGING = "restoring"  # pg/<STAGING>: the cluster a restore fills before the switch
 PREVIOUS_PREFIX = "data.before-restore-"
 _COPY_CHUNK = 1 << 20
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mb(n: int) -> str:
@@ -164,7 +155,7 @@ class Catalog:
                 checks.append(FileCheck(name, False, actual_size, size, why))
                 problems.append(f"{name}: {why}")
                 continue
-            if sha256(f) != digest:
+            if file_sha256(f) != digest:
                 checks.append(FileCheck(name, False, actual_size, size, "sha256 differs"))
                 problems.append(f"{name}: sha256 differs from the manifest (corrupted)")
                 continue

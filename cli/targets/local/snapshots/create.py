@@ -27,10 +27,10 @@ from cli.snapshots import (
     manifest_digest,
     torn_conversations,
 )
-from cli.state import write_atomic
+from cli.state import file_sha256, write_atomic
 from cli.targets.local.postgres import PgInstance, pg_bin
 from cli.targets.local.runtime import DATABASE
-from cli.targets.local.snapshots.catalog import DUMP, MANIFEST, Catalog, sha256
+from cli.targets.local.snapshots.catalog import DUMP, MANIFEST, Catalog
 from cli.targets.local.snapshots.pg_client import client_env, conn_args, fetch_digest
 
 FORMAT = "pg_dump-custom"
@@ -151,7 +151,7 @@ def create(catalog: Catalog, note: str | None, deadline: Deadline, progress: Ste
                 "format": FORMAT,
                 "compression": COMPRESSION,
                 "note": note,
-                "files": [{"name": DUMP, "size": size, "sha256": sha256(dump)}],
+                "files": [{"name": DUMP, "size": size, "sha256": file_sha256(dump)}],
                 "size_bytes": size,
                 "database_bytes": db_bytes,
                 "messages": digest.messages,
