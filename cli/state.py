@@ -65,6 +65,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 time with its zone (``Z`` or an offset; a fraction down to
+    nanoseconds, cut to microseconds) as an aware UTC datetime; ValueError without a zone."""
+    parsed = datetime.fromisoformat(text.strip())
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return parsed.astimezone(UTC)
+
+
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, read in 1 MiB chunks (snapshots and backups check files by it)."""
     digest = hashlib.sha256()

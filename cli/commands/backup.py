@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.commands.snapshot import Timeout
+from cli.commands.snapshot import Timeout, megabytes
 from cli.commands.status import render_problems
 from cli.hints import advice
 from cli.options import (
@@ -45,10 +45,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-
-def _mb(n: Any) -> str:
-    return "-" if n is None else f"{n / 1e6:.1f} MB"
 
 
 def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
@@ -94,7 +90,7 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
     if isinstance(base, Mapping):
         console.print(
             f"  last base backup {human(base.get('id'))}, finished {human(base.get('finished_at'))}"
-            f" ({_mb(base.get('size_bytes'))})",
+            f" ({megabytes(base.get('size_bytes'))})",
             markup=False,
         )
     elif base:
@@ -123,7 +119,7 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
         console.print(
             f"  chain {c['id']} ({c['reason']}, timeline {c['timeline']}): {human(c['first'])} .."
             f" {human(c['last'])}, {len(c['base_backups'])} base backup(s), {c['wal_segments']}"
-            f" WAL segment(s), {_mb(c['size_bytes'])}",
+            f" WAL segment(s), {megabytes(c['size_bytes'])}",
             markup=False,
         )
     for w in doc.get("warnings") or []:
@@ -135,7 +131,7 @@ def _render_status(console: Any, doc: Mapping[str, Any]) -> None:
 def _render_base(console: Any, doc: Mapping[str, Any]) -> None:
     console.print(
         f"[green]✓[/green] base backup [bold]{doc['id']}[/bold] (chain {doc['chain']}):"
-        f" {_mb(doc['size_bytes'])} in {doc['seconds']:.1f}s, checked with pg_verifybackup"
+        f" {megabytes(doc['size_bytes'])} in {doc['seconds']:.1f}s, checked with pg_verifybackup"
     )
     console.print(f"  {doc['path']}", markup=False)
 

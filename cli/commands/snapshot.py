@@ -59,7 +59,7 @@ SnapshotId = Annotated[str, typer.Argument(metavar="ID", help="Snapshot id (imct
 MAX_NOTE = 500
 
 
-def _mb(n: int | None) -> str:
+def megabytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f} MB"
 
 
@@ -76,7 +76,7 @@ def _render_create(console: Any, doc: Mapping[str, Any]) -> None:
     if "messages" in doc and "duration_s" in doc:  # counted while it was taken
         console.print(
             f"[green]✓[/green] snapshot [bold]{doc['id']}[/bold]: {doc['messages']} messages in "
-            f"{doc['conversations']} conversations, {_mb(doc['size_bytes'])} "
+            f"{doc['conversations']} conversations, {megabytes(doc['size_bytes'])} "
             f"({doc['duration_s']:.1f}s)"
         )
     else:  # a cloud's backup: the digest read just before it is what a restore checks
@@ -132,7 +132,7 @@ def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = Fal
     else:
         rows = [
             [s["id"], s.get("created_at") or "-", s.get("status") or "complete",
-             _count(s.get("messages")), _mb(s.get("size_bytes")), s.get("note") or "-"]
+             _count(s.get("messages")), megabytes(s.get("size_bytes")), s.get("note") or "-"]
             for s in doc["snapshots"]
         ]  # fmt: skip
         columns: list[str | Column] = [
@@ -153,7 +153,7 @@ def _render_list(console: Any, doc: Mapping[str, Any], *, no_headers: bool = Fal
     for p in doc.get("previous_data") or []:
         console.print(
             advice(
-                f"kept by a restore: {p['path']} ({_mb(p['size_bytes'])}; "
+                f"kept by a restore: {p['path']} ({megabytes(p['size_bytes'])}; "
                 "`imctl snapshot prune --previous-data` removes it)"
             )
         )
@@ -214,7 +214,7 @@ def _render_show(console: Any, doc: Mapping[str, Any]) -> None:
         f"conversations, {content['members']} memberships"
     )
     for f in m["files"]:
-        console.print(f"  file         {f['name']}  {_mb(f['size'])}  sha256 {f['sha256']}")
+        console.print(f"  file         {f['name']}  {megabytes(f['size'])}  sha256 {f['sha256']}")
 
 
 @app.command("show")
@@ -259,7 +259,7 @@ def _render_delete(console: Any, doc: Mapping[str, Any]) -> None:
     if not doc["deleted"] and not previous:
         console.print("nothing to delete")
     elif doc.get("freed_bytes") is not None:
-        console.print(f"freed {_mb(doc['freed_bytes'])}")
+        console.print(f"freed {megabytes(doc['freed_bytes'])}")
 
 
 @app.command("delete")

@@ -237,12 +237,14 @@ def test_the_key_of_the_backups_alibaba_keeps_outlives_the_destroy() -> None:
     """ApsaraDB keeps every backup set after the release (released_keep_policy All); they are
     encrypted with the instance's key, which a pending deletion would make unusable."""
     plan = teardown("alicloud")
-    for policy in plan.find("alicloud:rds/backupPolicy:BackupPolicy"):
+    policies = plan.find("alicloud:rds/backupPolicy:BackupPolicy")
+    keys = [k for k in plan.find("alicloud:kms/key:Key") if k.name.endswith("-db-key")]
+    assert policies and keys  # a stack without them would pass the loops below vacuously
+    for policy in policies:
         assert args(policy)["releasedKeepPolicy"] == "All"
         assert policy.retain_on_delete, policy.name
-    for key in plan.find("alicloud:kms/key:Key"):
-        if key.name.endswith("-db-key"):
-            assert key.retain_on_delete, key.name
+    for key in keys:
+        assert key.retain_on_delete, key.name
 
 
 def test_the_final_rds_snapshot_is_named_for_the_stack_and_the_destroy() -> None:

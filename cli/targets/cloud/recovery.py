@@ -14,13 +14,13 @@ reaching the backup store); "off": automated backups or log backups are off, or 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cli.errors import PreconditionFailed, UsageError
 from cli.snapshots import RestoreTarget
+from cli.state import parse_utc as state_parse_utc
 
 # RDS documents its latest restorable time as typically within five minutes of now; three
 # times that before the window counts as stalled (the same bound on every cloud).
@@ -33,21 +33,11 @@ def utc_text(t: datetime) -> str:
 
 
 def parse_utc(text: Any) -> datetime | None:
-    """An RFC 3339 / ISO 8601 time as the clouds write it (``Z`` or an offset, with or without
-    a fraction of up to nanoseconds) -> an aware UTC datetime; None for nothing."""
+    """A time as the clouds give it (a datetime from boto3, or RFC 3339 text with ``Z`` and up
+    to nanoseconds) -> an aware UTC datetime; None for nothing."""
     if isinstance(text, datetime):
         return text.astimezone(UTC)
-    if not text:
-        return None
-    raw = str(text).strip().replace("Z", "+00:00")
-    # datetime takes at most microseconds; Cloud SQL writes nanoseconds.
-    m = re.fullmatch(r"([^.]+)(?:\.(\d+))?(.*)", raw)
-    if m is not None and m.group(2):
-        raw = f"{m.group(1)}.{m.group(2)[:6]:0<6}{m.group(3)}"
-    parsed = datetime.fromisoformat(raw)
-    if parsed.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone")
-    return parsed.astimezone(UTC)
+    return state_parse_utc(str(text)) if text else None
 
 
 def last_automated(snapshots: list[dict[str, Any]], automated: str) -> datetime | None:

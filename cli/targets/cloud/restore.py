@@ -152,16 +152,14 @@ class TimeRestores:
         """What the primary's automated backups and logs can restore to (reads only)."""
         return self.hooks.recovery_window()
 
-    def plan(
-        self, when: datetime | None, target: RestoreTarget, now: datetime | None = None
-    ) -> RecoveryWindow:
+    def plan(self, when: datetime | None, target: RestoreTarget) -> RecoveryWindow:
         """Every refusal of a point-in-time restore that needs no change: the target, then
         the time against the window the cloud reports (and against now; exit 10, the window
         in the message). -> the window, for the plan. Reads only."""
         _check_target(target)
         self.hooks.refuse_time_target(target)
         window = self.window()
-        check_to_time(window, when, now or datetime.now(UTC))
+        check_to_time(window, when, datetime.now(UTC))
         return window
 
     def run(

@@ -20,10 +20,10 @@ from pathlib import Path
 from cli.deadline import Deadline
 from cli.errors import ImctlError
 from cli.progress import Note
-from cli.state import StackConfig
+from cli.state import StackConfig, parse_utc
 from cli.targets.local.backups import base
 from cli.targets.local.backups.archiver import ARCHIVER_NAME, Archiver, drop_slot, slot_exists
-from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso, parse_iso
+from cli.targets.local.backups.layout import BackupRoot, Chain, ChainInfo, iso
 from cli.targets.local.backups.shipping import ShipperProcess, prune_bucket
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int
 from cli.targets.local.postgres import PgInstance
@@ -179,7 +179,7 @@ class Archiving:
         bases = chain.bases()
         if not bases:
             return True
-        age = datetime.now(UTC) - parse_iso(bases[-1].finished_at)
+        age = datetime.now(UTC) - parse_utc(bases[-1].finished_at)
         return age > timedelta(hours=self.cfg.backup_base_every_hours)
 
     def take_base(self, chain: Chain, deadline: Deadline, step: Note) -> str:
@@ -216,7 +216,7 @@ class Archiving:
         anchor: tuple[Chain, str] | None = None
         for chain in chains:
             for b in chain.bases():
-                if parse_iso(b.finished_at) <= horizon:
+                if parse_utc(b.finished_at) <= horizon:
                     anchor = (chain, b.id)
         if anchor is None:
             return [], [], None

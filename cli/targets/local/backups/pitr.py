@@ -33,6 +33,7 @@ from cli.deadline import Deadline, poll
 from cli.errors import ContentMismatch, ImctlError, PreconditionFailed, ResourceFailure
 from cli.progress import Note, Step
 from cli.snapshots import DIGEST_SQL
+from cli.state import parse_utc
 from cli.targets.local.backups import base
 from cli.targets.local.backups.archiver import ArchiverView
 from cli.targets.local.backups.archiving import new_incarnation
@@ -42,7 +43,6 @@ from cli.targets.local.backups.layout import (
     BaseInfo,
     Chain,
     iso,
-    parse_iso,
 )
 from cli.targets.local.backups.wal import (
     ArchivedWal,
@@ -129,7 +129,7 @@ def choose(
         is_current = w is current
         last = now if is_current and archiver.up_to_date else w.last
         if w.first <= to_time <= last:
-            usable = [b for b in w.bases if parse_iso(b.finished_at) <= to_time]
+            usable = [b for b in w.bases if parse_utc(b.finished_at) <= to_time]
             beyond = to_time >= w.last
             # Past the newest archived commit: a marker is needed only while the archive
             # still grows (streaming, caught up); otherwise the archive ends there, and

@@ -16,8 +16,9 @@ from typing import Any
 
 from cli.errors import ResourceFailure
 from cli.progress import Note
+from cli.state import parse_utc
 from cli.targets.local import procs
-from cli.targets.local.backups.layout import PARTIAL_SUFFIX, BackupRoot, parse_iso
+from cli.targets.local.backups.layout import PARTIAL_SUFFIX, BackupRoot
 from cli.targets.local.backups.shipper import STATUS
 from cli.targets.local.health import backup_problem
 
@@ -88,7 +89,7 @@ class ShipperProcess:
         age = None
         if isinstance(beat.get("time"), str):
             with contextlib.suppress(ValueError):
-                age = round((datetime.now(UTC) - parse_iso(beat["time"])).total_seconds(), 1)
+                age = round((datetime.now(UTC) - parse_utc(beat["time"])).total_seconds(), 1)
         return {
             "url": self.url,
             "running": self.alive(),

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cli.state import StackConfig, write_atomic
+from cli.state import StackConfig, parse_utc, write_atomic
 from cli.targets.local.backups.archiver import ArchiverView
-from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso, parse_iso
+from cli.targets.local.backups.layout import BackupRoot, BaseInfo, Chain, iso
 from cli.targets.local.backups.wal import ArchivedWal, Segment, lsn_int, scan
 from cli.targets.local.health import backup_problem
 from cli.targets.local.postgres import PgInstance
@@ -75,7 +75,7 @@ def newest_commit(
     read_from = start
     try:
         doc = json.loads(cache.read_text())
-        seen = parse_iso(doc["last_commit"]) if doc.get("last_commit") else None
+        seen = parse_utc(doc["last_commit"]) if doc.get("last_commit") else None
         read_from = max(start, Segment.parse(doc["read_from"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache, or one imctl did not write: read the whole chain
@@ -113,7 +113,7 @@ def chain_window(pg: PgInstance, chain: Chain, budget: int | None = None) -> Cha
     info = chain.info()
     bases = chain.bases()
     held = ArchivedWal.read(chain.wal_dir)
-    first = parse_iso(bases[0].finished_at) if bases else None
+    first = parse_utc(bases[0].finished_at) if bases else None
     gap = None
     last = None
     read_all = True
@@ -190,7 +190,7 @@ def problems(
             )
         )
     if current is not None and current.bases:
-        age = datetime.now(UTC) - parse_iso(current.bases[-1].finished_at)
+        age = datetime.now(UTC) - parse_utc(current.bases[-1].finished_at)
         if age > timedelta(hours=2 * cfg.backup_base_every_hours):
             out.append(
                 backup_problem(
