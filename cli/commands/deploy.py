@@ -37,6 +37,8 @@ def _render_deploy(console: Any, doc: Mapping[str, Any]) -> None:
     from cli.commands.status import render_problems
 
     render_problems(console, doc.get("problems", []))
+    for w in doc.get("warnings") or []:
+        console.print(f"  warning: {w}", markup=False)
     console.print(f"\nendpoint  [bold]{doc['endpoint']}[/bold]")
     console.print(advice("connect   imctl token --user alice   # then hello with that token"))
 

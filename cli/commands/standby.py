@@ -39,6 +39,8 @@ def _render_rebuild(console: Any, doc: Mapping[str, Any]) -> None:
         f"[green]✓[/green] region {doc['region']} is the standby again; the stack is"
         f" {'protected' if doc['status']['protected'] else '[red]not protected yet[/red]'}"
     )
+    for w in doc.get("warnings") or []:
+        console.print(f"  warning: {w}", markup=False)
 
 
 @app.command("rebuild")
